@@ -1,0 +1,133 @@
+//! Wrapping master-key version secrets under the root key, and the root-key
+//! check value that lets the server refuse a wrong root key at start-up.
+//!
+//! Two sub-keys are derived from the root key with HKDF-SHA256 (distinct
+//! `info` labels), so the root key itself never serves two algorithms.
+//!
+//! Wrapped format: `0x01 | nonce (12) | AES-256-GCM(secret) || tag (16)`,
+//! AAD = `"keyward/v1/version-secret" || key id (16) || version (u32 BE)`.
+//! Random nonces are safe here: a root key wraps one secret per key version,
+//! many orders of magnitude below the 2^32 bound.
+
+use ring::constant_time::verify_slices_are_equal;
+
+use crate::aead::{self, NONCE_LEN};
+use crate::kdf::derive_key;
+use crate::random::random_array;
+use crate::{CryptoError, KeyIdBytes, RootKey, VersionSecret, SECRET_LEN};
+
+const WRAP_FORMAT: u8 = 0x01;
+const WRAP_LABEL: &[u8] = b"keyward/v1/wrap-key";
+const CHECK_LABEL: &[u8] = b"keyward/v1/root-check";
+const AAD_LABEL: &[u8] = b"keyward/v1/version-secret";
+const WRAPPED_LEN: usize = 1 + NONCE_LEN + SECRET_LEN + 16;
+
+/// A version secret sealed under the root key: safe to store, useless without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedVersionSecret(Vec<u8>);
+
+impl WrappedVersionSecret {
+    /// Takes stored bytes as they are; validity is checked by `unwrap`.
+    pub fn from_stored(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes to store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A non-secret value derived from the root key and kept in the store; a
+/// different root key yields a different value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCheck(pub Vec<u8>);
+
+fn wrap_aad(key_id: &KeyIdBytes, version: u32) -> Vec<u8> {
+    let mut aad = AAD_LABEL.to_vec();
+    aad.extend_from_slice(key_id);
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+impl RootKey {
+    /// Seals a version secret for storage, bound to its key id and version.
+    pub fn wrap(
+        &self,
+        key_id: &KeyIdBytes,
+        version: u32,
+        secret: &VersionSecret,
+    ) -> Result<WrappedVersionSecret, CryptoError> {
+        let nonce: [u8; NONCE_LEN] = random_array()?;
+        let wrap_key = derive_key(self.expose_secret(), &[], &[WRAP_LABEL]);
+        let mut body = secret.expose_secret().to_vec();
+        aead::seal(&wrap_key, nonce, &wrap_aad(key_id, version), &mut body)?;
+        let mut out = Vec::with_capacity(WRAPPED_LEN);
+        out.push(WRAP_FORMAT);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        zeroize::Zeroize::zeroize(&mut body);
+        Ok(WrappedVersionSecret(out))
+    }
+
+    /// Opens a wrapped version secret; fails if it was wrapped under another
+    /// root key, for another key id or version, or was altered.
+    pub fn unwrap(
+        &self,
+        key_id: &KeyIdBytes,
+        version: u32,
+        wrapped: &WrappedVersionSecret,
+    ) -> Result<VersionSecret, CryptoError> {
+        let w = &wrapped.0;
+        if w.len() != WRAPPED_LEN || w[0] != WRAP_FORMAT {
+            return Err(CryptoError::Undecryptable);
+        }
+        let nonce: [u8; NONCE_LEN] = w[1..1 + NONCE_LEN].try_into().expect("12 bytes");
+        let wrap_key = derive_key(self.expose_secret(), &[], &[WRAP_LABEL]);
+        let mut buf = zeroize::Zeroizing::new(w[1 + NONCE_LEN..].to_vec());
+        let secret = aead::open(&wrap_key, nonce, &wrap_aad(key_id, version), &mut buf)?;
+        VersionSecret::from_bytes(secret)
+    }
+
+    /// The check value stored beside the keys.
+    pub fn check_value(&self) -> RootCheck {
+        RootCheck(derive_key(self.expose_secret(), &[], &[CHECK_LABEL]).to_vec())
+    }
+
+    /// Whether `stored` was made from this root key (constant time).
+    pub fn matches(&self, stored: &RootCheck) -> bool {
+        verify_slices_are_equal(&self.check_value().0, &stored.0).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_round_trip_and_binding() {
+        let root = RootKey::generate().unwrap();
+        let secret = VersionSecret::generate().unwrap();
+        let w = root.wrap(&[1; 16], 3, &secret).unwrap();
+        assert_eq!(w.as_bytes().len(), WRAPPED_LEN);
+        assert_eq!(root.unwrap(&[1; 16], 3, &w).unwrap().expose_secret(), secret.expose_secret());
+        assert!(root.unwrap(&[1; 16], 4, &w).is_err(), "other version");
+        assert!(root.unwrap(&[2; 16], 3, &w).is_err(), "other key");
+        let other = RootKey::generate().unwrap();
+        assert!(other.unwrap(&[1; 16], 3, &w).is_err(), "other root key");
+        let mut bytes = w.as_bytes().to_vec();
+        bytes[20] ^= 1;
+        assert!(root.unwrap(&[1; 16], 3, &WrappedVersionSecret::from_stored(bytes)).is_err());
+    }
+
+    #[test]
+    fn check_value_tells_root_keys_apart() {
+        let a = RootKey::from_bytes(&[1; 32]).unwrap();
+        let b = RootKey::from_bytes(&[2; 32]).unwrap();
+        assert!(a.matches(&a.check_value()));
+        assert!(!b.matches(&a.check_value()));
+        assert!(!a.matches(&RootCheck(vec![])));
+        // The check value is not the key.
+        assert_ne!(a.check_value().0, a.expose_secret().to_vec());
+    }
+}
