@@ -1,1 +1,13 @@
-fn main() {}
+//! Generates the gRPC code for `proto/keyward/v1` (into `OUT_DIR`, included
+//! by `src/pb.rs`) and a file descriptor set for server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("keyward_descriptor.bin"))
+        .compile_protos(&["proto/keyward/v1/keyward.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

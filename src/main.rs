@@ -1,1 +1,95 @@
-fn main() {}
+//! The `keyward` binary: parses the command line, then either runs the
+//! server (`keyward::run`) or a client command. Exit status 64 for a bad
+//! configuration, 1 for a failed client command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyward::cli::{run_client, Cli, Command, RootKeyCommand};
+use keyward::config::{create_root_key_file, Overrides, ServerConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Server(a) => {
+            init_logging();
+            let overrides = Overrides {
+                config: a.config,
+                dev: a.dev,
+                listen: a.listen,
+                data_dir: a.data_dir,
+                root_key_file: a.root_key_file,
+            };
+            let config = match ServerConfig::load(&overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("error: cannot listen on {}: {e}", config.listen);
+                        return ExitCode::from(69);
+                    }
+                };
+                match keyward::run(config, listener, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e @ keyward::ServerError::Config(_)) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(64)
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::RootKey(RootKeyCommand::Create { file }) => {
+            match create_root_key_file(&file) {
+                Ok(()) => {
+                    println!("wrote a new root key to {} (mode 0600). Back it up: without it no key can be recovered.", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => match rt.block_on(run_client(&cli.addr, cli.output, command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,319 @@
-fn main() {}
+//! `keyward-bench`: measures Keyward against the gRPC ceiling on the same machine.
+//!
+//! `keyward-bench echo --listen ADDR` serves `keyward.v1.CryptoService` as a
+//! no-op: it answers every RPC with a response of the size Keyward would send
+//! (zero bytes; no crypto, no audit), so the same client, the same protobufs
+//! and the same tonic stack measure the ceiling.
+//!
+//! `keyward-bench run --keyward ADDR --echo ADDR --concurrency N --seconds S`
+//! drives GenerateDataKey (32-byte keys), Encrypt (4 KiB) and Decrypt (4 KiB)
+//! against both, one after the other, and prints throughput, p50/p99/p999
+//! latency and the Keyward/echo ratio for each operation.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use keyward::pb;
+use keyward::pb::crypto_service_client::CryptoServiceClient;
+use keyward::pb::crypto_service_server::{CryptoService, CryptoServiceServer};
+use keyward::pb::key_service_client::KeyServiceClient;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+/// Ciphertext overhead of format v1: 65-byte header + 16-byte tag.
+const OVERHEAD: usize = 81;
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward-bench", about = "Load generator for Keyward with a no-op gRPC ceiling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the no-op echo CryptoService.
+    Echo {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: SocketAddr,
+    },
+    /// Drive Keyward and the echo service and compare.
+    Run {
+        /// Keyward address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        keyward: String,
+        /// Echo service address.
+        #[arg(long, default_value = "http://127.0.0.1:50052")]
+        echo: String,
+        /// Requests in flight (comma-separated list runs each in turn).
+        #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
+        concurrency: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// HTTP/2 connections to spread the load over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Echo;
+
+#[tonic::async_trait]
+impl CryptoService for Echo {
+    async fn encrypt(&self, r: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+        let n = r.get_ref().plaintext.len() + OVERHEAD;
+        Ok(Response::new(pb::EncryptResponse {
+            ciphertext: vec![0; n],
+            key_id: r.into_inner().key_id,
+            key_version: 1,
+        }))
+    }
+    async fn decrypt(&self, r: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+        let n = r.get_ref().ciphertext.len().saturating_sub(OVERHEAD);
+        Ok(Response::new(pb::DecryptResponse {
+            plaintext: vec![0; n],
+            key_id: "0".repeat(36),
+            key_version: 1,
+        }))
+    }
+    async fn generate_data_key(
+        &self,
+        r: Request<pb::GenerateDataKeyRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
+        let n = r.get_ref().number_of_bytes.unwrap_or(32) as usize;
+        Ok(Response::new(pb::GenerateDataKeyResponse {
+            plaintext: vec![0; n],
+            ciphertext: vec![0; n + OVERHEAD],
+            key_id: r.into_inner().key_id,
+            key_version: 1,
+        }))
+    }
+    async fn generate_data_key_without_plaintext(
+        &self,
+        r: Request<pb::GenerateDataKeyRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyWithoutPlaintextResponse>, Status> {
+        let n = r.get_ref().number_of_bytes.unwrap_or(32) as usize;
+        Ok(Response::new(pb::GenerateDataKeyWithoutPlaintextResponse {
+            ciphertext: vec![0; n + OVERHEAD],
+            key_id: r.into_inner().key_id,
+            key_version: 1,
+        }))
+    }
+    async fn re_encrypt(
+        &self,
+        r: Request<pb::ReEncryptRequest>,
+    ) -> Result<Response<pb::ReEncryptResponse>, Status> {
+        let n = r.get_ref().ciphertext.len();
+        Ok(Response::new(pb::ReEncryptResponse {
+            ciphertext: vec![0; n],
+            source_key_id: String::new(),
+            source_key_version: 1,
+            key_id: r.into_inner().destination_key_id,
+            key_version: 1,
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    DataKey,
+    Encrypt,
+    Decrypt,
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::DataKey => "GenerateDataKey(32 B)",
+            Op::Encrypt => "Encrypt(4 KiB)",
+            Op::Decrypt => "Decrypt(4 KiB)",
+        }
+    }
+}
+
+struct Result_ {
+    rps: f64,
+    hist: Histogram<u64>,
+    errors: u64,
+}
+
+async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>, String> {
+    let mut out = Vec::new();
+    for _ in 0..n.max(1) {
+        let ch = Channel::from_shared(addr.to_string())
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        out.push(ch);
+    }
+    Ok(out)
+}
+
+async fn drive(
+    chans: &[Channel],
+    op: Op,
+    key: &str,
+    ciphertext: &[u8],
+    concurrency: usize,
+    secs: u64,
+) -> Result_ {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut client = CryptoServiceClient::new(chans[i % chans.len()].clone());
+        let key = key.to_string();
+        let ct = ciphertext.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut errors = 0u64;
+            let plaintext = vec![0x42u8; 4096];
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = match op {
+                    Op::DataKey => client
+                        .generate_data_key(pb::GenerateDataKeyRequest {
+                            key_id: key.clone(),
+                            number_of_bytes: Some(32),
+                            encryption_context: HashMap::new(),
+                        })
+                        .await
+                        .is_ok(),
+                    Op::Encrypt => client
+                        .encrypt(pb::EncryptRequest {
+                            key_id: key.clone(),
+                            plaintext: plaintext.clone(),
+                            encryption_context: HashMap::new(),
+                        })
+                        .await
+                        .is_ok(),
+                    Op::Decrypt => client
+                        .decrypt(pb::DecryptRequest {
+                            ciphertext: ct.clone(),
+                            encryption_context: HashMap::new(),
+                            key_id: String::new(),
+                        })
+                        .await
+                        .is_ok(),
+                };
+                if ok {
+                    h.saturating_record(t.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (h, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.expect("task");
+        hist.add(h).expect("same bounds");
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Result_ { rps: hist.len() as f64 / elapsed, hist, errors }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+async fn run(keyward: &str, echo: &str, levels: &[usize], secs: u64, conns: usize) -> Result<(), String> {
+    let kw = channels(keyward, conns).await?;
+    let ec = channels(echo, conns).await?;
+    let key = KeyServiceClient::new(kw[0].clone())
+        .create_key(pb::CreateKeyRequest { description: "keyward-bench".into(), ..Default::default() })
+        .await
+        .map_err(|s| format!("CreateKey on {keyward}: {s}"))?
+        .into_inner()
+        .key
+        .ok_or("CreateKey returned no key")?
+        .key_id;
+    let ct = CryptoServiceClient::new(kw[0].clone())
+        .encrypt(pb::EncryptRequest {
+            key_id: key.clone(),
+            plaintext: vec![0x42; 4096],
+            encryption_context: HashMap::new(),
+        })
+        .await
+        .map_err(|s| format!("Encrypt: {s}"))?
+        .into_inner()
+        .ciphertext;
+    let echo_ct = vec![0u8; ct.len()];
+    println!("keyward-bench: {secs}s per measurement, {conns} connections each; latency in ms");
+    println!(
+        "{:<22} {:>5} | {:>9} {:>7} {:>7} {:>7} {:>5} | {:>9} {:>7} {:>7} {:>7} | {:>6}",
+        "operation",
+        "conc",
+        "kw req/s",
+        "p50",
+        "p99",
+        "p999",
+        "errs",
+        "echo r/s",
+        "p50",
+        "p99",
+        "p999",
+        "ratio"
+    );
+    for &c in levels {
+        for op in [Op::DataKey, Op::Encrypt, Op::Decrypt] {
+            let k = drive(&kw, op, &key, &ct, c, secs).await;
+            let e = drive(&ec, op, &key, &echo_ct, c, secs).await;
+            println!(
+                "{:<22} {:>5} | {:>9.0} {:>7} {:>7} {:>7} {:>5} | {:>9.0} {:>7} {:>7} {:>7} | {:>6.2}",
+                op.name(),
+                c,
+                k.rps,
+                ms(k.hist.value_at_quantile(0.5)),
+                ms(k.hist.value_at_quantile(0.99)),
+                ms(k.hist.value_at_quantile(0.999)),
+                k.errors + e.errors,
+                e.rps,
+                ms(e.hist.value_at_quantile(0.5)),
+                ms(e.hist.value_at_quantile(0.99)),
+                ms(e.hist.value_at_quantile(0.999)),
+                if e.rps > 0.0 { k.rps / e.rps } else { 0.0 },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let result = rt.block_on(async {
+        match cli.command {
+            Cmd::Echo { listen } => {
+                let listener =
+                    tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("{listen}: {e}"))?;
+                eprintln!("echo CryptoService on {listen}");
+                Server::builder()
+                    .add_service(CryptoServiceServer::new(Echo))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Cmd::Run { keyward, echo, concurrency, seconds, connections } => {
+                run(&keyward, &echo, &concurrency, seconds, connections).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

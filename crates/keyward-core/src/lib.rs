@@ -1,1 +1,36 @@
-//! stub
+//! The Keyward domain: keys, versions and their states, audit records, the
+//! use cases (`Kms`), and the ports through which they reach storage.
+//!
+//! This crate decides *what* happens: which key a request names, whether its
+//! state allows the operation, what the audit record says, and that the record
+//! is durable before an answer leaves. It must never name a protobuf, tonic or
+//! RocksDB type; storage comes in through the [`Store`] trait and time through
+//! [`Clock`].
+
+mod audit;
+mod clock;
+mod committer;
+mod error;
+mod ids;
+mod kms;
+mod limits;
+mod model;
+mod store;
+mod verify;
+
+pub use audit::{
+    hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Operation, Outcome,
+    GENESIS_HASH,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use committer::{AuditError, AuditLog, AuditLogConfig};
+pub use error::{ErrorKind, KmsError};
+pub use ids::{validate_alias, KeyId, KeyRef};
+pub use kms::{
+    Caller, CreateKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, Kms, KmsConfig, KmsOpenError,
+    ReEncryptOutput,
+};
+pub use limits::Limits;
+pub use model::{KeyMeta, KeyRecord, KeyState, VersionMeta, VersionState};
+pub use store::{AliasChange, CommitBatch, SealedRecord, Store, StoreError};
+pub use verify::{verify_chain, VerifyReport};

@@ -65,10 +65,7 @@ mod tests {
 
     #[test]
     fn order_does_not_matter() {
-        assert_eq!(
-            ctx(&[("a", "1"), ("b", "2")]).canonical(),
-            ctx(&[("b", "2"), ("a", "1")]).canonical()
-        );
+        assert_eq!(ctx(&[("a", "1"), ("b", "2")]).canonical(), ctx(&[("b", "2"), ("a", "1")]).canonical());
     }
 
     #[test]
@@ -79,10 +76,7 @@ mod tests {
 
     #[test]
     fn known_encoding() {
-        assert_eq!(
-            hex::encode(ctx(&[("k", "vv")]).canonical()),
-            "00000001000000016b000000027676"
-        );
+        assert_eq!(hex::encode(ctx(&[("k", "vv")]).canonical()), "00000001000000016b000000027676");
         assert_eq!(ctx(&[]).canonical(), vec![0, 0, 0, 0]);
     }
 }

@@ -77,11 +77,8 @@ fn seal_with(
     out.extend_from_slice(&salt);
     out.extend_from_slice(&nonce);
     let aad = aad(&out, context);
-    let message_key = derive_key(
-        secret.expose_secret(),
-        &salt,
-        &[INFO_LABEL, key_id, &version.to_be_bytes()],
-    );
+    let message_key =
+        derive_key(secret.expose_secret(), &salt, &[INFO_LABEL, key_id, &version.to_be_bytes()]);
     let mut body = plaintext.to_vec();
     aead::seal(&message_key, nonce, &aad, &mut body)?;
     out.extend_from_slice(&body);
@@ -231,15 +228,11 @@ pub(crate) mod golden {
             if fields.is_empty() {
                 continue;
             }
-            let context = EncryptionContext::new(
-                fields["context"]
-                    .split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (k, v) = p.split_once(':').unwrap();
-                        (k.to_string(), v.to_string())
-                    }),
-            );
+            let context =
+                EncryptionContext::new(fields["context"].split(',').filter(|p| !p.is_empty()).map(|p| {
+                    let (k, v) = p.split_once(':').unwrap();
+                    (k.to_string(), v.to_string())
+                }));
             out.push(Vector {
                 name: fields["name"].clone(),
                 secret: hex::decode(&fields["secret"]).unwrap(),
@@ -253,4 +246,3 @@ pub(crate) mod golden {
         out
     }
 }
-

@@ -9,7 +9,7 @@
 //! Random nonces are safe here: a root key wraps one secret per key version,
 //! many orders of magnitude below the 2^32 bound.
 
-use ring::constant_time::verify_slices_are_equal;
+use ring::hmac;
 
 use crate::aead::{self, NONCE_LEN};
 use crate::kdf::derive_key;
@@ -89,14 +89,20 @@ impl RootKey {
         VersionSecret::from_bytes(secret)
     }
 
-    /// The check value stored beside the keys.
-    pub fn check_value(&self) -> RootCheck {
-        RootCheck(derive_key(self.expose_secret(), &[], &[CHECK_LABEL]).to_vec())
+    fn check_key(&self) -> hmac::Key {
+        let k = derive_key(self.expose_secret(), &[], &[CHECK_LABEL]);
+        hmac::Key::new(hmac::HMAC_SHA256, &k[..])
     }
 
-    /// Whether `stored` was made from this root key (constant time).
+    /// The check value stored beside the keys: HMAC-SHA256 of a fixed label
+    /// under a sub-key of the root key.
+    pub fn check_value(&self) -> RootCheck {
+        RootCheck(hmac::sign(&self.check_key(), CHECK_LABEL).as_ref().to_vec())
+    }
+
+    /// Whether `stored` was made from this root key (constant-time compare).
     pub fn matches(&self, stored: &RootCheck) -> bool {
-        verify_slices_are_equal(&self.check_value().0, &stored.0).is_ok()
+        hmac::verify(&self.check_key(), CHECK_LABEL, &stored.0).is_ok()
     }
 }
 

@@ -1,0 +1,247 @@
+//! Audit records: what is recorded for every request that touches a key or
+//! the audit log, and how records chain.
+//!
+//! A record never holds plaintext, data keys, ciphertext bodies or key
+//! material: the fields below are all there is, and none can carry them.
+
+use std::collections::BTreeMap;
+
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+
+use crate::{KeyId, KmsError};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Every operation that is audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Operation {
+    CreateKey,
+    DescribeKey,
+    ListKeys,
+    RotateKey,
+    EnableKey,
+    DisableKey,
+    CreateAlias,
+    DeleteAlias,
+    Encrypt,
+    Decrypt,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+    ReEncrypt,
+    QueryAuditLog,
+    VerifyAuditLog,
+}
+
+impl Operation {
+    /// The RPC name, as recorded.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::CreateKey => "CreateKey",
+            Self::DescribeKey => "DescribeKey",
+            Self::ListKeys => "ListKeys",
+            Self::RotateKey => "RotateKey",
+            Self::EnableKey => "EnableKey",
+            Self::DisableKey => "DisableKey",
+            Self::CreateAlias => "CreateAlias",
+            Self::DeleteAlias => "DeleteAlias",
+            Self::Encrypt => "Encrypt",
+            Self::Decrypt => "Decrypt",
+            Self::GenerateDataKey => "GenerateDataKey",
+            Self::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+            Self::ReEncrypt => "ReEncrypt",
+            Self::QueryAuditLog => "QueryAuditLog",
+            Self::VerifyAuditLog => "VerifyAuditLog",
+        }
+    }
+}
+
+/// The result of a request, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `OK` or a gRPC code name.
+    pub code: &'static str,
+    /// A short reason (empty on success).
+    pub reason: String,
+}
+
+impl Outcome {
+    /// Success.
+    pub fn ok() -> Self {
+        Self { code: "OK", reason: String::new() }
+    }
+
+    /// The outcome of a failed request.
+    pub fn of_error(e: &KmsError) -> Self {
+        Self { code: e.kind().code_name(), reason: e.public_message() }
+    }
+}
+
+/// A record being assembled while a request runs (no sequence yet).
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Request time, Unix ms.
+    pub time_ms: i64,
+    /// The request id echoed to the caller.
+    pub request_id: String,
+    /// Who asked.
+    pub principal: String,
+    /// From where.
+    pub peer: String,
+    /// What.
+    pub operation: Operation,
+    /// The key used (the destination key for ReEncrypt).
+    pub key_id: Option<KeyId>,
+    /// Its version.
+    pub key_version: Option<u32>,
+    /// The alias the request named, if any.
+    pub alias: Option<String>,
+    /// ReEncrypt's source key.
+    pub source_key_id: Option<KeyId>,
+    /// ReEncrypt's source version.
+    pub source_key_version: Option<u32>,
+    /// The encryption context (not secret by contract).
+    pub context: BTreeMap<String, String>,
+    /// Result.
+    pub outcome: Outcome,
+}
+
+/// A durable record, as stored (JSON) and hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Request time, Unix ms.
+    pub time_ms: i64,
+    /// Request id.
+    pub request_id: String,
+    /// Principal.
+    pub principal: String,
+    /// Peer address.
+    pub peer: String,
+    /// Operation name.
+    pub operation: String,
+    /// Key id (destination key for ReEncrypt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Key version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<u32>,
+    /// Alias named by the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// ReEncrypt source key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key_id: Option<String>,
+    /// ReEncrypt source version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key_version: Option<u32>,
+    /// Encryption context.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, String>,
+    /// `OK` or a gRPC code name.
+    pub outcome: String,
+    /// Short reason for a failure.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Hex SHA-256 of the previous record's stored bytes.
+    pub prev_hash: String,
+}
+
+impl AuditRecord {
+    /// Builds the record for `entry` at `seq`, chained to `prev_hash`.
+    pub fn from_entry(entry: AuditEntry, seq: u64, prev_hash: String) -> Self {
+        Self {
+            seq,
+            time_ms: entry.time_ms,
+            request_id: entry.request_id,
+            principal: entry.principal,
+            peer: entry.peer,
+            operation: entry.operation.as_str().to_string(),
+            key_id: entry.key_id.map(|k| k.to_string()),
+            key_version: entry.key_version,
+            alias: entry.alias,
+            source_key_id: entry.source_key_id.map(|k| k.to_string()),
+            source_key_version: entry.source_key_version,
+            context: entry.context,
+            outcome: entry.outcome.code.to_string(),
+            reason: entry.outcome.reason,
+            prev_hash,
+        }
+    }
+
+    /// The canonical stored bytes (JSON; field order fixed by this struct).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("audit record serialises")
+    }
+
+    /// Parses stored bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Hex SHA-256 of stored record bytes: the next record's `prev_hash`.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    hex::encode(digest(&SHA256, bytes))
+}
+
+/// The newest record's sequence number and hash, stored with every batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Sequence number of the newest record.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// Filters for reading the log. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Records naming this key (as key or source key).
+    pub key_id: Option<KeyId>,
+    /// Records of this principal.
+    pub principal: Option<String>,
+    /// Records of this operation.
+    pub operation: Option<String>,
+    /// Records with this outcome code.
+    pub outcome: Option<String>,
+    /// Records at or after this time, Unix ms.
+    pub start_ms: Option<i64>,
+    /// Records before this time, Unix ms.
+    pub end_ms: Option<i64>,
+    /// Page size (1..=1000).
+    pub limit: usize,
+    /// Paging cursor: continue past this sequence number (exclusive, in the
+    /// direction of travel).
+    pub cursor: Option<u64>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+}
+
+impl AuditQuery {
+    /// Whether a record passes every filter except the paging cursor.
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        let key_ok = self.key_id.is_none_or(|k| {
+            let k = k.to_string();
+            r.key_id.as_deref() == Some(&k) || r.source_key_id.as_deref() == Some(&k)
+        });
+        key_ok
+            && self.principal.as_ref().is_none_or(|p| &r.principal == p)
+            && self.operation.as_ref().is_none_or(|o| &r.operation == o)
+            && self.outcome.as_ref().is_none_or(|o| &r.outcome == o)
+            && self.start_ms.is_none_or(|s| r.time_ms >= s)
+            && self.end_ms.is_none_or(|e| r.time_ms < e)
+    }
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The records, in the order asked for.
+    pub records: Vec<AuditRecord>,
+    /// The cursor for the next page, if there may be more.
+    pub next_cursor: Option<u64>,
+}

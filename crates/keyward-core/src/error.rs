@@ -1,0 +1,109 @@
+//! The domain error. One enum for the use cases, mapped to gRPC codes in
+//! exactly one place at the edge (via [`ErrorKind`]). Messages are safe to
+//! send to callers: they name fields, keys and states, never secrets.
+
+use keyward_crypto::CryptoError;
+
+use crate::{AuditError, StoreError};
+
+/// The class of an error; the gRPC edge maps each to one status code, and the
+/// audit log records it under the same canonical name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad argument, oversized input, undecryptable ciphertext.
+    InvalidArgument,
+    /// Unknown key or alias.
+    NotFound,
+    /// Alias already taken.
+    AlreadyExists,
+    /// Key or version in a state that forbids the operation.
+    FailedPrecondition,
+    /// Audit log or store unavailable.
+    Unavailable,
+    /// A bug or an unexpected failure; details only in the server log.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The canonical gRPC code name, as recorded in audit outcomes.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    /// A request field is missing, malformed or too large.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The proto field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The ciphertext cannot be opened. Opaque on purpose.
+    #[error("ciphertext: {0}")]
+    InvalidCiphertext(#[source] CryptoError),
+    /// No such key or alias.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The alias is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The key or version state forbids this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The audit record could not be made durable; nothing was done.
+    #[error("audit log unavailable; request refused")]
+    AuditUnavailable(#[source] AuditError),
+    /// The store failed outside the audit path (start-up, queries).
+    #[error("key store unavailable")]
+    Store(#[source] StoreError),
+    /// Unexpected failure (never shown to callers in detail).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl KmsError {
+    /// Shorthand for an invalid-argument error.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field, reason: reason.into() }
+    }
+
+    /// The class of the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidArgument { .. } | Self::InvalidCiphertext(_) => ErrorKind::InvalidArgument,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Self::AuditUnavailable(_) | Self::Store(_) => ErrorKind::Unavailable,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The message sent to callers and written to audit records.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<CryptoError> for KmsError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Undecryptable | CryptoError::UnknownFormat(_) => Self::InvalidCiphertext(e),
+            CryptoError::BadKeyLength { .. } | CryptoError::Random => Self::Internal(e.to_string()),
+        }
+    }
+}

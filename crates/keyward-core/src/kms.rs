@@ -1,0 +1,898 @@
+//! The use cases: every RPC of Keyward as one async method on [`Kms`].
+//!
+//! Each method builds an [`AuditEntry`] as it goes (key, version, alias,
+//! context, outcome) and ends in [`Kms::finish`], which makes the record
+//! durable before the result is handed back. If the record cannot be written,
+//! the result (and any secret in it) is dropped and the caller gets
+//! `AuditUnavailable`. Lifecycle operations commit their key changes and
+//! their record in one atomic write.
+//!
+//! Hot state lives in memory: key metadata and unwrapped version secrets, in
+//! a `RwLock<State>` of `Arc`s, replaced (not mutated) on change. Lifecycle
+//! operations are serialised by one async mutex held until their write is
+//! applied, so two rotations can never both create version n+1.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use keyward_crypto::{
+    CiphertextHeader, DataKey, EncryptionContext, Plaintext, RootKey, VersionSecret, WrappedVersionSecret,
+};
+use tokio::sync::Mutex;
+
+use crate::committer::Mutation;
+use crate::{
+    AliasChange, AuditEntry, AuditLog, AuditLogConfig, AuditPage, AuditQuery, Clock, CommitBatch, KeyId,
+    KeyMeta, KeyRecord, KeyRef, KeyState, KmsError, Limits, Operation, Outcome, Store, StoreError,
+    VerifyReport, VersionMeta, VersionState,
+};
+
+/// Who is asking, and the request's identity for the audit log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Echoed to the caller as `x-request-id`.
+    pub request_id: String,
+    /// The authenticated principal.
+    pub principal: String,
+    /// The peer address.
+    pub peer: String,
+}
+
+/// Arguments of `CreateKey`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateKeyInput {
+    /// Optional alias created with the key.
+    pub alias: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Result of `Encrypt`.
+#[derive(Debug)]
+pub struct EncryptOutput {
+    /// The ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The key used.
+    pub key_id: KeyId,
+    /// The version used.
+    pub key_version: u32,
+}
+
+/// Result of `Decrypt`.
+#[derive(Debug)]
+pub struct DecryptOutput {
+    /// The plaintext (secret).
+    pub plaintext: Plaintext,
+    /// The key that made the ciphertext.
+    pub key_id: KeyId,
+    /// Its version.
+    pub key_version: u32,
+}
+
+/// Result of `GenerateDataKey` (with or without plaintext).
+#[derive(Debug)]
+pub struct DataKeyOutput {
+    /// The data key (absent for the without-plaintext variant).
+    pub plaintext: Option<DataKey>,
+    /// The data key sealed under the key.
+    pub ciphertext: Vec<u8>,
+    /// The key used.
+    pub key_id: KeyId,
+    /// The version used.
+    pub key_version: u32,
+}
+
+/// Result of `ReEncrypt`.
+#[derive(Debug)]
+pub struct ReEncryptOutput {
+    /// The new ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The key that made the old ciphertext.
+    pub source_key_id: KeyId,
+    /// Its version.
+    pub source_key_version: u32,
+    /// The destination key.
+    pub key_id: KeyId,
+    /// Its primary version, now used.
+    pub key_version: u32,
+}
+
+/// Start-up settings for [`Kms`].
+#[derive(Debug, Clone, Default)]
+pub struct KmsConfig {
+    /// Request limits.
+    pub limits: Limits,
+    /// Audit writer tuning.
+    pub audit: AuditLogConfig,
+}
+
+struct LiveKey {
+    record: KeyRecord,
+    secrets: BTreeMap<u32, Arc<VersionSecret>>,
+}
+
+#[derive(Default)]
+struct State {
+    keys: BTreeMap<KeyId, Arc<LiveKey>>,
+    aliases: BTreeMap<String, KeyId>,
+}
+
+impl State {
+    fn resolve(&self, r: &KeyRef) -> Result<Arc<LiveKey>, KmsError> {
+        let id = match r {
+            KeyRef::Id(id) => *id,
+            KeyRef::Alias(a) => *self.aliases.get(a).ok_or_else(|| KmsError::NotFound(a.clone()))?,
+        };
+        self.keys.get(&id).cloned().ok_or_else(|| KmsError::NotFound(format!("key {id}")))
+    }
+
+    fn aliases_of(&self, id: KeyId) -> Vec<String> {
+        self.aliases.iter().filter(|(_, k)| **k == id).map(|(a, _)| a.clone()).collect()
+    }
+}
+
+/// The key management service: all use cases, over a [`Store`].
+pub struct Kms {
+    store: Arc<dyn Store>,
+    root: Arc<RootKey>,
+    state: Arc<RwLock<State>>,
+    lifecycle: Arc<Mutex<()>>,
+    audit: AuditLog,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kms").field("store", &self.store).field("limits", &self.limits).finish()
+    }
+}
+
+impl Kms {
+    /// Opens the service over `store`: checks the root key against the
+    /// store's check value (storing it on first use of an empty store),
+    /// unwraps every version secret, and starts the audit writer.
+    pub fn open(
+        store: Arc<dyn Store>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        config: KmsConfig,
+    ) -> Result<Self, OpenError> {
+        let keys = store.load_keys().map_err(OpenError::Store)?;
+        match store.root_check().map_err(OpenError::Store)? {
+            Some(v) => {
+                if !root.matches(&keyward_crypto::RootCheck(v)) {
+                    return Err(OpenError::WrongRootKey);
+                }
+            }
+            None if keys.is_empty() => {
+                store.set_root_check(&root.check_value().0).map_err(OpenError::Store)?
+            }
+            None => return Err(OpenError::MissingCheck),
+        }
+        let mut state = State::default();
+        for record in keys {
+            let live = unwrap_record(&root, record).map_err(|_| OpenError::WrongRootKey)?;
+            state.keys.insert(live.record.meta.id, Arc::new(live));
+        }
+        for (alias, id) in store.load_aliases().map_err(OpenError::Store)? {
+            state.aliases.insert(alias, id);
+        }
+        let audit = AuditLog::start(store.clone(), config.audit).map_err(OpenError::Store)?;
+        Ok(Self {
+            store,
+            root: Arc::new(root),
+            state: Arc::new(RwLock::new(state)),
+            lifecycle: Arc::new(Mutex::new(())),
+            audit,
+            limits: config.limits,
+            clock,
+        })
+    }
+
+    /// The audit writer (for health reporting).
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn entry(&self, caller: &Caller, op: Operation) -> AuditEntry {
+        AuditEntry {
+            time_ms: self.clock.now_ms(),
+            request_id: caller.request_id.clone(),
+            principal: caller.principal.clone(),
+            peer: caller.peer.clone(),
+            operation: op,
+            key_id: None,
+            key_version: None,
+            alias: None,
+            source_key_id: None,
+            source_key_version: None,
+            context: BTreeMap::new(),
+            outcome: Outcome::ok(),
+        }
+    }
+
+    /// Records the outcome durably, then releases the result.
+    async fn finish<T>(&self, mut entry: AuditEntry, result: Result<T, KmsError>) -> Result<T, KmsError> {
+        entry.outcome = match &result {
+            Ok(_) => Outcome::ok(),
+            Err(e) => Outcome::of_error(e),
+        };
+        match self.audit.append(entry).await {
+            Ok(_) => result,
+            Err(e) => Err(KmsError::AuditUnavailable(e)),
+        }
+    }
+
+    fn resolve(
+        &self,
+        entry: &mut AuditEntry,
+        field: &'static str,
+        key: &str,
+    ) -> Result<Arc<LiveKey>, KmsError> {
+        let r = KeyRef::parse(field, key)?;
+        entry.alias = r.alias().map(str::to_string);
+        if let KeyRef::Id(id) = &r {
+            entry.key_id = Some(*id);
+        }
+        let live = self.state.read().expect("state lock").resolve(&r)?;
+        entry.key_id = Some(live.record.meta.id);
+        Ok(live)
+    }
+
+    fn context(
+        &self,
+        field: &'static str,
+        pairs: HashMap<String, String>,
+    ) -> Result<EncryptionContext, KmsError> {
+        if pairs.len() > self.limits.max_context_pairs {
+            return Err(KmsError::invalid(
+                field,
+                format!("at most {} pairs allowed, got {}", self.limits.max_context_pairs, pairs.len()),
+            ));
+        }
+        let ctx = EncryptionContext::new(pairs);
+        if ctx.byte_len() > self.limits.max_context_bytes {
+            return Err(KmsError::invalid(
+                field,
+                format!("at most {} bytes allowed, got {}", self.limits.max_context_bytes, ctx.byte_len()),
+            ));
+        }
+        if ctx.pairs().keys().any(String::is_empty) {
+            return Err(KmsError::invalid(field, "keys must not be empty"));
+        }
+        Ok(ctx)
+    }
+
+    // ------------------------------------------------------------ crypto
+
+    /// `Encrypt`: seals up to `max_plaintext_bytes` under the key's primary version.
+    pub async fn encrypt(
+        &self,
+        caller: &Caller,
+        key: &str,
+        plaintext: Plaintext,
+        context: HashMap<String, String>,
+    ) -> Result<EncryptOutput, KmsError> {
+        let mut entry = self.entry(caller, Operation::Encrypt);
+        let result = (|| {
+            let live = self.resolve(&mut entry, "key_id", key)?;
+            let ctx = self.context("encryption_context", context)?;
+            entry.context = ctx.pairs().clone();
+            if plaintext.len() > self.limits.max_plaintext_bytes {
+                return Err(KmsError::invalid(
+                    "plaintext",
+                    format!(
+                        "at most {} bytes allowed, got {}",
+                        self.limits.max_plaintext_bytes,
+                        plaintext.len()
+                    ),
+                ));
+            }
+            let (version, secret) = primary(&live)?;
+            entry.key_version = Some(version);
+            let id = live.record.meta.id;
+            let ciphertext =
+                keyward_crypto::seal(&secret, id.as_bytes(), version, &ctx, plaintext.expose_secret())?;
+            Ok(EncryptOutput { ciphertext, key_id: id, key_version: version })
+        })();
+        self.finish(entry, result).await
+    }
+
+    /// `Decrypt`: opens a ciphertext under the key and version its header names.
+    pub async fn decrypt(
+        &self,
+        caller: &Caller,
+        ciphertext: &[u8],
+        context: HashMap<String, String>,
+        pinned_key: &str,
+    ) -> Result<DecryptOutput, KmsError> {
+        let mut entry = self.entry(caller, Operation::Decrypt);
+        let result = (|| {
+            let ctx = self.context("encryption_context", context)?;
+            entry.context = ctx.pairs().clone();
+            let (live, version, plaintext) =
+                self.open_ciphertext(&mut entry, "key_id", ciphertext, &ctx, pinned_key, false)?;
+            entry.key_id = Some(live.record.meta.id);
+            entry.key_version = Some(version);
+            Ok(DecryptOutput { plaintext, key_id: live.record.meta.id, key_version: version })
+        })();
+        self.finish(entry, result).await
+    }
+
+    /// Opens a ciphertext; shared by Decrypt and ReEncrypt.
+    fn open_ciphertext(
+        &self,
+        entry: &mut AuditEntry,
+        pin_field: &'static str,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+        pinned_key: &str,
+        as_source: bool,
+    ) -> Result<(Arc<LiveKey>, u32, Plaintext), KmsError> {
+        if ciphertext.is_empty() {
+            return Err(KmsError::invalid("ciphertext", "must not be empty"));
+        }
+        let header = CiphertextHeader::parse(ciphertext)?;
+        let id = KeyId::from_bytes(header.key_id);
+        let pinned = if pinned_key.is_empty() {
+            None
+        } else {
+            let r = KeyRef::parse(pin_field, pinned_key)?;
+            entry.alias = r.alias().map(str::to_string);
+            Some(self.state.read().expect("state lock").resolve(&r)?)
+        };
+        if let Some(p) = &pinned {
+            if p.record.meta.id != id {
+                return Err(KmsError::invalid(pin_field, "the ciphertext was not made under this key"));
+            }
+        }
+        // An unknown key in the header is reported like any other bad
+        // ciphertext: a foreign or forged ciphertext learns nothing.
+        let live = self
+            .state
+            .read()
+            .expect("state lock")
+            .keys
+            .get(&id)
+            .cloned()
+            .ok_or(KmsError::InvalidCiphertext(keyward_crypto::CryptoError::Undecryptable))?;
+        // From here on the record names the key and version the header names.
+        if as_source {
+            entry.source_key_id = Some(id);
+            entry.source_key_version = Some(header.version);
+        } else {
+            entry.key_id = Some(id);
+            entry.key_version = Some(header.version);
+        }
+        let meta = &live.record.meta;
+        check_key_usable(meta)?;
+        let vmeta = meta
+            .version(header.version)
+            .ok_or(KmsError::InvalidCiphertext(keyward_crypto::CryptoError::Undecryptable))?;
+        if vmeta.state != VersionState::Enabled {
+            return Err(KmsError::FailedPrecondition(format!(
+                "version {} of key {} is {}",
+                header.version,
+                meta.id,
+                vmeta.state.as_str()
+            )));
+        }
+        let secret = live.secrets.get(&header.version).cloned().ok_or_else(|| {
+            KmsError::FailedPrecondition(format!(
+                "version {} of key {} is destroyed",
+                header.version, meta.id
+            ))
+        })?;
+        let plaintext = keyward_crypto::open(&secret, ciphertext, ctx)?;
+        Ok((live, header.version, plaintext))
+    }
+
+    /// `GenerateDataKey` / `GenerateDataKeyWithoutPlaintext`.
+    pub async fn generate_data_key(
+        &self,
+        caller: &Caller,
+        key: &str,
+        number_of_bytes: Option<u32>,
+        context: HashMap<String, String>,
+        with_plaintext: bool,
+    ) -> Result<DataKeyOutput, KmsError> {
+        let op = if with_plaintext {
+            Operation::GenerateDataKey
+        } else {
+            Operation::GenerateDataKeyWithoutPlaintext
+        };
+        let mut entry = self.entry(caller, op);
+        let result = (|| {
+            let live = self.resolve(&mut entry, "key_id", key)?;
+            let ctx = self.context("encryption_context", context)?;
+            entry.context = ctx.pairs().clone();
+            let n = number_of_bytes.unwrap_or(32) as usize;
+            if n == 0 || n > self.limits.max_data_key_bytes {
+                return Err(KmsError::invalid(
+                    "number_of_bytes",
+                    format!("must be between 1 and {}, got {n}", self.limits.max_data_key_bytes),
+                ));
+            }
+            let (version, secret) = primary(&live)?;
+            entry.key_version = Some(version);
+            let id = live.record.meta.id;
+            let data_key = DataKey::generate(n)?;
+            let ciphertext =
+                keyward_crypto::seal(&secret, id.as_bytes(), version, &ctx, data_key.expose_secret())?;
+            Ok(DataKeyOutput {
+                plaintext: with_plaintext.then_some(data_key),
+                ciphertext,
+                key_id: id,
+                key_version: version,
+            })
+        })();
+        self.finish(entry, result).await
+    }
+
+    /// `ReEncrypt`: opens under the source key and seals under the
+    /// destination key's primary version; the plaintext stays in here.
+    pub async fn re_encrypt(
+        &self,
+        caller: &Caller,
+        ciphertext: &[u8],
+        source_context: HashMap<String, String>,
+        source_key: &str,
+        destination_key: &str,
+        destination_context: HashMap<String, String>,
+    ) -> Result<ReEncryptOutput, KmsError> {
+        let mut entry = self.entry(caller, Operation::ReEncrypt);
+        let result = (|| {
+            let dest = self.resolve(&mut entry, "destination_key_id", destination_key)?;
+            let dest_alias = entry.alias.take();
+            let src_ctx = self.context("source_encryption_context", source_context)?;
+            let dst_ctx = self.context("destination_encryption_context", destination_context)?;
+            entry.context = dst_ctx.pairs().clone();
+            let (src, src_version, plaintext) =
+                self.open_ciphertext(&mut entry, "source_key_id", ciphertext, &src_ctx, source_key, true)?;
+            entry.alias = dest_alias.or(entry.alias.take());
+            entry.source_key_id = Some(src.record.meta.id);
+            entry.source_key_version = Some(src_version);
+            let (version, secret) = primary(&dest)?;
+            entry.key_version = Some(version);
+            let id = dest.record.meta.id;
+            let ciphertext =
+                keyward_crypto::seal(&secret, id.as_bytes(), version, &dst_ctx, plaintext.expose_secret())?;
+            Ok(ReEncryptOutput {
+                ciphertext,
+                source_key_id: src.record.meta.id,
+                source_key_version: src_version,
+                key_id: id,
+                key_version: version,
+            })
+        })();
+        self.finish(entry, result).await
+    }
+
+    // ------------------------------------------------------------ keys
+
+    /// `CreateKey`: a new key with version 1, and optionally an alias.
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        input: CreateKeyInput,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let mut entry = self.entry(caller, Operation::CreateKey);
+        let guard = self.lifecycle.clone().lock_owned().await;
+        let prepared = (|| {
+            if let Some(a) = &input.alias {
+                crate::validate_alias("alias", a)?;
+                entry.alias = Some(a.clone());
+                if self.state.read().expect("state lock").aliases.contains_key(a) {
+                    return Err(KmsError::AlreadyExists(a.clone()));
+                }
+            }
+            validate_labels(&input.labels)?;
+            if input.description.len() > 8192 {
+                return Err(KmsError::invalid("description", "at most 8192 bytes allowed"));
+            }
+            let id = KeyId::generate();
+            entry.key_id = Some(id);
+            entry.key_version = Some(1);
+            let now = self.clock.now_ms();
+            let meta = KeyMeta {
+                id,
+                description: input.description.clone(),
+                labels: input.labels.clone(),
+                state: KeyState::Enabled,
+                created_ms: now,
+                primary_version: 1,
+                versions: vec![VersionMeta { version: 1, state: VersionState::Enabled, created_ms: now }],
+            };
+            let secret = VersionSecret::generate()?;
+            let wrapped = self.root.wrap(id.as_bytes(), 1, &secret)?;
+            let record = KeyRecord { meta, wrapped: BTreeMap::from([(1, wrapped.as_bytes().to_vec())]) };
+            let live = LiveKey { record, secrets: BTreeMap::from([(1, Arc::new(secret))]) };
+            Ok(live)
+        })();
+        let live = match prepared {
+            Ok(l) => l,
+            Err(e) => return self.finish(entry, Err(e)).await,
+        };
+        let meta = live.record.meta.clone();
+        let id = meta.id;
+        let mut batch = CommitBatch { keys: vec![live.record.clone()], ..Default::default() };
+        if let Some(a) = &input.alias {
+            batch.aliases.push(AliasChange::Set(a.clone(), id));
+        }
+        let alias = input.alias.clone();
+        let state = self.state.clone();
+        let apply = move || {
+            let mut s = state.write().expect("state lock");
+            s.keys.insert(id, Arc::new(live));
+            if let Some(a) = alias {
+                s.aliases.insert(a, id);
+            }
+            drop(guard);
+        };
+        self.commit(entry, batch, apply).await?;
+        let aliases = input.alias.into_iter().collect();
+        Ok((meta, aliases))
+    }
+
+    async fn commit(
+        &self,
+        entry: AuditEntry,
+        batch: CommitBatch,
+        apply: impl FnOnce() + Send + 'static,
+    ) -> Result<(), KmsError> {
+        self.audit
+            .submit(entry, Some(Mutation { batch, apply: Box::new(apply) }))
+            .await
+            .map(|_| ())
+            .map_err(KmsError::AuditUnavailable)
+    }
+
+    /// Applies `change` to the key named by `key` under the lifecycle lock,
+    /// committing the new record with the audit entry.
+    async fn change_key(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key: &str,
+        change: impl FnOnce(&LiveKey, &RootKey, i64) -> Result<Option<LiveKey>, KmsError>,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let mut entry = self.entry(caller, op);
+        let guard = self.lifecycle.clone().lock_owned().await;
+        let prepared = (|| {
+            let live = self.resolve(&mut entry, "key_id", key)?;
+            let new = change(&live, &self.root, self.clock.now_ms())?;
+            Ok((live, new))
+        })();
+        let (live, new) = match prepared {
+            Ok(p) => p,
+            Err(e) => return self.finish(entry, Err(e)).await,
+        };
+        let aliases = self.state.read().expect("state lock").aliases_of(live.record.meta.id);
+        let Some(new) = new else {
+            // Nothing changes (for example enabling an enabled key): record only.
+            entry.key_version = Some(live.record.meta.primary_version);
+            drop(guard);
+            let meta = live.record.meta.clone();
+            return self.finish(entry, Ok((meta, aliases))).await;
+        };
+        let meta = new.record.meta.clone();
+        entry.key_version = Some(meta.primary_version);
+        let batch = CommitBatch { keys: vec![new.record.clone()], ..Default::default() };
+        let state = self.state.clone();
+        let id = meta.id;
+        let apply = move || {
+            state.write().expect("state lock").keys.insert(id, Arc::new(new));
+            drop(guard);
+        };
+        self.commit(entry, batch, apply).await?;
+        Ok((meta, aliases))
+    }
+
+    /// `RotateKey`: adds version n+1 and makes it primary.
+    pub async fn rotate_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_key(caller, Operation::RotateKey, key, |live, root, now| {
+            check_key_usable(&live.record.meta)?;
+            let mut record = live.record.clone();
+            let next = record.meta.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+            let secret = VersionSecret::generate()?;
+            let wrapped: WrappedVersionSecret = root.wrap(record.meta.id.as_bytes(), next, &secret)?;
+            record.wrapped.insert(next, wrapped.as_bytes().to_vec());
+            record.meta.versions.push(VersionMeta {
+                version: next,
+                state: VersionState::Enabled,
+                created_ms: now,
+            });
+            record.meta.primary_version = next;
+            let mut secrets = live.secrets.clone();
+            secrets.insert(next, Arc::new(secret));
+            Ok(Some(LiveKey { record, secrets }))
+        })
+        .await
+    }
+
+    /// `EnableKey`.
+    pub async fn enable_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.set_key_state(caller, Operation::EnableKey, key, KeyState::Enabled).await
+    }
+
+    /// `DisableKey`.
+    pub async fn disable_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.set_key_state(caller, Operation::DisableKey, key, KeyState::Disabled).await
+    }
+
+    async fn set_key_state(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key: &str,
+        to: KeyState,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_key(caller, op, key, |live, _, _| {
+            let from = live.record.meta.state;
+            match from {
+                KeyState::Enabled | KeyState::Disabled => {}
+                KeyState::PendingDeletion | KeyState::Destroyed => {
+                    return Err(KmsError::FailedPrecondition(format!(
+                        "key {} is {}",
+                        live.record.meta.id,
+                        from.as_str()
+                    )))
+                }
+            }
+            if from == to {
+                return Ok(None);
+            }
+            let mut record = live.record.clone();
+            record.meta.state = to;
+            Ok(Some(LiveKey { record, secrets: live.secrets.clone() }))
+        })
+        .await
+    }
+
+    /// `DescribeKey`.
+    pub async fn describe_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let mut entry = self.entry(caller, Operation::DescribeKey);
+        let result = self.resolve(&mut entry, "key_id", key).map(|live| {
+            let aliases = self.state.read().expect("state lock").aliases_of(live.record.meta.id);
+            (live.record.meta.clone(), aliases)
+        });
+        self.finish(entry, result).await
+    }
+
+    /// `ListKeys`: keys in id order, `page_size` at a time, after `page_token`.
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<(KeyMeta, Vec<String>)>, Option<String>), KmsError> {
+        let entry = self.entry(caller, Operation::ListKeys);
+        let result = (|| {
+            let size = match page_size {
+                0 => 100,
+                n if n > 1000 => return Err(KmsError::invalid("page_size", "at most 1000")),
+                n => n as usize,
+            };
+            let after = if page_token.is_empty() {
+                None
+            } else {
+                Some(
+                    page_token
+                        .parse::<KeyId>()
+                        .map_err(|_| KmsError::invalid("page_token", "not a token from ListKeys"))?,
+                )
+            };
+            let s = self.state.read().expect("state lock");
+            let range = match after {
+                Some(a) => s.keys.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+                None => s.keys.range(..),
+            };
+            let mut out: Vec<_> = range
+                .take(size + 1)
+                .map(|(id, live)| (live.record.meta.clone(), s.aliases_of(*id)))
+                .collect();
+            let next = if out.len() > size {
+                out.truncate(size);
+                out.last().map(|(m, _)| m.id.to_string())
+            } else {
+                None
+            };
+            Ok((out, next))
+        })();
+        self.finish(entry, result).await
+    }
+
+    /// `CreateAlias`: points a new alias at a key.
+    pub async fn create_alias(
+        &self,
+        caller: &Caller,
+        alias: &str,
+        key: &str,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let mut entry = self.entry(caller, Operation::CreateAlias);
+        let guard = self.lifecycle.clone().lock_owned().await;
+        let prepared = (|| {
+            crate::validate_alias("alias", alias)?;
+            let live = self.resolve(&mut entry, "key_id", key)?;
+            entry.alias = Some(alias.to_string());
+            if matches!(live.record.meta.state, KeyState::Destroyed | KeyState::PendingDeletion) {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}",
+                    live.record.meta.id,
+                    live.record.meta.state.as_str()
+                )));
+            }
+            if self.state.read().expect("state lock").aliases.contains_key(alias) {
+                return Err(KmsError::AlreadyExists(alias.to_string()));
+            }
+            Ok(live)
+        })();
+        let live = match prepared {
+            Ok(l) => l,
+            Err(e) => return self.finish(entry, Err(e)).await,
+        };
+        let id = live.record.meta.id;
+        let mut aliases = self.state.read().expect("state lock").aliases_of(id);
+        aliases.push(alias.to_string());
+        aliases.sort();
+        let batch =
+            CommitBatch { aliases: vec![AliasChange::Set(alias.to_string(), id)], ..Default::default() };
+        let state = self.state.clone();
+        let a = alias.to_string();
+        self.commit(entry, batch, move || {
+            state.write().expect("state lock").aliases.insert(a, id);
+            drop(guard);
+        })
+        .await?;
+        Ok((live.record.meta.clone(), aliases))
+    }
+
+    /// `DeleteAlias`: removes an alias (the key is untouched).
+    pub async fn delete_alias(&self, caller: &Caller, alias: &str) -> Result<(), KmsError> {
+        let mut entry = self.entry(caller, Operation::DeleteAlias);
+        let guard = self.lifecycle.clone().lock_owned().await;
+        let prepared = (|| {
+            crate::validate_alias("alias", alias)?;
+            entry.alias = Some(alias.to_string());
+            let id = *self
+                .state
+                .read()
+                .expect("state lock")
+                .aliases
+                .get(alias)
+                .ok_or_else(|| KmsError::NotFound(alias.to_string()))?;
+            entry.key_id = Some(id);
+            Ok(id)
+        })();
+        if let Err(e) = prepared {
+            return self.finish(entry, Err(e)).await;
+        }
+        let batch =
+            CommitBatch { aliases: vec![AliasChange::Remove(alias.to_string())], ..Default::default() };
+        let state = self.state.clone();
+        let a = alias.to_string();
+        self.commit(entry, batch, move || {
+            state.write().expect("state lock").aliases.remove(&a);
+            drop(guard);
+        })
+        .await
+    }
+
+    // ------------------------------------------------------------ audit
+
+    /// `QueryAuditLog`. The query itself is audited. `key` may be an id or alias.
+    pub async fn query_audit(
+        &self,
+        caller: &Caller,
+        key: &str,
+        page_token: &str,
+        mut query: AuditQuery,
+    ) -> Result<AuditPage, KmsError> {
+        let mut entry = self.entry(caller, Operation::QueryAuditLog);
+        let result = (|| {
+            if !page_token.is_empty() {
+                let c = page_token
+                    .parse::<u64>()
+                    .map_err(|_| KmsError::invalid("page_token", "not a token from QueryAuditLog"))?;
+                query.cursor = Some(c);
+            }
+            if !key.is_empty() {
+                let r = KeyRef::parse("key_id", key)?;
+                entry.alias = r.alias().map(str::to_string);
+                let id = match &r {
+                    KeyRef::Id(id) => *id,
+                    // An alias must exist now; an id may name a deleted key.
+                    KeyRef::Alias(_) => self.state.read().expect("state lock").resolve(&r)?.record.meta.id,
+                };
+                entry.key_id = Some(id);
+                query.key_id = Some(id);
+            }
+            if query.limit == 0 {
+                query.limit = 100;
+            }
+            if query.limit > 1000 {
+                return Err(KmsError::invalid("page_size", "at most 1000"));
+            }
+            if let (Some(s), Some(e)) = (query.start_ms, query.end_ms) {
+                if s > e {
+                    return Err(KmsError::invalid("start_time", "must not be after end_time"));
+                }
+            }
+            self.store.query_audit(&query).map_err(KmsError::Store)
+        })();
+        self.finish(entry, result).await
+    }
+
+    /// `VerifyAuditLog`: walks the hash chain.
+    pub async fn verify_audit(&self, caller: &Caller) -> Result<VerifyReport, KmsError> {
+        let entry = self.entry(caller, Operation::VerifyAuditLog);
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || crate::verify_chain(&*store))
+            .await
+            .map_err(|e| KmsError::Internal(e.to_string()))
+            .and_then(|r| r.map_err(KmsError::Store));
+        self.finish(entry, result).await
+    }
+}
+
+/// Why [`Kms::open`] refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The root key does not match the data folder.
+    #[error("the root key does not match this data folder (its check value differs, or a stored key cannot be unwrapped)")]
+    WrongRootKey,
+    /// Keys exist but no check value does.
+    #[error("the data folder holds keys but no root-key check value; refusing to guess")]
+    MissingCheck,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+pub use OpenError as KmsOpenError;
+
+fn check_key_usable(meta: &KeyMeta) -> Result<(), KmsError> {
+    match meta.state {
+        KeyState::Enabled => Ok(()),
+        other => Err(KmsError::FailedPrecondition(format!("key {} is {}", meta.id, other.as_str()))),
+    }
+}
+
+fn primary(live: &LiveKey) -> Result<(u32, Arc<VersionSecret>), KmsError> {
+    let meta = &live.record.meta;
+    check_key_usable(meta)?;
+    let v = meta.primary_version;
+    let secret = live.secrets.get(&v).cloned().ok_or_else(|| {
+        KmsError::Internal(format!("primary version {v} of key {} has no material", meta.id))
+    })?;
+    Ok((v, secret))
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), KmsError> {
+    if labels.len() > 64 {
+        return Err(KmsError::invalid("labels", "at most 64 labels allowed"));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 63 || v.len() > 255 {
+            return Err(KmsError::invalid("labels", "keys must be 1-63 bytes and values at most 255 bytes"));
+        }
+    }
+    Ok(())
+}
+
+fn unwrap_record(root: &RootKey, record: KeyRecord) -> Result<LiveKey, keyward_crypto::CryptoError> {
+    let mut secrets = BTreeMap::new();
+    for (v, bytes) in &record.wrapped {
+        let w = WrappedVersionSecret::from_stored(bytes.clone());
+        secrets.insert(*v, Arc::new(root.unwrap(record.meta.id.as_bytes(), *v, &w)?));
+    }
+    Ok(LiveKey { record, secrets })
+}

@@ -1,0 +1,64 @@
+//! The storage port. One trait for keys and the audit log, because a
+//! lifecycle change and its audit record must be one atomic write.
+
+use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord};
+
+/// A storage failure. Carries the adapter's message for the server log; it
+/// is never sent to callers.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// An alias change inside a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasChange {
+    /// Point the alias at a key.
+    Set(String, KeyId),
+    /// Remove the alias.
+    Remove(String),
+}
+
+/// An audit record with its stored bytes and the hash of those bytes.
+#[derive(Debug, Clone)]
+pub struct SealedRecord {
+    /// The record.
+    pub record: AuditRecord,
+    /// Exactly the bytes to store (what the chain hashes).
+    pub bytes: Vec<u8>,
+}
+
+/// Everything one synced write applies atomically.
+#[derive(Debug, Default)]
+pub struct CommitBatch {
+    /// Keys to write (whole records; versions absent from `wrapped` are erased).
+    pub keys: Vec<KeyRecord>,
+    /// Alias changes.
+    pub aliases: Vec<AliasChange>,
+    /// Audit records, in sequence order.
+    pub audit: Vec<SealedRecord>,
+    /// The new head of the audit chain (the last record of `audit`).
+    pub head: Option<AuditHead>,
+}
+
+/// Where keys and the audit log live. Implementations: RocksDB (production)
+/// and in-memory (tests), both in `keyward-store`, both run against one
+/// contract test suite.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Every key record.
+    fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Every alias and its key.
+    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError>;
+    /// The root-key check value, if one was stored.
+    fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the root-key check value (synced).
+    fn set_root_check(&self, value: &[u8]) -> Result<(), StoreError>;
+    /// The newest audit record's sequence and hash.
+    fn audit_head(&self) -> Result<Option<AuditHead>, StoreError>;
+    /// Applies a batch atomically and durably (WAL synced) before returning.
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
+    /// Reads a page of audit records.
+    fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// Calls `f(seq_in_key, stored_bytes)` for each audit record in key order,
+    /// from `from_seq`, until `f` returns false. Used by the chain verifier.
+    fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+}

@@ -1,0 +1,266 @@
+//! The RocksDB store.
+//!
+//! Column families:
+//! - `keys`: key UUID (16 bytes) -> key record (JSON metadata + wrapped secrets)
+//! - `aliases`: alias -> key UUID (16 bytes)
+//! - `meta`: `root_check`, `audit_head`
+//! - `audit`: sequence (u64 BE) -> record bytes (exactly what the chain hashes)
+//! - `audit_by_key`: key UUID (16) || sequence (u64 BE) -> empty
+//! - `audit_by_principal`: len (u16 BE) || principal || sequence (u64 BE) -> empty
+//!
+//! Every `commit` is one `WriteBatch` written with `sync = true`: the keys,
+//! aliases, audit records, their index entries and the chain head land
+//! together or not at all, and are on disk (WAL fsynced) when it returns.
+
+use std::path::Path;
+
+use keyward_core::{
+    AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, Store,
+    StoreError,
+};
+use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use crate::codec::{decode_key, encode_key};
+
+const CF_KEYS: &str = "keys";
+const CF_ALIASES: &str = "aliases";
+const CF_META: &str = "meta";
+const CF_AUDIT: &str = "audit";
+const CF_BY_KEY: &str = "audit_by_key";
+const CF_BY_PRINCIPAL: &str = "audit_by_principal";
+const ALL_CFS: [&str; 6] = [CF_KEYS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL];
+const ROOT_CHECK: &[u8] = b"root_check";
+const AUDIT_HEAD: &[u8] = b"audit_head";
+
+/// Keys and the audit log in an embedded RocksDB.
+pub struct RocksStore {
+    db: DB,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore").field("path", &self.db.path()).finish()
+    }
+}
+
+fn err(e: rocksdb::Error) -> StoreError {
+    StoreError(e.into_string())
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_paranoid_checks(true);
+        let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
+        Ok(Self { db })
+    }
+
+    /// Opens an existing database read-only (offline verification, export).
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.join("CURRENT").exists() {
+            return Err(StoreError(format!("{} holds no Keyward database", dir.display())));
+        }
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false).map_err(err)?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    /// Raw access for tamper tests: replaces (or deletes) the stored bytes
+    /// of audit record `seq` without touching the chain.
+    pub fn tamper_audit(&self, seq: u64, bytes: Option<&[u8]>) -> Result<(), StoreError> {
+        let cf = self.cf(CF_AUDIT);
+        match bytes {
+            Some(b) => self.db.put_cf(cf, seq.to_be_bytes(), b),
+            None => self.db.delete_cf(cf, seq.to_be_bytes()),
+        }
+        .map_err(err)
+    }
+
+    /// Raw read of audit record `seq`'s stored bytes (tamper tests).
+    pub fn raw_audit(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(CF_AUDIT), seq.to_be_bytes()).map_err(err)
+    }
+
+    fn record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+        match self.db.get_cf(self.cf(CF_AUDIT), seq.to_be_bytes()).map_err(err)? {
+            Some(b) => AuditRecord::from_bytes(&b)
+                .map(Some)
+                .map_err(|e| StoreError(format!("corrupt audit record {seq}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Walks sequence numbers from an index (or the log itself) in the
+    /// direction asked, calling `f` until it returns false.
+    fn walk(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        query: &AuditQuery,
+        f: &mut dyn FnMut(u64) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut start = prefix.to_vec();
+        let (mode_key, direction) = match (query.oldest_first, query.cursor) {
+            (true, Some(c)) => {
+                start.extend_from_slice(&(c.saturating_add(1)).to_be_bytes());
+                (start, Direction::Forward)
+            }
+            (true, None) => (start, Direction::Forward),
+            (false, Some(c)) => {
+                if c == 0 {
+                    return Ok(());
+                }
+                start.extend_from_slice(&(c - 1).to_be_bytes());
+                (start, Direction::Reverse)
+            }
+            (false, None) => {
+                start.extend_from_slice(&u64::MAX.to_be_bytes());
+                (start, Direction::Reverse)
+            }
+        };
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(&mode_key, direction)) {
+            let (k, _) = item.map_err(err)?;
+            if !k.starts_with(prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            let seq = u64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes"));
+            if !f(seq)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn principal_prefix(p: &str) -> Vec<u8> {
+    let mut out = (p.len().min(u16::MAX as usize) as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(p.as_bytes());
+    out
+}
+
+impl Store for RocksStore {
+    fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_KEYS), IteratorMode::Start)
+            .map(|item| item.map_err(err).and_then(|(_, v)| decode_key(&v)))
+            .collect()
+    }
+
+    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_ALIASES), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.map_err(err)?;
+                let alias = String::from_utf8(k.to_vec()).map_err(|_| StoreError("corrupt alias".into()))?;
+                let id: [u8; 16] =
+                    v.as_ref().try_into().map_err(|_| StoreError("corrupt alias target".into()))?;
+                Ok((alias, KeyId::from_bytes(id)))
+            })
+            .collect()
+    }
+
+    fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(CF_META), ROOT_CHECK).map_err(err)
+    }
+
+    fn set_root_check(&self, value: &[u8]) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_META), ROOT_CHECK, value);
+        self.db.write_opt(b, &wo).map_err(err)
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), AUDIT_HEAD).map_err(err)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StoreError(format!("corrupt audit head: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        for k in &batch.keys {
+            b.put_cf(self.cf(CF_KEYS), k.meta.id.as_bytes(), encode_key(k));
+        }
+        for a in &batch.aliases {
+            match a {
+                AliasChange::Set(name, id) => b.put_cf(self.cf(CF_ALIASES), name.as_bytes(), id.as_bytes()),
+                AliasChange::Remove(name) => b.delete_cf(self.cf(CF_ALIASES), name.as_bytes()),
+            }
+        }
+        for r in &batch.audit {
+            let seq = r.record.seq.to_be_bytes();
+            b.put_cf(self.cf(CF_AUDIT), seq, &r.bytes);
+            let keys = [r.record.key_id.as_deref(), r.record.source_key_id.as_deref()];
+            let mut indexed: Option<[u8; 16]> = None;
+            for k in keys.into_iter().flatten() {
+                if let Ok(id) = k.parse::<KeyId>() {
+                    if indexed == Some(*id.as_bytes()) {
+                        continue;
+                    }
+                    indexed = Some(*id.as_bytes());
+                    let mut ik = id.as_bytes().to_vec();
+                    ik.extend_from_slice(&seq);
+                    b.put_cf(self.cf(CF_BY_KEY), ik, []);
+                }
+            }
+            let mut pk = principal_prefix(&r.record.principal);
+            pk.extend_from_slice(&seq);
+            b.put_cf(self.cf(CF_BY_PRINCIPAL), pk, []);
+        }
+        if let Some(h) = &batch.head {
+            b.put_cf(self.cf(CF_META), AUDIT_HEAD, serde_json::to_vec(h).expect("head serialises"));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(b, &wo).map_err(err)
+    }
+
+    fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let (cf, prefix) = if let Some(k) = query.key_id {
+            (CF_BY_KEY, k.as_bytes().to_vec())
+        } else if let Some(p) = &query.principal {
+            (CF_BY_PRINCIPAL, principal_prefix(p))
+        } else {
+            (CF_AUDIT, Vec::new())
+        };
+        let mut page = AuditPage::default();
+        self.walk(cf, &prefix, query, &mut |seq| {
+            let Some(r) = self.record(seq)? else { return Ok(true) };
+            if !query.matches(&r) {
+                return Ok(true);
+            }
+            if page.records.len() == query.limit {
+                page.next_cursor = page.records.last().map(|r| r.seq);
+                return Ok(false);
+            }
+            page.records.push(r);
+            Ok(true)
+        })?;
+        Ok(page)
+    }
+
+    fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let start = from_seq.to_be_bytes();
+        for item in self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(err)?;
+            let seq = u64::from_be_bytes(
+                k.as_ref().try_into().map_err(|_| StoreError("corrupt audit key".into()))?,
+            );
+            if !f(seq, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Test support: a store wrapper whose writes can be made to fail or stall,
+//! to show that Keyward fails closed (and recovers) when the audit log cannot
+//! be written. Not used by the server.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::{AuditHead, AuditPage, AuditQuery, CommitBatch, KeyId, KeyRecord, Store, StoreError};
+
+/// Switches shared between a test and its [`FaultyStore`].
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// When set, every `commit` fails as a full disk would.
+    pub fail_writes: AtomicBool,
+    /// When non-zero, every `commit` first sleeps this many milliseconds.
+    pub stall_ms: AtomicU64,
+    /// Number of `commit` calls that reached the inner store.
+    pub commits: AtomicU64,
+}
+
+/// Wraps a store and injects faults into its writes.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; the returned `Faults` control it.
+    pub fn new(inner: Arc<dyn Store>) -> (Self, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        (Self { inner, faults: faults.clone() }, faults)
+    }
+}
+
+impl Store for FaultyStore {
+    fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.load_keys()
+    }
+    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
+        self.inner.load_aliases()
+    }
+    fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.root_check()
+    }
+    fn set_root_check(&self, value: &[u8]) -> Result<(), StoreError> {
+        self.inner.set_root_check(value)
+    }
+    fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        self.inner.audit_head()
+    }
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let stall = self.faults.stall_ms.load(Ordering::SeqCst);
+        if stall > 0 {
+            std::thread::sleep(Duration::from_millis(stall));
+        }
+        if self.faults.fail_writes.load(Ordering::SeqCst) {
+            return Err(StoreError("injected fault: No space left on device".into()));
+        }
+        self.faults.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit(batch)
+    }
+    fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.inner.query_audit(query)
+    }
+    fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        self.inner.scan_audit(from_seq, f)
+    }
+}

@@ -1,0 +1,729 @@
+//! The `keyward` command line: the server subcommand and a gRPC client for
+//! every RPC, with readable output and `--output json`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use crate::pb;
+use crate::pb::audit_service_client::AuditServiceClient;
+use crate::pb::crypto_service_client::CryptoServiceClient;
+use crate::pb::key_service_client::KeyServiceClient;
+
+/// Keyward: a key management service over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about)]
+pub struct Cli {
+    /// Server address for client commands.
+    #[arg(long, global = true, env = "KEYWARD_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Output format of client commands.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Server(ServerArgs),
+    /// Manage root key files.
+    #[command(subcommand, name = "root-key")]
+    RootKey(RootKeyCommand),
+    /// Create, inspect and change keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Create and delete aliases.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Encrypt up to 4 KiB under a key; prints the ciphertext in base64.
+    Encrypt(EncryptArgs),
+    /// Decrypt a base64 ciphertext; prints the plaintext.
+    Decrypt(DecryptArgs),
+    /// Generate a data key under a key.
+    DataKey(DataKeyArgs),
+    /// Re-encrypt a ciphertext under another key without exposing its plaintext.
+    ReEncrypt(ReEncryptArgs),
+    /// Query and verify the key-usage log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `keyward server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Development mode: data in ./keyward-data, generated root key, loopback only.
+    #[arg(long)]
+    pub dev: bool,
+    /// TOML configuration file (see deploy/keyward.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data folder (RocksDB).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Root key file (64 hex characters, mode 0600).
+    #[arg(long)]
+    pub root_key_file: Option<PathBuf>,
+}
+
+/// `keyward root-key ...`.
+#[derive(Debug, Subcommand)]
+pub enum RootKeyCommand {
+    /// Write a new random root key to FILE (mode 0600; never overwrites).
+    Create {
+        /// Where to write it.
+        file: PathBuf,
+    },
+}
+
+/// `keyward key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key.
+    Create {
+        /// Alias to create with it (alias/<name>).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Label k=v (repeatable).
+        #[arg(long = "label", value_parser = parse_pair)]
+        labels: Vec<(String, String)>,
+    },
+    /// Show a key.
+    Describe {
+        /// Key id or alias.
+        key: String,
+    },
+    /// List keys.
+    List {
+        /// Keys per page.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Continue from a previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Add a new primary version.
+    Rotate {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Enable a key.
+    Enable {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Disable a key (every crypto operation is refused until enabled).
+    Disable {
+        /// Key id or alias.
+        key: String,
+    },
+}
+
+/// `keyward alias ...`.
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point a new alias at a key.
+    Create {
+        /// alias/<name>.
+        alias: String,
+        /// Key id or alias.
+        key: String,
+    },
+    /// Delete an alias.
+    Delete {
+        /// alias/<name>.
+        alias: String,
+    },
+}
+
+/// `keyward encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    /// Plaintext as text; without it, read from --in or stdin.
+    #[arg(long)]
+    pub plaintext: Option<String>,
+    /// File to read the plaintext from ("-" for stdin).
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Encryption context k=v (repeatable).
+    #[arg(long = "context", value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+}
+
+/// `keyward decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Base64 ciphertext; without it, read from --in or stdin.
+    #[arg(long)]
+    pub ciphertext: Option<String>,
+    /// File holding the base64 ciphertext ("-" for stdin).
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Encryption context k=v (repeatable).
+    #[arg(long = "context", value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Require the ciphertext to be under this key.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+/// `keyward data-key`.
+#[derive(Debug, Args)]
+pub struct DataKeyArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    /// Length in bytes.
+    #[arg(long, default_value_t = 32)]
+    pub bytes: u32,
+    /// Encryption context k=v (repeatable).
+    #[arg(long = "context", value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Only the encrypted data key.
+    #[arg(long)]
+    pub no_plaintext: bool,
+}
+
+/// `keyward re-encrypt`.
+#[derive(Debug, Args)]
+pub struct ReEncryptArgs {
+    /// Base64 ciphertext.
+    #[arg(long)]
+    pub ciphertext: String,
+    /// Destination key id or alias.
+    #[arg(long)]
+    pub to: String,
+    /// Source encryption context k=v (repeatable).
+    #[arg(long = "context", value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Destination encryption context k=v (repeatable; defaults to the source context).
+    #[arg(long = "to-context", value_parser = parse_pair)]
+    pub to_context: Vec<(String, String)>,
+}
+
+/// `keyward audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Query the key-usage log (newest first).
+    Query(AuditQueryArgs),
+    /// Walk the hash chain; with --data-dir, offline on a stopped server's data.
+    Verify {
+        /// Data folder of a stopped server (verifies without a server).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// `keyward audit query`.
+#[derive(Debug, Args)]
+pub struct AuditQueryArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Principal.
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// Operation (e.g. Encrypt).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// Outcome (OK or a gRPC code name such as NOT_FOUND).
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Records at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Records before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Records per page.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Continue from a previous page.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+    /// Oldest first.
+    #[arg(long)]
+    pub oldest_first: bool,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not k=v"))
+}
+
+/// A client command failed; printed as `error: ...`, exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Could not connect.
+    #[error("cannot reach keyward at {addr}: {source}")]
+    Connect {
+        /// Address.
+        addr: String,
+        /// Transport error.
+        source: tonic::transport::Error,
+    },
+    /// The server refused.
+    #[error("{code:?} from {addr}: {message}")]
+    Rpc {
+        /// Address.
+        addr: String,
+        /// gRPC code.
+        code: tonic::Code,
+        /// Server message.
+        message: String,
+    },
+    /// Bad local input.
+    #[error("{0}")]
+    Input(String),
+}
+
+struct Client {
+    addr: String,
+    channel: Channel,
+}
+
+impl Client {
+    async fn connect(addr: &str) -> Result<Self, CliError> {
+        let channel = Channel::from_shared(addr.to_string())
+            .map_err(|e| CliError::Input(format!("--addr {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|source| CliError::Connect { addr: addr.to_string(), source })?;
+        Ok(Self { addr: addr.to_string(), channel })
+    }
+
+    fn rpc(&self, s: tonic::Status) -> CliError {
+        CliError::Rpc { addr: self.addr.clone(), code: s.code(), message: s.message().to_string() }
+    }
+}
+
+fn time_str(t: &Option<prost_types::Timestamp>) -> String {
+    match t {
+        Some(t) if t.seconds >= 0 => {
+            let st = UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32);
+            humantime::format_rfc3339_millis(st).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+fn key_json(k: &pb::KeyMetadata) -> Value {
+    json!({
+        "key_id": k.key_id,
+        "aliases": k.aliases,
+        "description": k.description,
+        "labels": k.labels,
+        "state": state_name(k.state),
+        "primary_version": k.primary_version,
+        "versions": k.versions.iter().map(|v| json!({
+            "version": v.version,
+            "state": version_state_name(v.state),
+            "create_time": time_str(&v.create_time),
+        })).collect::<Vec<_>>(),
+        "create_time": time_str(&k.create_time),
+    })
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::KeyState::try_from(s) {
+        Ok(pb::KeyState::Enabled) => "enabled",
+        Ok(pb::KeyState::Disabled) => "disabled",
+        Ok(pb::KeyState::PendingDeletion) => "pending-deletion",
+        Ok(pb::KeyState::Destroyed) => "destroyed",
+        _ => "unspecified",
+    }
+}
+
+fn version_state_name(s: i32) -> &'static str {
+    match pb::KeyVersionState::try_from(s) {
+        Ok(pb::KeyVersionState::Enabled) => "enabled",
+        Ok(pb::KeyVersionState::Disabled) => "disabled",
+        Ok(pb::KeyVersionState::ScheduledForDestruction) => "scheduled-for-destruction",
+        Ok(pb::KeyVersionState::Destroyed) => "destroyed",
+        _ => "unspecified",
+    }
+}
+
+fn key_text(k: &pb::KeyMetadata) -> String {
+    let versions: Vec<String> = k
+        .versions
+        .iter()
+        .map(|v| format!("{} ({}, {})", v.version, version_state_name(v.state), time_str(&v.create_time)))
+        .collect();
+    let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    format!(
+        "key_id:          {}\naliases:         {}\ndescription:     {}\nlabels:          {}\nstate:           {}\nprimary_version: {}\nversions:        {}\ncreated:         {}",
+        k.key_id,
+        k.aliases.join(", "),
+        k.description,
+        labels.join(", "),
+        state_name(k.state),
+        k.primary_version,
+        versions.join("; "),
+        time_str(&k.create_time)
+    )
+}
+
+fn record_json(r: &pb::AuditRecord) -> Value {
+    json!({
+        "sequence": r.sequence,
+        "time": time_str(&r.time),
+        "request_id": r.request_id,
+        "principal": r.principal,
+        "peer": r.peer,
+        "operation": r.operation,
+        "key_id": r.key_id,
+        "key_version": r.key_version,
+        "alias": r.alias,
+        "source_key_id": r.source_key_id,
+        "source_key_version": r.source_key_version,
+        "encryption_context": r.encryption_context,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "previous_hash": r.previous_hash,
+        "hash": r.hash,
+    })
+}
+
+fn read_input(path: &Option<PathBuf>) -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    match path.as_deref() {
+        None => std::io::stdin().read_to_end(&mut buf),
+        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut buf),
+        Some(p) => std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut buf)),
+    }
+    .map_err(|e| CliError::Input(format!("reading input: {e}")))?;
+    Ok(buf)
+}
+
+fn rfc3339(field: &str, s: &Option<String>) -> Result<Option<prost_types::Timestamp>, CliError> {
+    s.as_ref()
+        .map(|s| {
+            let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+                CliError::Input(format!("--{field} {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T10:00:00Z)"))
+            })?;
+            let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            Ok(prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
+        })
+        .transpose()
+}
+
+fn print(output: Output, json: Value, text: String) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&json).expect("json")),
+        Output::Text => println!("{text}"),
+    }
+}
+
+/// Runs a client command (everything but `server` and `root-key`).
+pub async fn run_client(addr: &str, output: Output, command: Command) -> Result<(), CliError> {
+    if let Command::Audit(AuditCommand::Verify { data_dir: Some(dir) }) = &command {
+        return verify_offline(dir, output);
+    }
+    let c = Client::connect(addr).await?;
+    let mut keys = KeyServiceClient::new(c.channel.clone());
+    let mut crypto = CryptoServiceClient::new(c.channel.clone());
+    let mut audit = AuditServiceClient::new(c.channel.clone());
+    match command {
+        Command::Server(_) | Command::RootKey(_) => unreachable!("handled by main"),
+        Command::Key(k) => {
+            let key = match k {
+                KeyCommand::Create { alias, description, labels } => keys
+                    .create_key(pb::CreateKeyRequest {
+                        alias: alias.unwrap_or_default(),
+                        description,
+                        labels: labels.into_iter().collect(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::Describe { key } => keys
+                    .describe_key(pb::DescribeKeyRequest { key_id: key })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::Rotate { key } => {
+                    keys.rotate_key(pb::RotateKeyRequest { key_id: key }).await.map(|r| r.into_inner().key)
+                }
+                KeyCommand::Enable { key } => {
+                    keys.enable_key(pb::EnableKeyRequest { key_id: key }).await.map(|r| r.into_inner().key)
+                }
+                KeyCommand::Disable { key } => {
+                    keys.disable_key(pb::DisableKeyRequest { key_id: key }).await.map(|r| r.into_inner().key)
+                }
+                KeyCommand::List { page_size, page_token } => {
+                    let r = keys
+                        .list_keys(pb::ListKeysRequest { page_size, page_token })
+                        .await
+                        .map_err(|s| c.rpc(s))?
+                        .into_inner();
+                    let text = r
+                        .keys
+                        .iter()
+                        .map(|k| {
+                            format!(
+                                "{}  {:<9} v{}  {}",
+                                k.key_id,
+                                state_name(k.state),
+                                k.primary_version,
+                                k.aliases.join(",")
+                            )
+                        })
+                        .chain(
+                            (!r.next_page_token.is_empty())
+                                .then(|| format!("next page: --page-token {}", r.next_page_token)),
+                        )
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    let json = json!({
+                        "keys": r.keys.iter().map(key_json).collect::<Vec<_>>(),
+                        "next_page_token": r.next_page_token,
+                    });
+                    print(output, json, text);
+                    return Ok(());
+                }
+            }
+            .map_err(|s| c.rpc(s))?
+            .unwrap_or_default();
+            print(output, key_json(&key), key_text(&key));
+        }
+        Command::Alias(AliasCommand::Create { alias, key }) => {
+            let k = keys
+                .create_alias(pb::CreateAliasRequest { alias, key_id: key })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner()
+                .key
+                .unwrap_or_default();
+            print(output, key_json(&k), key_text(&k));
+        }
+        Command::Alias(AliasCommand::Delete { alias }) => {
+            keys.delete_alias(pb::DeleteAliasRequest { alias: alias.clone() }).await.map_err(|s| c.rpc(s))?;
+            print(output, json!({ "deleted": alias }), format!("deleted {alias}"));
+        }
+        Command::Encrypt(a) => {
+            let plaintext = match a.plaintext {
+                Some(p) => p.into_bytes(),
+                None => read_input(&a.input)?,
+            };
+            let r = crypto
+                .encrypt(pb::EncryptRequest {
+                    key_id: a.key,
+                    plaintext,
+                    encryption_context: a.context.into_iter().collect(),
+                })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            let ct = B64.encode(&r.ciphertext);
+            print(
+                output,
+                json!({ "ciphertext": ct, "key_id": r.key_id, "key_version": r.key_version }),
+                ct.clone(),
+            );
+        }
+        Command::Decrypt(a) => {
+            let text = match a.ciphertext {
+                Some(t) => t.into_bytes(),
+                None => read_input(&a.input)?,
+            };
+            let text = String::from_utf8(text)
+                .map_err(|_| CliError::Input("ciphertext must be base64 text".into()))?;
+            let ciphertext = B64
+                .decode(text.trim())
+                .map_err(|e| CliError::Input(format!("ciphertext is not valid base64: {e}")))?;
+            let r = crypto
+                .decrypt(pb::DecryptRequest {
+                    ciphertext,
+                    encryption_context: a.context.into_iter().collect(),
+                    key_id: a.key.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            let mut plaintext = zeroize::Zeroizing::new(r.plaintext);
+            match output {
+                Output::Json => print(
+                    output,
+                    json!({ "plaintext": B64.encode(&*plaintext), "key_id": r.key_id, "key_version": r.key_version }),
+                    String::new(),
+                ),
+                Output::Text => {
+                    let mut out = std::io::stdout();
+                    out.write_all(&plaintext)
+                        .and_then(|_| out.flush())
+                        .map_err(|e| CliError::Input(e.to_string()))?;
+                    zeroize::Zeroize::zeroize(&mut *plaintext);
+                }
+            }
+        }
+        Command::DataKey(a) => {
+            let req = pb::GenerateDataKeyRequest {
+                key_id: a.key,
+                number_of_bytes: Some(a.bytes),
+                encryption_context: a.context.into_iter().collect(),
+            };
+            if a.no_plaintext {
+                let r =
+                    crypto.generate_data_key_without_plaintext(req).await.map_err(|s| c.rpc(s))?.into_inner();
+                let ct = B64.encode(&r.ciphertext);
+                print(
+                    output,
+                    json!({ "ciphertext": ct, "key_id": r.key_id, "key_version": r.key_version }),
+                    format!("ciphertext: {ct}\nkey_id:     {}\nversion:    {}", r.key_id, r.key_version),
+                );
+            } else {
+                let r = crypto.generate_data_key(req).await.map_err(|s| c.rpc(s))?.into_inner();
+                let pt = zeroize::Zeroizing::new(B64.encode(&r.plaintext));
+                let ct = B64.encode(&r.ciphertext);
+                print(
+                    output,
+                    json!({ "plaintext": *pt, "ciphertext": ct, "key_id": r.key_id, "key_version": r.key_version }),
+                    format!(
+                        "plaintext:  {}\nciphertext: {ct}\nkey_id:     {}\nversion:    {}",
+                        *pt, r.key_id, r.key_version
+                    ),
+                );
+            }
+        }
+        Command::ReEncrypt(a) => {
+            let ciphertext = B64
+                .decode(a.ciphertext.trim())
+                .map_err(|e| CliError::Input(format!("ciphertext is not valid base64: {e}")))?;
+            let to_context: HashMap<_, _> = if a.to_context.is_empty() {
+                a.context.iter().cloned().collect()
+            } else {
+                a.to_context.into_iter().collect()
+            };
+            let r = crypto
+                .re_encrypt(pb::ReEncryptRequest {
+                    ciphertext,
+                    source_encryption_context: a.context.into_iter().collect(),
+                    destination_key_id: a.to,
+                    destination_encryption_context: to_context,
+                    source_key_id: String::new(),
+                })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            let ct = B64.encode(&r.ciphertext);
+            print(
+                output,
+                json!({
+                    "ciphertext": ct, "key_id": r.key_id, "key_version": r.key_version,
+                    "source_key_id": r.source_key_id, "source_key_version": r.source_key_version,
+                }),
+                ct.clone(),
+            );
+        }
+        Command::Audit(AuditCommand::Query(a)) => {
+            let r = audit
+                .query_audit_log(pb::QueryAuditLogRequest {
+                    key_id: a.key.unwrap_or_default(),
+                    principal: a.principal.unwrap_or_default(),
+                    operation: a.operation.unwrap_or_default(),
+                    outcome: a.outcome.unwrap_or_default(),
+                    start_time: rfc3339("since", &a.since)?,
+                    end_time: rfc3339("until", &a.until)?,
+                    page_size: a.limit,
+                    page_token: a.page_token,
+                    oldest_first: a.oldest_first,
+                })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            let text = r
+                .records
+                .iter()
+                .map(|x| {
+                    let key = if x.key_id.is_empty() {
+                        "-".to_string()
+                    } else {
+                        format!("{} v{}", x.key_id, x.key_version)
+                    };
+                    let reason = if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) };
+                    format!(
+                        "{:>6}  {}  {:<32} {:<20} {}  {}{}",
+                        x.sequence,
+                        time_str(&x.time),
+                        x.operation,
+                        x.outcome,
+                        key,
+                        x.principal,
+                        reason
+                    )
+                })
+                .chain(
+                    (!r.next_page_token.is_empty())
+                        .then(|| format!("next page: --page-token {}", r.next_page_token)),
+                )
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = json!({
+                "records": r.records.iter().map(record_json).collect::<Vec<_>>(),
+                "next_page_token": r.next_page_token,
+            });
+            print(output, json, text);
+        }
+        Command::Audit(AuditCommand::Verify { data_dir: None }) => {
+            let r = audit
+                .verify_audit_log(pb::VerifyAuditLogRequest {})
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            report(output, r.records_checked, (!r.intact).then_some(r.first_bad_sequence), &r.problem)?;
+        }
+        Command::Audit(AuditCommand::Verify { data_dir: Some(_) }) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn report(output: Output, checked: u64, bad: Option<u64>, problem: &str) -> Result<(), CliError> {
+    let text = match bad {
+        None => format!("audit log intact: {checked} records checked"),
+        Some(s) => format!("audit log BROKEN at record {s}: {problem} ({checked} records checked)"),
+    };
+    print(
+        output,
+        json!({ "records_checked": checked, "intact": bad.is_none(), "first_bad_sequence": bad.unwrap_or(0), "problem": problem }),
+        text,
+    );
+    match bad {
+        None => Ok(()),
+        Some(s) => Err(CliError::Input(format!("audit chain broken at record {s}"))),
+    }
+}
+
+fn verify_offline(dir: &std::path::Path, output: Output) -> Result<(), CliError> {
+    let db = dir.join("db");
+    let store = keyward_store::RocksStore::open_read_only(&db)
+        .map_err(|e| CliError::Input(format!("{}: {e}", db.display())))?;
+    let r = keyward_core::verify_chain(&store).map_err(|e| CliError::Input(e.to_string()))?;
+    report(output, r.records_checked, r.first_bad_seq, r.problem.as_deref().unwrap_or(""))
+}

@@ -1,0 +1,59 @@
+//! `keyward.v1.AuditService`.
+
+use keyward_core::AuditQuery;
+use tonic::{Request, Response, Status};
+
+use super::convert::{millis, record_to_pb};
+use super::{caller, respond, Api};
+use crate::pb::{self, audit_service_server::AuditService};
+
+/// The audit service.
+#[derive(Debug, Clone)]
+pub struct AuditApi(pub Api);
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn query_audit_log(
+        &self,
+        req: Request<pb::QueryAuditLogRequest>,
+    ) -> Result<Response<pb::QueryAuditLogResponse>, Status> {
+        let c = caller(&req);
+        let r = req.into_inner();
+        let q = AuditQuery {
+            key_id: None,
+            principal: (!r.principal.is_empty()).then_some(r.principal),
+            operation: (!r.operation.is_empty()).then_some(r.operation),
+            outcome: (!r.outcome.is_empty()).then_some(r.outcome),
+            start_ms: r.start_time.as_ref().map(millis),
+            end_ms: r.end_time.as_ref().map(millis),
+            limit: r.page_size as usize,
+            cursor: None,
+            oldest_first: r.oldest_first,
+        };
+        let out = self.0.kms.query_audit(&c, &r.key_id, &r.page_token, q).await;
+        respond(
+            &c,
+            out.map(|page| pb::QueryAuditLogResponse {
+                records: page.records.into_iter().map(record_to_pb).collect(),
+                next_page_token: page.next_cursor.map(|s| s.to_string()).unwrap_or_default(),
+            }),
+        )
+    }
+
+    async fn verify_audit_log(
+        &self,
+        req: Request<pb::VerifyAuditLogRequest>,
+    ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
+        let c = caller(&req);
+        let out = self.0.kms.verify_audit(&c).await;
+        respond(
+            &c,
+            out.map(|rep| pb::VerifyAuditLogResponse {
+                records_checked: rep.records_checked,
+                intact: rep.intact(),
+                first_bad_sequence: rep.first_bad_seq.unwrap_or(0),
+                problem: rep.problem.unwrap_or_default(),
+            }),
+        )
+    }
+}

@@ -1,0 +1,79 @@
+//! Protobuf <-> domain conversions, all in one file.
+
+use keyward_core::{AuditRecord, KeyMeta, KeyState, VersionState};
+use prost_types::Timestamp;
+
+use crate::pb;
+
+/// Unix milliseconds as a protobuf timestamp.
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// A protobuf timestamp as Unix milliseconds.
+pub fn millis(t: &Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
+fn key_state(s: KeyState) -> pb::KeyState {
+    match s {
+        KeyState::Enabled => pb::KeyState::Enabled,
+        KeyState::Disabled => pb::KeyState::Disabled,
+        KeyState::PendingDeletion => pb::KeyState::PendingDeletion,
+        KeyState::Destroyed => pb::KeyState::Destroyed,
+    }
+}
+
+fn version_state(s: VersionState) -> pb::KeyVersionState {
+    match s {
+        VersionState::Enabled => pb::KeyVersionState::Enabled,
+        VersionState::Disabled => pb::KeyVersionState::Disabled,
+        VersionState::ScheduledForDestruction => pb::KeyVersionState::ScheduledForDestruction,
+        VersionState::Destroyed => pb::KeyVersionState::Destroyed,
+    }
+}
+
+/// Key metadata (and its aliases) as protobuf.
+pub fn key_to_pb((meta, aliases): (KeyMeta, Vec<String>)) -> pb::KeyMetadata {
+    pb::KeyMetadata {
+        key_id: meta.id.to_string(),
+        aliases,
+        description: meta.description,
+        labels: meta.labels.into_iter().collect(),
+        state: key_state(meta.state) as i32,
+        primary_version: meta.primary_version,
+        versions: meta
+            .versions
+            .into_iter()
+            .map(|v| pb::KeyVersionMetadata {
+                version: v.version,
+                state: version_state(v.state) as i32,
+                create_time: Some(timestamp(v.created_ms)),
+            })
+            .collect(),
+        create_time: Some(timestamp(meta.created_ms)),
+    }
+}
+
+/// An audit record as protobuf, with its own hash.
+pub fn record_to_pb(r: AuditRecord) -> pb::AuditRecord {
+    let hash = keyward_core::record_hash(&r.to_bytes());
+    pb::AuditRecord {
+        sequence: r.seq,
+        time: Some(timestamp(r.time_ms)),
+        request_id: r.request_id,
+        principal: r.principal,
+        peer: r.peer,
+        operation: r.operation,
+        key_id: r.key_id.unwrap_or_default(),
+        key_version: r.key_version.unwrap_or_default(),
+        alias: r.alias.unwrap_or_default(),
+        encryption_context: r.context.into_iter().collect(),
+        outcome: r.outcome,
+        reason: r.reason,
+        source_key_id: r.source_key_id.unwrap_or_default(),
+        source_key_version: r.source_key_version.unwrap_or_default(),
+        previous_hash: r.prev_hash,
+        hash,
+    }
+}

@@ -1,0 +1,138 @@
+//! Server bootstrap: `run(config, listener, shutdown)`.
+//!
+//! The binary parses flags and calls [`run`]; the end-to-end tests call the
+//! same function on `127.0.0.1:0`. [`run_with_store`] lets tests put a
+//! fault-injecting wrapper around the real store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyward_core::{Kms, KmsOpenError, Store, SystemClock};
+use keyward_crypto::RootKey;
+use keyward_store::RocksStore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::{load_root_key, ConfigError, ServerConfig};
+use crate::grpc::{Api, AuditApi, CryptoApi, KeysApi};
+use crate::pb;
+use crate::pb::audit_service_server::AuditServiceServer;
+use crate::pb::crypto_service_server::CryptoServiceServer;
+use crate::pb::key_service_server::KeyServiceServer;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration or root key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data folder could not be opened.
+    #[error("data folder {path}: {source}")]
+    Store {
+        /// The folder.
+        path: String,
+        /// The store's error.
+        source: keyward_core::StoreError,
+    },
+    /// The root key does not fit the data, or the data is unreadable.
+    #[error(transparent)]
+    Open(#[from] KmsOpenError),
+    /// Reflection descriptors failed to load (a build problem).
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// IO on the data folder.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the data folder and root key named by `config` and serves until
+/// `shutdown` resolves.
+pub async fn run(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    create_private_dir(&config.data_dir)?;
+    let root = load_root_key(&config.root_key)?;
+    let db_dir = config.data_dir.join("db");
+    let store = RocksStore::open(&db_dir)
+        .map_err(|source| ServerError::Store { path: db_dir.display().to_string(), source })?;
+    run_with_store(config, Arc::new(store), root, listener, shutdown).await
+}
+
+/// Serves over an already opened store (tests wrap it to inject faults).
+pub async fn run_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+    root: RootKey,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), config.kms.clone())?);
+    let audit = kms.audit_log().clone();
+    let api = Api::new(kms.clone());
+    drop(kms);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut healthy = audit.health();
+    tokio::spawn(async move {
+        loop {
+            let status =
+                if *healthy.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for name in ["", "keyward.v1.KeyService", "keyward.v1.CryptoService", "keyward.v1.AuditService"] {
+                health.set_service_status(name, status).await;
+            }
+            if healthy.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+
+    let max = config.max_request_bytes;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward serving");
+    let served = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(KeyServiceServer::new(KeysApi(api.clone())).max_decoding_message_size(max))
+        .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
+        .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    drop(api);
+    // Write what is queued and release the store, so the data folder can be
+    // reopened (by a restart in the same process, or by offline tools).
+    audit.stop(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::info!("keyward stopped");
+    served.map_err(ServerError::from)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,742 @@
+//! End-to-end: the real server over a real socket, RocksDB in a temp folder.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{assert_status, ctx, TestServer};
+use keyward::pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn every_rpc_works_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let mut keys = s.keys();
+    let mut crypto = s.crypto();
+
+    // CreateKey with alias, description, labels.
+    let k = keys
+        .create_key(pb::CreateKeyRequest {
+            alias: "alias/payments".into(),
+            description: "payments master key".into(),
+            labels: ctx(&[("team", "payments")]),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(k.aliases, vec!["alias/payments"]);
+    assert_eq!(k.state, pb::KeyState::Enabled as i32);
+    assert_eq!(k.primary_version, 1);
+    assert_eq!(k.versions.len(), 1);
+    assert!(k.create_time.is_some());
+    let id = k.key_id.clone();
+
+    // DescribeKey by id and by alias.
+    for name in [id.as_str(), "alias/payments"] {
+        let d = keys
+            .describe_key(pb::DescribeKeyRequest { key_id: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        assert_eq!(d.key_id, id);
+        assert_eq!(d.description, "payments master key");
+        assert_eq!(d.labels.get("team").map(String::as_str), Some("payments"));
+    }
+
+    // Encrypt / Decrypt with a context; x-request-id is echoed.
+    let c = ctx(&[("tenant", "acme"), ("purpose", "invoice")]);
+    let mut req = tonic::Request::new(pb::EncryptRequest {
+        key_id: "alias/payments".into(),
+        plaintext: b"card 4111".to_vec(),
+        encryption_context: c.clone(),
+    });
+    req.metadata_mut().insert("x-request-id", "req-123".parse().unwrap());
+    let resp = crypto.encrypt(req).await.unwrap();
+    assert_eq!(resp.metadata().get("x-request-id").unwrap(), "req-123");
+    let e = resp.into_inner();
+    assert_eq!((e.key_id.as_str(), e.key_version), (id.as_str(), 1));
+    assert!(!e.ciphertext.windows(9).any(|w| w == b"card 4111"));
+    let d = crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: e.ciphertext.clone(),
+            encryption_context: c.clone(),
+            key_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.plaintext, b"card 4111");
+    assert_eq!((d.key_id.as_str(), d.key_version), (id.as_str(), 1));
+    // Pinning the right key works, by alias too.
+    crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: e.ciphertext.clone(),
+            encryption_context: c.clone(),
+            key_id: "alias/payments".into(),
+        })
+        .await
+        .unwrap();
+
+    // GenerateDataKey: default 32 bytes, then 64; the data key decrypts back.
+    let dk = crypto
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key_id: id.clone(),
+            number_of_bytes: None,
+            encryption_context: c.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dk.plaintext.len(), 32);
+    let back = crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: dk.ciphertext.clone(),
+            encryption_context: c.clone(),
+            key_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.plaintext, dk.plaintext);
+    let dk64 = crypto
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key_id: id.clone(),
+            number_of_bytes: Some(64),
+            encryption_context: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dk64.plaintext.len(), 64);
+    let np = crypto
+        .generate_data_key_without_plaintext(pb::GenerateDataKeyRequest {
+            key_id: "alias/payments".into(),
+            number_of_bytes: Some(16),
+            encryption_context: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let np_plain = crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: np.ciphertext,
+            encryption_context: HashMap::new(),
+            key_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plaintext;
+    assert_eq!(np_plain.len(), 16);
+
+    // ReEncrypt to a second key with a new context.
+    let other = s.create_key("").await;
+    let re = crypto
+        .re_encrypt(pb::ReEncryptRequest {
+            ciphertext: e.ciphertext.clone(),
+            source_encryption_context: c.clone(),
+            destination_key_id: other.clone(),
+            destination_encryption_context: ctx(&[("moved", "yes")]),
+            source_key_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((re.source_key_id.as_str(), re.source_key_version), (id.as_str(), 1));
+    assert_eq!((re.key_id.as_str(), re.key_version), (other.as_str(), 1));
+    let d2 = crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: re.ciphertext.clone(),
+            encryption_context: ctx(&[("moved", "yes")]),
+            key_id: other.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d2.plaintext, b"card 4111");
+
+    // Aliases: create, use, delete.
+    let a = keys
+        .create_alias(pb::CreateAliasRequest { alias: "alias/second".into(), key_id: other.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(a.aliases, vec!["alias/second"]);
+    crypto
+        .encrypt(pb::EncryptRequest {
+            key_id: "alias/second".into(),
+            plaintext: b"x".to_vec(),
+            encryption_context: HashMap::new(),
+        })
+        .await
+        .unwrap();
+    keys.delete_alias(pb::DeleteAliasRequest { alias: "alias/second".into() }).await.unwrap();
+    assert_status(
+        keys.describe_key(pb::DescribeKeyRequest { key_id: "alias/second".into() }).await,
+        Code::NotFound,
+        "alias/second",
+    );
+
+    // Rotation: v2 is primary, new ciphertexts use it, v1 ciphertexts still decrypt.
+    let r = keys
+        .rotate_key(pb::RotateKeyRequest { key_id: "alias/payments".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(r.primary_version, 2);
+    assert_eq!(r.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    let e2 = crypto
+        .encrypt(pb::EncryptRequest {
+            key_id: id.clone(),
+            plaintext: b"new".to_vec(),
+            encryption_context: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e2.key_version, 2);
+    for (ct, cx, want) in [
+        (e.ciphertext.clone(), c.clone(), b"card 4111".to_vec()),
+        (e2.ciphertext.clone(), HashMap::new(), b"new".to_vec()),
+    ] {
+        let d = crypto
+            .decrypt(pb::DecryptRequest { ciphertext: ct, encryption_context: cx, key_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.plaintext, want);
+    }
+
+    // Disable: every crypto op is FAILED_PRECONDITION; describe still works; enable restores.
+    let dis = keys
+        .disable_key(pb::DisableKeyRequest { key_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(dis.state, pb::KeyState::Disabled as i32);
+    assert_status(
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: id.clone(),
+                plaintext: b"x".to_vec(),
+                encryption_context: HashMap::new(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    assert_status(
+        crypto
+            .decrypt(pb::DecryptRequest {
+                ciphertext: e.ciphertext.clone(),
+                encryption_context: c.clone(),
+                key_id: String::new(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    assert_status(
+        crypto
+            .generate_data_key(pb::GenerateDataKeyRequest {
+                key_id: id.clone(),
+                number_of_bytes: None,
+                encryption_context: HashMap::new(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    assert_status(
+        crypto
+            .generate_data_key_without_plaintext(pb::GenerateDataKeyRequest {
+                key_id: id.clone(),
+                number_of_bytes: None,
+                encryption_context: HashMap::new(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    assert_status(
+        crypto
+            .re_encrypt(pb::ReEncryptRequest {
+                ciphertext: e.ciphertext.clone(),
+                source_encryption_context: c.clone(),
+                destination_key_id: other.clone(),
+                destination_encryption_context: HashMap::new(),
+                source_key_id: String::new(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    assert_status(
+        crypto
+            .re_encrypt(pb::ReEncryptRequest {
+                ciphertext: re.ciphertext.clone(),
+                source_encryption_context: ctx(&[("moved", "yes")]),
+                destination_key_id: id.clone(),
+                destination_encryption_context: HashMap::new(),
+                source_key_id: String::new(),
+            })
+            .await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    assert_status(
+        keys.rotate_key(pb::RotateKeyRequest { key_id: id.clone() }).await,
+        Code::FailedPrecondition,
+        "disabled",
+    );
+    keys.describe_key(pb::DescribeKeyRequest { key_id: id.clone() }).await.unwrap();
+    let en =
+        keys.enable_key(pb::EnableKeyRequest { key_id: id.clone() }).await.unwrap().into_inner().key.unwrap();
+    assert_eq!(en.state, pb::KeyState::Enabled as i32);
+    crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: e.ciphertext.clone(),
+            encryption_context: c.clone(),
+            key_id: String::new(),
+        })
+        .await
+        .unwrap();
+
+    // ListKeys pages through both keys one at a time.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = keys
+            .list_keys(pb::ListKeysRequest { page_size: 1, page_token: token })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.keys.len() <= 1);
+        seen.extend(page.keys.into_iter().map(|k| k.key_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    seen.sort();
+    let mut want = vec![id.clone(), other.clone()];
+    want.sort();
+    assert_eq!(seen, want);
+
+    // QueryAuditLog by alias: newest first, this key's records, no secrets.
+    let page = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            key_id: "alias/payments".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.records.windows(2).all(|w| w[0].sequence > w[1].sequence), "newest first");
+    assert!(page.records.iter().all(|r| r.key_id == id || r.source_key_id == id));
+    let first = page.records.last().unwrap();
+    assert_eq!(first.operation, "CreateKey");
+    let enc =
+        page.records.iter().find(|r| r.request_id == "req-123").expect("the Encrypt with our request id");
+    assert_eq!(enc.operation, "Encrypt");
+    assert_eq!(enc.outcome, "OK");
+    assert_eq!(enc.alias, "alias/payments");
+    assert_eq!(enc.key_version, 1);
+    assert_eq!(enc.encryption_context, c);
+    assert!(enc.peer.starts_with("127.0.0.1:"));
+    let refused = page.records.iter().filter(|r| r.outcome == "FAILED_PRECONDITION").count();
+    assert!(refused >= 6, "refused requests are recorded too ({refused})");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_right_codes_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let mut crypto = s.crypto();
+    let mut keys = s.keys();
+    let id = s.create_key("alias/k").await;
+    let good = crypto
+        .encrypt(pb::EncryptRequest {
+            key_id: id.clone(),
+            plaintext: b"secret".to_vec(),
+            encryption_context: ctx(&[("a", "b")]),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let before = s.audit_count().await;
+    let enc = |key: &str, pt: Vec<u8>, c: HashMap<String, String>| pb::EncryptRequest {
+        key_id: key.into(),
+        plaintext: pt,
+        encryption_context: c,
+    };
+    let dec = |ct: Vec<u8>, c: HashMap<String, String>| pb::DecryptRequest {
+        ciphertext: ct,
+        encryption_context: c,
+        key_id: String::new(),
+    };
+    let opaque = "ciphertext is invalid or does not match the key and encryption context";
+    let mut requests = 0u64;
+
+    // Unknown keys and aliases: NOT_FOUND.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_status(
+        crypto.encrypt(enc(&unknown, b"x".to_vec(), HashMap::new())).await,
+        Code::NotFound,
+        &unknown,
+    );
+    assert_status(
+        crypto.encrypt(enc("alias/nope", b"x".to_vec(), HashMap::new())).await,
+        Code::NotFound,
+        "alias/nope",
+    );
+    assert_status(
+        keys.describe_key(pb::DescribeKeyRequest { key_id: unknown.clone() }).await,
+        Code::NotFound,
+        &unknown,
+    );
+    assert_status(
+        keys.rotate_key(pb::RotateKeyRequest { key_id: "alias/nope".into() }).await,
+        Code::NotFound,
+        "alias/nope",
+    );
+    assert_status(
+        keys.delete_alias(pb::DeleteAliasRequest { alias: "alias/nope".into() }).await,
+        Code::NotFound,
+        "alias/nope",
+    );
+    requests += 5;
+
+    // Empty / malformed key ids name the field.
+    assert_status(
+        crypto.encrypt(enc("", b"x".to_vec(), HashMap::new())).await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    assert_status(
+        crypto.encrypt(enc("not-a-key", b"x".to_vec(), HashMap::new())).await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    assert_status(
+        crypto
+            .re_encrypt(pb::ReEncryptRequest {
+                ciphertext: good.clone(),
+                destination_key_id: String::new(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "destination_key_id",
+    );
+    requests += 3;
+
+    // Wrong context, truncated, tampered, foreign, empty: one opaque message.
+    assert_status(crypto.decrypt(dec(good.clone(), ctx(&[("a", "c")]))).await, Code::InvalidArgument, opaque);
+    assert_status(crypto.decrypt(dec(good.clone(), HashMap::new())).await, Code::InvalidArgument, opaque);
+    assert_status(
+        crypto.decrypt(dec(good[..good.len() - 1].to_vec(), ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        opaque,
+    );
+    assert_status(
+        crypto.decrypt(dec(good[..30].to_vec(), ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        opaque,
+    );
+    let mut tampered = good.clone();
+    tampered[70] ^= 1;
+    assert_status(crypto.decrypt(dec(tampered, ctx(&[("a", "b")]))).await, Code::InvalidArgument, opaque);
+    let mut foreign = good.clone();
+    foreign[1..17].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    assert_status(crypto.decrypt(dec(foreign, ctx(&[("a", "b")]))).await, Code::InvalidArgument, opaque);
+    let mut wrong_version = good.clone();
+    wrong_version[17..21].copy_from_slice(&9u32.to_be_bytes());
+    assert_status(
+        crypto.decrypt(dec(wrong_version, ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        opaque,
+    );
+    let mut random = vec![1u8];
+    random.extend((0..100).map(|i| (i * 37 % 251) as u8));
+    assert_status(crypto.decrypt(dec(random, HashMap::new())).await, Code::InvalidArgument, opaque);
+    let mut future = good.clone();
+    future[0] = 7;
+    assert_status(
+        crypto.decrypt(dec(future, ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        "unsupported ciphertext format",
+    );
+    assert_status(crypto.decrypt(dec(Vec::new(), HashMap::new())).await, Code::InvalidArgument, "ciphertext");
+    requests += 10;
+    // Pinned to another key.
+    let other = s.create_key("").await;
+    requests += 1;
+    assert_status(
+        crypto
+            .decrypt(pb::DecryptRequest {
+                ciphertext: good.clone(),
+                encryption_context: ctx(&[("a", "b")]),
+                key_id: other.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    requests += 1;
+
+    // Size limits.
+    assert_status(
+        crypto.encrypt(enc(&id, vec![0; 4097], HashMap::new())).await,
+        Code::InvalidArgument,
+        "plaintext",
+    );
+    crypto.encrypt(enc(&id, vec![0; 4096], HashMap::new())).await.unwrap();
+    for n in [0u32, 1025] {
+        assert_status(
+            crypto
+                .generate_data_key(pb::GenerateDataKeyRequest {
+                    key_id: id.clone(),
+                    number_of_bytes: Some(n),
+                    encryption_context: HashMap::new(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "number_of_bytes",
+        );
+    }
+    for n in [1u32, 1024] {
+        let dk = crypto
+            .generate_data_key(pb::GenerateDataKeyRequest {
+                key_id: id.clone(),
+                number_of_bytes: Some(n),
+                encryption_context: HashMap::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(dk.plaintext.len(), n as usize);
+    }
+    let many: HashMap<String, String> = (0..65).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    assert_status(
+        crypto.encrypt(enc(&id, b"x".to_vec(), many)).await,
+        Code::InvalidArgument,
+        "encryption_context",
+    );
+    let big = ctx(&[("k", &"v".repeat(8 * 1024))]);
+    assert_status(
+        crypto.encrypt(enc(&id, b"x".to_vec(), big)).await,
+        Code::InvalidArgument,
+        "encryption_context",
+    );
+    requests += 8;
+
+    // Aliases: duplicate -> ALREADY_EXISTS; malformed -> INVALID_ARGUMENT naming the field.
+    assert_status(
+        keys.create_alias(pb::CreateAliasRequest { alias: "alias/k".into(), key_id: other.clone() }).await,
+        Code::AlreadyExists,
+        "alias/k",
+    );
+    assert_status(
+        keys.create_key(pb::CreateKeyRequest { alias: "alias/k".into(), ..Default::default() }).await,
+        Code::AlreadyExists,
+        "alias/k",
+    );
+    assert_status(
+        keys.create_alias(pb::CreateAliasRequest { alias: "payments".into(), key_id: other.clone() }).await,
+        Code::InvalidArgument,
+        "alias",
+    );
+    assert_status(
+        keys.list_keys(pb::ListKeysRequest { page_size: 5000, page_token: String::new() }).await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+    assert_status(
+        keys.list_keys(pb::ListKeysRequest { page_size: 1, page_token: "zzz".into() }).await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    requests += 5;
+
+    // A request over the 64 KiB limit is refused by the transport, unaudited
+    // (it never reached a key), and the server keeps serving.
+    let huge = crypto.encrypt(enc(&id, vec![0; 70 * 1024], HashMap::new())).await;
+    assert!(huge.is_err());
+
+    // Every refused request above was audited; nothing was lost; still serving.
+    assert_eq!(s.audit_count().await, before + 1 + requests);
+    let d = crypto.decrypt(dec(good, ctx(&[("a", "b")]))).await.unwrap().into_inner();
+    assert_eq!(d.plaintext, b"secret");
+    let refused = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            outcome: "INVALID_ARGUMENT".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(refused.len() >= 20, "{}", refused.len());
+    assert!(refused.iter().all(|r| !r.reason.is_empty()));
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = s.create_key("alias/persist").await;
+    let mut crypto = s.crypto();
+    let mut saved = Vec::new();
+    for i in 0..3u8 {
+        let e = crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: id.clone(),
+                plaintext: vec![i; 10],
+                encryption_context: ctx(&[("i", &i.to_string())]),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        saved.push((e.ciphertext, i, e.key_version));
+        s.keys().rotate_key(pb::RotateKeyRequest { key_id: id.clone() }).await.unwrap();
+    }
+    s.keys()
+        .create_alias(pb::CreateAliasRequest { alias: "alias/second-name".into(), key_id: id.clone() })
+        .await
+        .unwrap();
+    let other = s.create_key("").await;
+    s.keys().disable_key(pb::DisableKeyRequest { key_id: other.clone() }).await.unwrap();
+    let count = s.audit_count().await;
+    s.stop().await.unwrap();
+
+    let s = TestServer::start(dir.path()).await;
+    let k = s
+        .keys()
+        .describe_key(pb::DescribeKeyRequest { key_id: "alias/persist".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(k.key_id, id);
+    assert_eq!(k.primary_version, 4);
+    assert_eq!(k.aliases, vec!["alias/persist", "alias/second-name"]);
+    let o = s
+        .keys()
+        .describe_key(pb::DescribeKeyRequest { key_id: other.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(o.state, pb::KeyState::Disabled as i32);
+    let mut crypto = s.crypto();
+    for (ct, i, v) in saved {
+        let d = crypto
+            .decrypt(pb::DecryptRequest {
+                ciphertext: ct,
+                encryption_context: ctx(&[("i", &i.to_string())]),
+                key_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.plaintext, vec![i; 10]);
+        assert_eq!(d.key_version, v);
+    }
+    let e = crypto
+        .encrypt(pb::EncryptRequest {
+            key_id: "alias/second-name".into(),
+            plaintext: b"after".to_vec(),
+            encryption_context: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(e.key_version, 4);
+    // The audit chain continues across the restart: the verify call before
+    // the stop, three decrypts, one encrypt, one describe x2, then this verify.
+    assert_eq!(s.audit_count().await, count + 1 + 2 + 3 + 1);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_root_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    s.create_key("").await;
+    s.stop().await.unwrap();
+    let other_key = dir.path().join("other.key");
+    keyward::config::create_root_key_file(&other_key).unwrap();
+    let mut config = keyward::ServerConfig::dev(dir.path());
+    config.root_key = keyward::config::RootKeySource::File(other_key);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = keyward::run(config, listener, async {}).await.unwrap_err();
+    assert!(err.to_string().contains("root key does not match"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients_get_correct_answers_and_one_record_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let ids = [s.create_key("").await, s.create_key("").await];
+    let before = s.audit_count().await;
+    const CLIENTS: usize = 32;
+    const EACH: usize = 20;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let mut crypto = s.crypto();
+        let key = ids[c % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let pt = format!("client {c} message {i}").into_bytes();
+                let cx = ctx(&[("client", &c.to_string())]);
+                let e = crypto
+                    .encrypt(pb::EncryptRequest {
+                        key_id: key.clone(),
+                        plaintext: pt.clone(),
+                        encryption_context: cx.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(e.key_id, key);
+                let d = crypto
+                    .decrypt(pb::DecryptRequest {
+                        ciphertext: e.ciphertext,
+                        encryption_context: cx,
+                        key_id: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(d.plaintext, pt, "client {c} got someone else's answer");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Each request produced exactly one record (plus the first verify call).
+    assert_eq!(s.audit_count().await, before + 1 + (CLIENTS * EACH * 2) as u64);
+    s.stop().await.unwrap();
+}

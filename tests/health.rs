@@ -1,0 +1,115 @@
+//! Health and fail-closed behaviour: when audit records cannot be written,
+//! key use stops (UNAVAILABLE, nothing secret returned), health says
+//! NOT_SERVING, and service resumes by itself when writes succeed again.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{assert_status, TestServer};
+use keyward::pb;
+use keyward_store::testing::FaultyStore;
+use keyward_store::RocksStore;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+async fn health(s: &TestServer, service: &str) -> i32 {
+    HealthClient::new(s.channel.clone())
+        .check(HealthCheckRequest { service: service.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+async fn wait_health(s: &TestServer, want: ServingStatus) {
+    let start = Instant::now();
+    while health(s, "").await != want as i32 {
+        assert!(start.elapsed() < Duration::from_secs(10), "health never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn audit_write_failure_fails_closed_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = keyward::ServerConfig::dev(dir.path());
+    config.kms.audit.deadline = Duration::from_millis(300);
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let root = keyward::config::load_root_key(&config.root_key).unwrap();
+    let rocks = Arc::new(RocksStore::open(&dir.path().join("db")).unwrap());
+    let (faulty, faults) = FaultyStore::new(rocks);
+    let s = TestServer::start_with(dir.path(), config, Some((Arc::new(faulty), root))).await;
+    assert_eq!(health(&s, "").await, ServingStatus::Serving as i32);
+    assert_eq!(health(&s, "keyward.v1.CryptoService").await, ServingStatus::Serving as i32);
+    let id = s.create_key("").await;
+    let mut crypto = s.crypto();
+    let req = || pb::GenerateDataKeyRequest {
+        key_id: id.clone(),
+        number_of_bytes: None,
+        encryption_context: HashMap::new(),
+    };
+    crypto.generate_data_key(req()).await.unwrap();
+    let before = s.audit_count().await;
+
+    // Disk full: every key use fails UNAVAILABLE, lifecycle changes do not happen.
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    let st = assert_status(crypto.generate_data_key(req()).await, Code::Unavailable, "audit log unavailable");
+    assert!(st.details().is_empty());
+    assert_status(
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: id.clone(),
+                plaintext: b"x".to_vec(),
+                encryption_context: HashMap::new(),
+            })
+            .await,
+        Code::Unavailable,
+        "audit",
+    );
+    assert_status(
+        s.keys().rotate_key(pb::RotateKeyRequest { key_id: id.clone() }).await,
+        Code::Unavailable,
+        "audit",
+    );
+    wait_health(&s, ServingStatus::NotServing).await;
+    assert_eq!(health(&s, "keyward.v1.CryptoService").await, ServingStatus::NotServing as i32);
+
+    // Writes succeed again: serving resumes by itself; the failed rotation left no trace.
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    crypto.generate_data_key(req()).await.unwrap();
+    wait_health(&s, ServingStatus::Serving).await;
+    let k = s
+        .keys()
+        .describe_key(pb::DescribeKeyRequest { key_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(k.primary_version, 1, "the refused rotation did not happen");
+    // Records: the verify, the data key, the describe; none of the refused ones.
+    assert_eq!(s.audit_count().await, before + 3);
+
+    // A stuck writer: requests give up at the deadline instead of hanging.
+    faults.stall_ms.store(1500, Ordering::SeqCst);
+    let started = Instant::now();
+    assert_status(crypto.generate_data_key(req()).await, Code::Unavailable, "audit");
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "gave up at the deadline: {:?}",
+        started.elapsed()
+    );
+    wait_health(&s, ServingStatus::NotServing).await;
+    faults.stall_ms.store(0, Ordering::SeqCst);
+    // The stalled write completes on its own; service resumes.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    crypto.generate_data_key(req()).await.unwrap();
+    wait_health(&s, ServingStatus::Serving).await;
+    s.stop().await.unwrap();
+}
