@@ -24,6 +24,18 @@ pub struct Cli {
     /// Server address for client commands.
     #[arg(long, global = true, env = "KEYWARD_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// Bearer token for client commands.
+    #[arg(long, global = true, env = "KEYWARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https:// server.
+    #[arg(long, global = true, env = "KEYWARD_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "KEYWARD_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "KEYWARD_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
     /// Output format of client commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -49,6 +61,9 @@ pub enum Command {
     /// Manage root key files.
     #[command(subcommand, name = "root-key")]
     RootKey(RootKeyCommand),
+    /// Create bearer tokens for the configuration.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Create, inspect and change keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -95,6 +110,17 @@ pub enum RootKeyCommand {
     Create {
         /// Where to write it.
         file: PathBuf,
+    },
+}
+
+/// `keyward token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token once, and the line to paste into the config.
+    Create {
+        /// The principal it is for (only printed as a reminder).
+        #[arg(long, default_value = "my-service")]
+        principal: String,
     },
 }
 
@@ -234,6 +260,8 @@ pub struct ReEncryptArgs {
 pub enum AuditCommand {
     /// Query the key-usage log (newest first).
     Query(AuditQueryArgs),
+    /// Export records as JSON lines (oldest first) to stdout or --out FILE.
+    Export(AuditExportArgs),
     /// Walk the hash chain; with --data-dir, offline on a stopped server's data.
     Verify {
         /// Data folder of a stopped server (verifies without a server).
@@ -242,9 +270,9 @@ pub enum AuditCommand {
     },
 }
 
-/// `keyward audit query`.
+/// Filters shared by `audit query` and `audit export`.
 #[derive(Debug, Args)]
-pub struct AuditQueryArgs {
+pub struct AuditFilter {
     /// Key id or alias.
     #[arg(long)]
     pub key: Option<String>,
@@ -263,6 +291,14 @@ pub struct AuditQueryArgs {
     /// Records before this time (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
+}
+
+/// `keyward audit query`.
+#[derive(Debug, Args)]
+pub struct AuditQueryArgs {
+    /// Filters.
+    #[command(flatten)]
+    pub filter: AuditFilter,
     /// Records per page.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
@@ -272,6 +308,38 @@ pub struct AuditQueryArgs {
     /// Oldest first.
     #[arg(long)]
     pub oldest_first: bool,
+}
+
+/// `keyward audit export`.
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// Filters.
+    #[command(flatten)]
+    pub filter: AuditFilter,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl AuditFilter {
+    fn request(
+        &self,
+        page_size: u32,
+        page_token: String,
+        oldest_first: bool,
+    ) -> Result<pb::QueryAuditLogRequest, CliError> {
+        Ok(pb::QueryAuditLogRequest {
+            key_id: self.key.clone().unwrap_or_default(),
+            principal: self.principal.clone().unwrap_or_default(),
+            operation: self.operation.clone().unwrap_or_default(),
+            outcome: self.outcome.clone().unwrap_or_default(),
+            start_time: rfc3339("since", &self.since)?,
+            end_time: rfc3339("until", &self.until)?,
+            page_size,
+            page_token,
+            oldest_first,
+        })
+    }
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -304,20 +372,87 @@ pub enum CliError {
     Input(String),
 }
 
+/// How a client command reaches the server.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Server address (http:// or https://).
+    pub addr: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// CA to verify the server.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer(REDACTED)" } else { "Bearer(none)" })
+    }
+}
+
+type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 struct Client {
     addr: String,
     channel: Channel,
+    bearer: Bearer,
 }
 
 impl Client {
-    async fn connect(addr: &str) -> Result<Self, CliError> {
-        let channel = Channel::from_shared(addr.to_string())
+    async fn connect(conn: &Connection) -> Result<Self, CliError> {
+        let addr = conn.addr.as_str();
+        let mut endpoint = Channel::from_shared(addr.to_string())
             .map_err(|e| CliError::Input(format!("--addr {addr:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if addr.starts_with("https://") || conn.ca_cert.is_some() || conn.client_identity.is_some() {
+            let read =
+                |p: &PathBuf| std::fs::read(p).map_err(|e| CliError::Input(format!("{}: {e}", p.display())));
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+            if let Some(ca) = &conn.ca_cert {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+            }
+            if let Some((cert, key)) = &conn.client_identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| CliError::Input(format!("tls: {e}")))?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .map_err(|source| CliError::Connect { addr: addr.to_string(), source })?;
-        Ok(Self { addr: addr.to_string(), channel })
+        let bearer = match &conn.token {
+            Some(t) => Bearer(Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| CliError::Input("--token is not a valid header value".into()))?,
+            )),
+            None => Bearer(None),
+        };
+        Ok(Self { addr: addr.to_string(), channel, bearer })
+    }
+
+    fn keys(&self) -> KeyServiceClient<Authed> {
+        KeyServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+    fn crypto(&self) -> CryptoServiceClient<Authed> {
+        CryptoServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+    fn audit(&self) -> AuditServiceClient<Authed> {
+        AuditServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     fn rpc(&self, s: tonic::Status) -> CliError {
@@ -444,16 +579,16 @@ fn print(output: Output, json: Value, text: String) {
 }
 
 /// Runs a client command (everything but `server` and `root-key`).
-pub async fn run_client(addr: &str, output: Output, command: Command) -> Result<(), CliError> {
+pub async fn run_client(conn: &Connection, output: Output, command: Command) -> Result<(), CliError> {
     if let Command::Audit(AuditCommand::Verify { data_dir: Some(dir) }) = &command {
         return verify_offline(dir, output);
     }
-    let c = Client::connect(addr).await?;
-    let mut keys = KeyServiceClient::new(c.channel.clone());
-    let mut crypto = CryptoServiceClient::new(c.channel.clone());
-    let mut audit = AuditServiceClient::new(c.channel.clone());
+    let c = Client::connect(conn).await?;
+    let mut keys = c.keys();
+    let mut crypto = c.crypto();
+    let mut audit = c.audit();
     match command {
-        Command::Server(_) | Command::RootKey(_) => unreachable!("handled by main"),
+        Command::Server(_) | Command::RootKey(_) | Command::Token(_) => unreachable!("handled by main"),
         Command::Key(k) => {
             let key = match k {
                 KeyCommand::Create { alias, description, labels } => keys
@@ -644,17 +779,7 @@ pub async fn run_client(addr: &str, output: Output, command: Command) -> Result<
         }
         Command::Audit(AuditCommand::Query(a)) => {
             let r = audit
-                .query_audit_log(pb::QueryAuditLogRequest {
-                    key_id: a.key.unwrap_or_default(),
-                    principal: a.principal.unwrap_or_default(),
-                    operation: a.operation.unwrap_or_default(),
-                    outcome: a.outcome.unwrap_or_default(),
-                    start_time: rfc3339("since", &a.since)?,
-                    end_time: rfc3339("until", &a.until)?,
-                    page_size: a.limit,
-                    page_token: a.page_token,
-                    oldest_first: a.oldest_first,
-                })
+                .query_audit_log(a.filter.request(a.limit, a.page_token, a.oldest_first)?)
                 .await
                 .map_err(|s| c.rpc(s))?
                 .into_inner();
@@ -691,6 +816,7 @@ pub async fn run_client(addr: &str, output: Output, command: Command) -> Result<
             });
             print(output, json, text);
         }
+        Command::Audit(AuditCommand::Export(a)) => export(&c, &mut audit, a).await?,
         Command::Audit(AuditCommand::Verify { data_dir: None }) => {
             let r = audit
                 .verify_audit_log(pb::VerifyAuditLogRequest {})
@@ -702,6 +828,63 @@ pub async fn run_client(addr: &str, output: Output, command: Command) -> Result<
         Command::Audit(AuditCommand::Verify { data_dir: Some(_) }) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// Pages through the log oldest first, one JSON object per line, with a
+/// progress line on stderr (the total is the newest sequence number, an upper
+/// bound when filters are set).
+async fn export(
+    c: &Client,
+    audit: &mut AuditServiceClient<Authed>,
+    a: AuditExportArgs,
+) -> Result<(), CliError> {
+    let io = |e: std::io::Error| CliError::Input(format!("writing export: {e}"));
+    let newest = audit
+        .query_audit_log(pb::QueryAuditLogRequest { page_size: 1, ..Default::default() })
+        .await
+        .map_err(|s| c.rpc(s))?
+        .into_inner()
+        .records
+        .first()
+        .map(|r| r.sequence)
+        .unwrap_or(0);
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut token = String::new();
+    let mut written = 0u64;
+    let mut last_report = std::time::Instant::now();
+    loop {
+        let page = audit
+            .query_audit_log(a.filter.request(1000, token, true)?)
+            .await
+            .map_err(|s| c.rpc(s))?
+            .into_inner();
+        for r in &page.records {
+            serde_json::to_writer(&mut out, &record_json(r)).map_err(|e| io(e.into()))?;
+            out.write_all(b"\n").map_err(io)?;
+            written += 1;
+        }
+        if last_report.elapsed() > Duration::from_millis(250) || page.next_page_token.is_empty() {
+            last_report = std::time::Instant::now();
+            let line = format!("exported {written} records (log holds {newest})");
+            if tty {
+                eprint!("\r{line}");
+            } else if page.next_page_token.is_empty() {
+                eprintln!("{line}");
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if tty {
+        eprintln!();
+    }
+    out.flush().map_err(io)
 }
 
 fn report(output: Output, checked: u64, bad: Option<u64>, problem: &str) -> Result<(), CliError> {

@@ -11,7 +11,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward_core::{AuditLogConfig, KmsConfig, Limits};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyward_core::{AuditLogConfig, Grant, KeySelector, KmsConfig, Limits, Permission, Policy, Role};
+
+use crate::auth::{Authenticator, Principal};
 use keyward_crypto::RootKey;
 use serde::Deserialize;
 
@@ -57,6 +62,60 @@ pub struct FileConfig {
     /// Audit log tuning.
     #[serde(default)]
     pub audit: FileAudit,
+    /// TLS (rustls). Without it, only loopback addresses are served, unless
+    /// `allow_insecure` is set.
+    pub tls: Option<FileTls>,
+    /// Serve plaintext gRPC on a non-loopback address (logs a warning).
+    pub allow_insecure: Option<bool>,
+    /// Who may connect and what they may do.
+    #[serde(default)]
+    pub principals: Vec<FilePrincipal>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM).
+    pub key_file: PathBuf,
+    /// CA that signs client certificates (PEM); enables mutual TLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// With a client CA: refuse connections without a client certificate
+    /// (default false, so bearer-token callers can still connect).
+    pub require_client_cert: Option<bool>,
+}
+
+/// `[[principals]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePrincipal {
+    /// Name recorded in the audit log.
+    pub name: String,
+    /// Roles: admin, user, auditor.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// SHA-256 (hex) of each bearer token of this principal.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    /// Client certificate names (subject CN or DNS SAN) of this principal.
+    #[serde(default)]
+    pub cert_names: Vec<String>,
+    /// Crypto grants (for the user role).
+    #[serde(default)]
+    pub grants: Vec<FileGrant>,
+}
+
+/// `[[principals.grants]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGrant {
+    /// Key UUIDs, `alias/<name>`, `label:k=v`, or `*`.
+    pub keys: Vec<String>,
+    /// Operations: encrypt, decrypt, generate-data-key,
+    /// generate-data-key-without-plaintext, re-encrypt-from, re-encrypt-to, or `*`.
+    pub operations: Vec<String>,
 }
 
 /// `[limits]`.
@@ -73,6 +132,14 @@ pub struct FileLimits {
     pub max_context_bytes: Option<usize>,
     /// Largest request message.
     pub max_request_bytes: Option<usize>,
+    /// Most requests in flight on one connection.
+    pub concurrency_per_connection: Option<usize>,
+    /// A request running longer than this fails DEADLINE_EXCEEDED.
+    pub request_timeout_ms: Option<u64>,
+    /// Global rate limit, requests per second (absent: none).
+    pub rate_limit_per_second: Option<f64>,
+    /// Burst allowed above the rate (default: one second's worth).
+    pub rate_limit_burst: Option<f64>,
 }
 
 /// `[audit]`.
@@ -109,6 +176,30 @@ pub enum RootKeySource {
     Dev(PathBuf),
 }
 
+/// TLS settings, validated.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain PEM file.
+    pub cert_file: PathBuf,
+    /// Private key PEM file.
+    pub key_file: PathBuf,
+    /// Client CA PEM file (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Whether a client certificate is mandatory.
+    pub require_client_cert: bool,
+}
+
+/// Transport limits enforced at the edge.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// Per-connection concurrency.
+    pub concurrency_per_connection: Option<usize>,
+    /// Request timeout.
+    pub request_timeout: Duration,
+    /// Global rate (per second, burst).
+    pub rate: Option<(f64, f64)>,
+}
+
 /// The validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -122,6 +213,14 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Use-case settings.
     pub kms: KmsConfig,
+    /// TLS, if configured.
+    pub tls: Option<TlsConfig>,
+    /// Plaintext on a non-loopback address was explicitly allowed.
+    pub allow_insecure: bool,
+    /// How callers are identified and what they may do.
+    pub auth: Authenticator,
+    /// Transport limits.
+    pub edge: EdgeLimits,
 }
 
 impl ServerConfig {
@@ -187,7 +286,58 @@ impl ServerConfig {
         if audit.deadline.is_zero() || audit.max_batch == 0 {
             return Err(ConfigError::Invalid("audit: deadline_ms and max_batch must be positive".into()));
         }
-        Ok(Self { listen, data_dir, root_key, max_request_bytes, kms: KmsConfig { limits, audit } })
+        let tls = file.tls.map(|t| TlsConfig {
+            require_client_cert: t.require_client_cert.unwrap_or(false),
+            cert_file: t.cert_file,
+            key_file: t.key_file,
+            client_ca_file: t.client_ca_file,
+        });
+        if tls.as_ref().is_some_and(|t| t.require_client_cert && t.client_ca_file.is_none()) {
+            return Err(ConfigError::Invalid("tls.require_client_cert needs tls.client_ca_file".into()));
+        }
+        let allow_insecure = file.allow_insecure.unwrap_or(false);
+        if tls.is_none() && !listen.ip().is_loopback() && !allow_insecure {
+            return Err(ConfigError::Invalid(format!(
+                "listen: {listen} is not a loopback address; configure [tls] or set allow_insecure = true"
+            )));
+        }
+        let auth = if dev {
+            if !file.principals.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "--dev uses one development principal with every role; remove [[principals]] or drop --dev".into(),
+                ));
+            }
+            Authenticator::dev()
+        } else {
+            principals(file.principals)?
+        };
+        let edge = EdgeLimits {
+            concurrency_per_connection: l.concurrency_per_connection,
+            request_timeout: Duration::from_millis(l.request_timeout_ms.unwrap_or(30_000)),
+            rate: match l.rate_limit_per_second {
+                Some(r) if r > 0.0 => Some((r, l.rate_limit_burst.unwrap_or(r).max(1.0))),
+                Some(_) => {
+                    return Err(ConfigError::Invalid("limits.rate_limit_per_second must be positive".into()))
+                }
+                None => None,
+            },
+        };
+        if edge.concurrency_per_connection == Some(0) || edge.request_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "limits.concurrency_per_connection and request_timeout_ms must be positive".into(),
+            ));
+        }
+        Ok(Self {
+            listen,
+            data_dir,
+            root_key,
+            max_request_bytes,
+            kms: KmsConfig { limits, audit },
+            tls,
+            allow_insecure,
+            auth,
+            edge,
+        })
     }
 
     /// A development configuration over `data_dir` (tests use it with port 0).
@@ -198,6 +348,55 @@ impl ServerConfig {
         )
         .expect("dev defaults are valid")
     }
+}
+
+fn principals(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::Invalid(
+            "no [[principals]] configured: nobody could use this server (see deploy/keyward.toml)".into(),
+        ));
+    }
+    let mut tokens = Vec::new();
+    let mut cert_names = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for p in list {
+        let bad = |m: String| ConfigError::Invalid(format!("principals {:?}: {m}", p.name));
+        if p.name.is_empty() || !seen.insert(p.name.clone()) {
+            return Err(bad("names must be non-empty and unique".into()));
+        }
+        let roles = p.roles.iter().map(|r| r.parse::<Role>()).collect::<Result<_, _>>().map_err(bad)?;
+        let mut grants = Vec::new();
+        for g in &p.grants {
+            let keys = g
+                .keys
+                .iter()
+                .map(|k| k.parse::<KeySelector>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            let mut permissions = std::collections::BTreeSet::new();
+            for o in &g.operations {
+                if o == "*" {
+                    permissions.extend(Permission::ALL);
+                } else {
+                    permissions.insert(o.parse::<Permission>().map_err(bad)?);
+                }
+            }
+            grants.push(Grant { keys, permissions });
+        }
+        let principal = Principal { name: p.name.clone(), policy: Arc::new(Policy { roles, grants }) };
+        for h in &p.token_sha256 {
+            let bytes: [u8; 32] = hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                bad("token_sha256 entries are 64 hex characters (keyward token create prints one)".into())
+            })?;
+            tokens.push((bytes, principal.clone()));
+        }
+        for n in &p.cert_names {
+            if cert_names.insert(n.clone(), principal.clone()).is_some() {
+                return Err(bad(format!("certificate name {n:?} is claimed twice")));
+            }
+        }
+    }
+    Ok(Authenticator::Configured { tokens, cert_names })
 }
 
 /// Reads (or, for a development source, creates) the root key.

@@ -6,9 +6,11 @@
 //! command-line client ([`cli`]). Use cases live in `keyward-core`, storage in
 //! `keyward-store`, cryptography in `keyward-crypto`.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod hardening;
 pub mod pb;
 pub mod server;
 

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyward::cli::{run_client, Cli, Command, RootKeyCommand};
+use keyward::cli::{run_client, Cli, Command, Connection, RootKeyCommand, TokenCommand};
 use keyward::config::{create_root_key_file, Overrides, ServerConfig};
 
 fn main() -> ExitCode {
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(a) => {
             init_logging();
+            keyward::hardening::apply();
             let overrides = Overrides {
                 config: a.config,
                 dev: a.dev,
@@ -67,13 +68,33 @@ fn main() -> ExitCode {
                 }
             }
         }
-        command => match rt.block_on(run_client(&cli.addr, cli.output, command)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Command::Token(TokenCommand::Create { principal }) => {
+            let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+            if keyward_crypto::random_bytes(&mut bytes[..]).is_err() {
+                eprintln!("error: system random generator failed");
+                return ExitCode::FAILURE;
             }
-        },
+            let token = zeroize::Zeroizing::new(format!("kw_{}", hex::encode(&bytes[..])));
+            println!("token (shown once; give it to {principal} and keep it secret):\n  {}", *token);
+            println!("add to the [[principals]] entry named {principal:?}:");
+            println!("  token_sha256 = [\"{}\"]", keyward::auth::token_hash_hex(&token));
+            ExitCode::SUCCESS
+        }
+        command => {
+            let conn = Connection {
+                addr: cli.addr,
+                token: cli.token,
+                ca_cert: cli.ca_cert,
+                client_identity: cli.client_cert.zip(cli.client_key),
+            };
+            match rt.block_on(run_client(&conn, cli.output, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

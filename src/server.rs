@@ -76,7 +76,8 @@ pub async fn run_with_store(
 ) -> Result<(), ServerError> {
     let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), config.kms.clone())?);
     let audit = kms.audit_log().clone();
-    let api = Api::new(kms.clone());
+    let limiter = config.edge.rate.map(|(rate, burst)| crate::grpc::RateLimiter::new(rate, burst));
+    let api = Api::new(kms.clone(), config.auth.clone(), limiter);
     drop(kms);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -107,8 +108,25 @@ pub async fn run_with_store(
 
     let max = config.max_request_bytes;
     let addr = listener.local_addr()?;
+    let mut builder = Server::builder().timeout(config.edge.request_timeout);
+    if let Some(n) = config.edge.concurrency_per_connection {
+        builder = builder.concurrency_limit_per_connection(n);
+    }
+    match &config.tls {
+        Some(t) => {
+            builder = builder.tls_config(tls_config(t)?)?;
+            tracing::info!(mutual = t.client_ca_file.is_some(), "TLS enabled");
+        }
+        None if !addr.ip().is_loopback() => {
+            tracing::warn!(%addr, "serving plaintext gRPC on a non-loopback address (allow_insecure = true)")
+        }
+        None => {}
+    }
+    if matches!(config.auth, crate::auth::Authenticator::Dev(_)) {
+        tracing::warn!("DEVELOPMENT MODE: every caller is principal \"dev\" with every role (loopback only)");
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward serving");
-    let served = Server::builder()
+    let served = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -127,6 +145,18 @@ pub async fn run_with_store(
     }
     tracing::info!("keyward stopped");
     served.map_err(ServerError::from)
+}
+
+fn tls_config(t: &crate::config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ConfigError::Invalid(format!("tls: cannot read {}: {e}", p.display())))
+    };
+    let mut c = ServerTlsConfig::new().identity(Identity::from_pem(read(&t.cert_file)?, read(&t.key_file)?));
+    if let Some(ca) = &t.client_ca_file {
+        c = c.client_ca_root(Certificate::from_pem(read(ca)?)).client_auth_optional(!t.require_client_cert);
+    }
+    Ok(c)
 }
 
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {

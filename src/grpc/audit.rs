@@ -1,10 +1,11 @@
 //! `keyward.v1.AuditService`.
 
 use keyward_core::AuditQuery;
+use keyward_core::Operation;
 use tonic::{Request, Response, Status};
 
 use super::convert::{millis, record_to_pb};
-use super::{caller, respond, Api};
+use super::{respond, Api};
 use crate::pb::{self, audit_service_server::AuditService};
 
 /// The audit service.
@@ -17,7 +18,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::QueryAuditLogRequest>,
     ) -> Result<Response<pb::QueryAuditLogResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::QueryAuditLog).await?;
         let r = req.into_inner();
         let q = AuditQuery {
             key_id: None,
@@ -44,7 +45,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::VerifyAuditLogRequest>,
     ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::VerifyAuditLog).await?;
         let out = self.0.kms.verify_audit(&c).await;
         respond(
             &c,

@@ -1,9 +1,10 @@
 //! `keyward.v1.CryptoService`.
 
+use keyward_core::Operation;
 use keyward_crypto::Plaintext;
 use tonic::{Request, Response, Status};
 
-use super::{caller, respond, Api};
+use super::{respond, Api};
 use crate::pb::{self, crypto_service_server::CryptoService};
 
 /// The crypto service.
@@ -16,7 +17,7 @@ impl CryptoService for CryptoApi {
         &self,
         req: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::Encrypt).await?;
         let r = req.into_inner();
         let out = self.0.kms.encrypt(&c, &r.key_id, Plaintext::new(r.plaintext), r.encryption_context).await;
         respond(
@@ -33,7 +34,7 @@ impl CryptoService for CryptoApi {
         &self,
         req: Request<pb::DecryptRequest>,
     ) -> Result<Response<pb::DecryptResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::Decrypt).await?;
         let r = req.into_inner();
         let out = self.0.kms.decrypt(&c, &r.ciphertext, r.encryption_context, &r.key_id).await;
         respond(
@@ -50,7 +51,7 @@ impl CryptoService for CryptoApi {
         &self,
         req: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::GenerateDataKey).await?;
         let r = req.into_inner();
         let out =
             self.0.kms.generate_data_key(&c, &r.key_id, r.number_of_bytes, r.encryption_context, true).await;
@@ -69,7 +70,7 @@ impl CryptoService for CryptoApi {
         &self,
         req: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyWithoutPlaintextResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::GenerateDataKeyWithoutPlaintext).await?;
         let r = req.into_inner();
         let out =
             self.0.kms.generate_data_key(&c, &r.key_id, r.number_of_bytes, r.encryption_context, false).await;
@@ -87,7 +88,7 @@ impl CryptoService for CryptoApi {
         &self,
         req: Request<pb::ReEncryptRequest>,
     ) -> Result<Response<pb::ReEncryptResponse>, Status> {
-        let c = caller(&req);
+        let c = self.0.caller(&req, Operation::ReEncrypt).await?;
         let r = req.into_inner();
         let out = self
             .0

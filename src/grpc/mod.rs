@@ -12,9 +12,11 @@ mod keys;
 
 use std::sync::Arc;
 
-use keyward_core::{Caller, ErrorKind, Kms, KmsError};
+use keyward_core::{Caller, ErrorKind, Kms, KmsError, Operation, Policy};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
+
+use crate::auth::{Authenticator, NoIdentity};
 
 pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
@@ -32,6 +34,8 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };
@@ -44,19 +48,14 @@ pub fn to_status(e: &KmsError) -> Status {
     Status::new(code, e.public_message())
 }
 
-/// Who is calling: request id (the caller's `x-request-id` if sane, else a
-/// fresh UUID), principal and peer.
-pub(crate) fn caller<T>(req: &Request<T>) -> Caller {
-    let request_id = req
-        .metadata()
+/// The request id: the caller's `x-request-id` if sane, else a fresh UUID.
+fn request_id<T>(req: &Request<T>) -> String {
+    req.metadata()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-    // Until access control lands every caller is the same principal.
-    Caller { request_id, principal: "anonymous".to_string(), peer }
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// Wraps a use-case result into a response (or status) carrying the request id.
@@ -84,11 +83,74 @@ pub(crate) fn respond<T>(caller: &Caller, result: Result<T, KmsError>) -> Result
 #[derive(Debug, Clone)]
 pub struct Api {
     pub(crate) kms: Arc<Kms>,
+    auth: Arc<Authenticator>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Api {
-    /// Services over one `Kms`.
-    pub fn new(kms: Arc<Kms>) -> Self {
-        Self { kms }
+    /// Services over one `Kms`, identifying callers with `auth`.
+    pub fn new(kms: Arc<Kms>, auth: Authenticator, limiter: Option<RateLimiter>) -> Self {
+        Self { kms, auth: Arc::new(auth), limiter: limiter.map(Arc::new) }
+    }
+
+    /// Who is calling: request id, peer, and the principal from a client
+    /// certificate or bearer token. A caller without a valid identity is
+    /// refused UNAUTHENTICATED, and the refusal is audited. Over the global
+    /// rate limit, the request is refused RESOURCE_EXHAUSTED before any work.
+    pub(crate) async fn caller<T>(&self, req: &Request<T>, op: Operation) -> Result<Caller, Status> {
+        let request_id = request_id(req);
+        if let Some(l) = &self.limiter {
+            if !l.try_acquire() {
+                let mut s = Status::resource_exhausted("rate limit exceeded; retry with backoff");
+                if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
+                    s.metadata_mut().insert(REQUEST_ID, v);
+                }
+                return Err(s);
+            }
+        }
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let certs = req.peer_certs();
+        match self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
+            Ok(p) => Ok(Caller { request_id, principal: p.name, peer, policy: p.policy }),
+            Err(NoIdentity(why)) => {
+                let caller = Caller {
+                    request_id,
+                    principal: "unauthenticated".to_string(),
+                    peer,
+                    policy: Arc::new(Policy::default()),
+                };
+                let err = self.kms.refuse(&caller, op, KmsError::Unauthenticated(why.to_string())).await;
+                Err(respond::<()>(&caller, Err(err)).expect_err("an error"))
+            }
+        }
+    }
+}
+
+/// A global token bucket shared by every connection.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    /// Allows `per_second` requests on average and `burst` at once.
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        Self { per_second, burst, state: std::sync::Mutex::new((burst, std::time::Instant::now())) }
+    }
+
+    fn try_acquire(&self) -> bool {
+        let mut s = self.state.lock().expect("limiter lock");
+        let now = std::time::Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second).min(self.burst);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }

@@ -65,6 +65,9 @@ struct Job {
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
+// Stop is sent once per process; boxing every job instead would cost an
+// allocation per request on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Job(Job),
     /// Finish what is queued, then exit (dropping the store).

@@ -18,6 +18,10 @@ pub enum ErrorKind {
     AlreadyExists,
     /// Key or version in a state that forbids the operation.
     FailedPrecondition,
+    /// No valid identity.
+    Unauthenticated,
+    /// Identity known, operation not allowed.
+    PermissionDenied,
     /// Audit log or store unavailable.
     Unavailable,
     /// A bug or an unexpected failure; details only in the server log.
@@ -32,6 +36,8 @@ impl ErrorKind {
             Self::NotFound => "NOT_FOUND",
             Self::AlreadyExists => "ALREADY_EXISTS",
             Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -61,6 +67,12 @@ pub enum KmsError {
     /// The key or version state forbids this.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller has no valid identity.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The audit record could not be made durable; nothing was done.
     #[error("audit log unavailable; request refused")]
     AuditUnavailable(#[source] AuditError),
@@ -85,6 +97,8 @@ impl KmsError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AuditUnavailable(_) | Self::Store(_) => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
         }

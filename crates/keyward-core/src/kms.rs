@@ -26,6 +26,7 @@ use crate::{
     KeyMeta, KeyRecord, KeyRef, KeyState, KmsError, Limits, Operation, Outcome, Store, StoreError,
     VerifyReport, VersionMeta, VersionState,
 };
+use crate::{Permission, Policy, Role};
 
 /// Who is asking, and the request's identity for the audit log.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct Caller {
     pub principal: String,
     /// The peer address.
     pub peer: String,
+    /// What the principal may do.
+    pub policy: Arc<Policy>,
 }
 
 /// Arguments of `CreateKey`.
@@ -106,6 +109,14 @@ pub struct KmsConfig {
     pub limits: Limits,
     /// Audit writer tuning.
     pub audit: AuditLogConfig,
+}
+
+/// Which request opens a ciphertext: it decides the pin field's name, the
+/// permission checked and where the audit record names the key.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Decrypt,
+    ReEncryptSource,
 }
 
 struct LiveKey {
@@ -247,6 +258,39 @@ impl Kms {
         Ok(live)
     }
 
+    /// Records a request refused before it reached a use case (for example
+    /// one without a valid identity) and returns the error.
+    pub async fn refuse(&self, caller: &Caller, op: Operation, error: KmsError) -> KmsError {
+        let entry = self.entry(caller, op);
+        match self.finish::<()>(entry, Err(error)).await {
+            Err(e) => e,
+            Ok(()) => unreachable!("finish returns the error it was given"),
+        }
+    }
+
+    fn require(&self, caller: &Caller, role: Role, what: &str) -> Result<(), KmsError> {
+        if caller.policy.has(role) {
+            Ok(())
+        } else {
+            Err(KmsError::PermissionDenied(format!("{} may not {what}", caller.principal)))
+        }
+    }
+
+    fn authorize(&self, caller: &Caller, perm: Permission, live: &LiveKey) -> Result<(), KmsError> {
+        let meta = &live.record.meta;
+        let aliases = || self.state.read().expect("state lock").aliases_of(meta.id);
+        if caller.policy.allows(perm, meta, &aliases) {
+            Ok(())
+        } else {
+            Err(KmsError::PermissionDenied(format!(
+                "{} may not {} with key {}",
+                caller.principal,
+                perm.as_str(),
+                meta.id
+            )))
+        }
+    }
+
     fn context(
         &self,
         field: &'static str,
@@ -284,6 +328,7 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::Encrypt);
         let result = (|| {
             let live = self.resolve(&mut entry, "key_id", key)?;
+            self.authorize(caller, Permission::Encrypt, &live)?;
             let ctx = self.context("encryption_context", context)?;
             entry.context = ctx.pairs().clone();
             if plaintext.len() > self.limits.max_plaintext_bytes {
@@ -319,7 +364,7 @@ impl Kms {
             let ctx = self.context("encryption_context", context)?;
             entry.context = ctx.pairs().clone();
             let (live, version, plaintext) =
-                self.open_ciphertext(&mut entry, "key_id", ciphertext, &ctx, pinned_key, false)?;
+                self.open_ciphertext(caller, &mut entry, Side::Decrypt, ciphertext, &ctx, pinned_key)?;
             entry.key_id = Some(live.record.meta.id);
             entry.key_version = Some(version);
             Ok(DecryptOutput { plaintext, key_id: live.record.meta.id, key_version: version })
@@ -330,18 +375,22 @@ impl Kms {
     /// Opens a ciphertext; shared by Decrypt and ReEncrypt.
     fn open_ciphertext(
         &self,
+        caller: &Caller,
         entry: &mut AuditEntry,
-        pin_field: &'static str,
+        side: Side,
         ciphertext: &[u8],
         ctx: &EncryptionContext,
         pinned_key: &str,
-        as_source: bool,
     ) -> Result<(Arc<LiveKey>, u32, Plaintext), KmsError> {
         if ciphertext.is_empty() {
             return Err(KmsError::invalid("ciphertext", "must not be empty"));
         }
         let header = CiphertextHeader::parse(ciphertext)?;
         let id = KeyId::from_bytes(header.key_id);
+        let pin_field = match side {
+            Side::Decrypt => "key_id",
+            Side::ReEncryptSource => "source_key_id",
+        };
         let pinned = if pinned_key.is_empty() {
             None
         } else {
@@ -365,13 +414,21 @@ impl Kms {
             .cloned()
             .ok_or(KmsError::InvalidCiphertext(keyward_crypto::CryptoError::Undecryptable))?;
         // From here on the record names the key and version the header names.
-        if as_source {
-            entry.source_key_id = Some(id);
-            entry.source_key_version = Some(header.version);
-        } else {
-            entry.key_id = Some(id);
-            entry.key_version = Some(header.version);
+        match side {
+            Side::ReEncryptSource => {
+                entry.source_key_id = Some(id);
+                entry.source_key_version = Some(header.version);
+            }
+            Side::Decrypt => {
+                entry.key_id = Some(id);
+                entry.key_version = Some(header.version);
+            }
         }
+        let perm = match side {
+            Side::Decrypt => Permission::Decrypt,
+            Side::ReEncryptSource => Permission::ReEncryptFrom,
+        };
+        self.authorize(caller, perm, &live)?;
         let meta = &live.record.meta;
         check_key_usable(meta)?;
         let vmeta = meta
@@ -410,8 +467,14 @@ impl Kms {
             Operation::GenerateDataKeyWithoutPlaintext
         };
         let mut entry = self.entry(caller, op);
+        let perm = if with_plaintext {
+            Permission::GenerateDataKey
+        } else {
+            Permission::GenerateDataKeyWithoutPlaintext
+        };
         let result = (|| {
             let live = self.resolve(&mut entry, "key_id", key)?;
+            self.authorize(caller, perm, &live)?;
             let ctx = self.context("encryption_context", context)?;
             entry.context = ctx.pairs().clone();
             let n = number_of_bytes.unwrap_or(32) as usize;
@@ -451,12 +514,19 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::ReEncrypt);
         let result = (|| {
             let dest = self.resolve(&mut entry, "destination_key_id", destination_key)?;
+            self.authorize(caller, Permission::ReEncryptTo, &dest)?;
             let dest_alias = entry.alias.take();
             let src_ctx = self.context("source_encryption_context", source_context)?;
             let dst_ctx = self.context("destination_encryption_context", destination_context)?;
             entry.context = dst_ctx.pairs().clone();
-            let (src, src_version, plaintext) =
-                self.open_ciphertext(&mut entry, "source_key_id", ciphertext, &src_ctx, source_key, true)?;
+            let (src, src_version, plaintext) = self.open_ciphertext(
+                caller,
+                &mut entry,
+                Side::ReEncryptSource,
+                ciphertext,
+                &src_ctx,
+                source_key,
+            )?;
             entry.alias = dest_alias.or(entry.alias.take());
             entry.source_key_id = Some(src.record.meta.id);
             entry.source_key_version = Some(src_version);
@@ -487,6 +557,7 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::CreateKey);
         let guard = self.lifecycle.clone().lock_owned().await;
         let prepared = (|| {
+            self.require(caller, Role::Admin, "create keys")?;
             if let Some(a) = &input.alias {
                 crate::validate_alias("alias", a)?;
                 entry.alias = Some(a.clone());
@@ -568,6 +639,7 @@ impl Kms {
         let guard = self.lifecycle.clone().lock_owned().await;
         let prepared = (|| {
             let live = self.resolve(&mut entry, "key_id", key)?;
+            self.require(caller, Role::Admin, "change keys")?;
             let new = change(&live, &self.root, self.clock.now_ms())?;
             Ok((live, new))
         })();
@@ -660,7 +732,11 @@ impl Kms {
     /// `DescribeKey`.
     pub async fn describe_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
         let mut entry = self.entry(caller, Operation::DescribeKey);
-        let result = self.resolve(&mut entry, "key_id", key).map(|live| {
+        let result = self.resolve(&mut entry, "key_id", key).and_then(|live| {
+            self.require(caller, Role::Admin, "describe keys")?;
+            Ok(live)
+        });
+        let result = result.map(|live| {
             let aliases = self.state.read().expect("state lock").aliases_of(live.record.meta.id);
             (live.record.meta.clone(), aliases)
         });
@@ -676,6 +752,7 @@ impl Kms {
     ) -> Result<(Vec<(KeyMeta, Vec<String>)>, Option<String>), KmsError> {
         let entry = self.entry(caller, Operation::ListKeys);
         let result = (|| {
+            self.require(caller, Role::Admin, "list keys")?;
             let size = match page_size {
                 0 => 100,
                 n if n > 1000 => return Err(KmsError::invalid("page_size", "at most 1000")),
@@ -720,6 +797,7 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::CreateAlias);
         let guard = self.lifecycle.clone().lock_owned().await;
         let prepared = (|| {
+            self.require(caller, Role::Admin, "manage aliases")?;
             crate::validate_alias("alias", alias)?;
             let live = self.resolve(&mut entry, "key_id", key)?;
             entry.alias = Some(alias.to_string());
@@ -760,6 +838,7 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::DeleteAlias);
         let guard = self.lifecycle.clone().lock_owned().await;
         let prepared = (|| {
+            self.require(caller, Role::Admin, "manage aliases")?;
             crate::validate_alias("alias", alias)?;
             entry.alias = Some(alias.to_string());
             let id = *self
@@ -798,6 +877,7 @@ impl Kms {
     ) -> Result<AuditPage, KmsError> {
         let mut entry = self.entry(caller, Operation::QueryAuditLog);
         let result = (|| {
+            self.require(caller, Role::Auditor, "read the audit log")?;
             if !page_token.is_empty() {
                 let c = page_token
                     .parse::<u64>()
@@ -834,11 +914,16 @@ impl Kms {
     /// `VerifyAuditLog`: walks the hash chain.
     pub async fn verify_audit(&self, caller: &Caller) -> Result<VerifyReport, KmsError> {
         let entry = self.entry(caller, Operation::VerifyAuditLog);
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || crate::verify_chain(&*store))
-            .await
-            .map_err(|e| KmsError::Internal(e.to_string()))
-            .and_then(|r| r.map_err(KmsError::Store));
+        let result = match self.require(caller, Role::Auditor, "verify the audit log") {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || crate::verify_chain(&*store))
+                    .await
+                    .map_err(|e| KmsError::Internal(e.to_string()))
+                    .and_then(|r| r.map_err(KmsError::Store))
+            }
+        };
         self.finish(entry, result).await
     }
 }

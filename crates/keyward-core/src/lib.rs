@@ -7,6 +7,7 @@
 //! RocksDB type; storage comes in through the [`Store`] trait and time through
 //! [`Clock`].
 
+mod access;
 mod audit;
 mod clock;
 mod committer;
@@ -18,6 +19,7 @@ mod model;
 mod store;
 mod verify;
 
+pub use access::{Grant, KeySelector, Permission, Policy, Role};
 pub use audit::{
     hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Operation, Outcome,
     GENESIS_HASH,

@@ -5,13 +5,18 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use keyward_core::{Caller, ErrorKind, Kms, KmsConfig, ManualClock, Store};
+use keyward_core::{Caller, ErrorKind, Kms, KmsConfig, ManualClock, Policy, Store};
 use keyward_crypto::{Plaintext, RootKey};
 use keyward_store::testing::FaultyStore;
 use keyward_store::MemoryStore;
 
 fn caller() -> Caller {
-    Caller { request_id: "r".into(), principal: "p".into(), peer: "".into() }
+    Caller {
+        request_id: "r".into(),
+        principal: "p".into(),
+        peer: "".into(),
+        policy: Arc::new(Policy::everything()),
+    }
 }
 
 fn kms(store: Arc<dyn Store>) -> Kms {

@@ -4,12 +4,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keyward_core::{verify_chain, Caller, Kms, KmsConfig, Store, SystemClock};
+use keyward_core::{verify_chain, Caller, Kms, KmsConfig, Policy, Store, SystemClock};
 use keyward_crypto::{Plaintext, RootKey};
 use keyward_store::RocksStore;
 
 fn caller(i: usize) -> Caller {
-    Caller { request_id: format!("r{i}"), principal: "tester".into(), peer: "127.0.0.1:9".into() }
+    Caller {
+        request_id: format!("r{i}"),
+        principal: "tester".into(),
+        peer: "127.0.0.1:9".into(),
+        policy: Arc::new(Policy::everything()),
+    }
 }
 
 /// Writes `n` records through the real use cases, then closes the store.

@@ -1,0 +1,35 @@
+//! Keeps key material inside the process: no core dumps, no ptrace attach by
+//! other processes of the same user, and memory locked out of swap where the
+//! OS allows. Applied by the `keyward server` binary at start (not by the
+//! library, so tests and embedders choose for themselves).
+
+// The only unsafe code in Keyward: three libc calls with no pointers passed
+// except a valid, initialised `rlimit` struct.
+#![allow(unsafe_code)]
+
+/// Applies every measure it can and logs what it could not.
+pub fn apply() {
+    // PR_SET_DUMPABLE=0: no core dumps, and /proc/<pid>/mem and ptrace attach
+    // are refused to non-root processes.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not disable core dumps / ptrace (PR_SET_DUMPABLE)");
+    }
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `zero` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not set RLIMIT_CORE to 0");
+    }
+    // Lock every page (current and future) so unsealed master keys never
+    // reach swap. Needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK; without
+    // it Keyward runs on, and says so.
+    // SAFETY: mlockall takes flags only.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lock memory (mlockall): key pages may be swapped; grant CAP_IPC_LOCK or raise LimitMEMLOCK"
+        );
+    } else {
+        tracing::info!("memory locked (mlockall): key pages stay out of swap");
+    }
+}
