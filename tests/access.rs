@@ -1,0 +1,403 @@
+//! Access control end to end, with real certificates made at test time:
+//! every RPC is tried by an unauthenticated caller, a caller with the wrong
+//! role and a user without a grant on the key; each is refused and audited;
+//! an authorized caller succeeds on every RPC.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use keyward::config::{FileConfig, Overrides};
+use keyward::pb;
+use keyward::pb::audit_service_client::AuditServiceClient;
+use keyward::pb::crypto_service_client::CryptoServiceClient;
+use keyward::pb::key_service_client::KeyServiceClient;
+use keyward::ServerConfig;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request, Status};
+
+const AUDITOR_TOKEN: &str = "kw_auditor_token_for_tests";
+const LIMITED_TOKEN: &str = "kw_limited_token_for_tests";
+
+struct Pki {
+    ca_pem: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "keyward test CA");
+        let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+        Self { ca_pem: issuer.pem(), issuer }
+    }
+
+    /// (certificate PEM, key PEM) for `name` (CN and DNS SAN).
+    fn leaf(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+async fn channel(addr: &str, pki: &Pki, identity: Option<&(String, String)>) -> Channel {
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+    if let Some((c, k)) = identity {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    let endpoint = Channel::from_shared(addr.to_string()).unwrap().tls_config(tls).unwrap();
+    for _ in 0..200 {
+        if let Ok(c) = endpoint.connect().await {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no TLS connection to {addr}")
+}
+
+#[derive(Clone)]
+struct Who {
+    channel: Channel,
+    token: Option<&'static str>,
+}
+
+impl Who {
+    fn req<T>(&self, body: T) -> Request<T> {
+        let mut r = Request::new(body);
+        if let Some(t) = self.token {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    }
+}
+
+const RPCS: [&str; 15] = [
+    "CreateKey",
+    "DescribeKey",
+    "ListKeys",
+    "RotateKey",
+    "EnableKey",
+    "DisableKey",
+    "CreateAlias",
+    "DeleteAlias",
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncrypt",
+    "QueryAuditLog",
+    "VerifyAuditLog",
+];
+
+/// Calls one RPC naming `key` (and `ct`, a ciphertext under it).
+async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> {
+    let mut keys = KeyServiceClient::new(who.channel.clone());
+    let mut crypto = CryptoServiceClient::new(who.channel.clone());
+    let mut audit = AuditServiceClient::new(who.channel.clone());
+    let none = HashMap::new;
+    match rpc {
+        "CreateKey" => keys.create_key(who.req(pb::CreateKeyRequest::default())).await.map(drop),
+        "DescribeKey" => {
+            keys.describe_key(who.req(pb::DescribeKeyRequest { key_id: key.into() })).await.map(drop)
+        }
+        "ListKeys" => keys.list_keys(who.req(pb::ListKeysRequest::default())).await.map(drop),
+        "RotateKey" => keys.rotate_key(who.req(pb::RotateKeyRequest { key_id: key.into() })).await.map(drop),
+        "EnableKey" => keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(drop),
+        "DisableKey" => {
+            keys.disable_key(who.req(pb::DisableKeyRequest { key_id: key.into() })).await?;
+            keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(drop)
+        }
+        "CreateAlias" => keys
+            .create_alias(who.req(pb::CreateAliasRequest { alias: "alias/extra".into(), key_id: key.into() }))
+            .await
+            .map(drop),
+        "DeleteAlias" => {
+            keys.delete_alias(who.req(pb::DeleteAliasRequest { alias: "alias/extra".into() })).await.map(drop)
+        }
+        "Encrypt" => crypto
+            .encrypt(who.req(pb::EncryptRequest {
+                key_id: key.into(),
+                plaintext: b"x".to_vec(),
+                encryption_context: none(),
+            }))
+            .await
+            .map(drop),
+        "Decrypt" => crypto
+            .decrypt(who.req(pb::DecryptRequest {
+                ciphertext: ct.to_vec(),
+                encryption_context: none(),
+                key_id: String::new(),
+            }))
+            .await
+            .map(drop),
+        "GenerateDataKey" => crypto
+            .generate_data_key(who.req(pb::GenerateDataKeyRequest {
+                key_id: key.into(),
+                number_of_bytes: None,
+                encryption_context: none(),
+            }))
+            .await
+            .map(drop),
+        "GenerateDataKeyWithoutPlaintext" => crypto
+            .generate_data_key_without_plaintext(who.req(pb::GenerateDataKeyRequest {
+                key_id: key.into(),
+                number_of_bytes: None,
+                encryption_context: none(),
+            }))
+            .await
+            .map(drop),
+        "ReEncrypt" => crypto
+            .re_encrypt(who.req(pb::ReEncryptRequest {
+                ciphertext: ct.to_vec(),
+                destination_key_id: key.into(),
+                ..Default::default()
+            }))
+            .await
+            .map(drop),
+        "QueryAuditLog" => audit
+            .query_audit_log(who.req(pb::QueryAuditLogRequest { key_id: key.into(), ..Default::default() }))
+            .await
+            .map(drop),
+        "VerifyAuditLog" => audit.verify_audit_log(who.req(pb::VerifyAuditLogRequest {})).await.map(drop),
+        other => panic!("unknown rpc {other}"),
+    }
+}
+
+fn service_of(rpc: &str) -> &'static str {
+    match rpc {
+        "QueryAuditLog" | "VerifyAuditLog" => "audit",
+        "Encrypt" | "Decrypt" | "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" | "ReEncrypt" => {
+            "crypto"
+        }
+        _ => "keys",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_is_guarded_and_every_refusal_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.leaf("localhost");
+    let root = dir.path().join("root.key");
+    keyward::config::create_root_key_file(&root).unwrap();
+    let toml = format!(
+        r#"
+        root_key_file = "{root}"
+        [tls]
+        cert_file = "{cert}"
+        key_file = "{key}"
+        client_ca_file = "{ca}"
+
+        [[principals]]
+        name = "admin"
+        roles = ["admin"]
+        cert_names = ["admin-client"]
+
+        [[principals]]
+        name = "auditor"
+        roles = ["auditor"]
+        token_sha256 = ["{auditor}"]
+
+        [[principals]]
+        name = "user"
+        roles = ["user"]
+        cert_names = ["user-client"]
+          [[principals.grants]]
+          keys = ["alias/granted"]
+          operations = ["*"]
+
+        [[principals]]
+        name = "limited"
+        roles = ["user"]
+        token_sha256 = ["{limited}"]
+          [[principals.grants]]
+          keys = ["label:team=pay"]
+          operations = ["encrypt", "generate-data-key-without-plaintext"]
+        "#,
+        root = root.display(),
+        cert = write(dir.path(), "server.crt", &server_cert),
+        key = write(dir.path(), "server.key", &server_key),
+        ca = write(dir.path(), "ca.crt", &pki.ca_pem),
+        auditor = keyward::auth::token_hash_hex(AUDITOR_TOKEN),
+        limited = keyward::auth::token_hash_hex(LIMITED_TOKEN),
+    );
+    let file: FileConfig = toml::from_str(&toml).unwrap();
+    let config = ServerConfig::from_parts(
+        file,
+        &Overrides { data_dir: Some(dir.path().join("data")), ..Default::default() },
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(keyward::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let admin = Who { channel: channel(&addr, &pki, Some(&pki.leaf("admin-client"))).await, token: None };
+    let user = Who { channel: channel(&addr, &pki, Some(&pki.leaf("user-client"))).await, token: None };
+    let anon_channel = channel(&addr, &pki, None).await;
+    let auditor = Who { channel: anon_channel.clone(), token: Some(AUDITOR_TOKEN) };
+    let limited = Who { channel: anon_channel.clone(), token: Some(LIMITED_TOKEN) };
+    let nobody = Who { channel: anon_channel.clone(), token: None };
+    let bad_token = Who { channel: anon_channel.clone(), token: Some("kw_wrong") };
+    let stranger = Who { channel: channel(&addr, &pki, Some(&pki.leaf("stranger"))).await, token: None };
+
+    // The admin makes two keys; the user is granted only the first.
+    let mk = |alias: &'static str, team: &'static str| {
+        let admin = admin.clone();
+        async move {
+            KeyServiceClient::new(admin.channel.clone())
+                .create_key(admin.req(pb::CreateKeyRequest {
+                    alias: alias.into(),
+                    labels: [("team".to_string(), team.to_string())].into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .key
+                .unwrap()
+                .key_id
+        }
+    };
+    let granted = mk("alias/granted", "ops").await;
+    let other = mk("alias/other", "pay").await;
+    let ct_of = |who: Who, key: String| async move {
+        CryptoServiceClient::new(who.channel.clone())
+            .encrypt(who.req(pb::EncryptRequest {
+                key_id: key,
+                plaintext: b"p".to_vec(),
+                encryption_context: HashMap::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphertext
+    };
+    let granted_ct = ct_of(user.clone(), granted.clone()).await;
+    let other_ct = ct_of(limited.clone(), other.clone()).await;
+
+    let mut refusals = 0;
+    for rpc in RPCS {
+        // Unauthenticated: no credentials, a wrong token, an unknown certificate.
+        for who in [&nobody, &bad_token, &stranger] {
+            let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "{rpc}: {}", e.message());
+            refusals += 1;
+        }
+        // Wrong role: everyone whose roles do not include this service's.
+        let wrong: Vec<&Who> = match service_of(rpc) {
+            "keys" => vec![&user, &auditor, &limited],
+            "crypto" => vec![&admin, &auditor],
+            _ => vec![&admin, &user, &limited],
+        };
+        for who in wrong {
+            let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{rpc}: {}", e.message());
+            refusals += 1;
+        }
+        // A user without a grant on the key.
+        if service_of(rpc) == "crypto" {
+            let e = call(&user, rpc, &other, &other_ct).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{rpc}: {}", e.message());
+            assert!(e.message().contains("user may not"), "{}", e.message());
+            refusals += 1;
+        }
+        // The authorized caller succeeds.
+        let ok = match service_of(rpc) {
+            "keys" => &admin,
+            "crypto" => &user,
+            _ => &auditor,
+        };
+        call(ok, rpc, &granted, &granted_ct).await.unwrap_or_else(|e| panic!("{rpc} by its owner: {e:?}"));
+    }
+
+    // Separate permissions: data keys with and without plaintext; decrypt.
+    assert!(call(&limited, "GenerateDataKeyWithoutPlaintext", &other, &other_ct).await.is_ok());
+    for rpc in ["GenerateDataKey", "Decrypt", "ReEncrypt"] {
+        assert_eq!(
+            call(&limited, rpc, &other, &other_ct).await.unwrap_err().code(),
+            Code::PermissionDenied,
+            "{rpc}"
+        );
+        refusals += 1;
+    }
+    // ReEncrypt checks both keys: the user may re-encrypt from granted but not into other.
+    assert_eq!(
+        call(&user, "ReEncrypt", &other, &granted_ct).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    refusals += 1;
+
+    // Every refusal is in the audit log, with the principal.
+    let mut audit = AuditServiceClient::new(auditor.channel.clone());
+    let mut denied = Vec::new();
+    for outcome in ["UNAUTHENTICATED", "PERMISSION_DENIED"] {
+        let mut token = String::new();
+        loop {
+            let page = audit
+                .query_audit_log(auditor.req(pb::QueryAuditLogRequest {
+                    outcome: outcome.into(),
+                    page_size: 1000,
+                    page_token: token,
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            denied.extend(page.records);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+    }
+    assert_eq!(denied.len(), refusals, "one record per refusal");
+    assert!(denied.iter().any(|r| r.principal == "unauthenticated" && r.outcome == "UNAUTHENTICATED"));
+    assert!(denied.iter().any(|r| r.principal == "limited" && r.operation == "GenerateDataKey"));
+    assert!(denied.iter().any(|r| r.principal == "user" && r.key_id == other && r.operation == "Encrypt"));
+    let by_user = audit
+        .query_audit_log(auditor.req(pb::QueryAuditLogRequest {
+            principal: "user".into(),
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(by_user.iter().all(|r| r.principal == "user"));
+    assert!(!by_user.is_empty());
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_off_loopback_without_allow_insecure() {
+    let file: FileConfig = toml::from_str(
+        r#"
+        listen = "0.0.0.0:50051"
+        root_key_file = "/nonexistent"
+        [[principals]]
+        name = "a"
+        roles = ["admin"]
+        "#,
+    )
+    .unwrap();
+    let e = ServerConfig::from_parts(file, &Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("allow_insecure"), "{e}");
+}
