@@ -740,3 +740,35 @@ async fn many_concurrent_clients_get_correct_answers_and_one_record_each() {
     assert_eq!(s.audit_count().await, before + 1 + (CLIENTS * EACH * 2) as u64);
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_global_rate_limit_refuses_excess_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file: keyward::config::FileConfig =
+        toml::from_str("[limits]\nrate_limit_per_second = 5.0\nrate_limit_burst = 5.0\n").unwrap();
+    let config = keyward::ServerConfig::from_parts(
+        file,
+        &keyward::config::Overrides {
+            dev: true,
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    let mut keys = s.keys();
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..30 {
+        match keys.list_keys(pb::ListKeysRequest::default()).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+                refused += 1;
+            }
+        }
+    }
+    assert!(ok >= 5 && refused >= 10, "ok {ok}, refused {refused}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    keys.list_keys(pb::ListKeysRequest::default()).await.expect("serving again after the window");
+    s.stop().await.unwrap();
+}
