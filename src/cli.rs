@@ -76,6 +76,12 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Generate a data key under a key.
     DataKey(DataKeyArgs),
+    /// Random bytes from the server's CSPRNG, base64.
+    Random {
+        /// How many (1 to 1024).
+        #[arg(long, default_value_t = 32)]
+        bytes: u32,
+    },
     /// Re-encrypt a ciphertext under another key without exposing its plaintext.
     ReEncrypt(ReEncryptArgs),
     /// Query and verify the key-usage log.
@@ -167,6 +173,58 @@ pub enum KeyCommand {
     Disable {
         /// Key id or alias.
         key: String,
+    },
+    /// Schedule deletion: unusable at once, material erased after the window.
+    ScheduleDeletion {
+        /// Key id or alias.
+        key: String,
+        /// Days, 7 to 30.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Cancel a scheduled deletion (the key comes back disabled).
+    CancelDeletion {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Manage one version of a key.
+    #[command(subcommand)]
+    Version(VersionCommand),
+}
+
+/// `keyward key version ...`.
+#[derive(Debug, Subcommand)]
+pub enum VersionCommand {
+    /// Disable a version (it refuses Decrypt).
+    Disable {
+        /// Key id or alias.
+        key: String,
+        /// Version number.
+        version: u32,
+    },
+    /// Enable a disabled version.
+    Enable {
+        /// Key id or alias.
+        key: String,
+        /// Version number.
+        version: u32,
+    },
+    /// Schedule a version's destruction.
+    ScheduleDestruction {
+        /// Key id or alias.
+        key: String,
+        /// Version number.
+        version: u32,
+        /// Days, 1 to 365.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Restore a version scheduled for destruction (it comes back disabled).
+    Restore {
+        /// Key id or alias.
+        key: String,
+        /// Version number.
+        version: u32,
     },
 }
 
@@ -482,7 +540,9 @@ fn key_json(k: &pb::KeyMetadata) -> Value {
             "version": v.version,
             "state": version_state_name(v.state),
             "create_time": time_str(&v.create_time),
+            "destroy_time": time_str(&v.destroy_time),
         })).collect::<Vec<_>>(),
+        "deletion_time": time_str(&k.deletion_time),
         "create_time": time_str(&k.create_time),
     })
 }
@@ -511,11 +571,24 @@ fn key_text(k: &pb::KeyMetadata) -> String {
     let versions: Vec<String> = k
         .versions
         .iter()
-        .map(|v| format!("{} ({}, {})", v.version, version_state_name(v.state), time_str(&v.create_time)))
+        .map(|v| match &v.destroy_time {
+            Some(_) => format!(
+                "{} ({}, {}, destroyed at {})",
+                v.version,
+                version_state_name(v.state),
+                time_str(&v.create_time),
+                time_str(&v.destroy_time)
+            ),
+            None => format!("{} ({}, {})", v.version, version_state_name(v.state), time_str(&v.create_time)),
+        })
         .collect();
+    let deletion = match &k.deletion_time {
+        Some(_) => format!("\ndeletion at:     {}", time_str(&k.deletion_time)),
+        None => String::new(),
+    };
     let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
     format!(
-        "key_id:          {}\naliases:         {}\ndescription:     {}\nlabels:          {}\nstate:           {}\nprimary_version: {}\nversions:        {}\ncreated:         {}",
+        "key_id:          {}\naliases:         {}\ndescription:     {}\nlabels:          {}\nstate:           {}\nprimary_version: {}\nversions:        {}\ncreated:         {}{}",
         k.key_id,
         k.aliases.join(", "),
         k.description,
@@ -523,7 +596,8 @@ fn key_text(k: &pb::KeyMetadata) -> String {
         state_name(k.state),
         k.primary_version,
         versions.join("; "),
-        time_str(&k.create_time)
+        time_str(&k.create_time),
+        deletion
     )
 }
 
@@ -612,6 +686,37 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 KeyCommand::Disable { key } => {
                     keys.disable_key(pb::DisableKeyRequest { key_id: key }).await.map(|r| r.into_inner().key)
                 }
+                KeyCommand::ScheduleDeletion { key, days } => keys
+                    .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+                        key_id: key,
+                        pending_window_days: days,
+                    })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::CancelDeletion { key } => keys
+                    .cancel_key_deletion(pb::CancelKeyDeletionRequest { key_id: key })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::Version(VersionCommand::Disable { key, version }) => keys
+                    .disable_key_version(pb::DisableKeyVersionRequest { key_id: key, version })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::Version(VersionCommand::Enable { key, version }) => keys
+                    .enable_key_version(pb::EnableKeyVersionRequest { key_id: key, version })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::Version(VersionCommand::ScheduleDestruction { key, version, days }) => keys
+                    .schedule_key_version_destruction(pb::ScheduleKeyVersionDestructionRequest {
+                        key_id: key,
+                        version,
+                        pending_window_days: days,
+                    })
+                    .await
+                    .map(|r| r.into_inner().key),
+                KeyCommand::Version(VersionCommand::Restore { key, version }) => keys
+                    .restore_key_version(pb::RestoreKeyVersionRequest { key_id: key, version })
+                    .await
+                    .map(|r| r.into_inner().key),
                 KeyCommand::List { page_size, page_token } => {
                     let r = keys
                         .list_keys(pb::ListKeysRequest { page_size, page_token })
@@ -746,6 +851,15 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                     ),
                 );
             }
+        }
+        Command::Random { bytes } => {
+            let r = crypto
+                .generate_random(pb::GenerateRandomRequest { number_of_bytes: bytes })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            let b = zeroize::Zeroizing::new(B64.encode(&r.random));
+            print(output, json!({ "random": *b }), b.to_string());
         }
         Command::ReEncrypt(a) => {
             let ciphertext = B64

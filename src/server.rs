@@ -76,6 +76,20 @@ pub async fn run_with_store(
 ) -> Result<(), ServerError> {
     let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), config.kms.clone())?);
     let audit = kms.audit_log().clone();
+    // Scheduled destructions: at start (catching up on anything missed while
+    // stopped), then every minute.
+    let sweeper = {
+        let kms = kms.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = kms.run_due().await {
+                    tracing::error!(error = %e, "scheduled lifecycle work failed; retrying at the next tick");
+                }
+            }
+        })
+    };
     let limiter = config.edge.rate.map(|(rate, burst)| crate::grpc::RateLimiter::new(rate, burst));
     let api = Api::new(kms.clone(), config.auth.clone(), limiter);
     drop(kms);
@@ -136,6 +150,8 @@ pub async fn run_with_store(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     drop(api);
+    sweeper.abort();
+    let _ = sweeper.await;
     // Write what is queued and release the store, so the data folder can be
     // reopened (by a restart in the same process, or by offline tools).
     audit.stop(Duration::from_secs(10));

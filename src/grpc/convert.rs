@@ -49,9 +49,11 @@ pub fn key_to_pb((meta, aliases): (KeyMeta, Vec<String>)) -> pb::KeyMetadata {
                 version: v.version,
                 state: version_state(v.state) as i32,
                 create_time: Some(timestamp(v.created_ms)),
+                destroy_time: v.destroy_ms.map(timestamp),
             })
             .collect(),
         create_time: Some(timestamp(meta.created_ms)),
+        deletion_time: meta.deletion_ms.map(timestamp),
     }
 }
 

@@ -113,4 +113,13 @@ impl CryptoService for CryptoApi {
             }),
         )
     }
+
+    async fn generate_random(
+        &self,
+        req: Request<pb::GenerateRandomRequest>,
+    ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
+        let c = self.0.caller(&req, Operation::GenerateRandom).await?;
+        let out = self.0.kms.generate_random(&c, req.into_inner().number_of_bytes).await;
+        respond(&c, out.map(|r| pb::GenerateRandomResponse { random: r.into_exposed() }))
+    }
 }

@@ -99,4 +99,67 @@ impl KeyService for KeysApi {
         let out = self.0.kms.delete_alias(&c, &req.into_inner().alias).await;
         respond(&c, out.map(|_| pb::DeleteAliasResponse {}))
     }
+
+    async fn disable_key_version(
+        &self,
+        req: Request<pb::DisableKeyVersionRequest>,
+    ) -> Result<Response<pb::DisableKeyVersionResponse>, Status> {
+        let c = self.0.caller(&req, Operation::DisableKeyVersion).await?;
+        let r = req.into_inner();
+        let out = self.0.kms.disable_key_version(&c, &r.key_id, r.version).await;
+        respond(&c, out.map(|k| pb::DisableKeyVersionResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn enable_key_version(
+        &self,
+        req: Request<pb::EnableKeyVersionRequest>,
+    ) -> Result<Response<pb::EnableKeyVersionResponse>, Status> {
+        let c = self.0.caller(&req, Operation::EnableKeyVersion).await?;
+        let r = req.into_inner();
+        let out = self.0.kms.enable_key_version(&c, &r.key_id, r.version).await;
+        respond(&c, out.map(|k| pb::EnableKeyVersionResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn schedule_key_version_destruction(
+        &self,
+        req: Request<pb::ScheduleKeyVersionDestructionRequest>,
+    ) -> Result<Response<pb::ScheduleKeyVersionDestructionResponse>, Status> {
+        let c = self.0.caller(&req, Operation::ScheduleKeyVersionDestruction).await?;
+        let r = req.into_inner();
+        let out = self
+            .0
+            .kms
+            .schedule_key_version_destruction(&c, &r.key_id, r.version, r.pending_window_days)
+            .await;
+        respond(&c, out.map(|k| pb::ScheduleKeyVersionDestructionResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn restore_key_version(
+        &self,
+        req: Request<pb::RestoreKeyVersionRequest>,
+    ) -> Result<Response<pb::RestoreKeyVersionResponse>, Status> {
+        let c = self.0.caller(&req, Operation::RestoreKeyVersion).await?;
+        let r = req.into_inner();
+        let out = self.0.kms.restore_key_version(&c, &r.key_id, r.version).await;
+        respond(&c, out.map(|k| pb::RestoreKeyVersionResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn schedule_key_deletion(
+        &self,
+        req: Request<pb::ScheduleKeyDeletionRequest>,
+    ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
+        let c = self.0.caller(&req, Operation::ScheduleKeyDeletion).await?;
+        let r = req.into_inner();
+        let out = self.0.kms.schedule_key_deletion(&c, &r.key_id, r.pending_window_days).await;
+        respond(&c, out.map(|k| pb::ScheduleKeyDeletionResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn cancel_key_deletion(
+        &self,
+        req: Request<pb::CancelKeyDeletionRequest>,
+    ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
+        let c = self.0.caller(&req, Operation::CancelKeyDeletion).await?;
+        let out = self.0.kms.cancel_key_deletion(&c, &req.into_inner().key_id).await;
+        respond(&c, out.map(|k| pb::CancelKeyDeletionResponse { key: Some(key_to_pb(k)) }))
+    }
 }

@@ -105,6 +105,14 @@ impl CryptoService for Echo {
             key_version: 1,
         }))
     }
+    async fn generate_random(
+        &self,
+        r: Request<pb::GenerateRandomRequest>,
+    ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
+        Ok(Response::new(pb::GenerateRandomResponse {
+            random: vec![0; r.into_inner().number_of_bytes as usize],
+        }))
+    }
     async fn re_encrypt(
         &self,
         r: Request<pb::ReEncryptRequest>,

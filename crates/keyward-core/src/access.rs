@@ -188,7 +188,13 @@ mod tests {
             state: KeyState::Enabled,
             created_ms: 0,
             primary_version: 1,
-            versions: vec![VersionMeta { version: 1, state: VersionState::Enabled, created_ms: 0 }],
+            versions: vec![VersionMeta {
+                version: 1,
+                state: VersionState::Enabled,
+                created_ms: 0,
+                destroy_ms: None,
+            }],
+            deletion_ms: None,
         }
     }
 

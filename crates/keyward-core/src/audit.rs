@@ -33,6 +33,17 @@ pub enum Operation {
     ReEncrypt,
     QueryAuditLog,
     VerifyAuditLog,
+    DisableKeyVersion,
+    EnableKeyVersion,
+    ScheduleKeyVersionDestruction,
+    RestoreKeyVersion,
+    ScheduleKeyDeletion,
+    CancelKeyDeletion,
+    /// The system erased a key's material at the end of its deletion window.
+    DestroyKey,
+    /// The system erased a version's material at the end of its window.
+    DestroyKeyVersion,
+    GenerateRandom,
 }
 
 impl Operation {
@@ -54,6 +65,15 @@ impl Operation {
             Self::ReEncrypt => "ReEncrypt",
             Self::QueryAuditLog => "QueryAuditLog",
             Self::VerifyAuditLog => "VerifyAuditLog",
+            Self::DisableKeyVersion => "DisableKeyVersion",
+            Self::EnableKeyVersion => "EnableKeyVersion",
+            Self::ScheduleKeyVersionDestruction => "ScheduleKeyVersionDestruction",
+            Self::RestoreKeyVersion => "RestoreKeyVersion",
+            Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+            Self::CancelKeyDeletion => "CancelKeyDeletion",
+            Self::DestroyKey => "DestroyKey",
+            Self::DestroyKeyVersion => "DestroyKeyVersion",
+            Self::GenerateRandom => "GenerateRandom",
         }
     }
 }

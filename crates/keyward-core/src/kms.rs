@@ -580,7 +580,13 @@ impl Kms {
                 state: KeyState::Enabled,
                 created_ms: now,
                 primary_version: 1,
-                versions: vec![VersionMeta { version: 1, state: VersionState::Enabled, created_ms: now }],
+                versions: vec![VersionMeta {
+                    version: 1,
+                    state: VersionState::Enabled,
+                    created_ms: now,
+                    destroy_ms: None,
+                }],
+                deletion_ms: None,
             };
             let secret = VersionSecret::generate()?;
             let wrapped = self.root.wrap(id.as_bytes(), 1, &secret)?;
@@ -633,6 +639,7 @@ impl Kms {
         caller: &Caller,
         op: Operation,
         key: &str,
+        record_version: Option<u32>,
         change: impl FnOnce(&LiveKey, &RootKey, i64) -> Result<Option<LiveKey>, KmsError>,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
         let mut entry = self.entry(caller, op);
@@ -650,13 +657,13 @@ impl Kms {
         let aliases = self.state.read().expect("state lock").aliases_of(live.record.meta.id);
         let Some(new) = new else {
             // Nothing changes (for example enabling an enabled key): record only.
-            entry.key_version = Some(live.record.meta.primary_version);
+            entry.key_version = Some(record_version.unwrap_or(live.record.meta.primary_version));
             drop(guard);
             let meta = live.record.meta.clone();
             return self.finish(entry, Ok((meta, aliases))).await;
         };
         let meta = new.record.meta.clone();
-        entry.key_version = Some(meta.primary_version);
+        entry.key_version = Some(record_version.unwrap_or(meta.primary_version));
         let batch = CommitBatch { keys: vec![new.record.clone()], ..Default::default() };
         let state = self.state.clone();
         let id = meta.id;
@@ -670,7 +677,7 @@ impl Kms {
 
     /// `RotateKey`: adds version n+1 and makes it primary.
     pub async fn rotate_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_key(caller, Operation::RotateKey, key, |live, root, now| {
+        self.change_key(caller, Operation::RotateKey, key, None, |live, root, now| {
             check_key_usable(&live.record.meta)?;
             let mut record = live.record.clone();
             let next = record.meta.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
@@ -681,6 +688,7 @@ impl Kms {
                 version: next,
                 state: VersionState::Enabled,
                 created_ms: now,
+                destroy_ms: None,
             });
             record.meta.primary_version = next;
             let mut secrets = live.secrets.clone();
@@ -707,7 +715,7 @@ impl Kms {
         key: &str,
         to: KeyState,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_key(caller, op, key, |live, _, _| {
+        self.change_key(caller, op, key, None, |live, _, _| {
             let from = live.record.meta.state;
             match from {
                 KeyState::Enabled | KeyState::Disabled => {}
@@ -727,6 +735,297 @@ impl Kms {
             Ok(Some(LiveKey { record, secrets: live.secrets.clone() }))
         })
         .await
+    }
+
+    /// Applies `f` to one version of a key (not the primary, if `not_primary`).
+    async fn change_version(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key: &str,
+        version: u32,
+        not_primary: bool,
+        f: impl FnOnce(&mut VersionMeta, i64) -> Result<bool, KmsError>,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_key(caller, op, key, Some(version), move |live, _, now| {
+            let meta = &live.record.meta;
+            if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}",
+                    meta.id,
+                    meta.state.as_str()
+                )));
+            }
+            if meta.version(version).is_none() {
+                return Err(KmsError::NotFound(format!("version {version} of key {}", meta.id)));
+            }
+            if not_primary && version == meta.primary_version {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "version {version} is the primary version of key {}; rotate the key first",
+                    meta.id
+                )));
+            }
+            let mut record = live.record.clone();
+            let v = record.meta.version_mut(version).expect("checked above");
+            if !f(v, now)? {
+                return Ok(None);
+            }
+            Ok(Some(LiveKey { record, secrets: live.secrets.clone() }))
+        })
+        .await
+    }
+
+    /// `DisableKeyVersion`: the version refuses Decrypt until enabled again.
+    pub async fn disable_key_version(
+        &self,
+        caller: &Caller,
+        key: &str,
+        version: u32,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_version(caller, Operation::DisableKeyVersion, key, version, true, |v, _| match v.state {
+            VersionState::Enabled => {
+                v.state = VersionState::Disabled;
+                Ok(true)
+            }
+            VersionState::Disabled => Ok(false),
+            other => Err(version_state_error(v.version, other)),
+        })
+        .await
+    }
+
+    /// `EnableKeyVersion`.
+    pub async fn enable_key_version(
+        &self,
+        caller: &Caller,
+        key: &str,
+        version: u32,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_version(caller, Operation::EnableKeyVersion, key, version, false, |v, _| match v.state {
+            VersionState::Disabled => {
+                v.state = VersionState::Enabled;
+                Ok(true)
+            }
+            VersionState::Enabled => Ok(false),
+            other => Err(version_state_error(v.version, other)),
+        })
+        .await
+    }
+
+    /// `ScheduleKeyVersionDestruction`: after `days` (1..=365, default 30)
+    /// the version's material is erased; until then `RestoreKeyVersion` undoes it.
+    pub async fn schedule_key_version_destruction(
+        &self,
+        caller: &Caller,
+        key: &str,
+        version: u32,
+        days: u32,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let days = match days {
+            0 => 30,
+            d @ 1..=365 => d,
+            _ => {
+                let e = KmsError::invalid("pending_window_days", "must be between 1 and 365");
+                return Err(self.refuse(caller, Operation::ScheduleKeyVersionDestruction, e).await);
+            }
+        };
+        self.change_version(
+            caller,
+            Operation::ScheduleKeyVersionDestruction,
+            key,
+            version,
+            true,
+            move |v, now| match v.state {
+                VersionState::Enabled | VersionState::Disabled => {
+                    v.state = VersionState::ScheduledForDestruction;
+                    v.destroy_ms = Some(now + i64::from(days) * DAY_MS);
+                    Ok(true)
+                }
+                other => Err(version_state_error(v.version, other)),
+            },
+        )
+        .await
+    }
+
+    /// `RestoreKeyVersion`: inside the window, the version comes back disabled.
+    pub async fn restore_key_version(
+        &self,
+        caller: &Caller,
+        key: &str,
+        version: u32,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_version(caller, Operation::RestoreKeyVersion, key, version, false, |v, _| match v.state {
+            VersionState::ScheduledForDestruction => {
+                v.state = VersionState::Disabled;
+                v.destroy_ms = None;
+                Ok(true)
+            }
+            other => Err(version_state_error(v.version, other)),
+        })
+        .await
+    }
+
+    /// `ScheduleKeyDeletion`: unusable at once; after `days` (7..=30,
+    /// default 30) every version's material is erased.
+    pub async fn schedule_key_deletion(
+        &self,
+        caller: &Caller,
+        key: &str,
+        days: u32,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let days = match days {
+            0 => 30,
+            d @ 7..=30 => d,
+            _ => {
+                let e = KmsError::invalid("pending_window_days", "must be between 7 and 30");
+                return Err(self.refuse(caller, Operation::ScheduleKeyDeletion, e).await);
+            }
+        };
+        self.change_key(caller, Operation::ScheduleKeyDeletion, key, None, move |live, _, now| {
+            let meta = &live.record.meta;
+            if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}",
+                    meta.id,
+                    meta.state.as_str()
+                )));
+            }
+            let mut record = live.record.clone();
+            record.meta.state = KeyState::PendingDeletion;
+            record.meta.deletion_ms = Some(now + i64::from(days) * DAY_MS);
+            Ok(Some(LiveKey { record, secrets: live.secrets.clone() }))
+        })
+        .await
+    }
+
+    /// `CancelKeyDeletion`: inside the window, the key comes back disabled.
+    pub async fn cancel_key_deletion(
+        &self,
+        caller: &Caller,
+        key: &str,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_key(caller, Operation::CancelKeyDeletion, key, None, |live, _, _| {
+            let meta = &live.record.meta;
+            if meta.state != KeyState::PendingDeletion {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}, not pending deletion",
+                    meta.id,
+                    meta.state.as_str()
+                )));
+            }
+            let mut record = live.record.clone();
+            record.meta.state = KeyState::Disabled;
+            record.meta.deletion_ms = None;
+            Ok(Some(LiveKey { record, secrets: live.secrets.clone() }))
+        })
+        .await
+    }
+
+    /// Carries out what is due at the clock's time: keys whose deletion
+    /// window ended are destroyed (every version's material erased, metadata
+    /// kept, the id never reused), versions whose destruction window ended
+    /// lose their material. Each is audited as principal `system`. Returns
+    /// how many were carried out. Called at start-up and periodically.
+    pub async fn run_due(&self) -> Result<usize, KmsError> {
+        let now = self.clock.now_ms();
+        let due: Vec<(KeyId, Option<u32>)> = {
+            let s = self.state.read().expect("state lock");
+            let mut due = Vec::new();
+            for (id, live) in &s.keys {
+                let m = &live.record.meta;
+                if m.state == KeyState::PendingDeletion && m.deletion_ms.is_some_and(|t| t <= now) {
+                    due.push((*id, None));
+                    continue;
+                }
+                for v in &m.versions {
+                    if v.state == VersionState::ScheduledForDestruction
+                        && v.destroy_ms.is_some_and(|t| t <= now)
+                    {
+                        due.push((*id, Some(v.version)));
+                    }
+                }
+            }
+            due
+        };
+        let system = Caller {
+            request_id: format!("system-{now}"),
+            principal: "system".into(),
+            peer: String::new(),
+            policy: Arc::new(Policy::everything()),
+        };
+        let mut done = 0;
+        for (id, version) in due {
+            let key = id.to_string();
+            let result = match version {
+                None => {
+                    self.change_key(&system, Operation::DestroyKey, &key, None, move |live, _, now| {
+                        let m = &live.record.meta;
+                        if m.state != KeyState::PendingDeletion || m.deletion_ms.is_none_or(|t| t > now) {
+                            return Ok(None);
+                        }
+                        let mut record = live.record.clone();
+                        record.meta.state = KeyState::Destroyed;
+                        record.meta.deletion_ms = None;
+                        for v in &mut record.meta.versions {
+                            v.state = VersionState::Destroyed;
+                            v.destroy_ms = None;
+                        }
+                        record.wrapped.clear();
+                        Ok(Some(LiveKey { record, secrets: BTreeMap::new() }))
+                    })
+                    .await
+                }
+                Some(v) => {
+                    self.change_key(
+                        &system,
+                        Operation::DestroyKeyVersion,
+                        &key,
+                        Some(v),
+                        move |live, _, now| {
+                            let m = &live.record.meta;
+                            let Some(vm) = m.version(v) else { return Ok(None) };
+                            if vm.state != VersionState::ScheduledForDestruction
+                                || vm.destroy_ms.is_none_or(|t| t > now)
+                            {
+                                return Ok(None);
+                            }
+                            let mut record = live.record.clone();
+                            let vm = record.meta.version_mut(v).expect("present");
+                            vm.state = VersionState::Destroyed;
+                            vm.destroy_ms = None;
+                            record.wrapped.remove(&v);
+                            let mut secrets = live.secrets.clone();
+                            secrets.remove(&v);
+                            Ok(Some(LiveKey { record, secrets }))
+                        },
+                    )
+                    .await
+                }
+            };
+            match result {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    tracing::error!(key = %id, ?version, error = %e, "scheduled destruction failed; will retry");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// `GenerateRandom`: 1..=1024 bytes from the system CSPRNG.
+    pub async fn generate_random(&self, caller: &Caller, n: u32) -> Result<DataKey, KmsError> {
+        let entry = self.entry(caller, Operation::GenerateRandom);
+        let result = (|| {
+            self.require(caller, Role::User, "generate random bytes")?;
+            if n == 0 || n as usize > self.limits.max_data_key_bytes {
+                return Err(KmsError::invalid(
+                    "number_of_bytes",
+                    format!("must be between 1 and {}, got {n}", self.limits.max_data_key_bytes),
+                ));
+            }
+            Ok(DataKey::generate(n as usize)?)
+        })();
+        self.finish(entry, result).await
     }
 
     /// `DescribeKey`.
@@ -943,6 +1242,12 @@ pub enum OpenError {
 }
 
 pub use OpenError as KmsOpenError;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+fn version_state_error(version: u32, state: VersionState) -> KmsError {
+    KmsError::FailedPrecondition(format!("version {version} is {}", state.as_str()))
+}
 
 fn check_key_usable(meta: &KeyMeta) -> Result<(), KmsError> {
     match meta.state {

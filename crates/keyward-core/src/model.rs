@@ -65,6 +65,9 @@ pub struct VersionMeta {
     pub state: VersionState,
     /// Creation time, Unix ms.
     pub created_ms: i64,
+    /// When a version scheduled for destruction is destroyed, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_ms: Option<i64>,
 }
 
 /// Metadata of a key (never its material).
@@ -84,12 +87,20 @@ pub struct KeyMeta {
     pub primary_version: u32,
     /// Every version, oldest first.
     pub versions: Vec<VersionMeta>,
+    /// When a key pending deletion is destroyed, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_ms: Option<i64>,
 }
 
 impl KeyMeta {
     /// One version's metadata.
     pub fn version(&self, v: u32) -> Option<&VersionMeta> {
         self.versions.iter().find(|m| m.version == v)
+    }
+
+    /// One version's metadata, mutable.
+    pub fn version_mut(&mut self, v: u32) -> Option<&mut VersionMeta> {
+        self.versions.iter_mut().find(|m| m.version == v)
     }
 }
 

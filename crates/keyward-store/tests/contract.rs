@@ -19,7 +19,13 @@ fn key(id: KeyId) -> KeyRecord {
             state: KeyState::Enabled,
             created_ms: 1,
             primary_version: 1,
-            versions: vec![VersionMeta { version: 1, state: VersionState::Enabled, created_ms: 1 }],
+            versions: vec![VersionMeta {
+                version: 1,
+                state: VersionState::Enabled,
+                created_ms: 1,
+                destroy_ms: None,
+            }],
+            deletion_ms: None,
         },
         wrapped: BTreeMap::from([(1, vec![1, 2, 3])]),
     }
