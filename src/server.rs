@@ -12,7 +12,7 @@ use keyward_core::{Kms, KmsOpenError, Store, SystemClock};
 use keyward_crypto::RootKey;
 use keyward_store::RocksStore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -147,7 +147,12 @@ pub async fn run_with_store(
         .add_service(KeyServiceServer::new(KeysApi(api.clone())).max_decoding_message_size(max))
         .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
         .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
+            // delayed ACKs for ~40 ms (measured with keyward-bench).
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     drop(api);
     sweeper.abort();

@@ -156,6 +156,7 @@ async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>, String> {
     for _ in 0..n.max(1) {
         let ch = Channel::from_shared(addr.to_string())
             .map_err(|e| e.to_string())?
+            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|e| format!("cannot reach {addr}: {e}"))?;
@@ -308,7 +309,9 @@ fn main() -> std::process::ExitCode {
                 eprintln!("echo CryptoService on {listen}");
                 Server::builder()
                     .add_service(CryptoServiceServer::new(Echo))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .serve_with_incoming(
+                        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    )
                     .await
                     .map_err(|e| e.to_string())
             }
