@@ -741,6 +741,7 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                         )
                         .collect::<Vec<_>>()
                         .join("\n");
+                    let text = if r.keys.is_empty() { "no keys".to_string() } else { text };
                     let json = json!({
                         "keys": r.keys.iter().map(key_json).collect::<Vec<_>>(),
                         "next_page_token": r.next_page_token,
