@@ -124,7 +124,10 @@ pub async fn run_with_store(
     let addr = listener.local_addr()?;
     let mut builder = Server::builder().timeout(config.edge.request_timeout);
     if let Some(n) = config.edge.concurrency_per_connection {
-        builder = builder.concurrency_limit_per_connection(n);
+        // Bound what a connection may have in flight at the HTTP/2 layer too
+        // (SETTINGS_MAX_CONCURRENT_STREAMS), so excess streams are refused
+        // instead of queueing inside the server.
+        builder = builder.concurrency_limit_per_connection(n).max_concurrent_streams(Some(n as u32));
     }
     match &config.tls {
         Some(t) => {
