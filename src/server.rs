@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyward_core::{Kms, KmsOpenError, Store, SystemClock};
+use keyward_core::{Kms, OpenError, Store, SystemClock};
 use keyward_crypto::RootKey;
 use keyward_store::RocksStore;
 use tokio::net::TcpListener;
@@ -39,7 +39,7 @@ pub enum ServerError {
     },
     /// The root key does not fit the data, or the data is unreadable.
     #[error(transparent)]
-    Open(#[from] KmsOpenError),
+    Open(#[from] OpenError),
     /// Reflection descriptors failed to load (a build problem).
     #[error("reflection: {0}")]
     Reflection(String),

@@ -261,10 +261,11 @@ impl Kms {
     /// Records a request refused before it reached a use case (for example
     /// one without a valid identity) and returns the error.
     pub async fn refuse(&self, caller: &Caller, op: Operation, error: KmsError) -> KmsError {
-        let entry = self.entry(caller, op);
-        match self.finish::<()>(entry, Err(error)).await {
-            Err(e) => e,
-            Ok(()) => unreachable!("finish returns the error it was given"),
+        let mut entry = self.entry(caller, op);
+        entry.outcome = Outcome::of_error(&error);
+        match self.audit.append(entry).await {
+            Ok(_) => error,
+            Err(e) => KmsError::AuditUnavailable(e),
         }
     }
 
@@ -782,15 +783,7 @@ impl Kms {
         key: &str,
         version: u32,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_version(caller, Operation::DisableKeyVersion, key, version, true, |v, _| match v.state {
-            VersionState::Enabled => {
-                v.state = VersionState::Disabled;
-                Ok(true)
-            }
-            VersionState::Disabled => Ok(false),
-            other => Err(version_state_error(v.version, other)),
-        })
-        .await
+        self.set_version_enabled(caller, Operation::DisableKeyVersion, key, version, false).await
     }
 
     /// `EnableKeyVersion`.
@@ -800,12 +793,26 @@ impl Kms {
         key: &str,
         version: u32,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_version(caller, Operation::EnableKeyVersion, key, version, false, |v, _| match v.state {
-            VersionState::Disabled => {
-                v.state = VersionState::Enabled;
+        self.set_version_enabled(caller, Operation::EnableKeyVersion, key, version, true).await
+    }
+
+    /// Moves a version between Enabled and Disabled (idempotent); only the
+    /// primary version may not be disabled.
+    async fn set_version_enabled(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key: &str,
+        version: u32,
+        enable: bool,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        let to = if enable { VersionState::Enabled } else { VersionState::Disabled };
+        self.change_version(caller, op, key, version, !enable, move |v, _| match v.state {
+            VersionState::Enabled | VersionState::Disabled if v.state == to => Ok(false),
+            VersionState::Enabled | VersionState::Disabled => {
+                v.state = to;
                 Ok(true)
             }
-            VersionState::Enabled => Ok(false),
             other => Err(version_state_error(v.version, other)),
         })
         .await
@@ -1240,8 +1247,6 @@ pub enum OpenError {
     #[error(transparent)]
     Store(StoreError),
 }
-
-pub use OpenError as KmsOpenError;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 

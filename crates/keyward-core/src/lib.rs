@@ -29,7 +29,7 @@ pub use committer::{AuditError, AuditLog, AuditLogConfig};
 pub use error::{ErrorKind, KmsError};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
-    Caller, CreateKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, Kms, KmsConfig, KmsOpenError,
+    Caller, CreateKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, Kms, KmsConfig, OpenError,
     ReEncryptOutput,
 };
 pub use limits::Limits;

@@ -16,7 +16,7 @@ struct StoredKey {
 pub(crate) fn encode_key(record: &KeyRecord) -> Vec<u8> {
     let stored = StoredKey {
         meta: record.meta.clone(),
-        wrapped: record.wrapped.iter().map(|(v, w)| (*v, hex_encode(w))).collect(),
+        wrapped: record.wrapped.iter().map(|(v, w)| (*v, hex::encode(w))).collect(),
     };
     serde_json::to_vec(&stored).expect("key record serialises")
 }
@@ -26,18 +26,7 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt key record: {e}")))?;
     let mut wrapped = BTreeMap::new();
     for (v, h) in stored.wrapped {
-        wrapped.insert(v, hex_decode(&h).ok_or_else(|| StoreError("corrupt wrapped secret".into()))?);
+        wrapped.insert(v, hex::decode(&h).map_err(|_| StoreError("corrupt wrapped secret".into()))?);
     }
     Ok(KeyRecord { meta: stored.meta, wrapped })
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }

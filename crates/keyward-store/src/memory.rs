@@ -28,15 +28,6 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// Replaces a stored audit record's bytes (tamper tests).
-    pub fn overwrite_audit(&self, seq: u64, bytes: Option<Vec<u8>>) {
-        let mut inner = self.0.lock().unwrap();
-        match bytes {
-            Some(b) => inner.audit.insert(seq, b),
-            None => inner.audit.remove(&seq),
-        };
-    }
 }
 
 impl Store for MemoryStore {

@@ -188,38 +188,36 @@ impl Store for RocksStore {
     }
 
     fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        // Resolve each column family once per batch, not once per record.
+        let (keys, aliases, meta) = (self.cf(CF_KEYS), self.cf(CF_ALIASES), self.cf(CF_META));
+        let (audit, by_key, by_principal) = (self.cf(CF_AUDIT), self.cf(CF_BY_KEY), self.cf(CF_BY_PRINCIPAL));
         let mut b = WriteBatch::default();
         for k in &batch.keys {
-            b.put_cf(self.cf(CF_KEYS), k.meta.id.as_bytes(), encode_key(k));
+            b.put_cf(keys, k.meta.id.as_bytes(), encode_key(k));
         }
         for a in &batch.aliases {
             match a {
-                AliasChange::Set(name, id) => b.put_cf(self.cf(CF_ALIASES), name.as_bytes(), id.as_bytes()),
-                AliasChange::Remove(name) => b.delete_cf(self.cf(CF_ALIASES), name.as_bytes()),
+                AliasChange::Set(name, id) => b.put_cf(aliases, name.as_bytes(), id.as_bytes()),
+                AliasChange::Remove(name) => b.delete_cf(aliases, name.as_bytes()),
             }
         }
         for r in &batch.audit {
             let seq = r.record.seq.to_be_bytes();
-            b.put_cf(self.cf(CF_AUDIT), seq, &r.bytes);
-            let keys = [r.record.key_id.as_deref(), r.record.source_key_id.as_deref()];
-            let mut indexed: Option<[u8; 16]> = None;
-            for k in keys.into_iter().flatten() {
+            b.put_cf(audit, seq, &r.bytes);
+            // Index the key and the ReEncrypt source key (once if they are the same).
+            let mut indexed: Option<KeyId> = None;
+            for k in [r.record.key_id.as_deref(), r.record.source_key_id.as_deref()].into_iter().flatten() {
                 if let Ok(id) = k.parse::<KeyId>() {
-                    if indexed == Some(*id.as_bytes()) {
-                        continue;
+                    if indexed != Some(id) {
+                        indexed = Some(id);
+                        b.put_cf(by_key, [&id.as_bytes()[..], &seq].concat(), []);
                     }
-                    indexed = Some(*id.as_bytes());
-                    let mut ik = id.as_bytes().to_vec();
-                    ik.extend_from_slice(&seq);
-                    b.put_cf(self.cf(CF_BY_KEY), ik, []);
                 }
             }
-            let mut pk = principal_prefix(&r.record.principal);
-            pk.extend_from_slice(&seq);
-            b.put_cf(self.cf(CF_BY_PRINCIPAL), pk, []);
+            b.put_cf(by_principal, [principal_prefix(&r.record.principal).as_slice(), &seq].concat(), []);
         }
         if let Some(h) = &batch.head {
-            b.put_cf(self.cf(CF_META), AUDIT_HEAD, serde_json::to_vec(h).expect("head serialises"));
+            b.put_cf(meta, AUDIT_HEAD, serde_json::to_vec(h).expect("head serialises"));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);

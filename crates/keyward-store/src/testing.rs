@@ -15,8 +15,6 @@ pub struct Faults {
     pub fail_writes: AtomicBool,
     /// When non-zero, every `commit` first sleeps this many milliseconds.
     pub stall_ms: AtomicU64,
-    /// Number of `commit` calls that reached the inner store.
-    pub commits: AtomicU64,
 }
 
 /// Wraps a store and injects faults into its writes.
@@ -58,7 +56,6 @@ impl Store for FaultyStore {
         if self.faults.fail_writes.load(Ordering::SeqCst) {
             return Err(StoreError("injected fault: No space left on device".into()));
         }
-        self.faults.commits.fetch_add(1, Ordering::SeqCst);
         self.inner.commit(batch)
     }
     fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {

@@ -61,17 +61,11 @@ fn records(
         };
         let record = AuditRecord::from_entry(entry, seq, prev.clone());
         let bytes = record.to_bytes();
-        prev = hex(&bytes);
+        prev = keyward_core::record_hash(&bytes);
         out.push(SealedRecord { record, bytes });
         seq += 1;
     }
     (out, AuditHead { seq: seq - 1, hash: prev })
-}
-
-/// The chain hash: hex SHA-256 of the stored bytes (recomputed here, so a
-/// chain built by the test must verify in the core verifier).
-fn hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn contract(store: Arc<dyn Store>) {
