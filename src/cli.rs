@@ -84,6 +84,10 @@ pub enum Command {
     },
     /// Re-encrypt a ciphertext under another key without exposing its plaintext.
     ReEncrypt(ReEncryptArgs),
+    /// Re-encrypt many ciphertexts (one base64 per line, from a file or
+    /// stdin) under a key's current version, streaming; one output line per
+    /// input line, failures reported on stderr (their output line is empty).
+    Rewrap(RewrapArgs),
     /// Query and verify the key-usage log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -144,6 +148,18 @@ pub enum KeyCommand {
         /// Label k=v (repeatable).
         #[arg(long = "label", value_parser = parse_pair)]
         labels: Vec<(String, String)>,
+        /// Rotation policy.
+        #[command(flatten)]
+        rotation: RotationArgs,
+    },
+    /// Set the rotation policy (a period, a usage cap, or both); without
+    /// options it clears the policy. Manual rotation does not move the schedule.
+    RotationPolicy {
+        /// Key id or alias.
+        key: String,
+        /// The policy.
+        #[command(flatten)]
+        rotation: RotationArgs,
     },
     /// Show a key.
     Describe {
@@ -226,6 +242,49 @@ pub enum VersionCommand {
         /// Version number.
         version: u32,
     },
+    /// Mark a version compromised (one way): its ciphertexts then open only
+    /// through ReEncrypt (`keyward rewrap`), never Decrypt.
+    Compromise {
+        /// Key id or alias.
+        key: String,
+        /// Version number.
+        version: u32,
+    },
+    /// List a key's versions with their state and usage counts.
+    List {
+        /// Key id or alias.
+        key: String,
+    },
+}
+
+/// Rotation policy options.
+#[derive(Debug, Args)]
+pub struct RotationArgs {
+    /// Rotate every PERIOD (at least 1h), e.g. 90d, 720h.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rotation_period: Option<Duration>,
+    /// First scheduled rotation (RFC 3339; default: one period from now).
+    #[arg(long)]
+    pub next_rotation: Option<String>,
+    /// Rotate before a version seals more than N (encryptions plus data keys).
+    #[arg(long)]
+    pub max_encryptions_per_version: Option<u64>,
+}
+
+impl RotationArgs {
+    fn fields(
+        &self,
+    ) -> Result<(Option<prost_types::Duration>, Option<prost_types::Timestamp>, u64), CliError> {
+        let period = self.rotation_period.map(|d| prost_types::Duration {
+            seconds: d.as_secs().min(i64::MAX as u64) as i64,
+            nanos: d.subsec_nanos() as i32,
+        });
+        Ok((
+            period,
+            rfc3339("next-rotation", &self.next_rotation)?,
+            self.max_encryptions_per_version.unwrap_or(0),
+        ))
+    }
 }
 
 /// `keyward alias ...`.
@@ -294,6 +353,29 @@ pub struct DataKeyArgs {
     /// Only the encrypted data key.
     #[arg(long)]
     pub no_plaintext: bool,
+    /// How many data keys (1 to 1000), in one call.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+}
+
+/// `keyward rewrap`.
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    /// Destination key id or alias (usually the same key, after a rotation).
+    #[arg(long)]
+    pub to: String,
+    /// File of base64 ciphertexts, one per line ("-" or absent: stdin).
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Write the rewrapped ciphertexts here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Source encryption context k=v (repeatable; the same for every line).
+    #[arg(long = "context", value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Destination encryption context k=v (repeatable; defaults to the source context).
+    #[arg(long = "to-context", value_parser = parse_pair)]
+    pub to_context: Vec<(String, String)>,
 }
 
 /// `keyward re-encrypt`.
@@ -462,10 +544,10 @@ impl std::fmt::Debug for Bearer {
     }
 }
 
-type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+pub(crate) type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
-struct Client {
-    addr: String,
+pub(crate) struct Client {
+    pub(crate) addr: String,
     channel: Channel,
     bearer: Bearer,
 }
@@ -536,15 +618,55 @@ fn key_json(k: &pb::KeyMetadata) -> Value {
         "labels": k.labels,
         "state": state_name(k.state),
         "primary_version": k.primary_version,
-        "versions": k.versions.iter().map(|v| json!({
-            "version": v.version,
-            "state": version_state_name(v.state),
-            "create_time": time_str(&v.create_time),
-            "destroy_time": time_str(&v.destroy_time),
-        })).collect::<Vec<_>>(),
+        "versions": k.versions.iter().map(version_json).collect::<Vec<_>>(),
         "deletion_time": time_str(&k.deletion_time),
         "create_time": time_str(&k.create_time),
+        "rotation_period": k.rotation_period.as_ref().map(duration_str).unwrap_or_default(),
+        "next_rotation_time": time_str(&k.next_rotation_time),
+        "max_encryptions_per_version": k.max_encryptions_per_version,
     })
+}
+
+fn version_json(v: &pb::KeyVersionMetadata) -> Value {
+    json!({
+        "version": v.version,
+        "state": version_state_name(v.state),
+        "compromised": v.compromised,
+        "create_time": time_str(&v.create_time),
+        "destroy_time": time_str(&v.destroy_time),
+    })
+}
+
+fn duration_str(d: &prost_types::Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.seconds.max(0) as u64)).to_string()
+}
+
+fn versions_text(r: &pb::ListKeyVersionsResponse) -> String {
+    let mut lines = vec![format!(
+        "{:>7}  {:<26} {:>12} {:>12} {:>12}  {}",
+        "VERSION", "STATE", "ENCRYPTIONS", "DATA KEYS", "DECRYPTIONS", "LAST USE"
+    )];
+    for v in &r.versions {
+        let Some(m) = &v.metadata else { continue };
+        let mut state = version_state_name(m.state).to_string();
+        if v.primary {
+            state.push_str(" primary");
+        }
+        if m.compromised {
+            state.push_str(" COMPROMISED");
+        }
+        let last = time_str(&v.last_use_time);
+        lines.push(format!(
+            "{:>7}  {:<26} {:>12} {:>12} {:>12}  {}",
+            m.version,
+            state,
+            v.encryptions,
+            v.data_keys,
+            v.decryptions,
+            if last.is_empty() { "never".to_string() } else { last }
+        ));
+    }
+    lines.join("\n")
 }
 
 fn state_name(s: i32) -> &'static str {
@@ -571,24 +693,40 @@ fn key_text(k: &pb::KeyMetadata) -> String {
     let versions: Vec<String> = k
         .versions
         .iter()
-        .map(|v| match &v.destroy_time {
-            Some(_) => format!(
-                "{} ({}, {}, destroyed at {})",
-                v.version,
-                version_state_name(v.state),
-                time_str(&v.create_time),
-                time_str(&v.destroy_time)
-            ),
-            None => format!("{} ({}, {})", v.version, version_state_name(v.state), time_str(&v.create_time)),
+        .map(|v| {
+            let compromised = if v.compromised { ", COMPROMISED" } else { "" };
+            match &v.destroy_time {
+                Some(_) => format!(
+                    "{} ({}{compromised}, {}, destroyed at {})",
+                    v.version,
+                    version_state_name(v.state),
+                    time_str(&v.create_time),
+                    time_str(&v.destroy_time)
+                ),
+                None => format!(
+                    "{} ({}{compromised}, {})",
+                    v.version,
+                    version_state_name(v.state),
+                    time_str(&v.create_time)
+                ),
+            }
         })
         .collect();
+    let mut rotation = Vec::new();
+    if let Some(p) = &k.rotation_period {
+        rotation.push(format!("every {}, next at {}", duration_str(p), time_str(&k.next_rotation_time)));
+    }
+    if k.max_encryptions_per_version > 0 {
+        rotation.push(format!("at most {} encryptions per version", k.max_encryptions_per_version));
+    }
+    let rotation = if rotation.is_empty() { "manual only".to_string() } else { rotation.join("; ") };
     let deletion = match &k.deletion_time {
         Some(_) => format!("\ndeletion at:     {}", time_str(&k.deletion_time)),
         None => String::new(),
     };
     let labels: Vec<String> = k.labels.iter().map(|(a, b)| format!("{a}={b}")).collect();
     format!(
-        "key_id:          {}\naliases:         {}\ndescription:     {}\nlabels:          {}\nstate:           {}\nprimary_version: {}\nversions:        {}\ncreated:         {}{}",
+        "key_id:          {}\naliases:         {}\ndescription:     {}\nlabels:          {}\nstate:           {}\nprimary_version: {}\nversions:        {}\nrotation:        {}\ncreated:         {}{}",
         k.key_id,
         k.aliases.join(", "),
         k.description,
@@ -596,6 +734,7 @@ fn key_text(k: &pb::KeyMetadata) -> String {
         state_name(k.state),
         k.primary_version,
         versions.join("; "),
+        rotation,
         time_str(&k.create_time),
         deletion
     )
@@ -665,14 +804,60 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
         Command::Server(_) | Command::RootKey(_) | Command::Token(_) => unreachable!("handled by main"),
         Command::Key(k) => {
             let key = match k {
-                KeyCommand::Create { alias, description, labels } => keys
-                    .create_key(pb::CreateKeyRequest {
+                KeyCommand::Create { alias, description, labels, rotation } => {
+                    let (rotation_period, next_rotation_time, max_encryptions_per_version) =
+                        rotation.fields()?;
+                    keys.create_key(pb::CreateKeyRequest {
                         alias: alias.unwrap_or_default(),
                         description,
                         labels: labels.into_iter().collect(),
+                        rotation_period,
+                        next_rotation_time,
+                        max_encryptions_per_version,
+                    })
+                    .await
+                    .map(|r| r.into_inner().key)
+                }
+                KeyCommand::RotationPolicy { key, rotation } => {
+                    let (rotation_period, next_rotation_time, max_encryptions_per_version) =
+                        rotation.fields()?;
+                    keys.update_rotation_policy(pb::UpdateRotationPolicyRequest {
+                        key_id: key,
+                        rotation_period,
+                        next_rotation_time,
+                        max_encryptions_per_version,
+                    })
+                    .await
+                    .map(|r| r.into_inner().key)
+                }
+                KeyCommand::Version(VersionCommand::Compromise { key, version }) => keys
+                    .mark_key_version_compromised(pb::MarkKeyVersionCompromisedRequest {
+                        key_id: key,
+                        version,
                     })
                     .await
                     .map(|r| r.into_inner().key),
+                KeyCommand::Version(VersionCommand::List { key }) => {
+                    let r = keys
+                        .list_key_versions(pb::ListKeyVersionsRequest { key_id: key })
+                        .await
+                        .map_err(|s| c.rpc(s))?
+                        .into_inner();
+                    let json = json!({
+                        "key_id": r.key_id,
+                        "versions": r.versions.iter().map(|v| {
+                            let mut j = v.metadata.as_ref().map(version_json).unwrap_or_default();
+                            j["primary"] = json!(v.primary);
+                            j["encryptions"] = json!(v.encryptions);
+                            j["data_keys"] = json!(v.data_keys);
+                            j["decryptions"] = json!(v.decryptions);
+                            j["last_use_time"] = json!(time_str(&v.last_use_time));
+                            j
+                        }).collect::<Vec<_>>(),
+                    });
+                    print(output, json, versions_text(&r));
+                    return Ok(());
+                }
                 KeyCommand::Describe { key } => keys
                     .describe_key(pb::DescribeKeyRequest { key_id: key })
                     .await
@@ -824,6 +1009,35 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 }
             }
         }
+        Command::DataKey(a) if a.count != 1 => {
+            let r = crypto
+                .generate_data_key_batch(pb::GenerateDataKeyBatchRequest {
+                    key_id: a.key,
+                    number_of_bytes: Some(a.bytes),
+                    encryption_context: a.context.into_iter().collect(),
+                    count: a.count,
+                    without_plaintext: a.no_plaintext,
+                })
+                .await
+                .map_err(|s| c.rpc(s))?
+                .into_inner();
+            let mut items = Vec::new();
+            let mut lines = Vec::new();
+            for k in &r.data_keys {
+                let ct = B64.encode(&k.ciphertext);
+                let pt = zeroize::Zeroizing::new(B64.encode(&k.plaintext));
+                let mut j = json!({ "ciphertext": ct, "key_id": k.key_id, "key_version": k.key_version });
+                if a.no_plaintext {
+                    lines.push(ct);
+                } else {
+                    j["plaintext"] = json!(*pt);
+                    lines.push(format!("{} {ct}", *pt));
+                }
+                items.push(j);
+            }
+            print(output, json!({ "data_keys": items }), lines.join("\n"));
+        }
+        Command::Rewrap(a) => crate::rewrap::run(&c.addr, c.crypto(), a).await?,
         Command::DataKey(a) => {
             let req = pb::GenerateDataKeyRequest {
                 key_id: a.key,

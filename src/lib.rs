@@ -12,6 +12,7 @@ pub mod config;
 pub mod grpc;
 pub mod hardening;
 pub mod pb;
+pub mod rewrap;
 pub mod server;
 
 pub use config::ServerConfig;

@@ -21,6 +21,7 @@ async fn every_rpc_works_over_grpc() {
             alias: "alias/payments".into(),
             description: "payments master key".into(),
             labels: ctx(&[("team", "payments")]),
+            ..Default::default()
         })
         .await
         .unwrap()

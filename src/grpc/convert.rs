@@ -1,7 +1,7 @@
 //! Protobuf <-> domain conversions, all in one file.
 
-use keyward_core::{AuditRecord, KeyMeta, KeyState, VersionState};
-use prost_types::Timestamp;
+use keyward_core::{AuditRecord, KeyMeta, KeyState, RotationInput, VersionInfo, VersionState};
+use prost_types::{Duration, Timestamp};
 
 use crate::pb;
 
@@ -13,6 +13,51 @@ pub fn timestamp(ms: i64) -> Timestamp {
 /// A protobuf timestamp as Unix milliseconds.
 pub fn millis(t: &Timestamp) -> i64 {
     t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
+/// Milliseconds as a protobuf duration.
+pub fn duration(ms: i64) -> Duration {
+    Duration { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// A protobuf duration as milliseconds.
+pub fn duration_ms(d: &Duration) -> i64 {
+    d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000)
+}
+
+/// The rotation fields of a request (0 / absent: none).
+pub fn rotation_input(
+    period: Option<Duration>,
+    next: Option<Timestamp>,
+    max_encryptions_per_version: u64,
+) -> RotationInput {
+    RotationInput {
+        period_ms: period.as_ref().map(duration_ms),
+        next_rotation_ms: next.as_ref().map(millis),
+        max_encryptions_per_version: (max_encryptions_per_version > 0).then_some(max_encryptions_per_version),
+    }
+}
+
+fn version_to_pb(v: keyward_core::VersionMeta) -> pb::KeyVersionMetadata {
+    pb::KeyVersionMetadata {
+        version: v.version,
+        state: version_state(v.state) as i32,
+        create_time: Some(timestamp(v.created_ms)),
+        destroy_time: v.destroy_ms.map(timestamp),
+        compromised: v.compromised,
+    }
+}
+
+/// A version with its usage as protobuf.
+pub fn version_info_to_pb(v: VersionInfo) -> pb::KeyVersion {
+    pb::KeyVersion {
+        metadata: Some(version_to_pb(v.meta)),
+        primary: v.primary,
+        encryptions: v.usage.encryptions,
+        data_keys: v.usage.data_keys,
+        decryptions: v.usage.decryptions,
+        last_use_time: (v.usage.last_use_ms > 0).then(|| timestamp(v.usage.last_use_ms)),
+    }
 }
 
 fn key_state(s: KeyState) -> pb::KeyState {
@@ -42,18 +87,12 @@ pub fn key_to_pb((meta, aliases): (KeyMeta, Vec<String>)) -> pb::KeyMetadata {
         labels: meta.labels.into_iter().collect(),
         state: key_state(meta.state) as i32,
         primary_version: meta.primary_version,
-        versions: meta
-            .versions
-            .into_iter()
-            .map(|v| pb::KeyVersionMetadata {
-                version: v.version,
-                state: version_state(v.state) as i32,
-                create_time: Some(timestamp(v.created_ms)),
-                destroy_time: v.destroy_ms.map(timestamp),
-            })
-            .collect(),
+        versions: meta.versions.into_iter().map(version_to_pb).collect(),
         create_time: Some(timestamp(meta.created_ms)),
         deletion_time: meta.deletion_ms.map(timestamp),
+        rotation_period: meta.rotation.period_ms.map(duration),
+        next_rotation_time: meta.rotation.next_rotation_ms.map(timestamp),
+        max_encryptions_per_version: meta.rotation.max_encryptions_per_version.unwrap_or(0),
     }
 }
 

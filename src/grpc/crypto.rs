@@ -1,10 +1,14 @@
 //! `keyward.v1.CryptoService`.
 
-use keyward_core::Operation;
-use keyward_crypto::Plaintext;
-use tonic::{Request, Response, Status};
+use std::pin::Pin;
+use std::sync::Arc;
 
-use super::{respond, Api};
+use futures_util::{Stream, StreamExt};
+use keyward_core::{Caller, KmsError, Operation, MAX_BATCH_ITEMS};
+use keyward_crypto::Plaintext;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{respond, to_status, Api};
 use crate::pb::{self, crypto_service_server::CryptoService};
 
 /// The crypto service.
@@ -89,29 +93,8 @@ impl CryptoService for CryptoApi {
         req: Request<pb::ReEncryptRequest>,
     ) -> Result<Response<pb::ReEncryptResponse>, Status> {
         let c = self.0.caller(&req, Operation::ReEncrypt).await?;
-        let r = req.into_inner();
-        let out = self
-            .0
-            .kms
-            .re_encrypt(
-                &c,
-                &r.ciphertext,
-                r.source_encryption_context,
-                &r.source_key_id,
-                &r.destination_key_id,
-                r.destination_encryption_context,
-            )
-            .await;
-        respond(
-            &c,
-            out.map(|o| pb::ReEncryptResponse {
-                ciphertext: o.ciphertext,
-                source_key_id: o.source_key_id.to_string(),
-                source_key_version: o.source_key_version,
-                key_id: o.key_id.to_string(),
-                key_version: o.key_version,
-            }),
-        )
+        let out = re_encrypt_one(&self.0, &c, req.into_inner()).await;
+        respond(&c, out)
     }
 
     async fn generate_random(
@@ -122,4 +105,133 @@ impl CryptoService for CryptoApi {
         let out = self.0.kms.generate_random(&c, req.into_inner().number_of_bytes).await;
         respond(&c, out.map(|r| pb::GenerateRandomResponse { random: r.into_exposed() }))
     }
+
+    async fn generate_data_key_batch(
+        &self,
+        req: Request<pb::GenerateDataKeyBatchRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyBatchResponse>, Status> {
+        let op = if req.get_ref().without_plaintext {
+            Operation::GenerateDataKeyWithoutPlaintext
+        } else {
+            Operation::GenerateDataKey
+        };
+        let c = self.0.caller(&req, op).await?;
+        let r = req.into_inner();
+        let out = self
+            .0
+            .kms
+            .generate_data_keys(
+                &c,
+                &r.key_id,
+                r.number_of_bytes,
+                r.encryption_context,
+                !r.without_plaintext,
+                r.count,
+            )
+            .await;
+        respond(
+            &c,
+            out.map(|keys| pb::GenerateDataKeyBatchResponse {
+                data_keys: keys
+                    .into_iter()
+                    .map(|o| pb::GenerateDataKeyResponse {
+                        plaintext: o.plaintext.map(|p| p.into_exposed()).unwrap_or_default(),
+                        ciphertext: o.ciphertext,
+                        key_id: o.key_id.to_string(),
+                        key_version: o.key_version,
+                    })
+                    .collect(),
+            }),
+        )
+    }
+
+    async fn batch_re_encrypt(
+        &self,
+        req: Request<pb::BatchReEncryptRequest>,
+    ) -> Result<Response<pb::BatchReEncryptResponse>, Status> {
+        let c = self.0.caller(&req, Operation::ReEncrypt).await?;
+        let items = req.into_inner().items;
+        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+            let e = KmsError::invalid(
+                "items",
+                format!("must hold between 1 and {MAX_BATCH_ITEMS} items, got {}", items.len()),
+            );
+            let e = self.0.kms.refuse(&c, Operation::ReEncrypt, e).await;
+            return respond(&c, Err(e));
+        }
+        // Concurrently, so the items share audit commits.
+        let results = futures_util::future::join_all(
+            items.into_iter().enumerate().map(|(i, r)| item_result(&self.0, &c, i, r)),
+        )
+        .await;
+        respond(&c, Ok(pb::BatchReEncryptResponse { results }))
+    }
+
+    type ReEncryptStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ReEncryptResult, Status>> + Send + 'static>>;
+
+    async fn re_encrypt_stream(
+        &self,
+        req: Request<Streaming<pb::ReEncryptRequest>>,
+    ) -> Result<Response<Self::ReEncryptStreamStream>, Status> {
+        let c = Arc::new(self.0.caller(&req, Operation::ReEncrypt).await?);
+        let api = self.0.clone();
+        let results = req
+            .into_inner()
+            .enumerate()
+            .map(move |(i, item)| {
+                let (api, c) = (api.clone(), c.clone());
+                async move {
+                    match item {
+                        Ok(r) => Ok(item_result(&api, &c, i, r).await),
+                        Err(status) => Err(status),
+                    }
+                }
+            })
+            // Up to this many items in flight, answered in order.
+            .buffered(STREAM_WINDOW);
+        Ok(Response::new(Box::pin(results)))
+    }
+}
+
+/// Items of one ReEncrypt stream in flight at once.
+const STREAM_WINDOW: usize = 64;
+
+async fn re_encrypt_one(
+    api: &Api,
+    c: &Caller,
+    r: pb::ReEncryptRequest,
+) -> Result<pb::ReEncryptResponse, KmsError> {
+    api.kms
+        .re_encrypt(
+            c,
+            &r.ciphertext,
+            r.source_encryption_context,
+            &r.source_key_id,
+            &r.destination_key_id,
+            r.destination_encryption_context,
+        )
+        .await
+        .map(|o| pb::ReEncryptResponse {
+            ciphertext: o.ciphertext,
+            source_key_id: o.source_key_id.to_string(),
+            source_key_version: o.source_key_version,
+            key_id: o.key_id.to_string(),
+            key_version: o.key_version,
+        })
+}
+
+/// One item of a batch or stream: its own audit record, its own result.
+async fn item_result(api: &Api, c: &Caller, index: usize, r: pb::ReEncryptRequest) -> pb::ReEncryptResult {
+    let result = match re_encrypt_one(api, c, r).await {
+        Ok(ok) => pb::re_encrypt_result::Result::Ok(ok),
+        Err(e) => {
+            let status = to_status(&e);
+            pb::re_encrypt_result::Result::Error(pb::ItemError {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            })
+        }
+    };
+    pb::ReEncryptResult { index: index as u32, result: Some(result) }
 }

@@ -4,7 +4,7 @@ use keyward_core::CreateKeyInput;
 use keyward_core::Operation;
 use tonic::{Request, Response, Status};
 
-use super::convert::key_to_pb;
+use super::convert::{key_to_pb, rotation_input, version_info_to_pb};
 use super::{respond, Api};
 use crate::pb::{self, key_service_server::KeyService};
 
@@ -24,6 +24,7 @@ impl KeyService for KeysApi {
             alias: (!r.alias.is_empty()).then_some(r.alias),
             description: r.description,
             labels: r.labels.into_iter().collect(),
+            rotation: rotation_input(r.rotation_period, r.next_rotation_time, r.max_encryptions_per_version),
         };
         let out = self.0.kms.create_key(&c, input).await;
         respond(&c, out.map(|k| pb::CreateKeyResponse { key: Some(key_to_pb(k)) }))
@@ -161,5 +162,41 @@ impl KeyService for KeysApi {
         let c = self.0.caller(&req, Operation::CancelKeyDeletion).await?;
         let out = self.0.kms.cancel_key_deletion(&c, &req.into_inner().key_id).await;
         respond(&c, out.map(|k| pb::CancelKeyDeletionResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn update_rotation_policy(
+        &self,
+        req: Request<pb::UpdateRotationPolicyRequest>,
+    ) -> Result<Response<pb::UpdateRotationPolicyResponse>, Status> {
+        let c = self.0.caller(&req, Operation::UpdateRotationPolicy).await?;
+        let r = req.into_inner();
+        let input = rotation_input(r.rotation_period, r.next_rotation_time, r.max_encryptions_per_version);
+        let out = self.0.kms.update_rotation_policy(&c, &r.key_id, input).await;
+        respond(&c, out.map(|k| pb::UpdateRotationPolicyResponse { key: Some(key_to_pb(k)) }))
+    }
+
+    async fn list_key_versions(
+        &self,
+        req: Request<pb::ListKeyVersionsRequest>,
+    ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
+        let c = self.0.caller(&req, Operation::ListKeyVersions).await?;
+        let out = self.0.kms.list_key_versions(&c, &req.into_inner().key_id).await;
+        respond(
+            &c,
+            out.map(|(meta, versions)| pb::ListKeyVersionsResponse {
+                key_id: meta.id.to_string(),
+                versions: versions.into_iter().map(version_info_to_pb).collect(),
+            }),
+        )
+    }
+
+    async fn mark_key_version_compromised(
+        &self,
+        req: Request<pb::MarkKeyVersionCompromisedRequest>,
+    ) -> Result<Response<pb::MarkKeyVersionCompromisedResponse>, Status> {
+        let c = self.0.caller(&req, Operation::MarkKeyVersionCompromised).await?;
+        let r = req.into_inner();
+        let out = self.0.kms.mark_key_version_compromised(&c, &r.key_id, r.version).await;
+        respond(&c, out.map(|k| pb::MarkKeyVersionCompromisedResponse { key: Some(key_to_pb(k)) }))
     }
 }

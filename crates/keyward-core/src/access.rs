@@ -178,7 +178,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KeyState, VersionMeta, VersionState};
+    use crate::{KeyState, VersionMeta};
 
     fn meta() -> KeyMeta {
         KeyMeta {
@@ -188,13 +188,9 @@ mod tests {
             state: KeyState::Enabled,
             created_ms: 0,
             primary_version: 1,
-            versions: vec![VersionMeta {
-                version: 1,
-                state: VersionState::Enabled,
-                created_ms: 0,
-                destroy_ms: None,
-            }],
+            versions: vec![VersionMeta::new(1, 0)],
             deletion_ms: None,
+            rotation: Default::default(),
         }
     }
 

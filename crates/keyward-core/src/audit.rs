@@ -44,6 +44,9 @@ pub enum Operation {
     /// The system erased a version's material at the end of its window.
     DestroyKeyVersion,
     GenerateRandom,
+    UpdateRotationPolicy,
+    ListKeyVersions,
+    MarkKeyVersionCompromised,
 }
 
 impl Operation {
@@ -74,6 +77,9 @@ impl Operation {
             Self::DestroyKey => "DestroyKey",
             Self::DestroyKeyVersion => "DestroyKeyVersion",
             Self::GenerateRandom => "GenerateRandom",
+            Self::UpdateRotationPolicy => "UpdateRotationPolicy",
+            Self::ListKeyVersions => "ListKeyVersions",
+            Self::MarkKeyVersionCompromised => "MarkKeyVersionCompromised",
         }
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit::hash_bytes;
+use crate::usage::UsageBook;
 use crate::{AuditEntry, AuditHead, AuditRecord, CommitBatch, SealedRecord, Store, StoreError};
 
 /// Tuning for the committer.
@@ -90,7 +91,11 @@ impl std::fmt::Debug for Job {
 
 impl AuditLog {
     /// Starts the writer thread over `store`, continuing the chain from its head.
-    pub fn start(store: Arc<dyn Store>, config: AuditLogConfig) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        usage: Arc<UsageBook>,
+        config: AuditLogConfig,
+    ) -> Result<Self, StoreError> {
         let head = store.audit_head()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(watch::Sender::new(true));
@@ -98,7 +103,7 @@ impl AuditLog {
         let max_batch = config.max_batch.max(1);
         std::thread::Builder::new()
             .name("keyward-audit".into())
-            .spawn(move || writer(store, head, rx, writer_health, max_batch))
+            .spawn(move || writer(store, usage, head, rx, writer_health, max_batch))
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
         Ok(Self { tx, healthy, deadline: config.deadline })
     }
@@ -147,6 +152,7 @@ impl AuditLog {
 
 fn writer(
     store: Arc<dyn Store>,
+    usage: Arc<UsageBook>,
     mut head: Option<AuditHead>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     healthy: Arc<watch::Sender<bool>>,
@@ -174,7 +180,8 @@ fn writer(
             Some(h) => (h.seq, h.hash.clone()),
             None => (0, crate::GENESIS_HASH.to_string()),
         };
-        let mut batch = CommitBatch::default();
+        let mut batch =
+            CommitBatch { usage: usage.tally(jobs.iter().map(|j| &j.entry)), ..Default::default() };
         let mut applies = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
@@ -196,6 +203,7 @@ fn writer(
         match store.commit(&batch) {
             Ok(()) => {
                 head = Some(new_head);
+                usage.apply(&batch.usage);
                 for apply in applies {
                     apply();
                 }

@@ -21,10 +21,11 @@ use keyward_crypto::{
 use tokio::sync::Mutex;
 
 use crate::committer::Mutation;
+use crate::usage::UsageBook;
 use crate::{
     AliasChange, AuditEntry, AuditLog, AuditLogConfig, AuditPage, AuditQuery, Clock, CommitBatch, KeyId,
-    KeyMeta, KeyRecord, KeyRef, KeyState, KmsError, Limits, Operation, Outcome, Store, StoreError,
-    VerifyReport, VersionMeta, VersionState,
+    KeyMeta, KeyRecord, KeyRef, KeyState, KmsError, Limits, Operation, Outcome, RotationPolicy, Store,
+    StoreError, VerifyReport, VersionMeta, VersionState, VersionUsage, MIN_ROTATION_PERIOD_MS,
 };
 use crate::{Permission, Policy, Role};
 
@@ -50,7 +51,72 @@ pub struct CreateKeyInput {
     pub description: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Rotation policy (none by default).
+    pub rotation: RotationInput,
 }
+
+/// A rotation policy as asked for (validated by the use case).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RotationInput {
+    /// Rotate every this many ms (at least one hour); `None` clears.
+    pub period_ms: Option<i64>,
+    /// The first scheduled rotation (default: now + period).
+    pub next_rotation_ms: Option<i64>,
+    /// Rotate before a primary version seals more than this; `None` clears.
+    pub max_encryptions_per_version: Option<u64>,
+}
+
+/// Longest rotation period accepted: ten years.
+const MAX_ROTATION_PERIOD_MS: i64 = 10 * 366 * DAY_MS;
+
+impl RotationInput {
+    fn validate(self, now: i64) -> Result<RotationPolicy, KmsError> {
+        if let Some(p) = self.period_ms {
+            if !(MIN_ROTATION_PERIOD_MS..=MAX_ROTATION_PERIOD_MS).contains(&p) {
+                return Err(KmsError::invalid(
+                    "rotation_period",
+                    format!("must be between 1 hour and 3660 days, got {} s", p / 1000),
+                ));
+            }
+        }
+        let next_rotation_ms = match (self.period_ms, self.next_rotation_ms) {
+            (None, Some(_)) => {
+                return Err(KmsError::invalid("next_rotation_time", "needs a rotation_period"));
+            }
+            (Some(_), Some(t)) if t <= now => {
+                return Err(KmsError::invalid("next_rotation_time", "must be in the future"));
+            }
+            (Some(_), Some(t)) => Some(t),
+            (Some(p), None) => Some(now + p),
+            (None, None) => None,
+        };
+        if self.max_encryptions_per_version == Some(0) {
+            return Err(KmsError::invalid(
+                "max_encryptions_per_version",
+                "must be at least 1 (0 means none)",
+            ));
+        }
+        Ok(RotationPolicy {
+            period_ms: self.period_ms,
+            next_rotation_ms,
+            max_encryptions_per_version: self.max_encryptions_per_version,
+        })
+    }
+}
+
+/// One version as `ListKeyVersions` shows it.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    /// Its metadata.
+    pub meta: VersionMeta,
+    /// Its usage (acknowledged uses only).
+    pub usage: VersionUsage,
+    /// Whether it is the key's primary version.
+    pub primary: bool,
+}
+
+/// Most items in one batch call.
+pub const MAX_BATCH_ITEMS: usize = 1000;
 
 /// Result of `Encrypt`.
 #[derive(Debug)]
@@ -151,6 +217,7 @@ pub struct Kms {
     state: Arc<RwLock<State>>,
     lifecycle: Arc<Mutex<()>>,
     audit: AuditLog,
+    usage: Arc<UsageBook>,
     limits: Limits,
     clock: Arc<dyn Clock>,
 }
@@ -191,13 +258,15 @@ impl Kms {
         for (alias, id) in store.load_aliases().map_err(OpenError::Store)? {
             state.aliases.insert(alias, id);
         }
-        let audit = AuditLog::start(store.clone(), config.audit).map_err(OpenError::Store)?;
+        let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
+        let audit = AuditLog::start(store.clone(), usage.clone(), config.audit).map_err(OpenError::Store)?;
         Ok(Self {
             store,
             root: Arc::new(root),
             state: Arc::new(RwLock::new(state)),
             lifecycle: Arc::new(Mutex::new(())),
             audit,
+            usage,
             limits: config.limits,
             clock,
         })
@@ -327,7 +396,7 @@ impl Kms {
         context: HashMap<String, String>,
     ) -> Result<EncryptOutput, KmsError> {
         let mut entry = self.entry(caller, Operation::Encrypt);
-        let result = (|| {
+        let result = async {
             let live = self.resolve(&mut entry, "key_id", key)?;
             self.authorize(caller, Permission::Encrypt, &live)?;
             let ctx = self.context("encryption_context", context)?;
@@ -342,13 +411,13 @@ impl Kms {
                     ),
                 ));
             }
-            let (version, secret) = primary(&live)?;
+            let (id, version, secret) = self.seal_version(caller, live).await?;
             entry.key_version = Some(version);
-            let id = live.record.meta.id;
             let ciphertext =
                 keyward_crypto::seal(&secret, id.as_bytes(), version, &ctx, plaintext.expose_secret())?;
             Ok(EncryptOutput { ciphertext, key_id: id, key_version: version })
-        })();
+        }
+        .await;
         self.finish(entry, result).await
     }
 
@@ -443,6 +512,12 @@ impl Kms {
                 vmeta.state.as_str()
             )));
         }
+        if vmeta.compromised && matches!(side, Side::Decrypt) {
+            return Err(KmsError::FailedPrecondition(format!(
+                "version {} of key {} is compromised; its ciphertexts open only through ReEncrypt",
+                header.version, meta.id
+            )));
+        }
         let secret = live.secrets.get(&header.version).cloned().ok_or_else(|| {
             KmsError::FailedPrecondition(format!(
                 "version {} of key {} is destroyed",
@@ -473,7 +548,7 @@ impl Kms {
         } else {
             Permission::GenerateDataKeyWithoutPlaintext
         };
-        let result = (|| {
+        let result = async {
             let live = self.resolve(&mut entry, "key_id", key)?;
             self.authorize(caller, perm, &live)?;
             let ctx = self.context("encryption_context", context)?;
@@ -485,10 +560,9 @@ impl Kms {
                     format!("must be between 1 and {}, got {n}", self.limits.max_data_key_bytes),
                 ));
             }
-            let (version, secret) = primary(&live)?;
-            entry.key_version = Some(version);
-            let id = live.record.meta.id;
             let data_key = DataKey::generate(n)?;
+            let (id, version, secret) = self.seal_version(caller, live).await?;
+            entry.key_version = Some(version);
             let ciphertext =
                 keyward_crypto::seal(&secret, id.as_bytes(), version, &ctx, data_key.expose_secret())?;
             Ok(DataKeyOutput {
@@ -497,8 +571,36 @@ impl Kms {
                 key_id: id,
                 key_version: version,
             })
-        })();
+        }
+        .await;
         self.finish(entry, result).await
+    }
+
+    /// `GenerateDataKey` for `count` keys at once (1..=1000): each is an
+    /// independent data key with its own audit record; all or nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn generate_data_keys(
+        &self,
+        caller: &Caller,
+        key: &str,
+        number_of_bytes: Option<u32>,
+        context: HashMap<String, String>,
+        with_plaintext: bool,
+        count: u32,
+    ) -> Result<Vec<DataKeyOutput>, KmsError> {
+        if count == 0 || count as usize > MAX_BATCH_ITEMS {
+            let op = if with_plaintext {
+                Operation::GenerateDataKey
+            } else {
+                Operation::GenerateDataKeyWithoutPlaintext
+            };
+            let e =
+                KmsError::invalid("count", format!("must be between 1 and {MAX_BATCH_ITEMS}, got {count}"));
+            return Err(self.refuse(caller, op, e).await);
+        }
+        let each = (0..count)
+            .map(|_| self.generate_data_key(caller, key, number_of_bytes, context.clone(), with_plaintext));
+        futures_util::future::join_all(each).await.into_iter().collect()
     }
 
     /// `ReEncrypt`: opens under the source key and seals under the
@@ -513,7 +615,7 @@ impl Kms {
         destination_context: HashMap<String, String>,
     ) -> Result<ReEncryptOutput, KmsError> {
         let mut entry = self.entry(caller, Operation::ReEncrypt);
-        let result = (|| {
+        let result = async {
             let dest = self.resolve(&mut entry, "destination_key_id", destination_key)?;
             self.authorize(caller, Permission::ReEncryptTo, &dest)?;
             let dest_alias = entry.alias.take();
@@ -531,9 +633,8 @@ impl Kms {
             entry.alias = dest_alias.or(entry.alias.take());
             entry.source_key_id = Some(src.record.meta.id);
             entry.source_key_version = Some(src_version);
-            let (version, secret) = primary(&dest)?;
+            let (id, version, secret) = self.seal_version(caller, dest).await?;
             entry.key_version = Some(version);
-            let id = dest.record.meta.id;
             let ciphertext =
                 keyward_crypto::seal(&secret, id.as_bytes(), version, &dst_ctx, plaintext.expose_secret())?;
             Ok(ReEncryptOutput {
@@ -543,8 +644,51 @@ impl Kms {
                 key_id: id,
                 key_version: version,
             })
-        })();
+        }
+        .await;
         self.finish(entry, result).await
+    }
+
+    /// The version to seal under: the primary. For a key with a usage cap
+    /// this takes one of the primary's seal slots; when none is left, the
+    /// key is rotated first (audited as `system`, with the request's id).
+    async fn seal_version(
+        &self,
+        caller: &Caller,
+        mut live: Arc<LiveKey>,
+    ) -> Result<(KeyId, u32, Arc<VersionSecret>), KmsError> {
+        let id = live.record.meta.id;
+        // Concurrent requests may each see a fresh version used up again;
+        // a few rounds settle it.
+        for _ in 0..4 {
+            let (version, secret) = primary(&live)?;
+            let Some(cap) = live.record.meta.rotation.max_encryptions_per_version else {
+                return Ok((id, version, secret));
+            };
+            if self.usage.reserve(id, version, cap) {
+                return Ok((id, version, secret));
+            }
+            let system = system_caller(caller.request_id.clone());
+            self.change_key(
+                &system,
+                Operation::RotateKey,
+                &id.to_string(),
+                None,
+                false,
+                move |live, root, now| {
+                    // Someone else rotated meanwhile: nothing to do, nothing to record.
+                    if live.record.meta.primary_version != version {
+                        return Ok(None);
+                    }
+                    rotated(live, root, now).map(Some)
+                },
+            )
+            .await?;
+            live = self.state.read().expect("state lock").resolve(&KeyRef::Id(id))?;
+        }
+        Err(KmsError::FailedPrecondition(format!(
+            "key {id} reached its usage cap and could not rotate; retry"
+        )))
     }
 
     // ------------------------------------------------------------ keys
@@ -570,10 +714,11 @@ impl Kms {
             if input.description.len() > 8192 {
                 return Err(KmsError::invalid("description", "at most 8192 bytes allowed"));
             }
+            let now = self.clock.now_ms();
+            let rotation = input.rotation.validate(now)?;
             let id = KeyId::generate();
             entry.key_id = Some(id);
             entry.key_version = Some(1);
-            let now = self.clock.now_ms();
             let meta = KeyMeta {
                 id,
                 description: input.description.clone(),
@@ -581,13 +726,9 @@ impl Kms {
                 state: KeyState::Enabled,
                 created_ms: now,
                 primary_version: 1,
-                versions: vec![VersionMeta {
-                    version: 1,
-                    state: VersionState::Enabled,
-                    created_ms: now,
-                    destroy_ms: None,
-                }],
+                versions: vec![VersionMeta::new(1, now)],
                 deletion_ms: None,
+                rotation,
             };
             let secret = VersionSecret::generate()?;
             let wrapped = self.root.wrap(id.as_bytes(), 1, &secret)?;
@@ -635,12 +776,16 @@ impl Kms {
 
     /// Applies `change` to the key named by `key` under the lifecycle lock,
     /// committing the new record with the audit entry.
+    /// A change that turns out to be none (`Ok(None)`) is recorded when
+    /// `record_noop` (a caller asked for it), and silently skipped otherwise
+    /// (the system re-checking scheduled work).
     async fn change_key(
         &self,
         caller: &Caller,
         op: Operation,
         key: &str,
         record_version: Option<u32>,
+        record_noop: bool,
         change: impl FnOnce(&LiveKey, &RootKey, i64) -> Result<Option<LiveKey>, KmsError>,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
         let mut entry = self.entry(caller, op);
@@ -661,6 +806,9 @@ impl Kms {
             entry.key_version = Some(record_version.unwrap_or(live.record.meta.primary_version));
             drop(guard);
             let meta = live.record.meta.clone();
+            if !record_noop {
+                return Ok((meta, aliases));
+            }
             return self.finish(entry, Ok((meta, aliases))).await;
         };
         let meta = new.record.meta.clone();
@@ -678,25 +826,61 @@ impl Kms {
 
     /// `RotateKey`: adds version n+1 and makes it primary.
     pub async fn rotate_key(&self, caller: &Caller, key: &str) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_key(caller, Operation::RotateKey, key, None, |live, root, now| {
-            check_key_usable(&live.record.meta)?;
-            let mut record = live.record.clone();
-            let next = record.meta.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-            let secret = VersionSecret::generate()?;
-            let wrapped: WrappedVersionSecret = root.wrap(record.meta.id.as_bytes(), next, &secret)?;
-            record.wrapped.insert(next, wrapped.as_bytes().to_vec());
-            record.meta.versions.push(VersionMeta {
-                version: next,
-                state: VersionState::Enabled,
-                created_ms: now,
-                destroy_ms: None,
-            });
-            record.meta.primary_version = next;
-            let mut secrets = live.secrets.clone();
-            secrets.insert(next, Arc::new(secret));
-            Ok(Some(LiveKey { record, secrets }))
+        // A manual rotation leaves the schedule alone.
+        self.change_key(caller, Operation::RotateKey, key, None, true, |live, root, now| {
+            rotated(live, root, now).map(Some)
         })
         .await
+    }
+
+    /// `UpdateRotationPolicy`: sets (or, with `None`s, clears) the rotation
+    /// period and the usage cap. A period schedules the next rotation at
+    /// `next_rotation_ms`, or one period from now.
+    pub async fn update_rotation_policy(
+        &self,
+        caller: &Caller,
+        key: &str,
+        input: RotationInput,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_key(caller, Operation::UpdateRotationPolicy, key, None, true, move |live, _, now| {
+            let meta = &live.record.meta;
+            if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}",
+                    meta.id,
+                    meta.state.as_str()
+                )));
+            }
+            let rotation = input.validate(now)?;
+            let mut record = live.record.clone();
+            record.meta.rotation = rotation;
+            Ok(Some(LiveKey { record, secrets: live.secrets.clone() }))
+        })
+        .await
+    }
+
+    /// `ListKeyVersions`: every version with its state and usage.
+    pub async fn list_key_versions(
+        &self,
+        caller: &Caller,
+        key: &str,
+    ) -> Result<(KeyMeta, Vec<VersionInfo>), KmsError> {
+        let mut entry = self.entry(caller, Operation::ListKeyVersions);
+        let result = self.resolve(&mut entry, "key_id", key).and_then(|live| {
+            self.require(caller, Role::Admin, "list key versions")?;
+            let meta = live.record.meta.clone();
+            let versions = meta
+                .versions
+                .iter()
+                .map(|v| VersionInfo {
+                    meta: v.clone(),
+                    usage: self.usage.get(meta.id, v.version),
+                    primary: v.version == meta.primary_version,
+                })
+                .collect();
+            Ok((meta, versions))
+        });
+        self.finish(entry, result).await
     }
 
     /// `EnableKey`.
@@ -716,7 +900,7 @@ impl Kms {
         key: &str,
         to: KeyState,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_key(caller, op, key, None, |live, _, _| {
+        self.change_key(caller, op, key, None, true, |live, _, _| {
             let from = live.record.meta.state;
             match from {
                 KeyState::Enabled | KeyState::Disabled => {}
@@ -748,7 +932,7 @@ impl Kms {
         not_primary: bool,
         f: impl FnOnce(&mut VersionMeta, i64) -> Result<bool, KmsError>,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_key(caller, op, key, Some(version), move |live, _, now| {
+        self.change_key(caller, op, key, Some(version), true, move |live, _, now| {
             let meta = &live.record.meta;
             if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
                 return Err(KmsError::FailedPrecondition(format!(
@@ -871,6 +1055,28 @@ impl Kms {
         .await
     }
 
+    /// `MarkKeyVersionCompromised`: one way. The version keeps its state,
+    /// but its ciphertexts open only through ReEncrypt (to move them to a
+    /// sound version), never through Decrypt. Not the primary version.
+    pub async fn mark_key_version_compromised(
+        &self,
+        caller: &Caller,
+        key: &str,
+        version: u32,
+    ) -> Result<(KeyMeta, Vec<String>), KmsError> {
+        self.change_version(caller, Operation::MarkKeyVersionCompromised, key, version, true, |v, _| match v
+            .state
+        {
+            VersionState::Destroyed => Err(version_state_error(v.version, v.state)),
+            _ if v.compromised => Ok(false),
+            _ => {
+                v.compromised = true;
+                Ok(true)
+            }
+        })
+        .await
+    }
+
     /// `ScheduleKeyDeletion`: unusable at once; after `days` (7..=30,
     /// default 30) every version's material is erased.
     pub async fn schedule_key_deletion(
@@ -887,7 +1093,7 @@ impl Kms {
                 return Err(self.refuse(caller, Operation::ScheduleKeyDeletion, e).await);
             }
         };
-        self.change_key(caller, Operation::ScheduleKeyDeletion, key, None, move |live, _, now| {
+        self.change_key(caller, Operation::ScheduleKeyDeletion, key, None, true, move |live, _, now| {
             let meta = &live.record.meta;
             if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
                 return Err(KmsError::FailedPrecondition(format!(
@@ -910,7 +1116,7 @@ impl Kms {
         caller: &Caller,
         key: &str,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
-        self.change_key(caller, Operation::CancelKeyDeletion, key, None, |live, _, _| {
+        self.change_key(caller, Operation::CancelKeyDeletion, key, None, true, |live, _, _| {
             let meta = &live.record.meta;
             if meta.state != KeyState::PendingDeletion {
                 return Err(KmsError::FailedPrecondition(format!(
@@ -930,41 +1136,61 @@ impl Kms {
     /// Carries out what is due at the clock's time: keys whose deletion
     /// window ended are destroyed (every version's material erased, metadata
     /// kept, the id never reused), versions whose destruction window ended
-    /// lose their material. Each is audited as principal `system`. Returns
-    /// how many were carried out. Called at start-up and periodically.
+    /// lose their material, and enabled keys whose scheduled rotation time
+    /// has passed (also while the server was down) rotate once, with the
+    /// next rotation one period from now. Each is audited as principal
+    /// `system`. Returns how many were carried out. Called at start-up and
+    /// periodically.
     pub async fn run_due(&self) -> Result<usize, KmsError> {
         let now = self.clock.now_ms();
-        let due: Vec<(KeyId, Option<u32>)> = {
+        let due: Vec<(KeyId, Due)> = {
             let s = self.state.read().expect("state lock");
             let mut due = Vec::new();
             for (id, live) in &s.keys {
                 let m = &live.record.meta;
                 if m.state == KeyState::PendingDeletion && m.deletion_ms.is_some_and(|t| t <= now) {
-                    due.push((*id, None));
+                    due.push((*id, Due::DestroyKey));
                     continue;
                 }
                 for v in &m.versions {
                     if v.state == VersionState::ScheduledForDestruction
                         && v.destroy_ms.is_some_and(|t| t <= now)
                     {
-                        due.push((*id, Some(v.version)));
+                        due.push((*id, Due::DestroyVersion(v.version)));
                     }
+                }
+                if rotation_due(m, now) {
+                    due.push((*id, Due::Rotate));
                 }
             }
             due
         };
-        let system = Caller {
-            request_id: format!("system-{now}"),
-            principal: "system".into(),
-            peer: String::new(),
-            policy: Arc::new(Policy::everything()),
-        };
+        let system = system_caller(format!("system-{now}"));
         let mut done = 0;
-        for (id, version) in due {
+        for (id, what) in due {
             let key = id.to_string();
-            let result = match version {
-                None => {
-                    self.change_key(&system, Operation::DestroyKey, &key, None, move |live, _, now| {
+            let result = match what {
+                Due::Rotate => {
+                    self.change_key(
+                        &system,
+                        Operation::RotateKey,
+                        &key,
+                        None,
+                        false,
+                        move |live, root, now| {
+                            if !rotation_due(&live.record.meta, now) {
+                                return Ok(None);
+                            }
+                            let mut new = rotated(live, root, now)?;
+                            let r = &mut new.record.meta.rotation;
+                            r.next_rotation_ms = r.period_ms.map(|p| now + p);
+                            Ok(Some(new))
+                        },
+                    )
+                    .await
+                }
+                Due::DestroyKey => {
+                    self.change_key(&system, Operation::DestroyKey, &key, None, false, move |live, _, now| {
                         let m = &live.record.meta;
                         if m.state != KeyState::PendingDeletion || m.deletion_ms.is_none_or(|t| t > now) {
                             return Ok(None);
@@ -981,12 +1207,13 @@ impl Kms {
                     })
                     .await
                 }
-                Some(v) => {
+                Due::DestroyVersion(v) => {
                     self.change_key(
                         &system,
                         Operation::DestroyKeyVersion,
                         &key,
                         Some(v),
+                        false,
                         move |live, _, now| {
                             let m = &live.record.meta;
                             let Some(vm) = m.version(v) else { return Ok(None) };
@@ -1011,7 +1238,7 @@ impl Kms {
             match result {
                 Ok(_) => done += 1,
                 Err(e) => {
-                    tracing::error!(key = %id, ?version, error = %e, "scheduled destruction failed; will retry");
+                    tracing::error!(key = %id, due = ?what, error = %e, "scheduled work failed; will retry");
                     return Err(e);
                 }
             }
@@ -1249,6 +1476,43 @@ pub enum OpenError {
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Scheduled work found by [`Kms::run_due`].
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Rotate,
+    DestroyKey,
+    DestroyVersion(u32),
+}
+
+fn rotation_due(meta: &KeyMeta, now: i64) -> bool {
+    meta.state == KeyState::Enabled && meta.rotation.next_rotation_ms.is_some_and(|t| t <= now)
+}
+
+/// The principal scheduled and automatic work is recorded under.
+fn system_caller(request_id: String) -> Caller {
+    Caller {
+        request_id,
+        principal: "system".into(),
+        peer: String::new(),
+        policy: Arc::new(Policy::everything()),
+    }
+}
+
+/// The key with a fresh version n+1 as primary (the schedule untouched).
+fn rotated(live: &LiveKey, root: &RootKey, now: i64) -> Result<LiveKey, KmsError> {
+    check_key_usable(&live.record.meta)?;
+    let mut record = live.record.clone();
+    let next = record.meta.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+    let secret = VersionSecret::generate()?;
+    let wrapped: WrappedVersionSecret = root.wrap(record.meta.id.as_bytes(), next, &secret)?;
+    record.wrapped.insert(next, wrapped.as_bytes().to_vec());
+    record.meta.versions.push(VersionMeta::new(next, now));
+    record.meta.primary_version = next;
+    let mut secrets = live.secrets.clone();
+    secrets.insert(next, Arc::new(secret));
+    Ok(LiveKey { record, secrets })
+}
 
 fn version_state_error(version: u32, state: VersionState) -> KmsError {
     KmsError::FailedPrecondition(format!("version {version} is {}", state.as_str()))

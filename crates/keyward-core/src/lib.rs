@@ -17,6 +17,7 @@ mod kms;
 mod limits;
 mod model;
 mod store;
+mod usage;
 mod verify;
 
 pub use access::{Grant, KeySelector, Permission, Policy, Role};
@@ -30,9 +31,12 @@ pub use error::{ErrorKind, KmsError};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     Caller, CreateKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, Kms, KmsConfig, OpenError,
-    ReEncryptOutput,
+    ReEncryptOutput, RotationInput, VersionInfo, MAX_BATCH_ITEMS,
 };
 pub use limits::Limits;
-pub use model::{KeyMeta, KeyRecord, KeyState, VersionMeta, VersionState};
+pub use model::{
+    KeyMeta, KeyRecord, KeyState, RotationPolicy, VersionMeta, VersionState, VersionUsage,
+    MIN_ROTATION_PERIOD_MS,
+};
 pub use store::{AliasChange, CommitBatch, SealedRecord, Store, StoreError};
 pub use verify::{verify_chain, VerifyReport};

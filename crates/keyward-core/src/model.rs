@@ -68,6 +68,16 @@ pub struct VersionMeta {
     /// When a version scheduled for destruction is destroyed, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy_ms: Option<i64>,
+    /// Marked compromised (one way): it opens only for ReEncrypt, never for Decrypt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compromised: bool,
+}
+
+impl VersionMeta {
+    /// A new enabled version.
+    pub fn new(version: u32, created_ms: i64) -> Self {
+        Self { version, state: VersionState::Enabled, created_ms, destroy_ms: None, compromised: false }
+    }
 }
 
 /// Metadata of a key (never its material).
@@ -90,6 +100,65 @@ pub struct KeyMeta {
     /// When a key pending deletion is destroyed, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_ms: Option<i64>,
+    /// When and how the key rotates by itself.
+    #[serde(default)]
+    pub rotation: RotationPolicy,
+}
+
+/// A key's rotation policy: a period, a cap on encryptions per version, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPolicy {
+    /// Rotate every this many ms (at least one hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_ms: Option<i64>,
+    /// The next scheduled rotation, Unix ms (set while `period_ms` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_ms: Option<i64>,
+    /// Rotate before a primary version seals more than this many
+    /// (encryptions plus data keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_encryptions_per_version: Option<u64>,
+}
+
+/// Smallest rotation period: one hour.
+pub const MIN_ROTATION_PERIOD_MS: i64 = 60 * 60 * 1000;
+
+/// How one version has been used. Counts only acknowledged requests: each
+/// count is written in the same synced batch as the audit record of the use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionUsage {
+    /// Encrypt, and ReEncrypt into this version.
+    pub encryptions: u64,
+    /// Data keys issued (with or without plaintext).
+    pub data_keys: u64,
+    /// Decrypt, and ReEncrypt out of this version.
+    pub decryptions: u64,
+    /// Last successful use of any kind, Unix ms (0: never).
+    pub last_use_ms: i64,
+}
+
+impl VersionUsage {
+    /// What counts against `max_encryptions_per_version`.
+    pub fn sealed(&self) -> u64 {
+        self.encryptions + self.data_keys
+    }
+
+    /// Fixed 32-byte encoding (big-endian fields, in declaration order).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..8].copy_from_slice(&self.encryptions.to_be_bytes());
+        b[8..16].copy_from_slice(&self.data_keys.to_be_bytes());
+        b[16..24].copy_from_slice(&self.decryptions.to_be_bytes());
+        b[24..32].copy_from_slice(&self.last_use_ms.to_be_bytes());
+        b
+    }
+
+    /// Decodes [`VersionUsage::to_bytes`].
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 32] = b.try_into().ok()?;
+        let u = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Some(Self { encryptions: u(0), data_keys: u(8), decryptions: u(16), last_use_ms: u(24) as i64 })
+    }
 }
 
 impl KeyMeta {

@@ -1,7 +1,7 @@
 //! The storage port. One trait for keys and the audit log, because a
 //! lifecycle change and its audit record must be one atomic write.
 
-use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord};
+use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, VersionUsage};
 
 /// A storage failure. Carries the adapter's message for the server log; it
 /// is never sent to callers.
@@ -38,6 +38,8 @@ pub struct CommitBatch {
     pub audit: Vec<SealedRecord>,
     /// The new head of the audit chain (the last record of `audit`).
     pub head: Option<AuditHead>,
+    /// New totals of the versions used by this batch's records.
+    pub usage: Vec<(KeyId, u32, VersionUsage)>,
 }
 
 /// Where keys and the audit log live. Implementations: RocksDB (production)
@@ -48,6 +50,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Every alias and its key.
     fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError>;
+    /// Every version's usage totals.
+    fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError>;
     /// The root-key check value, if one was stored.
     fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores the root-key check value (synced).

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use keyward_core::{KeyMeta, KeyRecord, StoreError};
+use keyward_core::{KeyId, KeyMeta, KeyRecord, StoreError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -29,4 +29,18 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
         wrapped.insert(v, hex::decode(&h).map_err(|_| StoreError("corrupt wrapped secret".into()))?);
     }
     Ok(KeyRecord { meta: stored.meta, wrapped })
+}
+
+/// Key of a version's usage totals: key UUID (16) || version (u32 BE).
+pub(crate) fn usage_key(id: KeyId, version: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..16].copy_from_slice(id.as_bytes());
+    k[16..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+pub(crate) fn decode_usage_key(k: &[u8]) -> Option<(KeyId, u32)> {
+    let k: &[u8; 20] = k.try_into().ok()?;
+    let id: [u8; 16] = k[..16].try_into().ok()?;
+    Some((KeyId::from_bytes(id), u32::from_be_bytes(k[16..].try_into().ok()?)))
 }

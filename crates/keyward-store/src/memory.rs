@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use keyward_core::{
     AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, Store,
-    StoreError,
+    StoreError, VersionUsage,
 };
 
 use crate::codec::{decode_key, encode_key};
@@ -17,6 +17,7 @@ struct Inner {
     root_check: Option<Vec<u8>>,
     head: Option<AuditHead>,
     audit: BTreeMap<u64, Vec<u8>>,
+    usage: BTreeMap<(KeyId, u32), [u8; 32]>,
 }
 
 /// Keys and audit log in memory.
@@ -37,6 +38,19 @@ impl Store for MemoryStore {
 
     fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
         Ok(self.0.lock().unwrap().aliases.iter().map(|(a, k)| (a.clone(), *k)).collect())
+    }
+
+    fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
+        let inner = self.0.lock().unwrap();
+        inner
+            .usage
+            .iter()
+            .map(|((id, v), b)| {
+                VersionUsage::from_bytes(b)
+                    .map(|u| (*id, *v, u))
+                    .ok_or_else(|| StoreError("corrupt usage entry".into()))
+            })
+            .collect()
     }
 
     fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -65,6 +79,9 @@ impl Store for MemoryStore {
         }
         for r in &batch.audit {
             inner.audit.insert(r.record.seq, r.bytes.clone());
+        }
+        for (id, v, u) in &batch.usage {
+            inner.usage.insert((*id, *v), u.to_bytes());
         }
         if let Some(h) = &batch.head {
             inner.head = Some(h.clone());

@@ -7,6 +7,7 @@
 //! - `audit`: sequence (u64 BE) -> record bytes (exactly what the chain hashes)
 //! - `audit_by_key`: key UUID (16) || sequence (u64 BE) -> empty
 //! - `audit_by_principal`: len (u16 BE) || principal || sequence (u64 BE) -> empty
+//! - `usage`: key UUID (16) || version (u32 BE) -> usage totals (32 bytes)
 //!
 //! Every `commit` is one `WriteBatch` written with `sync = true`: the keys,
 //! aliases, audit records, their index entries and the chain head land
@@ -16,7 +17,7 @@ use std::path::Path;
 
 use keyward_core::{
     AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, Store,
-    StoreError,
+    StoreError, VersionUsage,
 };
 use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
@@ -28,7 +29,8 @@ const CF_META: &str = "meta";
 const CF_AUDIT: &str = "audit";
 const CF_BY_KEY: &str = "audit_by_key";
 const CF_BY_PRINCIPAL: &str = "audit_by_principal";
-const ALL_CFS: [&str; 6] = [CF_KEYS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL];
+const CF_USAGE: &str = "usage";
+const ALL_CFS: [&str; 7] = [CF_KEYS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL, CF_USAGE];
 const ROOT_CHECK: &[u8] = b"root_check";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 
@@ -166,6 +168,18 @@ impl Store for RocksStore {
             .collect()
     }
 
+    fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_USAGE), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.map_err(err)?;
+                let corrupt = || StoreError("corrupt usage entry".into());
+                let (id, version) = crate::codec::decode_usage_key(&k).ok_or_else(corrupt)?;
+                Ok((id, version, VersionUsage::from_bytes(&v).ok_or_else(corrupt)?))
+            })
+            .collect()
+    }
+
     fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.cf(CF_META), ROOT_CHECK).map_err(err)
     }
@@ -215,6 +229,12 @@ impl Store for RocksStore {
                 }
             }
             b.put_cf(by_principal, [principal_prefix(&r.record.principal).as_slice(), &seq].concat(), []);
+        }
+        if !batch.usage.is_empty() {
+            let usage = self.cf(CF_USAGE);
+            for (id, version, u) in &batch.usage {
+                b.put_cf(usage, crate::codec::usage_key(*id, *version), u.to_bytes());
+            }
         }
         if let Some(h) = &batch.head {
             b.put_cf(meta, AUDIT_HEAD, serde_json::to_vec(h).expect("head serialises"));

@@ -39,6 +39,10 @@ impl Store for FaultyStore {
     fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
         self.inner.load_aliases()
     }
+    fn load_usage(&self) -> Result<Vec<(KeyId, u32, keyward_core::VersionUsage)>, StoreError> {
+        self.inner.load_usage()
+    }
+
     fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.root_check()
     }

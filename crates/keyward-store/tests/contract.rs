@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use keyward_core::{
     AliasChange, AuditEntry, AuditHead, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyMeta, KeyRecord,
-    KeyState, Operation, Outcome, SealedRecord, Store, VersionMeta, VersionState, GENESIS_HASH,
+    KeyState, Operation, Outcome, RotationPolicy, SealedRecord, Store, VersionMeta, VersionUsage,
+    GENESIS_HASH, MIN_ROTATION_PERIOD_MS,
 };
 use keyward_store::{MemoryStore, RocksStore};
 
@@ -19,16 +20,20 @@ fn key(id: KeyId) -> KeyRecord {
             state: KeyState::Enabled,
             created_ms: 1,
             primary_version: 1,
-            versions: vec![VersionMeta {
-                version: 1,
-                state: VersionState::Enabled,
-                created_ms: 1,
-                destroy_ms: None,
-            }],
+            versions: vec![VersionMeta::new(1, 1)],
             deletion_ms: None,
+            rotation: RotationPolicy {
+                period_ms: Some(MIN_ROTATION_PERIOD_MS),
+                next_rotation_ms: Some(7),
+                max_encryptions_per_version: Some(9),
+            },
         },
         wrapped: BTreeMap::from([(1, vec![1, 2, 3])]),
     }
+}
+
+fn usage(n: u64) -> VersionUsage {
+    VersionUsage { encryptions: n, data_keys: n + 1, decryptions: n + 2, last_use_ms: n as i64 * 1000 }
 }
 
 /// Builds a chained batch of records for (principal, key, time) triples.
@@ -93,8 +98,14 @@ fn contract(store: Arc<dyn Store>) {
             aliases: vec![AliasChange::Set("alias/a".into(), a)],
             audit: recs,
             head: Some(head.clone()),
+            usage: vec![(a, 1, usage(3)), (a, 2, usage(4)), (b, 1, usage(5))],
         })
         .unwrap();
+    let mut got = store.load_usage().unwrap();
+    got.sort_by_key(|(id, v, _)| (*id, *v));
+    let mut want = vec![(a, 1, usage(3)), (a, 2, usage(4)), (b, 1, usage(5))];
+    want.sort_by_key(|(id, v, _)| (*id, *v));
+    assert_eq!(got, want, "usage totals round-trip");
     let mut keys = store.load_keys().unwrap();
     keys.sort_by_key(|k| k.meta.id);
     let mut want = vec![key(a), key(b)];
@@ -214,6 +225,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
             aliases: vec![AliasChange::Set("alias/x".into(), a)],
             audit: recs,
             head: Some(head),
+            usage: vec![(a, 1, usage(11))],
         })
         .unwrap();
         s.set_root_check(b"rc").unwrap();
@@ -223,6 +235,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
     assert_eq!(s.load_aliases().unwrap(), vec![("alias/x".to_string(), a)]);
     assert_eq!(s.root_check().unwrap().as_deref(), Some(&b"rc"[..]));
     assert_eq!(s.audit_head().unwrap().unwrap().seq, 1);
+    assert_eq!(s.load_usage().unwrap(), vec![(a, 1, usage(11))]);
     drop(s);
     let ro = RocksStore::open_read_only(dir.path()).unwrap();
     assert!(keyward_core::verify_chain(&ro).unwrap().intact());
