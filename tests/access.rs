@@ -83,7 +83,7 @@ impl Who {
     }
 }
 
-const RPCS: [&str; 22] = [
+const RPCS: [&str; 28] = [
     "DisableKeyVersion",
     "EnableKeyVersion",
     "ScheduleKeyVersionDestruction",
@@ -106,7 +106,23 @@ const RPCS: [&str; 22] = [
     "ReEncrypt",
     "QueryAuditLog",
     "VerifyAuditLog",
+    "UpdateRotationPolicy",
+    "ListKeyVersions",
+    "GenerateDataKeyBatch",
+    "BatchReEncrypt",
+    "ReEncryptStream",
+    // Last: it leaves version 1 (which made the ciphertext) open only to ReEncrypt.
+    "MarkKeyVersionCompromised",
 ];
+
+/// A batch or stream item's error as the status a unary call would return.
+fn item(r: pb::ReEncryptResult) -> Result<(), Status> {
+    match r.result {
+        Some(pb::re_encrypt_result::Result::Ok(_)) => Ok(()),
+        Some(pb::re_encrypt_result::Result::Error(e)) => Err(Status::new(Code::from_i32(e.code), e.message)),
+        None => panic!("empty item result"),
+    }
+}
 
 /// Calls one RPC naming `key` (and `ct`, a ciphertext under it).
 async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> {
@@ -239,6 +255,52 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             .await
             .map(drop),
         "VerifyAuditLog" => audit.verify_audit_log(who.req(pb::VerifyAuditLogRequest {})).await.map(drop),
+        "UpdateRotationPolicy" => keys
+            .update_rotation_policy(who.req(pb::UpdateRotationPolicyRequest {
+                key_id: key.into(),
+                rotation_period: Some(prost_types::Duration { seconds: 90 * 86400, nanos: 0 }),
+                ..Default::default()
+            }))
+            .await
+            .map(drop),
+        "ListKeyVersions" => {
+            keys.list_key_versions(who.req(pb::ListKeyVersionsRequest { key_id: key.into() })).await.map(drop)
+        }
+        "MarkKeyVersionCompromised" => keys
+            .mark_key_version_compromised(
+                who.req(pb::MarkKeyVersionCompromisedRequest { key_id: key.into(), version: 1 }),
+            )
+            .await
+            .map(drop),
+        "GenerateDataKeyBatch" => crypto
+            .generate_data_key_batch(who.req(pb::GenerateDataKeyBatchRequest {
+                key_id: key.into(),
+                count: 2,
+                ..Default::default()
+            }))
+            .await
+            .map(drop),
+        "BatchReEncrypt" => {
+            let items = vec![pb::ReEncryptRequest {
+                ciphertext: ct.to_vec(),
+                destination_key_id: key.into(),
+                ..Default::default()
+            }];
+            let r = crypto.batch_re_encrypt(who.req(pb::BatchReEncryptRequest { items })).await?;
+            r.into_inner().results.into_iter().try_for_each(item)
+        }
+        "ReEncryptStream" => {
+            let one = pb::ReEncryptRequest {
+                ciphertext: ct.to_vec(),
+                destination_key_id: key.into(),
+                ..Default::default()
+            };
+            let mut results =
+                crypto.re_encrypt_stream(who.req(futures_util::stream::iter([one]))).await?.into_inner();
+            let r = results.message().await?.expect("one result");
+            assert!(results.message().await?.is_none(), "one item in, one result out");
+            item(r)
+        }
         other => panic!("unknown rpc {other}"),
     }
 }
@@ -251,6 +313,9 @@ fn service_of(rpc: &str) -> &'static str {
         | "GenerateDataKey"
         | "GenerateDataKeyWithoutPlaintext"
         | "ReEncrypt"
+        | "GenerateDataKeyBatch"
+        | "BatchReEncrypt"
+        | "ReEncryptStream"
         | "GenerateRandom" => "crypto",
         _ => "keys",
     }

@@ -103,3 +103,114 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     assert_eq!(o.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&o.stderr).contains("loopback"));
 }
+
+/// Starts `keyward server --dev` on a free port; returns it and its address.
+fn dev_server(data: &std::path::Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let server = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["server", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if keyward(&addr, &["key", "list"]).status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    (server, addr)
+}
+
+#[test]
+fn lifecycle_commands_and_rewrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = dev_server(&dir.path().join("data"));
+    let created = ok(keyward(
+        &addr,
+        &[
+            "key",
+            "create",
+            "--alias",
+            "alias/docs",
+            "--rotation-period",
+            "30d",
+            "--max-encryptions-per-version",
+            "1000",
+        ],
+    ));
+    assert!(created.contains("every 30days") && created.contains("at most 1000 encryptions"), "{created}");
+    let bad = keyward(&addr, &["key", "rotation-policy", "alias/docs", "--rotation-period", "10m"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("InvalidArgument") && err.contains("rotation_period"),
+        "{err}"
+    );
+
+    // Ciphertexts under v1, one per line, plus a blank line and a broken one.
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        let ct = ok(keyward(&addr, &["encrypt", "--key", "alias/docs", "--plaintext", &format!("doc {i}")]));
+        lines.push(ct.trim().to_string());
+    }
+    let keys = ok(keyward(&addr, &["data-key", "--key", "alias/docs", "--count", "3", "--no-plaintext"]));
+    assert_eq!(keys.lines().count(), 3);
+    ok(keyward(&addr, &["key", "rotate", "alias/docs"]));
+    ok(keyward(&addr, &["key", "version", "compromise", "alias/docs", "1"]));
+    let refused = keyward(&addr, &["decrypt", "--ciphertext", &lines[0]]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("compromised"));
+
+    let mut input = lines.join("\n");
+    input.push_str("\n\nnot base64!\n");
+    let file = dir.path().join("old.txt");
+    std::fs::write(&file, input).unwrap();
+    let out = dir.path().join("new.txt");
+    let o = keyward(
+        &addr,
+        &["rewrap", "--to", "alias/docs", "--in", file.to_str().unwrap(), "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "one bad line fails the run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("line 42: not valid base64") && err.contains("rewrapped 40 ciphertexts, 1 failed"),
+        "{err}"
+    );
+    let new = std::fs::read_to_string(&out).unwrap();
+    let new: Vec<&str> = new.lines().collect();
+    assert_eq!(new.len(), 42, "one output line per input line");
+    assert_eq!((new[40], new[41]), ("", ""));
+    for (i, ct) in new[..40].iter().enumerate() {
+        assert_ne!(*ct, lines[i]);
+        assert_eq!(ok(keyward(&addr, &["decrypt", "--ciphertext", ct])), format!("doc {i}"));
+    }
+
+    // From stdin too; the usage counts show every item.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("KEYWARD_ADDR", &addr)
+        .args(["rewrap", "--to", "alias/docs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), lines[..5].join("\n").as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert_eq!(ok(child.wait_with_output().unwrap()).lines().count(), 5);
+    let versions: serde_json::Value = serde_json::from_str(&ok(keyward(
+        &addr,
+        &["--output", "json", "key", "version", "list", "alias/docs"],
+    )))
+    .unwrap();
+    let v = &versions["versions"];
+    assert_eq!((v[0]["encryptions"].as_u64(), v[0]["data_keys"].as_u64()), (Some(40), Some(3)));
+    assert_eq!(v[0]["decryptions"], 45, "40 + 5 rewrapped out of v1");
+    assert_eq!(v[0]["compromised"], true);
+    assert_eq!((v[1]["primary"].as_bool(), v[1]["encryptions"].as_u64()), (Some(true), Some(45)));
+    let table = ok(keyward(&addr, &["key", "version", "list", "alias/docs"]));
+    assert!(table.contains("COMPROMISED") && table.contains("primary"), "{table}");
+
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
+}

@@ -773,3 +773,104 @@ async fn the_global_rate_limit_refuses_excess_and_recovers() {
     keys.list_keys(pb::ListKeysRequest::default()).await.expect("serving again after the window");
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn batch_and_streaming_rewrap_report_each_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let key = s.create_key("alias/bulk").await;
+    let mut crypto = s.crypto();
+    let mut cts = Vec::new();
+    for i in 0..300u32 {
+        let r = crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: key.clone(),
+                plaintext: i.to_be_bytes().to_vec(),
+                encryption_context: ctx(&[("n", &i.to_string())]),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        cts.push(r.ciphertext);
+    }
+    s.keys().rotate_key(pb::RotateKeyRequest { key_id: key.clone() }).await.unwrap();
+    let item = |i: usize, ct: &[u8]| pb::ReEncryptRequest {
+        ciphertext: ct.to_vec(),
+        source_encryption_context: ctx(&[("n", &i.to_string())]),
+        destination_key_id: key.clone(),
+        destination_encryption_context: ctx(&[("n", &i.to_string())]),
+        source_key_id: String::new(),
+    };
+
+    // A batch with a good item, a forged one, one under the wrong context, and a good one.
+    let mut forged = cts[1].clone();
+    *forged.last_mut().unwrap() ^= 1;
+    let mut wrong_ctx = item(2, &cts[2]);
+    wrong_ctx.source_encryption_context = ctx(&[("n", "other")]);
+    let before = s.audit_count().await;
+    let r = crypto
+        .batch_re_encrypt(pb::BatchReEncryptRequest {
+            items: vec![item(0, &cts[0]), item(1, &forged), wrong_ctx, item(3, &cts[3])],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 4);
+    let codes: Vec<(u32, Option<i32>)> = r
+        .results
+        .iter()
+        .map(|x| match &x.result {
+            Some(pb::re_encrypt_result::Result::Ok(ok)) => {
+                assert_eq!((ok.source_key_version, ok.key_version), (1, 2));
+                (x.index, None)
+            }
+            Some(pb::re_encrypt_result::Result::Error(e)) => (x.index, Some(e.code)),
+            None => panic!("empty result"),
+        })
+        .collect();
+    let invalid = Some(Code::InvalidArgument as i32);
+    assert_eq!(codes, vec![(0, None), (1, invalid), (2, invalid), (3, None)]);
+    // Four item records, plus the first count query's own record.
+    assert_eq!(s.audit_count().await, before + 4 + 1, "each item audited");
+
+    // Empty and oversized batches are refused as a whole, naming the field.
+    assert_status(
+        crypto.batch_re_encrypt(pb::BatchReEncryptRequest { items: vec![] }).await,
+        Code::InvalidArgument,
+        "items",
+    );
+
+    // The stream: 300 items in, 300 results out, in order, all under v2.
+    let reqs: Vec<_> = cts.iter().enumerate().map(|(i, ct)| item(i, ct)).collect();
+    let mut results = crypto.re_encrypt_stream(futures_util::stream::iter(reqs)).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(r) = results.message().await.unwrap() {
+        assert_eq!(r.index, n);
+        let Some(pb::re_encrypt_result::Result::Ok(ok)) = r.result else { panic!("item {n} failed") };
+        assert_eq!(ok.key_version, 2);
+        let pt = crypto
+            .decrypt(pb::DecryptRequest {
+                ciphertext: ok.ciphertext,
+                encryption_context: ctx(&[("n", &n.to_string())]),
+                key_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .plaintext;
+        assert_eq!(pt, n.to_be_bytes());
+        n += 1;
+    }
+    assert_eq!(n, 300);
+    let versions = s
+        .keys()
+        .list_key_versions(pb::ListKeyVersionsRequest { key_id: key.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_eq!((versions[0].encryptions, versions[0].decryptions), (300, 302));
+    assert_eq!((versions[1].encryptions, versions[1].decryptions), (302, 300));
+    assert!(versions[1].primary && versions[1].last_use_time.is_some());
+    s.stop().await.unwrap();
+}

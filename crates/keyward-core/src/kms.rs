@@ -577,7 +577,9 @@ impl Kms {
     }
 
     /// `GenerateDataKey` for `count` keys at once (1..=1000): each is an
-    /// independent data key with its own audit record; all or nothing.
+    /// independent data key with its own audit record; all or nothing. A
+    /// batch refused as a whole (bad count, no permission, unusable key) is
+    /// one record.
     #[allow(clippy::too_many_arguments)]
     pub async fn generate_data_keys(
         &self,
@@ -588,15 +590,26 @@ impl Kms {
         with_plaintext: bool,
         count: u32,
     ) -> Result<Vec<DataKeyOutput>, KmsError> {
-        if count == 0 || count as usize > MAX_BATCH_ITEMS {
-            let op = if with_plaintext {
-                Operation::GenerateDataKey
-            } else {
-                Operation::GenerateDataKeyWithoutPlaintext
-            };
-            let e =
-                KmsError::invalid("count", format!("must be between 1 and {MAX_BATCH_ITEMS}, got {count}"));
-            return Err(self.refuse(caller, op, e).await);
+        // Checked once, so a refused batch is one record, not `count`.
+        let (op, perm) = if with_plaintext {
+            (Operation::GenerateDataKey, Permission::GenerateDataKey)
+        } else {
+            (Operation::GenerateDataKeyWithoutPlaintext, Permission::GenerateDataKeyWithoutPlaintext)
+        };
+        let mut entry = self.entry(caller, op);
+        let check = (|| {
+            if count == 0 || count as usize > MAX_BATCH_ITEMS {
+                return Err(KmsError::invalid(
+                    "count",
+                    format!("must be between 1 and {MAX_BATCH_ITEMS}, got {count}"),
+                ));
+            }
+            let live = self.resolve(&mut entry, "key_id", key)?;
+            self.authorize(caller, perm, &live)?;
+            check_key_usable(&live.record.meta)
+        })();
+        if let Err(e) = check {
+            return self.finish(entry, Err(e)).await;
         }
         let each = (0..count)
             .map(|_| self.generate_data_key(caller, key, number_of_bytes, context.clone(), with_plaintext));
@@ -650,45 +663,47 @@ impl Kms {
     }
 
     /// The version to seal under: the primary. For a key with a usage cap
-    /// this takes one of the primary's seal slots; when none is left, the
-    /// key is rotated first (audited as `system`, with the request's id).
+    /// this takes one of the primary's seal slots. When none is left, it
+    /// takes the lifecycle lock and there either finds a version rotated in
+    /// meanwhile with room, or rotates the key itself (audited as `system`,
+    /// with the request's id) and takes the new version's first slot, so
+    /// every request finishes in one round however many race.
     async fn seal_version(
         &self,
         caller: &Caller,
-        mut live: Arc<LiveKey>,
+        live: Arc<LiveKey>,
     ) -> Result<(KeyId, u32, Arc<VersionSecret>), KmsError> {
         let id = live.record.meta.id;
-        // Concurrent requests may each see a fresh version used up again;
-        // a few rounds settle it.
-        for _ in 0..4 {
-            let (version, secret) = primary(&live)?;
-            let Some(cap) = live.record.meta.rotation.max_encryptions_per_version else {
-                return Ok((id, version, secret));
-            };
-            if self.usage.reserve(id, version, cap) {
-                return Ok((id, version, secret));
-            }
-            let system = system_caller(caller.request_id.clone());
-            self.change_key(
-                &system,
-                Operation::RotateKey,
-                &id.to_string(),
-                None,
-                false,
-                move |live, root, now| {
-                    // Someone else rotated meanwhile: nothing to do, nothing to record.
-                    if live.record.meta.primary_version != version {
-                        return Ok(None);
-                    }
-                    rotated(live, root, now).map(Some)
-                },
-            )
-            .await?;
-            live = self.state.read().expect("state lock").resolve(&KeyRef::Id(id))?;
+        let (version, secret) = primary(&live)?;
+        let Some(cap) = live.record.meta.rotation.max_encryptions_per_version else {
+            return Ok((id, version, secret));
+        };
+        if self.usage.reserve(id, version, cap) {
+            return Ok((id, version, secret));
         }
-        Err(KmsError::FailedPrecondition(format!(
-            "key {id} reached its usage cap and could not rotate; retry"
-        )))
+        let mut got = None;
+        let system = system_caller(caller.request_id.clone());
+        self.change_key(&system, Operation::RotateKey, &id.to_string(), None, false, |live, root, now| {
+            check_key_usable(&live.record.meta)?;
+            let current = live.record.meta.primary_version;
+            if self.usage.reserve(id, current, cap) {
+                got = Some(current);
+                return Ok(None);
+            }
+            let new = rotated(live, root, now)?;
+            let v = new.record.meta.primary_version;
+            // Nobody can use v before this rotation is applied.
+            self.usage.reserve(id, v, cap);
+            got = Some(v);
+            Ok(Some(new))
+        })
+        .await?;
+        let version = got.ok_or_else(|| KmsError::Internal("no version after rotation".into()))?;
+        let live = self.state.read().expect("state lock").resolve(&KeyRef::Id(id))?;
+        let secret = live.secrets.get(&version).cloned().ok_or_else(|| {
+            KmsError::FailedPrecondition(format!("version {version} of key {id} is no longer usable"))
+        })?;
+        Ok((id, version, secret))
     }
 
     // ------------------------------------------------------------ keys
