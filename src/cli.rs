@@ -37,7 +37,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEYWARD_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
     /// Output format of client commands.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// What to do.
     #[command(subcommand)]
@@ -47,8 +47,9 @@ pub struct Cli {
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Human-readable.
-    Text,
+    /// Human-readable: aligned tables for lists, fields for one item.
+    #[value(alias = "text")]
+    Table,
     /// One JSON document.
     Json,
 }
@@ -91,6 +92,11 @@ pub enum Command {
     /// Query and verify the key-usage log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script, e.g. `keyward completions bash > /etc/bash_completion.d/keyward`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `keyward server`.
@@ -111,6 +117,18 @@ pub struct ServerArgs {
     /// Root key file (64 hex characters, mode 0600).
     #[arg(long)]
     pub root_key_file: Option<PathBuf>,
+    /// Serve the Kubernetes KMS v2 plugin API on this unix socket.
+    #[arg(long, requires = "kms_v2_key")]
+    pub kms_v2_socket: Option<PathBuf>,
+    /// The key (id or alias) the KMS v2 plugin seals with.
+    #[arg(long, requires = "kms_v2_socket")]
+    pub kms_v2_key: Option<String>,
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Log line format (the level comes from RUST_LOG or [log] level).
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 /// `keyward root-key ...`.
@@ -787,7 +805,7 @@ fn rfc3339(field: &str, s: &Option<String>) -> Result<Option<prost_types::Timest
 fn print(output: Output, json: Value, text: String) {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&json).expect("json")),
-        Output::Text => println!("{text}"),
+        Output::Table => println!("{text}"),
     }
 }
 
@@ -801,7 +819,9 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
     let mut crypto = c.crypto();
     let mut audit = c.audit();
     match command {
-        Command::Server(_) | Command::RootKey(_) | Command::Token(_) => unreachable!("handled by main"),
+        Command::Server(_) | Command::RootKey(_) | Command::Token(_) | Command::Completions { .. } => {
+            unreachable!("handled by main")
+        }
         Command::Key(k) => {
             let key = match k {
                 KeyCommand::Create { alias, description, labels, rotation } => {
@@ -1000,7 +1020,7 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                     json!({ "plaintext": B64.encode(&*plaintext), "key_id": r.key_id, "key_version": r.key_version }),
                     String::new(),
                 ),
-                Output::Text => {
+                Output::Table => {
                     let mut out = std::io::stdout();
                     out.write_all(&plaintext)
                         .and_then(|_| out.flush())

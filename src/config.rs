@@ -70,6 +70,62 @@ pub struct FileConfig {
     /// Who may connect and what they may do.
     #[serde(default)]
     pub principals: Vec<FilePrincipal>,
+    /// Serve Prometheus metrics over HTTP here (`GET /metrics`); off by default.
+    pub metrics_listen: Option<String>,
+    /// The Kubernetes KMS v2 plugin.
+    pub kms_v2: Option<FileKmsV2>,
+    /// Logging.
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+/// `[kms_v2]`: serve the Kubernetes KMS v2 API on a unix socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKmsV2 {
+    /// Unix socket path (kube-apiserver's `endpoint: unix://...`).
+    pub socket: PathBuf,
+    /// Key id or alias whose versions seal the apiserver's keys.
+    pub key: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    /// `text` (default) or `json`.
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `keyward=debug`; `RUST_LOG` wins.
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// Filter (`RUST_LOG` overrides it); default `info`.
+    pub level: Option<String>,
+}
+
+/// The KMS v2 plugin settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsV2Config {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// Key id or alias.
+    pub key: String,
 }
 
 /// `[tls]`.
@@ -165,6 +221,14 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--root-key-file`.
     pub root_key_file: Option<PathBuf>,
+    /// `--kms-v2-socket`.
+    pub kms_v2_socket: Option<PathBuf>,
+    /// `--kms-v2-key`.
+    pub kms_v2_key: Option<String>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
 }
 
 /// Where the root key comes from.
@@ -221,6 +285,12 @@ pub struct ServerConfig {
     pub auth: Authenticator,
     /// Transport limits.
     pub edge: EdgeLimits,
+    /// The Kubernetes KMS v2 plugin, if enabled.
+    pub kms_v2: Option<KmsV2Config>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Logging.
+    pub log: LogConfig,
 }
 
 impl ServerConfig {
@@ -282,6 +352,7 @@ impl ServerConfig {
         let audit = AuditLogConfig {
             deadline: file.audit.deadline_ms.map(Duration::from_millis).unwrap_or(ad.deadline),
             max_batch: file.audit.max_batch.unwrap_or(ad.max_batch),
+            ..ad
         };
         if audit.deadline.is_zero() || audit.max_batch == 0 {
             return Err(ConfigError::Invalid("audit: deadline_ms and max_batch must be positive".into()));
@@ -327,6 +398,35 @@ impl ServerConfig {
                 "limits.concurrency_per_connection and request_timeout_ms must be positive".into(),
             ));
         }
+        let file_v2 = file.kms_v2.map(|k| (k.socket, k.key));
+        let kms_v2 = match (o.kms_v2_socket.clone(), o.kms_v2_key.clone()) {
+            (Some(socket), Some(key)) => Some(KmsV2Config { socket, key }),
+            (None, None) => file_v2.map(|(socket, key)| KmsV2Config { socket, key }),
+            (socket, key) => match file_v2 {
+                Some((fs, fk)) => Some(KmsV2Config { socket: socket.unwrap_or(fs), key: key.unwrap_or(fk) }),
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "the KMS v2 plugin needs both --kms-v2-socket and --kms-v2-key".into(),
+                    ))
+                }
+            },
+        };
+        if let Some(k) = &kms_v2 {
+            keyward_core::KeyRef::parse("kms_v2.key", &k.key)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let metrics_listen = match o.metrics_listen.clone().or(file.metrics_listen) {
+            None => None,
+            Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!("metrics_listen: {m:?} is not an address like 127.0.0.1:9090"))
+            })?),
+        };
+        let log =
+            LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
+        if let Some(l) = &log.level {
+            tracing_subscriber::EnvFilter::try_new(l)
+                .map_err(|e| ConfigError::Invalid(format!("log.level {l:?}: {e}")))?;
+        }
         Ok(Self {
             listen,
             data_dir,
@@ -337,6 +437,9 @@ impl ServerConfig {
             allow_insecure,
             auth,
             edge,
+            kms_v2,
+            metrics_listen,
+            log,
         })
     }
 

@@ -19,14 +19,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Server(a) => {
-            init_logging();
-            keyward::hardening::apply();
             let overrides = Overrides {
                 config: a.config,
                 dev: a.dev,
                 listen: a.listen,
                 data_dir: a.data_dir,
                 root_key_file: a.root_key_file,
+                kms_v2_socket: a.kms_v2_socket,
+                kms_v2_key: a.kms_v2_key,
+                metrics_listen: a.metrics_listen,
+                log_format: a.log_format,
             };
             let config = match ServerConfig::load(&overrides) {
                 Ok(c) => c,
@@ -35,6 +37,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(64);
                 }
             };
+            keyward::logging::init(&config.log);
+            keyward::hardening::apply();
             rt.block_on(async move {
                 let listener = match tokio::net::TcpListener::bind(config.listen).await {
                     Ok(l) => l,
@@ -55,6 +59,11 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "keyward", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::RootKey(RootKeyCommand::Create { file }) => {
             match create_root_key_file(&file) {
@@ -96,12 +105,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn shutdown_signal() {

@@ -74,8 +74,55 @@ pub async fn run_with_store(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), config.kms.clone())?);
+    let metrics = config.metrics_listen.map(|_| Arc::new(crate::metrics::Metrics::new()));
+    let mut kms_config = config.kms.clone();
+    if let Some(m) = &metrics {
+        kms_config.audit.observer = Some(m.clone());
+    }
+    let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), kms_config)?);
     let audit = kms.audit_log().clone();
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut side_tasks = Vec::new();
+    if let (Some(addr), Some(m)) = (config.metrics_listen, &metrics) {
+        let listener = TcpListener::bind(addr).await?;
+        side_tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            m.clone(),
+            kms.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(k) = &config.kms_v2 {
+        let plugin = crate::k8s::KmsV2::new(kms.clone(), &k.key, &k.socket)
+            .map_err(|e| ConfigError::Invalid(format!("kms_v2.key {:?}: {}", k.key, e.public_message())))?;
+        let listener = crate::k8s::bind(&k.socket)
+            .map_err(|e| ConfigError::Invalid(format!("kms_v2.socket {}: {e}", k.socket.display())))?;
+        let incoming = futures_util::stream::unfold(listener, |l| async move {
+            let accepted = l.accept().await.map(|(s, _)| s);
+            Some((accepted, l))
+        });
+        tracing::info!(socket = %k.socket.display(), key = %k.key, "Kubernetes KMS v2 plugin serving");
+        let layer = crate::observe::ObserveLayer::new(metrics.clone());
+        let server = Server::builder().layer(layer).add_service(
+            crate::k8s_pb::key_management_service_server::KeyManagementServiceServer::new(plugin),
+        );
+        let socket = k.socket.clone();
+        let stop = stopped(stop_rx.clone());
+        side_tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "KMS v2 plugin stopped");
+            }
+            let _ = std::fs::remove_file(&socket);
+        }));
+    }
     // Scheduled destructions: at start (catching up on anything missed while
     // stopped), then every minute.
     let sweeper = {
@@ -144,6 +191,7 @@ pub async fn run_with_store(
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward serving");
     let served = builder
+        .layer(crate::observe::ObserveLayer::new(metrics.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -154,12 +202,15 @@ pub async fn run_with_store(
             // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
             // delayed ACKs for ~40 ms (measured with keyward-bench).
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
+            stopped(stop_rx.clone()),
         )
         .await;
     drop(api);
     sweeper.abort();
     let _ = sweeper.await;
+    for t in side_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     // Write what is queued and release the store, so the data folder can be
     // reopened (by a restart in the same process, or by offline tools).
     audit.stop(Duration::from_secs(10));

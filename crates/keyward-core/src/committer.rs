@@ -29,12 +29,23 @@ pub struct AuditLogConfig {
     pub max_batch: usize,
     /// How long a request waits for its record before failing UNAVAILABLE.
     pub deadline: Duration,
+    /// Told about every batch (for metrics).
+    pub observer: Option<Arc<dyn AuditObserver>>,
 }
 
 impl Default for AuditLogConfig {
     fn default() -> Self {
-        Self { max_batch: 4096, deadline: Duration::from_secs(5) }
+        Self { max_batch: 4096, deadline: Duration::from_secs(5), observer: None }
     }
+}
+
+/// Hears what the audit writer does, for metrics. Called on the writer
+/// thread after each write, so it must be quick.
+pub trait AuditObserver: Send + Sync + std::fmt::Debug {
+    /// A batch of `records` was written and synced in `elapsed`.
+    fn committed(&self, records: usize, elapsed: Duration);
+    /// A batch of `records` could not be written (each request refused).
+    fn failed(&self, records: usize, elapsed: Duration);
 }
 
 /// Why a record could not be made durable.
@@ -103,7 +114,7 @@ impl AuditLog {
         let max_batch = config.max_batch.max(1);
         std::thread::Builder::new()
             .name("keyward-audit".into())
-            .spawn(move || writer(store, usage, head, rx, writer_health, max_batch))
+            .spawn(move || writer(store, usage, head, rx, writer_health, max_batch, config.observer))
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
         Ok(Self { tx, healthy, deadline: config.deadline })
     }
@@ -157,6 +168,7 @@ fn writer(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     healthy: Arc<watch::Sender<bool>>,
     max_batch: usize,
+    observer: Option<Arc<dyn AuditObserver>>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     let mut stop: Option<std::sync::mpsc::Sender<()>> = None;
@@ -202,6 +214,9 @@ fn writer(
         let started = Instant::now();
         match store.commit(&batch) {
             Ok(()) => {
+                if let Some(o) = &observer {
+                    o.committed(replies.len(), started.elapsed());
+                }
                 head = Some(new_head);
                 usage.apply(&batch.usage);
                 for apply in applies {
@@ -216,6 +231,9 @@ fn writer(
                 }
             }
             Err(e) => {
+                if let Some(o) = &observer {
+                    o.failed(replies.len(), started.elapsed());
+                }
                 if healthy.send_replace(false) {
                     tracing::error!(error = %e, "audit write failed; refusing key use until it succeeds");
                 }

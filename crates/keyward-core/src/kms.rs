@@ -282,6 +282,25 @@ impl Kms {
         &self.limits
     }
 
+    /// A key's id, state and primary version, from memory and without an
+    /// audit record: for health reporting (the KMS v2 `Status` poll), not
+    /// for callers.
+    pub fn peek_key(&self, key: &str) -> Result<(KeyId, KeyState, u32), KmsError> {
+        let r = KeyRef::parse("key_id", key)?;
+        let live = self.state.read().expect("state lock").resolve(&r)?;
+        let m = &live.record.meta;
+        Ok((m.id, m.state, m.primary_version))
+    }
+
+    /// How many keys are in each state (for metrics; not audited).
+    pub fn key_state_counts(&self) -> Vec<(KeyState, usize)> {
+        let s = self.state.read().expect("state lock");
+        [KeyState::Enabled, KeyState::Disabled, KeyState::PendingDeletion, KeyState::Destroyed]
+            .into_iter()
+            .map(|st| (st, s.keys.values().filter(|k| k.record.meta.state == st).count()))
+            .collect()
+    }
+
     fn entry(&self, caller: &Caller, op: Operation) -> AuditEntry {
         AuditEntry {
             time_ms: self.clock.now_ms(),

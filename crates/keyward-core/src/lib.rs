@@ -26,7 +26,7 @@ pub use audit::{
     GENESIS_HASH,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use committer::{AuditError, AuditLog, AuditLogConfig};
+pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver};
 pub use error::{ErrorKind, KmsError};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{

@@ -1,0 +1,208 @@
+//! The Kubernetes KMS v2 plugin (`k8s.io/kms/apis/v2`, package `v2`), served
+//! on a unix socket by the same process (`--kms-v2-socket`, `--kms-v2-key`).
+//!
+//! kube-apiserver seals its data-encryption keys through it:
+//! - `Status` (polled every 10-60 s) is answered from memory: `version`
+//!   "v2"; `healthz` "ok" only while the key is enabled and the audit log is
+//!   writable, else a short reason; `key_id` = `<key uuid>:v<primary version>`,
+//!   not secret, 42-47 bytes, changing on every rotation and never reused
+//!   (versions only grow, key ids are never reused).
+//! - `Encrypt` seals under the primary version (ciphertext = Keyward format
+//!   v1, plaintext + 81 bytes, refused above 1 kB) and returns the same
+//!   `key_id` form for the version used. No annotations.
+//! - `Decrypt` accepts ciphertexts of every enabled version; the request's
+//!   `key_id` must name this key and the version in the ciphertext's header,
+//!   otherwise it is refused.
+//!
+//! Every Encrypt and Decrypt goes through the same use cases as the gRPC API
+//! and is audited, with principal `kube-apiserver`, the socket peer's uid and
+//! pid, and the request `uid` as the request id. Whoever can open the socket
+//! is the apiserver: the socket is created mode 0600.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keyward_core::{
+    Caller, Grant, KeyId, KeySelector, KeyState, Kms, KmsError, Operation, Permission, Policy, Role,
+};
+use keyward_crypto::{CiphertextHeader, Plaintext, HEADER_LEN};
+use tokio::sync::watch;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::grpc::{respond, to_status};
+use crate::k8s_pb::{self as v2, key_management_service_server::KeyManagementService};
+use crate::observe::sane_request_id;
+
+/// Largest ciphertext the apiserver accepts.
+pub const MAX_CIPHERTEXT: usize = 1024;
+/// Ciphertext bytes beyond the plaintext (header + GCM tag).
+const OVERHEAD: usize = HEADER_LEN + 16;
+
+/// The principal every plugin call is recorded under.
+pub const PRINCIPAL: &str = "kube-apiserver";
+
+/// The plugin service over one key.
+#[derive(Debug, Clone)]
+pub struct KmsV2 {
+    kms: Arc<Kms>,
+    key: KeyId,
+    audit_ok: watch::Receiver<bool>,
+    policy: Arc<Policy>,
+    socket: String,
+}
+
+/// The non-secret id kube-apiserver tracks: key and version.
+pub fn version_id(key: KeyId, version: u32) -> String {
+    format!("{key}:v{version}")
+}
+
+fn parse_version_id(s: &str) -> Option<(KeyId, u32)> {
+    let (k, v) = s.rsplit_once(":v")?;
+    Some((k.parse().ok()?, v.parse().ok()?))
+}
+
+impl KmsV2 {
+    /// Binds the plugin to `key` (an id or alias, resolved now: an alias
+    /// moved later does not move the plugin).
+    pub fn new(kms: Arc<Kms>, key: &str, socket: &std::path::Path) -> Result<Self, KmsError> {
+        let (id, _, _) = kms.peek_key(key)?;
+        let policy = Arc::new(Policy {
+            roles: [Role::User].into(),
+            grants: vec![Grant {
+                keys: vec![KeySelector::Id(id)],
+                permissions: [Permission::Encrypt, Permission::Decrypt].into(),
+            }],
+        });
+        let audit_ok = kms.audit_log().health();
+        Ok(Self { kms, key: id, audit_ok, policy, socket: socket.display().to_string() })
+    }
+
+    fn caller<T>(&self, req: &Request<T>, uid: &str) -> Caller {
+        let peer = match req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred) {
+            Some(c) => format!(
+                "unix:{} uid={} pid={}",
+                self.socket,
+                c.uid(),
+                c.pid().map(|p| p.to_string()).unwrap_or_default()
+            ),
+            None => format!("unix:{}", self.socket),
+        };
+        let request_id =
+            if sane_request_id(uid) { uid.to_string() } else { uuid::Uuid::new_v4().to_string() };
+        Caller { request_id, principal: PRINCIPAL.into(), peer, policy: self.policy.clone() }
+    }
+
+    /// What `Status` reports; from memory only.
+    pub fn status(&self) -> v2::StatusResponse {
+        let (healthz, key_id) = match self.kms.peek_key(&self.key.to_string()) {
+            Err(e) => (format!("key {}: {}", self.key, e.public_message()), String::new()),
+            Ok((id, state, primary)) => {
+                let healthz = if !*self.audit_ok.borrow() {
+                    "audit log not writable".to_string()
+                } else if state != KeyState::Enabled {
+                    format!("key {id} is {}", state.as_str())
+                } else {
+                    "ok".to_string()
+                };
+                (healthz, version_id(id, primary))
+            }
+        };
+        v2::StatusResponse { version: "v2".into(), healthz, key_id }
+    }
+}
+
+#[tonic::async_trait]
+impl KeyManagementService for KmsV2 {
+    async fn status(&self, _: Request<v2::StatusRequest>) -> Result<Response<v2::StatusResponse>, Status> {
+        Ok(Response::new(KmsV2::status(self)))
+    }
+
+    async fn encrypt(
+        &self,
+        req: Request<v2::EncryptRequest>,
+    ) -> Result<Response<v2::EncryptResponse>, Status> {
+        let c = self.caller(&req, &req.get_ref().uid);
+        let r = req.into_inner();
+        if r.plaintext.len() + OVERHEAD > MAX_CIPHERTEXT {
+            let e = KmsError::invalid(
+                "plaintext",
+                format!(
+                    "at most {} bytes, so the ciphertext fits the KMS v2 limit of {MAX_CIPHERTEXT}",
+                    MAX_CIPHERTEXT - OVERHEAD
+                ),
+            );
+            return Err(to_status(&self.kms.refuse(&c, Operation::Encrypt, e).await));
+        }
+        let out =
+            self.kms.encrypt(&c, &self.key.to_string(), Plaintext::new(r.plaintext), HashMap::new()).await;
+        respond(
+            &c,
+            out.map(|o| v2::EncryptResponse {
+                key_id: version_id(o.key_id, o.key_version),
+                ciphertext: o.ciphertext,
+                annotations: HashMap::new(),
+            }),
+        )
+    }
+
+    async fn decrypt(
+        &self,
+        req: Request<v2::DecryptRequest>,
+    ) -> Result<Response<v2::DecryptResponse>, Status> {
+        let c = self.caller(&req, &req.get_ref().uid);
+        let r = req.into_inner();
+        // The key_id must name this key and the version the ciphertext says.
+        let header = CiphertextHeader::parse(&r.ciphertext).ok();
+        let named = parse_version_id(&r.key_id);
+        let matches = match (named, &header) {
+            (Some((k, v)), Some(h)) => k == self.key && KeyId::from_bytes(h.key_id) == k && h.version == v,
+            _ => false,
+        };
+        if !matches {
+            let e = KmsError::invalid(
+                "key_id",
+                format!("{:?} is not a version of key {} that made this ciphertext", r.key_id, self.key),
+            );
+            return Err(to_status(&self.kms.refuse(&c, Operation::Decrypt, e).await));
+        }
+        let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), &self.key.to_string()).await;
+        respond(&c, out.map(|o| v2::DecryptResponse { plaintext: o.plaintext.into_exposed() }))
+    }
+}
+
+/// Binds the plugin's unix socket: removes a stale socket left by a previous
+/// run (never any other kind of file), creates it mode 0600.
+pub fn bind(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_round_trip_and_stay_small() {
+        let k = KeyId::generate();
+        let s = version_id(k, u32::MAX);
+        assert!(s.len() <= 1024);
+        assert_eq!(parse_version_id(&s), Some((k, u32::MAX)));
+        assert_eq!(parse_version_id(&version_id(k, 1)), Some((k, 1)));
+        for bad in ["", "v1", "not-a-uuid:v1", &format!("{k}:1"), &format!("{k}:vx")] {
+            assert_eq!(parse_version_id(bad), None, "{bad}");
+        }
+    }
+}
