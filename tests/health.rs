@@ -1,6 +1,7 @@
 //! Health and fail-closed behaviour: when audit records cannot be written,
 //! key use stops (UNAVAILABLE, nothing secret returned), health says
 //! NOT_SERVING, and service resumes by itself when writes succeed again.
+//! Also the Prometheus metrics listener.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{assert_status, TestServer};
+use common::{assert_status, ctx, TestServer};
 use keyward::pb;
 use keyward_store::testing::FaultyStore;
 use keyward_store::RocksStore;
@@ -112,4 +113,82 @@ async fn audit_write_failure_fails_closed_and_recovers() {
     crypto.generate_data_key(req()).await.unwrap();
     wait_health(&s, ServingStatus::Serving).await;
     s.stop().await.unwrap();
+}
+
+/// Fetches `GET /metrics` over plain HTTP/1.0.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..200 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            return out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no metrics listener at {addr}")
+}
+
+#[tokio::test]
+async fn metrics_count_rpcs_audit_batches_and_keys_without_secrets_or_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let maddr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut config = keyward::ServerConfig::dev(dir.path());
+    config.metrics_listen = Some(maddr);
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    let key = s.create_key("alias/metrics").await;
+    let mut crypto = s.crypto();
+    for _ in 0..3 {
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: key.clone(),
+                plaintext: b"metric-plaintext".to_vec(),
+                encryption_context: ctx(&[("tenant", "secret-tenant-value")]),
+            })
+            .await
+            .unwrap();
+    }
+    let _ = crypto
+        .decrypt(pb::DecryptRequest { ciphertext: vec![1; 100], ..Default::default() })
+        .await
+        .unwrap_err();
+    let text = scrape(maddr).await;
+    assert!(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"), "{text}");
+    for want in [
+        r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Encrypt",grpc_service="keyward.v1.CryptoService",grpc_type="unary"} 3"#,
+        r#"grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="Decrypt",grpc_service="keyward.v1.CryptoService",grpc_type="unary"} 1"#,
+        r#"grpc_server_handling_seconds_count{grpc_method="Encrypt",grpc_service="keyward.v1.CryptoService",grpc_type="unary"} 3"#,
+        r#"grpc_server_started_total{grpc_method="CreateKey",grpc_service="keyward.v1.KeyService",grpc_type="unary"} 1"#,
+        r#"keyward_keys{state="enabled"} 1"#,
+        r#"keyward_keys{state="destroyed"} 0"#,
+        "keyward_audit_write_failures_total 0",
+    ] {
+        assert!(text.contains(want), "missing {want}\n{text}");
+    }
+    let batches: f64 = text
+        .lines()
+        .find(|l| l.starts_with("keyward_audit_batch_records_sum"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(batches >= 5.0, "CreateKey, 3 Encrypt, Decrypt: {batches} records");
+    assert!(text.contains("keyward_audit_commit_seconds_bucket"));
+    for never in [key.as_str(), "secret-tenant-value", "metric-plaintext", "alias/metrics"] {
+        assert!(!text.contains(never), "{never} leaked into metrics");
+    }
+    let other = scrape_path(maddr, "/other").await;
+    assert!(other.contains(" 404 "), "{other}");
+    s.stop().await.unwrap();
+}
+
+async fn scrape_path(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }

@@ -182,3 +182,69 @@ async fn secrets_never_reach_logs_audit_or_disk() {
     }
     assert!(!contains(&log, root_key_hex.trim().as_bytes()), "the root key reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "server",
+            "--dev",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let ch = connect(&format!("http://127.0.0.1:{port}")).await;
+    let mut keys = KeyServiceClient::new(ch.clone());
+    let mut crypto = CryptoServiceClient::new(ch.clone());
+    let id = keys.create_key(pb::CreateKeyRequest::default()).await.unwrap().into_inner().key.unwrap().key_id;
+    let mut req = tonic::Request::new(pb::EncryptRequest {
+        key_id: id.clone(),
+        plaintext: MARKER.to_vec(),
+        encryption_context: ctx(&[("t", "1")]),
+    });
+    req.metadata_mut().insert("x-request-id", "req-json-ok".parse().unwrap());
+    let ct = crypto.encrypt(req).await.unwrap().into_inner().ciphertext;
+    // A refused request logs at debug level inside its span.
+    let mut req = tonic::Request::new(pb::DecryptRequest { ciphertext: ct, ..Default::default() });
+    req.metadata_mut().insert("x-request-id", "req-json-42".parse().unwrap());
+    let e = crypto.decrypt(req).await.unwrap_err();
+    assert_eq!(e.metadata().get("x-request-id").unwrap(), "req-json-42");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+
+    let log = std::fs::read(&log_path).unwrap();
+    assert!(!contains(&log, MARKER), "plaintext reached the log");
+    let lines: Vec<serde_json::Value> = String::from_utf8(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "keyward serving"));
+    let refused: Vec<_> = lines.iter().filter(|l| l["fields"]["message"] == "request refused").collect();
+    assert!(!refused.is_empty(), "the refusal was logged at debug");
+    for l in refused {
+        assert_eq!(l["span"]["request_id"], "req-json-42", "{l}");
+    }
+    // Every line logged inside a request span names its request id.
+    let in_request = |l: &&serde_json::Value| {
+        l["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "request"))
+    };
+    let n = lines.iter().filter(in_request).count();
+    assert!(n >= 1);
+    for l in lines.iter().filter(in_request) {
+        let ids: Vec<_> =
+            l["spans"].as_array().unwrap().iter().filter_map(|s| s["request_id"].as_str()).collect();
+        assert!(!ids.is_empty(), "{l}");
+    }
+}
