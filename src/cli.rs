@@ -36,6 +36,9 @@ pub struct Cli {
     /// Client private key (PEM) for mutual TLS.
     #[arg(long, global = true, env = "KEYWARD_CLIENT_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Do not send or check CRC32C checksums of request and response data.
+    #[arg(long, global = true)]
+    pub no_crc32c: bool,
     /// Output format of client commands.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -541,6 +544,8 @@ pub struct Connection {
     pub ca_cert: Option<PathBuf>,
     /// Client certificate and key.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Send and check CRC32C checksums (on by default).
+    pub checksums: bool,
 }
 
 /// Adds the bearer token to every request.
@@ -568,6 +573,7 @@ pub(crate) struct Client {
     pub(crate) addr: String,
     channel: Channel,
     bearer: Bearer,
+    pub(crate) checksums: bool,
 }
 
 impl Client {
@@ -600,20 +606,41 @@ impl Client {
             )),
             None => Bearer(None),
         };
-        Ok(Self { addr: addr.to_string(), channel, bearer })
+        Ok(Self { addr: addr.to_string(), channel, bearer, checksums: conn.checksums })
     }
 
     fn keys(&self) -> KeyServiceClient<Authed> {
         KeyServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
-    fn crypto(&self) -> CryptoServiceClient<Authed> {
+    pub(crate) fn crypto(&self) -> CryptoServiceClient<Authed> {
         CryptoServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
     fn audit(&self) -> AuditServiceClient<Authed> {
         AuditServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
-    fn rpc(&self, s: tonic::Status) -> CliError {
+    /// The CRC32C to send for `bytes` (unless checksums are off).
+    pub(crate) fn sum(&self, bytes: &[u8]) -> Option<u32> {
+        self.checksums.then(|| crate::grpc::crc(bytes))
+    }
+
+    /// The CRC32C to send for an encryption context.
+    pub(crate) fn context_sum(&self, ctx: &HashMap<String, String>) -> Option<u32> {
+        self.checksums.then(|| crate::grpc::context_crc(ctx))
+    }
+
+    /// Checks a returned field against the server's CRC32C.
+    pub(crate) fn check(&self, field: &str, bytes: &[u8], sum: u32) -> Result<(), CliError> {
+        if self.checksums && crate::grpc::crc(bytes) != sum {
+            return Err(CliError::Input(format!(
+                "the {field} returned by {} failed its CRC32C check (corrupted in transit); not using it",
+                self.addr
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rpc(&self, s: tonic::Status) -> CliError {
         CliError::Rpc { addr: self.addr.clone(), code: s.code(), message: s.message().to_string() }
     }
 }
@@ -978,15 +1005,19 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 Some(p) => p.into_bytes(),
                 None => read_input(&a.input)?,
             };
+            let context: HashMap<String, String> = a.context.into_iter().collect();
             let r = crypto
                 .encrypt(pb::EncryptRequest {
                     key_id: a.key,
+                    plaintext_crc32c: c.sum(&plaintext),
+                    encryption_context_crc32c: c.context_sum(&context),
                     plaintext,
-                    encryption_context: a.context.into_iter().collect(),
+                    encryption_context: context,
                 })
                 .await
                 .map_err(|s| c.rpc(s))?
                 .into_inner();
+            c.check("ciphertext", &r.ciphertext, r.ciphertext_crc32c)?;
             let ct = B64.encode(&r.ciphertext);
             print(
                 output,
@@ -1004,16 +1035,20 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
             let ciphertext = B64
                 .decode(text.trim())
                 .map_err(|e| CliError::Input(format!("ciphertext is not valid base64: {e}")))?;
+            let context: HashMap<String, String> = a.context.into_iter().collect();
             let r = crypto
                 .decrypt(pb::DecryptRequest {
+                    ciphertext_crc32c: c.sum(&ciphertext),
+                    encryption_context_crc32c: c.context_sum(&context),
                     ciphertext,
-                    encryption_context: a.context.into_iter().collect(),
+                    encryption_context: context,
                     key_id: a.key.unwrap_or_default(),
                 })
                 .await
                 .map_err(|s| c.rpc(s))?
                 .into_inner();
             let mut plaintext = zeroize::Zeroizing::new(r.plaintext);
+            c.check("plaintext", &plaintext, r.plaintext_crc32c)?;
             match output {
                 Output::Json => print(
                     output,
@@ -1030,11 +1065,13 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
             }
         }
         Command::DataKey(a) if a.count != 1 => {
+            let context: HashMap<String, String> = a.context.into_iter().collect();
             let r = crypto
                 .generate_data_key_batch(pb::GenerateDataKeyBatchRequest {
                     key_id: a.key,
                     number_of_bytes: Some(a.bytes),
-                    encryption_context: a.context.into_iter().collect(),
+                    encryption_context_crc32c: c.context_sum(&context),
+                    encryption_context: context,
                     count: a.count,
                     without_plaintext: a.no_plaintext,
                 })
@@ -1044,6 +1081,8 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
             let mut items = Vec::new();
             let mut lines = Vec::new();
             for k in &r.data_keys {
+                c.check("ciphertext", &k.ciphertext, k.ciphertext_crc32c)?;
+                c.check("plaintext", &k.plaintext, k.plaintext_crc32c)?;
                 let ct = B64.encode(&k.ciphertext);
                 let pt = zeroize::Zeroizing::new(B64.encode(&k.plaintext));
                 let mut j = json!({ "ciphertext": ct, "key_id": k.key_id, "key_version": k.key_version });
@@ -1057,16 +1096,19 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
             }
             print(output, json!({ "data_keys": items }), lines.join("\n"));
         }
-        Command::Rewrap(a) => crate::rewrap::run(&c.addr, c.crypto(), a).await?,
+        Command::Rewrap(a) => crate::rewrap::run(&c, a).await?,
         Command::DataKey(a) => {
+            let context: HashMap<String, String> = a.context.into_iter().collect();
             let req = pb::GenerateDataKeyRequest {
                 key_id: a.key,
                 number_of_bytes: Some(a.bytes),
-                encryption_context: a.context.into_iter().collect(),
+                encryption_context_crc32c: c.context_sum(&context),
+                encryption_context: context,
             };
             if a.no_plaintext {
                 let r =
                     crypto.generate_data_key_without_plaintext(req).await.map_err(|s| c.rpc(s))?.into_inner();
+                c.check("ciphertext", &r.ciphertext, r.ciphertext_crc32c)?;
                 let ct = B64.encode(&r.ciphertext);
                 print(
                     output,
@@ -1075,6 +1117,8 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 );
             } else {
                 let r = crypto.generate_data_key(req).await.map_err(|s| c.rpc(s))?.into_inner();
+                c.check("ciphertext", &r.ciphertext, r.ciphertext_crc32c)?;
+                c.check("plaintext", &r.plaintext, r.plaintext_crc32c)?;
                 let pt = zeroize::Zeroizing::new(B64.encode(&r.plaintext));
                 let ct = B64.encode(&r.ciphertext);
                 print(
@@ -1093,6 +1137,7 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 .await
                 .map_err(|s| c.rpc(s))?
                 .into_inner();
+            c.check("random", &r.random, r.random_crc32c)?;
             let b = zeroize::Zeroizing::new(B64.encode(&r.random));
             print(output, json!({ "random": *b }), b.to_string());
         }
@@ -1105,10 +1150,14 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
             } else {
                 a.to_context.into_iter().collect()
             };
+            let from_context: HashMap<String, String> = a.context.into_iter().collect();
             let r = crypto
                 .re_encrypt(pb::ReEncryptRequest {
+                    ciphertext_crc32c: c.sum(&ciphertext),
+                    source_encryption_context_crc32c: c.context_sum(&from_context),
+                    destination_encryption_context_crc32c: c.context_sum(&to_context),
                     ciphertext,
-                    source_encryption_context: a.context.into_iter().collect(),
+                    source_encryption_context: from_context,
                     destination_key_id: a.to,
                     destination_encryption_context: to_context,
                     source_key_id: String::new(),
@@ -1116,6 +1165,7 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 .await
                 .map_err(|s| c.rpc(s))?
                 .into_inner();
+            c.check("ciphertext", &r.ciphertext, r.ciphertext_crc32c)?;
             let ct = B64.encode(&r.ciphertext);
             print(
                 output,

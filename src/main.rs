@@ -95,6 +95,7 @@ fn main() -> ExitCode {
                 token: cli.token,
                 ca_cert: cli.ca_cert,
                 client_identity: cli.client_cert.zip(cli.client_key),
+                checksums: !cli.no_crc32c,
             };
             match rt.block_on(run_client(&conn, cli.output, command)) {
                 Ok(()) => ExitCode::SUCCESS,

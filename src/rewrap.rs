@@ -16,9 +16,8 @@ use base64::Engine;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::cli::{Authed, CliError, RewrapArgs};
+use crate::cli::{CliError, Client, RewrapArgs};
 use crate::pb;
-use crate::pb::crypto_service_client::CryptoServiceClient;
 
 /// What became of one input line before it reached the server.
 enum Line {
@@ -34,7 +33,9 @@ enum Line {
 const QUEUE: usize = 256;
 
 /// Runs `keyward rewrap`.
-pub async fn run(addr: &str, mut crypto: CryptoServiceClient<Authed>, a: RewrapArgs) -> Result<(), CliError> {
+pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> {
+    let addr = client.addr.as_str();
+    let mut crypto = client.crypto();
     let io = |what: &str, e: std::io::Error| CliError::Input(format!("{what}: {e}"));
     let from_stdin = a.input.as_ref().is_none_or(|p| p.as_os_str() == "-");
     let total = match &a.input {
@@ -59,6 +60,8 @@ pub async fn run(addr: &str, mut crypto: CryptoServiceClient<Authed>, a: RewrapA
     let source_context: HashMap<String, String> = a.context.iter().cloned().collect();
     let destination_context: HashMap<String, String> =
         if a.to_context.is_empty() { source_context.clone() } else { a.to_context.into_iter().collect() };
+    let (src_sum, dst_sum) = (client.context_sum(&source_context), client.context_sum(&destination_context));
+    let sums = client.checksums;
 
     // A reader thread turns lines into stream items (bounded, so a huge
     // file is never held in memory) and tells the writer, in order, what
@@ -87,6 +90,9 @@ pub async fn run(addr: &str, mut crypto: CryptoServiceClient<Authed>, a: RewrapA
                 Ok(ciphertext) => {
                     let _ = line_tx.send(Ok(Line::Sent));
                     let req = pb::ReEncryptRequest {
+                        ciphertext_crc32c: sums.then(|| crate::grpc::crc(&ciphertext)),
+                        source_encryption_context_crc32c: src_sum,
+                        destination_encryption_context_crc32c: dst_sum,
                         ciphertext,
                         source_encryption_context: source_context.clone(),
                         destination_key_id: to.clone(),
@@ -138,6 +144,7 @@ pub async fn run(addr: &str, mut crypto: CryptoServiceClient<Authed>, a: RewrapA
                     })?;
                 match r.result {
                     Some(pb::re_encrypt_result::Result::Ok(r)) => {
+                        client.check("ciphertext", &r.ciphertext, r.ciphertext_crc32c)?;
                         ok += 1;
                         writeln!(out, "{}", B64.encode(&r.ciphertext)).map_err(write_err)?;
                     }

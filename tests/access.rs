@@ -154,6 +154,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 key_id: key.into(),
                 plaintext: b"x".to_vec(),
                 encryption_context: none(),
+                ..Default::default()
             }))
             .await
             .map(drop),
@@ -162,6 +163,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 ciphertext: ct.to_vec(),
                 encryption_context: none(),
                 key_id: String::new(),
+                ..Default::default()
             }))
             .await
             .map(drop),
@@ -170,6 +172,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 key_id: key.into(),
                 number_of_bytes: None,
                 encryption_context: none(),
+                ..Default::default()
             }))
             .await
             .map(drop),
@@ -178,6 +181,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 key_id: key.into(),
                 number_of_bytes: None,
                 encryption_context: none(),
+                ..Default::default()
             }))
             .await
             .map(drop),
@@ -417,6 +421,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
                 key_id: key,
                 plaintext: b"p".to_vec(),
                 encryption_context: HashMap::new(),
+                ..Default::default()
             }))
             .await
             .unwrap()

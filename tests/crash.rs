@@ -62,6 +62,7 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
                         key_id: "alias/crash".into(),
                         plaintext: plaintext.clone(),
                         encryption_context: ctx(&[("id", &id)]),
+                        ..Default::default()
                     });
                     req.metadata_mut().insert("x-request-id", id.parse().unwrap());
                     match crypto.encrypt(req).await {
@@ -135,6 +136,7 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
                 ciphertext: ct.clone(),
                 encryption_context: ctx(&[("id", id)]),
                 key_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -55,6 +55,7 @@ async fn every_rpc_works_over_grpc() {
         key_id: "alias/payments".into(),
         plaintext: b"card 4111".to_vec(),
         encryption_context: c.clone(),
+        ..Default::default()
     });
     req.metadata_mut().insert("x-request-id", "req-123".parse().unwrap());
     let resp = crypto.encrypt(req).await.unwrap();
@@ -67,6 +68,7 @@ async fn every_rpc_works_over_grpc() {
             ciphertext: e.ciphertext.clone(),
             encryption_context: c.clone(),
             key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -79,6 +81,7 @@ async fn every_rpc_works_over_grpc() {
             ciphertext: e.ciphertext.clone(),
             encryption_context: c.clone(),
             key_id: "alias/payments".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -89,6 +92,7 @@ async fn every_rpc_works_over_grpc() {
             key_id: id.clone(),
             number_of_bytes: None,
             encryption_context: c.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -99,6 +103,7 @@ async fn every_rpc_works_over_grpc() {
             ciphertext: dk.ciphertext.clone(),
             encryption_context: c.clone(),
             key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -109,6 +114,7 @@ async fn every_rpc_works_over_grpc() {
             key_id: id.clone(),
             number_of_bytes: Some(64),
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -119,6 +125,7 @@ async fn every_rpc_works_over_grpc() {
             key_id: "alias/payments".into(),
             number_of_bytes: Some(16),
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -128,6 +135,7 @@ async fn every_rpc_works_over_grpc() {
             ciphertext: np.ciphertext,
             encryption_context: HashMap::new(),
             key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -144,6 +152,7 @@ async fn every_rpc_works_over_grpc() {
             destination_key_id: other.clone(),
             destination_encryption_context: ctx(&[("moved", "yes")]),
             source_key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -155,6 +164,7 @@ async fn every_rpc_works_over_grpc() {
             ciphertext: re.ciphertext.clone(),
             encryption_context: ctx(&[("moved", "yes")]),
             key_id: other.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -175,6 +185,7 @@ async fn every_rpc_works_over_grpc() {
             key_id: "alias/second".into(),
             plaintext: b"x".to_vec(),
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -200,6 +211,7 @@ async fn every_rpc_works_over_grpc() {
             key_id: id.clone(),
             plaintext: b"new".to_vec(),
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -210,7 +222,12 @@ async fn every_rpc_works_over_grpc() {
         (e2.ciphertext.clone(), HashMap::new(), b"new".to_vec()),
     ] {
         let d = crypto
-            .decrypt(pb::DecryptRequest { ciphertext: ct, encryption_context: cx, key_id: String::new() })
+            .decrypt(pb::DecryptRequest {
+                ciphertext: ct,
+                encryption_context: cx,
+                key_id: String::new(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -232,6 +249,7 @@ async fn every_rpc_works_over_grpc() {
                 key_id: id.clone(),
                 plaintext: b"x".to_vec(),
                 encryption_context: HashMap::new(),
+                ..Default::default()
             })
             .await,
         Code::FailedPrecondition,
@@ -243,6 +261,7 @@ async fn every_rpc_works_over_grpc() {
                 ciphertext: e.ciphertext.clone(),
                 encryption_context: c.clone(),
                 key_id: String::new(),
+                ..Default::default()
             })
             .await,
         Code::FailedPrecondition,
@@ -254,6 +273,7 @@ async fn every_rpc_works_over_grpc() {
                 key_id: id.clone(),
                 number_of_bytes: None,
                 encryption_context: HashMap::new(),
+                ..Default::default()
             })
             .await,
         Code::FailedPrecondition,
@@ -265,6 +285,7 @@ async fn every_rpc_works_over_grpc() {
                 key_id: id.clone(),
                 number_of_bytes: None,
                 encryption_context: HashMap::new(),
+                ..Default::default()
             })
             .await,
         Code::FailedPrecondition,
@@ -278,6 +299,7 @@ async fn every_rpc_works_over_grpc() {
                 destination_key_id: other.clone(),
                 destination_encryption_context: HashMap::new(),
                 source_key_id: String::new(),
+                ..Default::default()
             })
             .await,
         Code::FailedPrecondition,
@@ -291,6 +313,7 @@ async fn every_rpc_works_over_grpc() {
                 destination_key_id: id.clone(),
                 destination_encryption_context: HashMap::new(),
                 source_key_id: String::new(),
+                ..Default::default()
             })
             .await,
         Code::FailedPrecondition,
@@ -310,6 +333,7 @@ async fn every_rpc_works_over_grpc() {
             ciphertext: e.ciphertext.clone(),
             encryption_context: c.clone(),
             key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -375,6 +399,7 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
             key_id: id.clone(),
             plaintext: b"secret".to_vec(),
             encryption_context: ctx(&[("a", "b")]),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -385,11 +410,13 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
         key_id: key.into(),
         plaintext: pt,
         encryption_context: c,
+        ..Default::default()
     };
     let dec = |ct: Vec<u8>, c: HashMap<String, String>| pb::DecryptRequest {
         ciphertext: ct,
         encryption_context: c,
         key_id: String::new(),
+        ..Default::default()
     };
     let opaque = "ciphertext is invalid or does not match the key and encryption context";
     let mut requests = 0u64;
@@ -494,6 +521,7 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
                 ciphertext: good.clone(),
                 encryption_context: ctx(&[("a", "b")]),
                 key_id: other.clone(),
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,
@@ -515,6 +543,7 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
                     key_id: id.clone(),
                     number_of_bytes: Some(n),
                     encryption_context: HashMap::new(),
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -527,6 +556,7 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
                 key_id: id.clone(),
                 number_of_bytes: Some(n),
                 encryption_context: HashMap::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -613,6 +643,7 @@ async fn restart_loses_nothing() {
                 key_id: id.clone(),
                 plaintext: vec![i; 10],
                 encryption_context: ctx(&[("i", &i.to_string())]),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -657,6 +688,7 @@ async fn restart_loses_nothing() {
                 ciphertext: ct,
                 encryption_context: ctx(&[("i", &i.to_string())]),
                 key_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -669,6 +701,7 @@ async fn restart_loses_nothing() {
             key_id: "alias/second-name".into(),
             plaintext: b"after".to_vec(),
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -716,6 +749,7 @@ async fn many_concurrent_clients_get_correct_answers_and_one_record_each() {
                         key_id: key.clone(),
                         plaintext: pt.clone(),
                         encryption_context: cx.clone(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -726,6 +760,7 @@ async fn many_concurrent_clients_get_correct_answers_and_one_record_each() {
                         ciphertext: e.ciphertext,
                         encryption_context: cx,
                         key_id: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -787,6 +822,7 @@ async fn batch_and_streaming_rewrap_report_each_item() {
                 key_id: key.clone(),
                 plaintext: i.to_be_bytes().to_vec(),
                 encryption_context: ctx(&[("n", &i.to_string())]),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -800,6 +836,7 @@ async fn batch_and_streaming_rewrap_report_each_item() {
         destination_key_id: key.clone(),
         destination_encryption_context: ctx(&[("n", &i.to_string())]),
         source_key_id: String::new(),
+        ..Default::default()
     };
 
     // A batch with a good item, a forged one, one under the wrong context, and a good one.
@@ -853,6 +890,7 @@ async fn batch_and_streaming_rewrap_report_each_item() {
                 ciphertext: ok.ciphertext,
                 encryption_context: ctx(&[("n", &n.to_string())]),
                 key_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -872,5 +910,121 @@ async fn batch_and_streaming_rewrap_report_each_item() {
     assert_eq!((versions[0].encryptions, versions[0].decryptions), (300, 302));
     assert_eq!((versions[1].encryptions, versions[1].decryptions), (302, 300));
     assert!(versions[1].primary && versions[1].last_use_time.is_some());
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn crc32c_checksums_are_verified_and_returned() {
+    // The CRC32C (Castagnoli) check value, and the documented context encoding.
+    assert_eq!(keyward::grpc::crc(b"123456789"), 0xE306_9283);
+    let mut canon = Vec::new();
+    canon.extend_from_slice(&2u32.to_be_bytes());
+    for (k, v) in [("a", "1"), ("tenant", "acme")] {
+        canon.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        canon.extend_from_slice(k.as_bytes());
+        canon.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        canon.extend_from_slice(v.as_bytes());
+    }
+    let context = ctx(&[("tenant", "acme"), ("a", "1")]);
+    assert_eq!(keyward::grpc::context_crc(&context), keyward::grpc::crc(&canon));
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let key = s.create_key("alias/crc").await;
+    let mut crypto = s.crypto();
+    let pt = b"checked plaintext".to_vec();
+    let crc = keyward::grpc::crc;
+    let r = crypto
+        .encrypt(pb::EncryptRequest {
+            key_id: key.clone(),
+            plaintext: pt.clone(),
+            encryption_context: context.clone(),
+            plaintext_crc32c: Some(crc(&pt)),
+            encryption_context_crc32c: Some(keyward::grpc::context_crc(&context)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.ciphertext_crc32c, crc(&r.ciphertext));
+    let d = crypto
+        .decrypt(pb::DecryptRequest {
+            ciphertext: r.ciphertext.clone(),
+            encryption_context: context.clone(),
+            ciphertext_crc32c: Some(crc(&r.ciphertext)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((d.plaintext.as_slice(), d.plaintext_crc32c), (pt.as_slice(), crc(&pt)));
+
+    // A corrupted request is refused naming the field; nothing is processed.
+    let before =
+        s.keys().list_key_versions(pb::ListKeyVersionsRequest { key_id: key.clone() }).await.unwrap();
+    let before = before.into_inner().versions[0].encryptions;
+    assert_status(
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: key.clone(),
+                plaintext: pt.clone(),
+                plaintext_crc32c: Some(crc(&pt) ^ 1),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "plaintext_crc32c",
+    );
+    assert_status(
+        crypto
+            .decrypt(pb::DecryptRequest {
+                ciphertext: r.ciphertext.clone(),
+                encryption_context: context.clone(),
+                encryption_context_crc32c: Some(0),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "encryption_context_crc32c",
+    );
+    assert_status(
+        crypto
+            .re_encrypt(pb::ReEncryptRequest {
+                ciphertext: r.ciphertext.clone(),
+                source_encryption_context: context.clone(),
+                destination_key_id: key.clone(),
+                ciphertext_crc32c: Some(crc(&r.ciphertext).wrapping_add(1)),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "ciphertext_crc32c",
+    );
+    let after = s.keys().list_key_versions(pb::ListKeyVersionsRequest { key_id: key.clone() }).await.unwrap();
+    let v = &after.into_inner().versions[0];
+    assert_eq!((v.encryptions, v.decryptions), (before, 1), "refused requests used nothing");
+    let refused = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            outcome: "INVALID_ARGUMENT".into(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(refused.len(), 3, "each refusal audited");
+    assert!(refused.iter().all(|r| r.reason.contains("checksum mismatch")));
+
+    // Data keys and random bytes come with checksums of what is returned.
+    let dk = crypto
+        .generate_data_key(pb::GenerateDataKeyRequest { key_id: key.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((dk.plaintext_crc32c, dk.ciphertext_crc32c), (crc(&dk.plaintext), crc(&dk.ciphertext)));
+    let rnd =
+        crypto.generate_random(pb::GenerateRandomRequest { number_of_bytes: 16 }).await.unwrap().into_inner();
+    assert_eq!(rnd.random_crc32c, crc(&rnd.random));
     s.stop().await.unwrap();
 }

@@ -54,6 +54,7 @@ async fn audit_write_failure_fails_closed_and_recovers() {
         key_id: id.clone(),
         number_of_bytes: None,
         encryption_context: HashMap::new(),
+        ..Default::default()
     };
     crypto.generate_data_key(req()).await.unwrap();
     let before = s.audit_count().await;
@@ -68,6 +69,7 @@ async fn audit_write_failure_fails_closed_and_recovers() {
                 key_id: id.clone(),
                 plaintext: b"x".to_vec(),
                 encryption_context: HashMap::new(),
+                ..Default::default()
             })
             .await,
         Code::Unavailable,
@@ -146,6 +148,7 @@ async fn metrics_count_rpcs_audit_batches_and_keys_without_secrets_or_ids() {
                 key_id: key.clone(),
                 plaintext: b"metric-plaintext".to_vec(),
                 encryption_context: ctx(&[("tenant", "secret-tenant-value")]),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -67,6 +67,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             key_id: id.clone(),
             plaintext: MARKER.to_vec(),
             encryption_context: c.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -77,6 +78,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             ciphertext: ct.clone(),
             encryption_context: c.clone(),
             key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -88,7 +90,8 @@ async fn secrets_never_reach_logs_audit_or_disk() {
         .decrypt(pb::DecryptRequest {
             ciphertext: ct.clone(),
             encryption_context: HashMap::new(),
-            key_id: String::new()
+            key_id: String::new(),
+            ..Default::default()
         })
         .await
         .is_err());
@@ -97,6 +100,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             key_id: "alias/hygiene".into(),
             number_of_bytes: Some(32),
             encryption_context: c.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -107,6 +111,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             key_id: id.clone(),
             number_of_bytes: Some(48),
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -116,6 +121,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             ciphertext: np.ciphertext,
             encryption_context: HashMap::new(),
             key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -130,6 +136,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             destination_key_id: other.clone(),
             destination_encryption_context: HashMap::new(),
             source_key_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -212,6 +219,7 @@ async fn json_logs_carry_the_request_id_and_no_secret() {
         key_id: id.clone(),
         plaintext: MARKER.to_vec(),
         encryption_context: ctx(&[("t", "1")]),
+        ..Default::default()
     });
     req.metadata_mut().insert("x-request-id", "req-json-ok".parse().unwrap());
     let ct = crypto.encrypt(req).await.unwrap().into_inner().ciphertext;

@@ -23,10 +23,20 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<pb::EncryptResponse>, Status> {
         let c = self.0.caller(&req, Operation::Encrypt).await?;
         let r = req.into_inner();
+        let checks = [
+            Check("plaintext_crc32c", r.plaintext_crc32c, &|| crc(&r.plaintext)),
+            Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
+                context_crc(&r.encryption_context)
+            }),
+        ];
+        if let Err(e) = verify(&self.0, &c, Operation::Encrypt, &checks).await {
+            return respond(&c, Err(e));
+        }
         let out = self.0.kms.encrypt(&c, &r.key_id, Plaintext::new(r.plaintext), r.encryption_context).await;
         respond(
             &c,
             out.map(|o| pb::EncryptResponse {
+                ciphertext_crc32c: crc(&o.ciphertext),
                 ciphertext: o.ciphertext,
                 key_id: o.key_id.to_string(),
                 key_version: o.key_version,
@@ -40,10 +50,20 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<pb::DecryptResponse>, Status> {
         let c = self.0.caller(&req, Operation::Decrypt).await?;
         let r = req.into_inner();
+        let checks = [
+            Check("ciphertext_crc32c", r.ciphertext_crc32c, &|| crc(&r.ciphertext)),
+            Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
+                context_crc(&r.encryption_context)
+            }),
+        ];
+        if let Err(e) = verify(&self.0, &c, Operation::Decrypt, &checks).await {
+            return respond(&c, Err(e));
+        }
         let out = self.0.kms.decrypt(&c, &r.ciphertext, r.encryption_context, &r.key_id).await;
         respond(
             &c,
             out.map(|o| pb::DecryptResponse {
+                plaintext_crc32c: crc(o.plaintext.expose_secret()),
                 plaintext: o.plaintext.into_exposed(),
                 key_id: o.key_id.to_string(),
                 key_version: o.key_version,
@@ -57,17 +77,15 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::GenerateDataKey).await?;
         let r = req.into_inner();
+        let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
+            context_crc(&r.encryption_context)
+        })];
+        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKey, &checks).await {
+            return respond(&c, Err(e));
+        }
         let out =
             self.0.kms.generate_data_key(&c, &r.key_id, r.number_of_bytes, r.encryption_context, true).await;
-        respond(
-            &c,
-            out.map(|o| pb::GenerateDataKeyResponse {
-                plaintext: o.plaintext.map(|p| p.into_exposed()).unwrap_or_default(),
-                ciphertext: o.ciphertext,
-                key_id: o.key_id.to_string(),
-                key_version: o.key_version,
-            }),
-        )
+        respond(&c, out.map(data_key_to_pb))
     }
 
     async fn generate_data_key_without_plaintext(
@@ -76,11 +94,18 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<pb::GenerateDataKeyWithoutPlaintextResponse>, Status> {
         let c = self.0.caller(&req, Operation::GenerateDataKeyWithoutPlaintext).await?;
         let r = req.into_inner();
+        let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
+            context_crc(&r.encryption_context)
+        })];
+        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKeyWithoutPlaintext, &checks).await {
+            return respond(&c, Err(e));
+        }
         let out =
             self.0.kms.generate_data_key(&c, &r.key_id, r.number_of_bytes, r.encryption_context, false).await;
         respond(
             &c,
             out.map(|o| pb::GenerateDataKeyWithoutPlaintextResponse {
+                ciphertext_crc32c: crc(&o.ciphertext),
                 ciphertext: o.ciphertext,
                 key_id: o.key_id.to_string(),
                 key_version: o.key_version,
@@ -103,7 +128,13 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
         let c = self.0.caller(&req, Operation::GenerateRandom).await?;
         let out = self.0.kms.generate_random(&c, req.into_inner().number_of_bytes).await;
-        respond(&c, out.map(|r| pb::GenerateRandomResponse { random: r.into_exposed() }))
+        respond(
+            &c,
+            out.map(|r| pb::GenerateRandomResponse {
+                random_crc32c: crc(r.expose_secret()),
+                random: r.into_exposed(),
+            }),
+        )
     }
 
     async fn generate_data_key_batch(
@@ -117,6 +148,12 @@ impl CryptoService for CryptoApi {
         };
         let c = self.0.caller(&req, op).await?;
         let r = req.into_inner();
+        let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
+            context_crc(&r.encryption_context)
+        })];
+        if let Err(e) = verify(&self.0, &c, op, &checks).await {
+            return respond(&c, Err(e));
+        }
         let out = self
             .0
             .kms
@@ -132,15 +169,7 @@ impl CryptoService for CryptoApi {
         respond(
             &c,
             out.map(|keys| pb::GenerateDataKeyBatchResponse {
-                data_keys: keys
-                    .into_iter()
-                    .map(|o| pb::GenerateDataKeyResponse {
-                        plaintext: o.plaintext.map(|p| p.into_exposed()).unwrap_or_default(),
-                        ciphertext: o.ciphertext,
-                        key_id: o.key_id.to_string(),
-                        key_version: o.key_version,
-                    })
-                    .collect(),
+                data_keys: keys.into_iter().map(data_key_to_pb).collect(),
             }),
         )
     }
@@ -202,6 +231,16 @@ async fn re_encrypt_one(
     c: &Caller,
     r: pb::ReEncryptRequest,
 ) -> Result<pb::ReEncryptResponse, KmsError> {
+    let checks = [
+        Check("ciphertext_crc32c", r.ciphertext_crc32c, &|| crc(&r.ciphertext)),
+        Check("source_encryption_context_crc32c", r.source_encryption_context_crc32c, &|| {
+            context_crc(&r.source_encryption_context)
+        }),
+        Check("destination_encryption_context_crc32c", r.destination_encryption_context_crc32c, &|| {
+            context_crc(&r.destination_encryption_context)
+        }),
+    ];
+    verify(api, c, Operation::ReEncrypt, &checks).await?;
     api.kms
         .re_encrypt(
             c,
@@ -213,6 +252,7 @@ async fn re_encrypt_one(
         )
         .await
         .map(|o| pb::ReEncryptResponse {
+            ciphertext_crc32c: crc(&o.ciphertext),
             ciphertext: o.ciphertext,
             source_key_id: o.source_key_id.to_string(),
             source_key_version: o.source_key_version,
@@ -234,4 +274,47 @@ async fn item_result(api: &Api, c: &Caller, index: usize, r: pb::ReEncryptReques
         }
     };
     pb::ReEncryptResult { index: index as u32, result: Some(result) }
+}
+
+/// A checksum the request may carry: field name, the value sent, and how to
+/// compute it over what arrived.
+struct Check<'a>(&'static str, Option<u32>, &'a (dyn Fn() -> u32 + Sync));
+
+/// CRC32C (Castagnoli) of bytes.
+pub fn crc(b: &[u8]) -> u32 {
+    crc32c::crc32c(b)
+}
+
+/// CRC32C of an encryption context's canonical encoding (what Keyward authenticates).
+pub fn context_crc(ctx: &std::collections::HashMap<String, String>) -> u32 {
+    crc(&keyward_crypto::EncryptionContext::new(ctx.iter().map(|(k, v)| (k.clone(), v.clone()))).canonical())
+}
+
+/// Verifies every checksum the request carries. A mismatch is refused
+/// (and audited) before anything is processed.
+async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> Result<(), KmsError> {
+    for Check(field, given, actual) in checks {
+        if let Some(given) = given {
+            if *given != actual() {
+                let e = KmsError::invalid(
+                    field,
+                    "checksum mismatch: the request was corrupted in transit; nothing was processed",
+                );
+                return Err(api.kms.refuse(c, op, e).await);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn data_key_to_pb(o: keyward_core::DataKeyOutput) -> pb::GenerateDataKeyResponse {
+    let plaintext = o.plaintext.map(|p| p.into_exposed()).unwrap_or_default();
+    pb::GenerateDataKeyResponse {
+        plaintext_crc32c: crc(&plaintext),
+        ciphertext_crc32c: crc(&o.ciphertext),
+        plaintext,
+        ciphertext: o.ciphertext,
+        key_id: o.key_id.to_string(),
+        key_version: o.key_version,
+    }
 }

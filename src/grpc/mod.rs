@@ -20,7 +20,7 @@ use crate::auth::{Authenticator, NoIdentity};
 
 pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
-pub use crypto::CryptoApi;
+pub use crypto::{context_crc, crc, CryptoApi};
 pub use keys::KeysApi;
 
 /// Metadata key carrying the request id, both ways.

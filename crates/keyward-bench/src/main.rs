@@ -72,6 +72,7 @@ impl CryptoService for Echo {
             ciphertext: vec![0; n],
             key_id: r.into_inner().key_id,
             key_version: 1,
+            ..Default::default()
         }))
     }
     async fn decrypt(&self, r: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
@@ -80,6 +81,7 @@ impl CryptoService for Echo {
             plaintext: vec![0; n],
             key_id: "0".repeat(36),
             key_version: 1,
+            ..Default::default()
         }))
     }
     async fn generate_data_key(
@@ -92,6 +94,7 @@ impl CryptoService for Echo {
             ciphertext: vec![0; n + OVERHEAD],
             key_id: r.into_inner().key_id,
             key_version: 1,
+            ..Default::default()
         }))
     }
     async fn generate_data_key_without_plaintext(
@@ -103,6 +106,7 @@ impl CryptoService for Echo {
             ciphertext: vec![0; n + OVERHEAD],
             key_id: r.into_inner().key_id,
             key_version: 1,
+            ..Default::default()
         }))
     }
     async fn generate_random(
@@ -111,6 +115,7 @@ impl CryptoService for Echo {
     ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
         Ok(Response::new(pb::GenerateRandomResponse {
             random: vec![0; r.into_inner().number_of_bytes as usize],
+            ..Default::default()
         }))
     }
     async fn re_encrypt(
@@ -124,6 +129,7 @@ impl CryptoService for Echo {
             source_key_version: 1,
             key_id: r.into_inner().destination_key_id,
             key_version: 1,
+            ..Default::default()
         }))
     }
     // The batch and streaming forms are not benchmarked; the ceiling
@@ -215,6 +221,7 @@ async fn drive(
                             key_id: key.clone(),
                             number_of_bytes: Some(32),
                             encryption_context: HashMap::new(),
+                            ..Default::default()
                         })
                         .await
                         .is_ok(),
@@ -223,6 +230,7 @@ async fn drive(
                             key_id: key.clone(),
                             plaintext: plaintext.clone(),
                             encryption_context: HashMap::new(),
+                            ..Default::default()
                         })
                         .await
                         .is_ok(),
@@ -231,6 +239,7 @@ async fn drive(
                             ciphertext: ct.clone(),
                             encryption_context: HashMap::new(),
                             key_id: String::new(),
+                            ..Default::default()
                         })
                         .await
                         .is_ok(),
@@ -275,6 +284,7 @@ async fn run(keyward: &str, echo: &str, levels: &[usize], secs: u64, conns: usiz
             key_id: key.clone(),
             plaintext: vec![0x42; 4096],
             encryption_context: HashMap::new(),
+            ..Default::default()
         })
         .await
         .map_err(|s| format!("Encrypt: {s}"))?
