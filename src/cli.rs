@@ -129,6 +129,9 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9090.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Serve only grpc.health.v1 in plaintext here (for kubelet probes), e.g. 0.0.0.0:8081.
+    #[arg(long)]
+    pub health_listen: Option<String>,
     /// Log line format (the level comes from RUST_LOG or [log] level).
     #[arg(long, value_enum)]
     pub log_format: Option<crate::config::LogFormat>,
@@ -960,10 +963,10 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                         .iter()
                         .map(|k| {
                             format!(
-                                "{}  {:<9} v{}  {}",
+                                "{:<36}  {:<16} {:>7}  {}",
                                 k.key_id,
                                 state_name(k.state),
-                                k.primary_version,
+                                format!("v{}", k.primary_version),
                                 k.aliases.join(",")
                             )
                         })
@@ -971,8 +974,9 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                             (!r.next_page_token.is_empty())
                                 .then(|| format!("next page: --page-token {}", r.next_page_token)),
                         )
-                        .collect::<Vec<_>>()
-                        .join("\n");
+                        .collect::<Vec<_>>();
+                    let header = format!("{:<36}  {:<16} {:>7}  ALIASES", "KEY ID", "STATE", "PRIMARY");
+                    let text = std::iter::once(header).chain(text).collect::<Vec<_>>().join("\n");
                     let text = if r.keys.is_empty() { "no keys".to_string() } else { text };
                     let json = json!({
                         "keys": r.keys.iter().map(key_json).collect::<Vec<_>>(),
@@ -1182,30 +1186,37 @@ pub async fn run_client(conn: &Connection, output: Output, command: Command) -> 
                 .await
                 .map_err(|s| c.rpc(s))?
                 .into_inner();
-            let text = r
-                .records
-                .iter()
-                .map(|x| {
-                    let key = if x.key_id.is_empty() {
-                        "-".to_string()
-                    } else {
-                        format!("{} v{}", x.key_id, x.key_version)
-                    };
-                    let reason = if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) };
-                    format!(
-                        "{:>6}  {}  {:<32} {:<20} {}  {}{}",
-                        x.sequence,
-                        time_str(&x.time),
-                        x.operation,
-                        x.outcome,
-                        key,
-                        x.principal,
-                        reason
-                    )
-                })
+            let header = format!(
+                "{:>6}  {:<24}  {:<32} {:<20} {}  {}",
+                "SEQ", "TIME", "OPERATION", "OUTCOME", "KEY", "PRINCIPAL"
+            );
+            let text = std::iter::once(header)
                 .chain(
-                    (!r.next_page_token.is_empty())
-                        .then(|| format!("next page: --page-token {}", r.next_page_token)),
+                    r.records
+                        .iter()
+                        .map(|x| {
+                            let key = if x.key_id.is_empty() {
+                                "-".to_string()
+                            } else {
+                                format!("{} v{}", x.key_id, x.key_version)
+                            };
+                            let reason =
+                                if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) };
+                            format!(
+                                "{:>6}  {}  {:<32} {:<20} {}  {}{}",
+                                x.sequence,
+                                time_str(&x.time),
+                                x.operation,
+                                x.outcome,
+                                key,
+                                x.principal,
+                                reason
+                            )
+                        })
+                        .chain(
+                            (!r.next_page_token.is_empty())
+                                .then(|| format!("next page: --page-token {}", r.next_page_token)),
+                        ),
                 )
                 .collect::<Vec<_>>()
                 .join("\n");

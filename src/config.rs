@@ -72,6 +72,9 @@ pub struct FileConfig {
     pub principals: Vec<FilePrincipal>,
     /// Serve Prometheus metrics over HTTP here (`GET /metrics`); off by default.
     pub metrics_listen: Option<String>,
+    /// Serve only `grpc.health.v1`, in plaintext, here (for kubelet gRPC
+    /// probes, which cannot speak TLS); off by default.
+    pub health_listen: Option<String>,
     /// The Kubernetes KMS v2 plugin.
     pub kms_v2: Option<FileKmsV2>,
     /// Logging.
@@ -227,6 +230,8 @@ pub struct Overrides {
     pub kms_v2_key: Option<String>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<String>,
+    /// `--health-listen`.
+    pub health_listen: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
 }
@@ -289,6 +294,8 @@ pub struct ServerConfig {
     pub kms_v2: Option<KmsV2Config>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve plaintext health checks only, if anywhere.
+    pub health_listen: Option<SocketAddr>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -421,6 +428,12 @@ impl ServerConfig {
                 ConfigError::Invalid(format!("metrics_listen: {m:?} is not an address like 127.0.0.1:9090"))
             })?),
         };
+        let health_listen = match o.health_listen.clone().or(file.health_listen) {
+            None => None,
+            Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!("health_listen: {m:?} is not an address like 0.0.0.0:8081"))
+            })?),
+        };
         let log =
             LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
         if let Some(l) = &log.level {
@@ -439,6 +452,7 @@ impl ServerConfig {
             edge,
             kms_v2,
             metrics_listen,
+            health_listen,
             log,
         })
     }

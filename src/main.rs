@@ -28,6 +28,7 @@ fn main() -> ExitCode {
                 kms_v2_socket: a.kms_v2_socket,
                 kms_v2_key: a.kms_v2_key,
                 metrics_listen: a.metrics_listen,
+                health_listen: a.health_listen,
                 log_format: a.log_format,
             };
             let config = match ServerConfig::load(&overrides) {

@@ -156,6 +156,19 @@ pub async fn run_with_store(
         }
     });
 
+    if let Some(addr) = config.health_listen {
+        // Health only, no key operation: kubelet's gRPC probes cannot do TLS.
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "plaintext health checks (grpc.health.v1 only)");
+        let server = Server::builder().add_service(health_service.clone());
+        let stop = stopped(stop_rx.clone());
+        side_tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.serve_with_incoming_shutdown(TcpIncoming::from(listener), stop).await {
+                tracing::error!(error = %e, "health listener stopped");
+            }
+        }));
+    }
+
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -210,7 +210,35 @@ fn lifecycle_commands_and_rewrap() {
     assert_eq!((v[1]["primary"].as_bool(), v[1]["encryptions"].as_u64()), (Some(true), Some(45)));
     let table = ok(keyward(&addr, &["key", "version", "list", "alias/docs"]));
     assert!(table.contains("COMPROMISED") && table.contains("primary"), "{table}");
+    let keys = ok(keyward(&addr, &["--output", "table", "key", "list"]));
+    assert!(keys.starts_with("KEY ID") && keys.contains("alias/docs"), "{keys}");
+    let audit = ok(keyward(&addr, &["audit", "query", "--limit", "3"]));
+    assert!(audit.lines().next().unwrap().contains("OPERATION"), "{audit}");
 
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.wait().unwrap().success());
+}
+
+#[test]
+fn shell_completions_for_bash_zsh_and_fish() {
+    for (shell, marker) in
+        [("bash", "_keyward()"), ("zsh", "#compdef keyward"), ("fish", "complete -c keyward")]
+    {
+        let out =
+            ok(Command::new(env!("CARGO_BIN_EXE_keyward")).args(["completions", shell]).output().unwrap());
+        assert!(out.contains(marker), "{shell}: {}", &out[..out.len().min(200)]);
+        assert!(out.contains("rewrap") && out.contains("rotation-policy"), "{shell} completes subcommands");
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_keyward")).args(["completions", "tcsh"]).output().unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn an_unreachable_server_is_named_in_the_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let o = keyward(&addr, &["key", "list"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&addr) && err.contains("cannot reach"), "{err}");
 }

@@ -195,3 +195,25 @@ async fn scrape_path(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn the_plaintext_health_listener_serves_health_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = keyward::ServerConfig::dev(dir.path());
+    config.health_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    let ch = common::connect(&format!("http://127.0.0.1:{port}")).await;
+    let r = HealthClient::new(ch.clone())
+        .check(HealthCheckRequest { service: "keyward.v1.CryptoService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status(), ServingStatus::Serving);
+    let e = keyward::pb::key_service_client::KeyServiceClient::new(ch)
+        .list_keys(pb::ListKeysRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "no key operation on the health port");
+    s.stop().await.unwrap();
+}
