@@ -90,6 +90,8 @@ impl KmsV2 {
         };
         let request_id =
             if sane_request_id(uid) { uid.to_string() } else { uuid::Uuid::new_v4().to_string() };
+        // Log lines of this call carry the id its audit record has.
+        tracing::Span::current().record("uid", request_id.as_str());
         Caller { request_id, principal: PRINCIPAL.into(), peer, policy: self.policy.clone() }
     }
 

@@ -108,7 +108,9 @@ where
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         let (service, method) = (service.to_string(), method.to_string());
         let kind = grpc_type(&method);
-        let span = tracing::info_span!("request", request_id = %id, rpc = %path);
+        // `uid`: filled in by edges whose protocol carries its own request id
+        // (the KMS v2 plugin), so log lines match the audit record.
+        let span = tracing::info_span!("request", request_id = %id, rpc = %path, uid = tracing::field::Empty);
         let metrics = self.metrics.clone();
         if let Some(m) = &metrics {
             m.rpc_started(kind, &service, &method);

@@ -59,6 +59,20 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// Measure the Kubernetes KMS v2 plugin: Decrypt latency one at a time
+    /// (as a polling apiserver sees it) and the time to decrypt N at once
+    /// (an apiserver start-up).
+    KmsV2 {
+        /// The plugin's unix socket.
+        #[arg(long)]
+        socket: std::path::PathBuf,
+        /// Sequential Decrypts to time.
+        #[arg(long, default_value_t = 2000)]
+        sequential: usize,
+        /// Decrypts issued at once.
+        #[arg(long, default_value_t = 5000)]
+        burst: usize,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -351,6 +365,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Run { keyward, echo, concurrency, seconds, connections } => {
                 run(&keyward, &echo, &concurrency, seconds, connections).await
             }
+            Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
         }
     });
     match result {
@@ -360,4 +375,70 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn kms_v2(socket: std::path::PathBuf, sequential: usize, burst: usize) -> Result<(), String> {
+    use keyward::k8s_pb as v2;
+    let path = socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://kms.invalid")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let p = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut client = v2::key_management_service_client::KeyManagementServiceClient::new(channel);
+    let enc = client
+        .encrypt(v2::EncryptRequest { plaintext: vec![7; 32], uid: "bench-encrypt".into() })
+        .await
+        .map_err(|s| format!("Encrypt: {s}"))?
+        .into_inner();
+    let req = || v2::DecryptRequest {
+        ciphertext: enc.ciphertext.clone(),
+        uid: "bench".into(),
+        key_id: enc.key_id.clone(),
+        annotations: HashMap::new(),
+    };
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let started = Instant::now();
+    for _ in 0..sequential {
+        let t = Instant::now();
+        client.decrypt(req()).await.map_err(|s| format!("Decrypt: {s}"))?;
+        h.saturating_record(t.elapsed().as_micros() as u64);
+    }
+    println!(
+        "KMS v2 Decrypt, one at a time: {sequential} in {:.2} s; p50 {} ms, p99 {} ms, p999 {} ms, max {} ms",
+        started.elapsed().as_secs_f64(),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..burst)
+        .map(|_| {
+            let (mut c, r) = (client.clone(), req());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                c.decrypt(r).await.map(|_| t.elapsed())
+            })
+        })
+        .collect();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for t in tasks {
+        let d = t.await.map_err(|e| e.to_string())?.map_err(|s| format!("Decrypt: {s}"))?;
+        h.saturating_record(d.as_micros() as u64);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "KMS v2 Decrypt, {burst} at once: all done in {secs:.2} s ({:.0}/s); p50 {} ms, p99 {} ms",
+        burst as f64 / secs,
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99))
+    );
+    Ok(())
 }
