@@ -217,3 +217,39 @@ async fn the_plaintext_health_listener_serves_health_and_nothing_else() {
     assert_eq!(e.code(), Code::Unimplemented, "no key operation on the health port");
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn reflection_lists_every_service_and_describes_them() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let mut client = ServerReflectionClient::new(s.channel.clone());
+    let ask = |m: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(m) };
+    let reqs = vec![
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("keyward.v1.CryptoService".into())),
+    ];
+    let mut answers =
+        client.server_reflection_info(futures_util::stream::iter(reqs)).await.unwrap().into_inner();
+    let listed = answers.message().await.unwrap().unwrap().message_response.unwrap();
+    let MessageResponse::ListServicesResponse(list) = listed else { panic!("{listed:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "keyward.v1.KeyService",
+        "keyward.v1.CryptoService",
+        "keyward.v1.AuditService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let file = answers.message().await.unwrap().unwrap().message_response.unwrap();
+    let MessageResponse::FileDescriptorResponse(fd) = file else { panic!("{file:?}") };
+    assert!(!fd.file_descriptor_proto.is_empty());
+    let bytes = &fd.file_descriptor_proto[0];
+    assert!(bytes.windows(13).any(|w| w == b"ReEncryptStre"), "the descriptor names the RPCs");
+    s.stop().await.unwrap();
+}
