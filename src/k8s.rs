@@ -174,11 +174,18 @@ impl KeyManagementService for KmsV2 {
 }
 
 /// Binds the plugin's unix socket: removes a stale socket left by a previous
-/// run (never any other kind of file), creates it mode 0600.
+/// run (never any other kind of file, never one a live server answers on),
+/// creates it mode 0600.
 pub fn bind(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if m.file_type().is_socket() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another running server", path.display()),
+                ));
+            }
             std::fs::remove_file(path)?;
         } else {
             return Err(std::io::Error::new(
@@ -195,6 +202,22 @@ pub fn bind(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bind_replaces_a_stale_socket_but_not_a_live_one_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.sock");
+        let live = bind(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(bind(&path).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+        drop(live);
+        bind(&path).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(bind(&file).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    }
 
     #[test]
     fn version_ids_round_trip_and_stay_small() {
