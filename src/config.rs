@@ -209,6 +209,9 @@ pub struct FileAudit {
     pub deadline_ms: Option<u64>,
     /// Most records per synced write.
     pub max_batch: Option<usize>,
+    /// Longest wait, in microseconds, for records of requests the server is
+    /// already handling, so they share one fsync (default 500; 0: never).
+    pub linger_us: Option<u64>,
 }
 
 /// Command-line overrides.
@@ -359,6 +362,7 @@ impl ServerConfig {
         let audit = AuditLogConfig {
             deadline: file.audit.deadline_ms.map(Duration::from_millis).unwrap_or(ad.deadline),
             max_batch: file.audit.max_batch.unwrap_or(ad.max_batch),
+            linger: file.audit.linger_us.map(Duration::from_micros).unwrap_or(ad.linger),
             ..ad
         };
         if audit.deadline.is_zero() || audit.max_batch == 0 {

@@ -2,10 +2,12 @@
 //! caller's `x-request-id` if sane, else a fresh UUID, written back into the
 //! request so the handler, the audit record and the response all carry the
 //! same one), runs it inside a tracing span holding that id, so every log
-//! line of the request names it, and counts it in the metrics.
+//! line of the request names it, counts it in the metrics, and keeps the
+//! count of requests in flight that the audit writer uses to batch.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -19,19 +21,21 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Default)]
 pub struct ObserveLayer {
     metrics: Option<Arc<Metrics>>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl ObserveLayer {
-    /// Request ids and spans always; metrics when given.
-    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
-        Self { metrics }
+    /// Request ids and spans always; metrics when given; `in_flight`
+    /// counts the requests being handled (the audit writer reads it).
+    pub fn new(metrics: Option<Arc<Metrics>>, in_flight: Arc<AtomicUsize>) -> Self {
+        Self { metrics, in_flight }
     }
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, metrics: self.metrics.clone() }
+        Observe { inner, metrics: self.metrics.clone(), in_flight: self.in_flight.clone() }
     }
 }
 
@@ -40,6 +44,23 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Option<Arc<Metrics>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request as in flight until dropped (also when cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A caller-supplied request id we are willing to echo and record.
@@ -119,9 +140,11 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let started = Instant::now();
+        let counted = InFlight::enter(&self.in_flight);
         Box::pin(
             async move {
                 let resp = inner.call(req).await;
+                drop(counted);
                 if let Some(m) = &metrics {
                     // An error is sent trailers-only, so its status is in the
                     // headers; a success puts grpc-status 0 in the trailers.

@@ -79,6 +79,8 @@ pub async fn run_with_store(
     if let Some(m) = &metrics {
         kms_config.audit.observer = Some(m.clone());
     }
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    kms_config.audit.in_flight = Some(in_flight.clone());
     let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), kms_config)?);
     let audit = kms.audit_log().clone();
     // One shutdown signal for every listener.
@@ -110,7 +112,7 @@ pub async fn run_with_store(
             Some((accepted, l))
         });
         tracing::info!(socket = %k.socket.display(), key = %k.key, "Kubernetes KMS v2 plugin serving");
-        let layer = crate::observe::ObserveLayer::new(metrics.clone());
+        let layer = crate::observe::ObserveLayer::new(metrics.clone(), in_flight.clone());
         let server = Server::builder().layer(layer).add_service(
             crate::k8s_pb::key_management_service_server::KeyManagementServiceServer::new(plugin),
         );
@@ -204,7 +206,7 @@ pub async fn run_with_store(
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward serving");
     let served = builder
-        .layer(crate::observe::ObserveLayer::new(metrics.clone()))
+        .layer(crate::observe::ObserveLayer::new(metrics.clone(), in_flight.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,16 +7,23 @@
 //! batch, and only then wakes each waiting request. Many requests share one
 //! fsync; none is answered before its record is durable.
 //!
+//! Under load it also waits a little (at most `linger`) for requests that
+//! the server is already handling but whose records have not arrived yet,
+//! so one fsync serves more of them: the server counts the requests it is
+//! handling (`in_flight`), and the writer lingers only while more of them
+//! are out there than are in the batch. A lone request never waits.
+//!
 //! Fail closed: if the write fails, every request in the batch gets an error
 //! and nothing is applied. If the writer is stuck past the deadline, waiting
 //! requests give up with an error while the writer finishes on its own.
 //! The `healthy` watch flips to false on either and back to true on the next
 //! successful write.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::audit::hash_bytes;
 use crate::usage::UsageBook;
@@ -31,11 +38,21 @@ pub struct AuditLogConfig {
     pub deadline: Duration,
     /// Told about every batch (for metrics).
     pub observer: Option<Arc<dyn AuditObserver>>,
+    /// Longest wait for records of requests still being handled (0: never wait).
+    pub linger: Duration,
+    /// How many requests the server is handling right now (kept by the edge).
+    pub in_flight: Option<Arc<AtomicUsize>>,
 }
 
 impl Default for AuditLogConfig {
     fn default() -> Self {
-        Self { max_batch: 4096, deadline: Duration::from_secs(5), observer: None }
+        Self {
+            max_batch: 4096,
+            deadline: Duration::from_secs(5),
+            observer: None,
+            linger: Duration::from_micros(500),
+            in_flight: None,
+        }
     }
 }
 
@@ -83,13 +100,13 @@ struct Job {
 enum Msg {
     Job(Job),
     /// Finish what is queued, then exit (dropping the store).
-    Stop(std::sync::mpsc::Sender<()>),
+    Stop(mpsc::Sender<()>),
 }
 
 /// Handle to the audit writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     healthy: Arc<watch::Sender<bool>>,
     deadline: Duration,
 }
@@ -108,13 +125,16 @@ impl AuditLog {
         config: AuditLogConfig,
     ) -> Result<Self, StoreError> {
         let head = store.audit_head()?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let healthy = Arc::new(watch::Sender::new(true));
         let writer_health = healthy.clone();
         let max_batch = config.max_batch.max(1);
         std::thread::Builder::new()
             .name("keyward-audit".into())
-            .spawn(move || writer(store, usage, head, rx, writer_health, max_batch, config.observer))
+            .spawn(move || {
+                let linger = config.in_flight.map(|n| (n, config.linger)).filter(|(_, l)| !l.is_zero());
+                writer(store, usage, head, rx, writer_health, max_batch, config.observer, linger)
+            })
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
         Ok(Self { tx, healthy, deadline: config.deadline })
     }
@@ -149,7 +169,7 @@ impl AuditLog {
     /// Writes what is queued, stops the writer thread and waits for it, so
     /// the store is released when this returns (at most `timeout`).
     pub fn stop(&self, timeout: Duration) {
-        let (done, wait) = std::sync::mpsc::channel();
+        let (done, wait) = mpsc::channel();
         if self.tx.send(Msg::Stop(done)).is_ok() {
             let _ = wait.recv_timeout(timeout);
         }
@@ -161,28 +181,46 @@ impl AuditLog {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn writer(
     store: Arc<dyn Store>,
     usage: Arc<UsageBook>,
     mut head: Option<AuditHead>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+    rx: mpsc::Receiver<Msg>,
     healthy: Arc<watch::Sender<bool>>,
     max_batch: usize,
     observer: Option<Arc<dyn AuditObserver>>,
+    linger: Option<(Arc<AtomicUsize>, Duration)>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut stop: Option<std::sync::mpsc::Sender<()>> = None;
+    let mut stop: Option<mpsc::Sender<()>> = None;
     while stop.is_none() {
-        match rx.blocking_recv() {
-            Some(Msg::Job(job)) => jobs.push(job),
-            Some(Msg::Stop(done)) => stop = Some(done),
-            None => break,
+        match rx.recv() {
+            Ok(Msg::Job(job)) => jobs.push(job),
+            Ok(Msg::Stop(done)) => stop = Some(done),
+            Err(_) => break,
         }
         while jobs.len() < max_batch && stop.is_none() {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => jobs.push(job),
                 Ok(Msg::Stop(done)) => stop = Some(done),
                 Err(_) => break,
+            }
+        }
+        // Wait (briefly) while the server handles more requests than the
+        // batch holds, less one: those records are on their way.
+        if let Some((in_flight, linger)) = &linger {
+            let until = Instant::now() + *linger;
+            while jobs.len() < max_batch
+                && stop.is_none()
+                && in_flight.load(Ordering::Relaxed) > jobs.len() + 1
+            {
+                let Some(left) = until.checked_duration_since(Instant::now()) else { break };
+                match rx.recv_timeout(left) {
+                    Ok(Msg::Job(job)) => jobs.push(job),
+                    Ok(Msg::Stop(done)) => stop = Some(done),
+                    Err(_) => break,
+                }
             }
         }
         if jobs.is_empty() {
@@ -246,7 +284,7 @@ fn writer(
             }
         }
     }
-    rx.close();
+    drop(rx);
     drop(store);
     if let Some(done) = stop {
         let _ = done.send(());

@@ -86,3 +86,60 @@ async fn failed_audit_write_returns_nothing_and_changes_nothing() {
     assert!(r.intact());
     assert_eq!(r.records_checked, 2);
 }
+
+/// Counts audit batches.
+#[derive(Debug, Default)]
+struct Batches(std::sync::Mutex<Vec<usize>>);
+
+impl keyward_core::AuditObserver for Batches {
+    fn committed(&self, records: usize, _: std::time::Duration) {
+        self.0.lock().unwrap().push(records);
+    }
+    fn failed(&self, _: usize, _: std::time::Duration) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_waits_for_records_of_requests_in_flight_and_only_for_those() {
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let batches = Arc::new(Batches::default());
+    let mut config = KmsConfig::default();
+    config.audit.in_flight = Some(in_flight.clone());
+    config.audit.observer = Some(batches.clone());
+    // Far longer than the test: the wait must end because the records came.
+    config.audit.linger = std::time::Duration::from_secs(30);
+    let kms = Arc::new(
+        Kms::open(
+            Arc::new(MemoryStore::new()),
+            RootKey::from_bytes(&[1; 32]).unwrap(),
+            Arc::new(ManualClock::at(1_000)),
+            config,
+        )
+        .unwrap(),
+    );
+    let encrypt = |kms: Arc<Kms>, key: String| async move {
+        kms.encrypt(&caller(), &key, Plaintext::new(b"x".to_vec()), HashMap::new()).await.unwrap()
+    };
+    // A lone request never waits (else this would take 30 s).
+    in_flight.store(1, Ordering::SeqCst);
+    let (meta, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        kms.create_key(&caller(), Default::default()),
+    )
+    .await
+    .expect("no linger for a lone request")
+    .unwrap();
+    let key = meta.id.to_string();
+    // Three in flight: the first record waits for the second (the third is
+    // allowed to be elsewhere), and both share one write.
+    in_flight.store(3, Ordering::SeqCst);
+    let first = tokio::spawn(encrypt(kms.clone(), key.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let second = tokio::spawn(encrypt(kms.clone(), key.clone()));
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        first.await.unwrap();
+        second.await.unwrap();
+    })
+    .await
+    .expect("the batch was written once both records arrived");
+    assert_eq!(*batches.0.lock().unwrap(), vec![1, 2]);
+}
