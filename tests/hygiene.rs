@@ -128,6 +128,29 @@ async fn secrets_never_reach_logs_audit_or_disk() {
         .into_inner()
         .plaintext;
     secrets.push(np_plain);
+    let batch = crypto
+        .generate_data_key_batch(pb::GenerateDataKeyBatchRequest {
+            key_id: id.clone(),
+            count: 3,
+            encryption_context: c.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    secrets.extend(batch.data_keys.into_iter().map(|k| k.plaintext));
+    let items = vec![
+        pb::ReEncryptRequest {
+            ciphertext: ct.clone(),
+            source_encryption_context: c.clone(),
+            destination_key_id: id.clone(),
+            ..Default::default()
+        },
+        // A failing item (wrong context) must not leak either.
+        pb::ReEncryptRequest { ciphertext: ct.clone(), destination_key_id: id.clone(), ..Default::default() },
+    ];
+    let results = crypto.batch_re_encrypt(pb::BatchReEncryptRequest { items }).await.unwrap().into_inner();
+    assert_eq!(results.results.len(), 2);
     keys.rotate_key(pb::RotateKeyRequest { key_id: id.clone() }).await.unwrap();
     let re = crypto
         .re_encrypt(pb::ReEncryptRequest {
