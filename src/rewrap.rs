@@ -51,6 +51,19 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
         )),
         _ => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
+    // Writing over the input would truncate it before it is read.
+    if let (Some(i), Some(o)) = (&a.input, &a.out) {
+        let same = match (std::fs::canonicalize(i), std::fs::canonicalize(o)) {
+            (Ok(i), Ok(o)) => i == o,
+            _ => false,
+        };
+        if same {
+            return Err(CliError::Input(format!(
+                "--out {} is the input file; write to another file and move it afterwards",
+                o.display()
+            )));
+        }
+    }
     let mut out: Box<dyn Write> = match &a.out {
         Some(p) => {
             Box::new(BufWriter::new(std::fs::File::create(p).map_err(|e| io(&p.display().to_string(), e))?))

@@ -166,6 +166,12 @@ fn lifecycle_commands_and_rewrap() {
     input.push_str("\n\nnot base64!\n");
     let file = dir.path().join("old.txt");
     std::fs::write(&file, input).unwrap();
+    let same = keyward(
+        &addr,
+        &["rewrap", "--to", "alias/docs", "--in", file.to_str().unwrap(), "--out", file.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&same.stderr).contains("is the input file"));
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with(&lines[0]), "the input is untouched");
     let out = dir.path().join("new.txt");
     let o = keyward(
         &addr,
