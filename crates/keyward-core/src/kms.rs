@@ -878,13 +878,7 @@ impl Kms {
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
         self.change_key(caller, Operation::UpdateRotationPolicy, key, None, true, move |live, _, now| {
             let meta = &live.record.meta;
-            if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
-                return Err(KmsError::FailedPrecondition(format!(
-                    "key {} is {}",
-                    meta.id,
-                    meta.state.as_str()
-                )));
-            }
+            check_key_manageable(meta)?;
             let rotation = input.validate(now)?;
             let mut record = live.record.clone();
             record.meta.rotation = rotation;
@@ -935,18 +929,8 @@ impl Kms {
         to: KeyState,
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
         self.change_key(caller, op, key, None, true, |live, _, _| {
-            let from = live.record.meta.state;
-            match from {
-                KeyState::Enabled | KeyState::Disabled => {}
-                KeyState::PendingDeletion | KeyState::Destroyed => {
-                    return Err(KmsError::FailedPrecondition(format!(
-                        "key {} is {}",
-                        live.record.meta.id,
-                        from.as_str()
-                    )))
-                }
-            }
-            if from == to {
+            check_key_manageable(&live.record.meta)?;
+            if live.record.meta.state == to {
                 return Ok(None);
             }
             let mut record = live.record.clone();
@@ -968,13 +952,7 @@ impl Kms {
     ) -> Result<(KeyMeta, Vec<String>), KmsError> {
         self.change_key(caller, op, key, Some(version), true, move |live, _, now| {
             let meta = &live.record.meta;
-            if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
-                return Err(KmsError::FailedPrecondition(format!(
-                    "key {} is {}",
-                    meta.id,
-                    meta.state.as_str()
-                )));
-            }
+            check_key_manageable(meta)?;
             if meta.version(version).is_none() {
                 return Err(KmsError::NotFound(format!("version {version} of key {}", meta.id)));
             }
@@ -1129,13 +1107,7 @@ impl Kms {
         };
         self.change_key(caller, Operation::ScheduleKeyDeletion, key, None, true, move |live, _, now| {
             let meta = &live.record.meta;
-            if !matches!(meta.state, KeyState::Enabled | KeyState::Disabled) {
-                return Err(KmsError::FailedPrecondition(format!(
-                    "key {} is {}",
-                    meta.id,
-                    meta.state.as_str()
-                )));
-            }
+            check_key_manageable(meta)?;
             let mut record = live.record.clone();
             record.meta.state = KeyState::PendingDeletion;
             record.meta.deletion_ms = Some(now + i64::from(days) * DAY_MS);
@@ -1550,6 +1522,15 @@ fn rotated(live: &LiveKey, root: &RootKey, now: i64) -> Result<LiveKey, KmsError
 
 fn version_state_error(version: u32, state: VersionState) -> KmsError {
     KmsError::FailedPrecondition(format!("version {version} is {}", state.as_str()))
+}
+
+/// Lifecycle changes need a key that is enabled or disabled (not pending
+/// deletion, not destroyed).
+fn check_key_manageable(meta: &KeyMeta) -> Result<(), KmsError> {
+    match meta.state {
+        KeyState::Enabled | KeyState::Disabled => Ok(()),
+        other => Err(KmsError::FailedPrecondition(format!("key {} is {}", meta.id, other.as_str()))),
+    }
 }
 
 fn check_key_usable(meta: &KeyMeta) -> Result<(), KmsError> {
