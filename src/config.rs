@@ -615,6 +615,27 @@ mod tests {
     }
 
     #[test]
+    fn production_and_kubernetes_examples_parse() {
+        let file: FileConfig = toml::from_str(include_str!("../deploy/keyward-production.toml")).unwrap();
+        let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert!(c.tls.is_some() && c.metrics_listen.is_some() && c.health_listen.is_some());
+        assert_eq!(c.log.format, LogFormat::Json);
+        // The ConfigMap in the Kubernetes manifest embeds a keyward.toml.
+        let yaml = include_str!("../deploy/kubernetes/keyward.yaml");
+        let start = yaml.find("keyward.toml: |").expect("embedded config");
+        let embedded: String = yaml[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("---"))
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&embedded).unwrap();
+        let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert_eq!(c.health_listen.map(|a| a.port()), Some(8081));
+    }
+
+    #[test]
     fn root_key_file_permissions_are_enforced() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("root.key");
