@@ -47,6 +47,8 @@ pub const PRINCIPAL: &str = "kube-apiserver";
 pub struct KmsV2 {
     kms: Arc<Kms>,
     key: KeyId,
+    /// `key` as the use cases take it (formatted once).
+    key_ref: String,
     audit_ok: watch::Receiver<bool>,
     policy: Arc<Policy>,
     socket: String,
@@ -75,7 +77,14 @@ impl KmsV2 {
             }],
         });
         let audit_ok = kms.audit_log().health();
-        Ok(Self { kms, key: id, audit_ok, policy, socket: socket.display().to_string() })
+        Ok(Self {
+            kms,
+            key: id,
+            key_ref: id.to_string(),
+            audit_ok,
+            policy,
+            socket: socket.display().to_string(),
+        })
     }
 
     fn caller<T>(&self, req: &Request<T>, uid: &str) -> Caller {
@@ -97,7 +106,7 @@ impl KmsV2 {
 
     /// What `Status` reports; from memory only.
     pub fn status(&self) -> v2::StatusResponse {
-        let (healthz, key_id) = match self.kms.peek_key(&self.key.to_string()) {
+        let (healthz, key_id) = match self.kms.peek_key(&self.key_ref) {
             Err(e) => (format!("key {}: {}", self.key, e.public_message()), String::new()),
             Ok((id, state, primary)) => {
                 let healthz = if !*self.audit_ok.borrow() {
@@ -136,8 +145,7 @@ impl KeyManagementService for KmsV2 {
             );
             return Err(to_status(&self.kms.refuse(&c, Operation::Encrypt, e).await));
         }
-        let out =
-            self.kms.encrypt(&c, &self.key.to_string(), Plaintext::new(r.plaintext), HashMap::new()).await;
+        let out = self.kms.encrypt(&c, &self.key_ref, Plaintext::new(r.plaintext), HashMap::new()).await;
         respond(
             &c,
             out.map(|o| v2::EncryptResponse {
@@ -168,7 +176,7 @@ impl KeyManagementService for KmsV2 {
             );
             return Err(to_status(&self.kms.refuse(&c, Operation::Decrypt, e).await));
         }
-        let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), &self.key.to_string()).await;
+        let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), &self.key_ref).await;
         respond(&c, out.map(|o| v2::DecryptResponse { plaintext: o.plaintext.into_exposed() }))
     }
 }

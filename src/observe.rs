@@ -126,16 +126,16 @@ where
             }
         };
         let path = req.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let (service, method) = (service.to_string(), method.to_string());
-        let kind = grpc_type(&method);
         // `uid`: filled in by edges whose protocol carries its own request id
         // (the KMS v2 plugin), so log lines match the audit record.
         let span = tracing::info_span!("request", request_id = %id, rpc = %path, uid = tracing::field::Empty);
-        let metrics = self.metrics.clone();
-        if let Some(m) = &metrics {
-            m.rpc_started(kind, &service, &method);
-        }
+        // Labels are owned only when metrics are on (the future outlives `req`).
+        let labels = self.metrics.clone().map(|m| {
+            let (service, method) = path.split_once('/').unwrap_or((path, ""));
+            let kind = grpc_type(method);
+            m.rpc_started(kind, service, method);
+            (m, kind, service.to_string(), method.to_string())
+        });
         // Take the service that was polled ready; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -145,7 +145,7 @@ where
             async move {
                 let resp = inner.call(req).await;
                 drop(counted);
-                if let Some(m) = &metrics {
+                if let Some((m, kind, service, method)) = &labels {
                     // An error is sent trailers-only, so its status is in the
                     // headers; a success puts grpc-status 0 in the trailers.
                     let code = match &resp {
@@ -158,7 +158,7 @@ where
                             .unwrap_or(tonic::Code::Ok),
                         Err(_) => tonic::Code::Unknown,
                     };
-                    m.rpc_handled(kind, &service, &method, code_name(code), started.elapsed());
+                    m.rpc_handled(kind, service, method, code_name(code), started.elapsed());
                 }
                 resp
             }

@@ -38,18 +38,14 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
     let mut crypto = client.crypto();
     let io = |what: &str, e: std::io::Error| CliError::Input(format!("{what}: {e}"));
     let from_stdin = a.input.as_ref().is_none_or(|p| p.as_os_str() == "-");
-    let total = match &a.input {
+    // Progress is measured in input bytes, so the file is read only once.
+    let (reader, total): (Box<dyn BufRead + Send>, Option<u64>) = match &a.input {
         Some(p) if !from_stdin => {
             let f = std::fs::File::open(p).map_err(|e| io(&p.display().to_string(), e))?;
-            Some(std::io::BufReader::new(f).lines().count() as u64)
+            let size = f.metadata().map(|m| m.len()).ok();
+            (Box::new(std::io::BufReader::new(f)), size)
         }
-        _ => None,
-    };
-    let reader: Box<dyn BufRead + Send> = match &a.input {
-        Some(p) if !from_stdin => Box::new(std::io::BufReader::new(
-            std::fs::File::open(p).map_err(|e| io(&p.display().to_string(), e))?,
-        )),
-        _ => Box::new(std::io::BufReader::new(std::io::stdin())),
+        _ => (Box::new(std::io::BufReader::new(std::io::stdin())), None),
     };
     // Writing over the input would truncate it before it is read.
     if let (Some(i), Some(o)) = (&a.input, &a.out) {
@@ -80,7 +76,8 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
     // file is never held in memory) and tells the writer, in order, what
     // became of each line.
     let (req_tx, req_rx) = mpsc::channel::<pb::ReEncryptRequest>(QUEUE);
-    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Result<Line, String>>();
+    // Each line's fate, with its size in bytes (for the progress bar).
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Result<(Line, u64), String>>();
     let to = a.to.clone();
     std::thread::spawn(move || {
         for (n, line) in reader.lines().enumerate() {
@@ -91,17 +88,18 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
                     return;
                 }
             };
+            let size = line.len() as u64 + 1;
             let line = line.trim();
             if line.is_empty() {
-                let _ = line_tx.send(Ok(Line::Blank));
+                let _ = line_tx.send(Ok((Line::Blank, size)));
                 continue;
             }
             match B64.decode(line) {
                 Err(e) => {
-                    let _ = line_tx.send(Ok(Line::Bad(format!("not valid base64: {e}"))));
+                    let _ = line_tx.send(Ok((Line::Bad(format!("not valid base64: {e}")), size)));
                 }
                 Ok(ciphertext) => {
-                    let _ = line_tx.send(Ok(Line::Sent));
+                    let _ = line_tx.send(Ok((Line::Sent, size)));
                     let req = pb::ReEncryptRequest {
                         ciphertext_crc32c: sums.then(|| crate::grpc::crc(&ciphertext)),
                         source_encryption_context_crc32c: src_sum,
@@ -134,7 +132,7 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rewrapped ({per_sec}, eta {eta})",
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}",
         )
         .expect("template")
         .progress_chars("=> "),
@@ -143,7 +141,8 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
     let write_err = |e: std::io::Error| CliError::Input(format!("writing output: {e}"));
     while let Some(line) = line_rx.recv().await {
         n += 1;
-        match line.map_err(CliError::Input)? {
+        let (line, size) = line.map_err(CliError::Input)?;
+        match line {
             Line::Blank => writeln!(out).map_err(write_err)?,
             Line::Bad(why) => {
                 failed += 1;
@@ -171,7 +170,10 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
                 }
             }
         }
-        bar.inc(1);
+        bar.inc(size);
+        if n % 256 == 0 {
+            bar.set_message(format!("{n} lines"));
+        }
     }
     out.flush().map_err(write_err)?;
     bar.finish_and_clear();

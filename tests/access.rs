@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use keyward::config::{FileConfig, Overrides};
@@ -129,7 +128,6 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
     let mut keys = KeyServiceClient::new(who.channel.clone());
     let mut crypto = CryptoServiceClient::new(who.channel.clone());
     let mut audit = AuditServiceClient::new(who.channel.clone());
-    let none = HashMap::new;
     match rpc {
         "CreateKey" => keys.create_key(who.req(pb::CreateKeyRequest::default())).await.map(drop),
         "DescribeKey" => {
@@ -153,36 +151,24 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             .encrypt(who.req(pb::EncryptRequest {
                 key_id: key.into(),
                 plaintext: b"x".to_vec(),
-                encryption_context: none(),
                 ..Default::default()
             }))
             .await
             .map(drop),
         "Decrypt" => crypto
-            .decrypt(who.req(pb::DecryptRequest {
-                ciphertext: ct.to_vec(),
-                encryption_context: none(),
-                key_id: String::new(),
-                ..Default::default()
-            }))
+            .decrypt(who.req(pb::DecryptRequest { ciphertext: ct.to_vec(), ..Default::default() }))
             .await
             .map(drop),
         "GenerateDataKey" => crypto
-            .generate_data_key(who.req(pb::GenerateDataKeyRequest {
-                key_id: key.into(),
-                number_of_bytes: None,
-                encryption_context: none(),
-                ..Default::default()
-            }))
+            .generate_data_key(
+                who.req(pb::GenerateDataKeyRequest { key_id: key.into(), ..Default::default() }),
+            )
             .await
             .map(drop),
         "GenerateDataKeyWithoutPlaintext" => crypto
-            .generate_data_key_without_plaintext(who.req(pb::GenerateDataKeyRequest {
-                key_id: key.into(),
-                number_of_bytes: None,
-                encryption_context: none(),
-                ..Default::default()
-            }))
+            .generate_data_key_without_plaintext(
+                who.req(pb::GenerateDataKeyRequest { key_id: key.into(), ..Default::default() }),
+            )
             .await
             .map(drop),
         "ReEncrypt" => crypto
@@ -420,7 +406,6 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
             .encrypt(who.req(pb::EncryptRequest {
                 key_id: key,
                 plaintext: b"p".to_vec(),
-                encryption_context: HashMap::new(),
                 ..Default::default()
             }))
             .await

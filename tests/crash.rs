@@ -135,7 +135,6 @@ async fn sigkill_under_load_loses_no_acknowledged_record() {
             .decrypt(pb::DecryptRequest {
                 ciphertext: ct.clone(),
                 encryption_context: ctx(&[("id", id)]),
-                key_id: String::new(),
                 ..Default::default()
             })
             .await

@@ -67,7 +67,6 @@ async fn every_rpc_works_over_grpc() {
         .decrypt(pb::DecryptRequest {
             ciphertext: e.ciphertext.clone(),
             encryption_context: c.clone(),
-            key_id: String::new(),
             ..Default::default()
         })
         .await
@@ -90,7 +89,6 @@ async fn every_rpc_works_over_grpc() {
     let dk = crypto
         .generate_data_key(pb::GenerateDataKeyRequest {
             key_id: id.clone(),
-            number_of_bytes: None,
             encryption_context: c.clone(),
             ..Default::default()
         })
@@ -102,7 +100,6 @@ async fn every_rpc_works_over_grpc() {
         .decrypt(pb::DecryptRequest {
             ciphertext: dk.ciphertext.clone(),
             encryption_context: c.clone(),
-            key_id: String::new(),
             ..Default::default()
         })
         .await
@@ -113,7 +110,6 @@ async fn every_rpc_works_over_grpc() {
         .generate_data_key(pb::GenerateDataKeyRequest {
             key_id: id.clone(),
             number_of_bytes: Some(64),
-            encryption_context: HashMap::new(),
             ..Default::default()
         })
         .await
@@ -124,19 +120,13 @@ async fn every_rpc_works_over_grpc() {
         .generate_data_key_without_plaintext(pb::GenerateDataKeyRequest {
             key_id: "alias/payments".into(),
             number_of_bytes: Some(16),
-            encryption_context: HashMap::new(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     let np_plain = crypto
-        .decrypt(pb::DecryptRequest {
-            ciphertext: np.ciphertext,
-            encryption_context: HashMap::new(),
-            key_id: String::new(),
-            ..Default::default()
-        })
+        .decrypt(pb::DecryptRequest { ciphertext: np.ciphertext, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -151,7 +141,6 @@ async fn every_rpc_works_over_grpc() {
             source_encryption_context: c.clone(),
             destination_key_id: other.clone(),
             destination_encryption_context: ctx(&[("moved", "yes")]),
-            source_key_id: String::new(),
             ..Default::default()
         })
         .await
@@ -184,7 +173,6 @@ async fn every_rpc_works_over_grpc() {
         .encrypt(pb::EncryptRequest {
             key_id: "alias/second".into(),
             plaintext: b"x".to_vec(),
-            encryption_context: HashMap::new(),
             ..Default::default()
         })
         .await
@@ -207,12 +195,7 @@ async fn every_rpc_works_over_grpc() {
     assert_eq!(r.primary_version, 2);
     assert_eq!(r.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
     let e2 = crypto
-        .encrypt(pb::EncryptRequest {
-            key_id: id.clone(),
-            plaintext: b"new".to_vec(),
-            encryption_context: HashMap::new(),
-            ..Default::default()
-        })
+        .encrypt(pb::EncryptRequest { key_id: id.clone(), plaintext: b"new".to_vec(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -222,12 +205,7 @@ async fn every_rpc_works_over_grpc() {
         (e2.ciphertext.clone(), HashMap::new(), b"new".to_vec()),
     ] {
         let d = crypto
-            .decrypt(pb::DecryptRequest {
-                ciphertext: ct,
-                encryption_context: cx,
-                key_id: String::new(),
-                ..Default::default()
-            })
+            .decrypt(pb::DecryptRequest { ciphertext: ct, encryption_context: cx, ..Default::default() })
             .await
             .unwrap()
             .into_inner();
@@ -248,7 +226,6 @@ async fn every_rpc_works_over_grpc() {
             .encrypt(pb::EncryptRequest {
                 key_id: id.clone(),
                 plaintext: b"x".to_vec(),
-                encryption_context: HashMap::new(),
                 ..Default::default()
             })
             .await,
@@ -260,7 +237,6 @@ async fn every_rpc_works_over_grpc() {
             .decrypt(pb::DecryptRequest {
                 ciphertext: e.ciphertext.clone(),
                 encryption_context: c.clone(),
-                key_id: String::new(),
                 ..Default::default()
             })
             .await,
@@ -269,12 +245,7 @@ async fn every_rpc_works_over_grpc() {
     );
     assert_status(
         crypto
-            .generate_data_key(pb::GenerateDataKeyRequest {
-                key_id: id.clone(),
-                number_of_bytes: None,
-                encryption_context: HashMap::new(),
-                ..Default::default()
-            })
+            .generate_data_key(pb::GenerateDataKeyRequest { key_id: id.clone(), ..Default::default() })
             .await,
         Code::FailedPrecondition,
         "disabled",
@@ -283,8 +254,6 @@ async fn every_rpc_works_over_grpc() {
         crypto
             .generate_data_key_without_plaintext(pb::GenerateDataKeyRequest {
                 key_id: id.clone(),
-                number_of_bytes: None,
-                encryption_context: HashMap::new(),
                 ..Default::default()
             })
             .await,
@@ -298,7 +267,6 @@ async fn every_rpc_works_over_grpc() {
                 source_encryption_context: c.clone(),
                 destination_key_id: other.clone(),
                 destination_encryption_context: HashMap::new(),
-                source_key_id: String::new(),
                 ..Default::default()
             })
             .await,
@@ -312,7 +280,6 @@ async fn every_rpc_works_over_grpc() {
                 source_encryption_context: ctx(&[("moved", "yes")]),
                 destination_key_id: id.clone(),
                 destination_encryption_context: HashMap::new(),
-                source_key_id: String::new(),
                 ..Default::default()
             })
             .await,
@@ -332,7 +299,6 @@ async fn every_rpc_works_over_grpc() {
         .decrypt(pb::DecryptRequest {
             ciphertext: e.ciphertext.clone(),
             encryption_context: c.clone(),
-            key_id: String::new(),
             ..Default::default()
         })
         .await
@@ -415,7 +381,6 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
     let dec = |ct: Vec<u8>, c: HashMap<String, String>| pb::DecryptRequest {
         ciphertext: ct,
         encryption_context: c,
-        key_id: String::new(),
         ..Default::default()
     };
     let opaque = "ciphertext is invalid or does not match the key and encryption context";
@@ -542,7 +507,6 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
                 .generate_data_key(pb::GenerateDataKeyRequest {
                     key_id: id.clone(),
                     number_of_bytes: Some(n),
-                    encryption_context: HashMap::new(),
                     ..Default::default()
                 })
                 .await,
@@ -555,7 +519,6 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
             .generate_data_key(pb::GenerateDataKeyRequest {
                 key_id: id.clone(),
                 number_of_bytes: Some(n),
-                encryption_context: HashMap::new(),
                 ..Default::default()
             })
             .await
@@ -687,7 +650,6 @@ async fn restart_loses_nothing() {
             .decrypt(pb::DecryptRequest {
                 ciphertext: ct,
                 encryption_context: ctx(&[("i", &i.to_string())]),
-                key_id: String::new(),
                 ..Default::default()
             })
             .await
@@ -700,7 +662,6 @@ async fn restart_loses_nothing() {
         .encrypt(pb::EncryptRequest {
             key_id: "alias/second-name".into(),
             plaintext: b"after".to_vec(),
-            encryption_context: HashMap::new(),
             ..Default::default()
         })
         .await
@@ -759,7 +720,6 @@ async fn many_concurrent_clients_get_correct_answers_and_one_record_each() {
                     .decrypt(pb::DecryptRequest {
                         ciphertext: e.ciphertext,
                         encryption_context: cx,
-                        key_id: String::new(),
                         ..Default::default()
                     })
                     .await
@@ -835,7 +795,6 @@ async fn batch_and_streaming_rewrap_report_each_item() {
         source_encryption_context: ctx(&[("n", &i.to_string())]),
         destination_key_id: key.clone(),
         destination_encryption_context: ctx(&[("n", &i.to_string())]),
-        source_key_id: String::new(),
         ..Default::default()
     };
 
@@ -889,7 +848,6 @@ async fn batch_and_streaming_rewrap_report_each_item() {
             .decrypt(pb::DecryptRequest {
                 ciphertext: ok.ciphertext,
                 encryption_context: ctx(&[("n", &n.to_string())]),
-                key_id: String::new(),
                 ..Default::default()
             })
             .await

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,12 +49,7 @@ async fn audit_write_failure_fails_closed_and_recovers() {
     assert_eq!(health(&s, "keyward.v1.CryptoService").await, ServingStatus::Serving as i32);
     let id = s.create_key("").await;
     let mut crypto = s.crypto();
-    let req = || pb::GenerateDataKeyRequest {
-        key_id: id.clone(),
-        number_of_bytes: None,
-        encryption_context: HashMap::new(),
-        ..Default::default()
-    };
+    let req = || pb::GenerateDataKeyRequest { key_id: id.clone(), ..Default::default() };
     crypto.generate_data_key(req()).await.unwrap();
     let before = s.audit_count().await;
 
@@ -68,7 +62,6 @@ async fn audit_write_failure_fails_closed_and_recovers() {
             .encrypt(pb::EncryptRequest {
                 key_id: id.clone(),
                 plaintext: b"x".to_vec(),
-                encryption_context: HashMap::new(),
                 ..Default::default()
             })
             .await,

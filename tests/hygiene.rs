@@ -77,7 +77,6 @@ async fn secrets_never_reach_logs_audit_or_disk() {
         .decrypt(pb::DecryptRequest {
             ciphertext: ct.clone(),
             encryption_context: c.clone(),
-            key_id: String::new(),
             ..Default::default()
         })
         .await
@@ -87,12 +86,7 @@ async fn secrets_never_reach_logs_audit_or_disk() {
     assert_eq!(pt, MARKER);
     // A failed decrypt (wrong context) must not leak either.
     assert!(crypto
-        .decrypt(pb::DecryptRequest {
-            ciphertext: ct.clone(),
-            encryption_context: HashMap::new(),
-            key_id: String::new(),
-            ..Default::default()
-        })
+        .decrypt(pb::DecryptRequest { ciphertext: ct.clone(), ..Default::default() })
         .await
         .is_err());
     let dk = crypto
@@ -110,19 +104,13 @@ async fn secrets_never_reach_logs_audit_or_disk() {
         .generate_data_key_without_plaintext(pb::GenerateDataKeyRequest {
             key_id: id.clone(),
             number_of_bytes: Some(48),
-            encryption_context: HashMap::new(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     let np_plain = crypto
-        .decrypt(pb::DecryptRequest {
-            ciphertext: np.ciphertext,
-            encryption_context: HashMap::new(),
-            key_id: String::new(),
-            ..Default::default()
-        })
+        .decrypt(pb::DecryptRequest { ciphertext: np.ciphertext, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -158,7 +146,6 @@ async fn secrets_never_reach_logs_audit_or_disk() {
             source_encryption_context: c.clone(),
             destination_key_id: other.clone(),
             destination_encryption_context: HashMap::new(),
-            source_key_id: String::new(),
             ..Default::default()
         })
         .await

@@ -139,7 +139,6 @@ impl CryptoService for Echo {
         let n = r.get_ref().ciphertext.len();
         Ok(Response::new(pb::ReEncryptResponse {
             ciphertext: vec![0; n],
-            source_key_id: String::new(),
             source_key_version: 1,
             key_id: r.into_inner().destination_key_id,
             key_version: 1,
@@ -234,7 +233,6 @@ async fn drive(
                         .generate_data_key(pb::GenerateDataKeyRequest {
                             key_id: key.clone(),
                             number_of_bytes: Some(32),
-                            encryption_context: HashMap::new(),
                             ..Default::default()
                         })
                         .await
@@ -243,18 +241,12 @@ async fn drive(
                         .encrypt(pb::EncryptRequest {
                             key_id: key.clone(),
                             plaintext: plaintext.clone(),
-                            encryption_context: HashMap::new(),
                             ..Default::default()
                         })
                         .await
                         .is_ok(),
                     Op::Decrypt => client
-                        .decrypt(pb::DecryptRequest {
-                            ciphertext: ct.clone(),
-                            encryption_context: HashMap::new(),
-                            key_id: String::new(),
-                            ..Default::default()
-                        })
+                        .decrypt(pb::DecryptRequest { ciphertext: ct.clone(), ..Default::default() })
                         .await
                         .is_ok(),
                 };
@@ -297,7 +289,6 @@ async fn run(keyward: &str, echo: &str, levels: &[usize], secs: u64, conns: usiz
         .encrypt(pb::EncryptRequest {
             key_id: key.clone(),
             plaintext: vec![0x42; 4096],
-            encryption_context: HashMap::new(),
             ..Default::default()
         })
         .await

@@ -556,17 +556,8 @@ impl Kms {
         context: HashMap<String, String>,
         with_plaintext: bool,
     ) -> Result<DataKeyOutput, KmsError> {
-        let op = if with_plaintext {
-            Operation::GenerateDataKey
-        } else {
-            Operation::GenerateDataKeyWithoutPlaintext
-        };
+        let (op, perm) = data_key_op(with_plaintext);
         let mut entry = self.entry(caller, op);
-        let perm = if with_plaintext {
-            Permission::GenerateDataKey
-        } else {
-            Permission::GenerateDataKeyWithoutPlaintext
-        };
         let result = async {
             let live = self.resolve(&mut entry, "key_id", key)?;
             self.authorize(caller, perm, &live)?;
@@ -610,11 +601,7 @@ impl Kms {
         count: u32,
     ) -> Result<Vec<DataKeyOutput>, KmsError> {
         // Checked once, so a refused batch is one record, not `count`.
-        let (op, perm) = if with_plaintext {
-            (Operation::GenerateDataKey, Permission::GenerateDataKey)
-        } else {
-            (Operation::GenerateDataKeyWithoutPlaintext, Permission::GenerateDataKeyWithoutPlaintext)
-        };
+        let (op, perm) = data_key_op(with_plaintext);
         let mut entry = self.entry(caller, op);
         let check = (|| {
             if count == 0 || count as usize > MAX_BATCH_ITEMS {
@@ -1489,6 +1476,15 @@ enum Due {
     Rotate,
     DestroyKey,
     DestroyVersion(u32),
+}
+
+/// The operation recorded and the permission checked for a data key.
+fn data_key_op(with_plaintext: bool) -> (Operation, Permission) {
+    if with_plaintext {
+        (Operation::GenerateDataKey, Permission::GenerateDataKey)
+    } else {
+        (Operation::GenerateDataKeyWithoutPlaintext, Permission::GenerateDataKeyWithoutPlaintext)
+    }
 }
 
 fn rotation_due(meta: &KeyMeta, now: i64) -> bool {

@@ -1,32 +1,20 @@
 //! Use cases over the in-memory store: concurrency of lifecycle changes and
 //! fail-closed behaviour, without a socket.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use keyward_core::{Caller, ErrorKind, Kms, KmsConfig, ManualClock, Policy, Store};
+use common::{caller, open, open_with};
+use keyward_core::{ErrorKind, Kms, KmsConfig, ManualClock, Store};
 use keyward_crypto::{Plaintext, RootKey};
 use keyward_store::testing::FaultyStore;
 use keyward_store::MemoryStore;
 
-fn caller() -> Caller {
-    Caller {
-        request_id: "r".into(),
-        principal: "p".into(),
-        peer: "".into(),
-        policy: Arc::new(Policy::everything()),
-    }
-}
-
 fn kms(store: Arc<dyn Store>) -> Kms {
-    Kms::open(
-        store,
-        RootKey::from_bytes(&[1; 32]).unwrap(),
-        Arc::new(ManualClock::at(1_000)),
-        KmsConfig::default(),
-    )
-    .unwrap()
+    open(&store, &ManualClock::at(1_000))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,15 +95,8 @@ async fn the_writer_waits_for_records_of_requests_in_flight_and_only_for_those()
     config.audit.observer = Some(batches.clone());
     // Far longer than the test: the wait must end because the records came.
     config.audit.linger = std::time::Duration::from_secs(30);
-    let kms = Arc::new(
-        Kms::open(
-            Arc::new(MemoryStore::new()),
-            RootKey::from_bytes(&[1; 32]).unwrap(),
-            Arc::new(ManualClock::at(1_000)),
-            config,
-        )
-        .unwrap(),
-    );
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let kms = Arc::new(open_with(&store, &ManualClock::at(1_000), config));
     let encrypt = |kms: Arc<Kms>, key: String| async move {
         kms.encrypt(&caller(), &key, Plaintext::new(b"x".to_vec()), HashMap::new()).await.unwrap()
     };

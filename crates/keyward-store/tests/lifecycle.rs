@@ -2,35 +2,17 @@
 //! test instead of slept: every transition, its audit record, and a restart
 //! that missed the moment.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use keyward_core::{
-    AuditQuery, Caller, ErrorKind, KeyState, Kms, KmsConfig, ManualClock, Policy, Store, VersionState,
-};
-use keyward_crypto::{Plaintext, RootKey};
+use common::{caller, open};
+use keyward_core::{AuditQuery, ErrorKind, KeyState, Kms, ManualClock, Store, VersionState};
+use keyward_crypto::Plaintext;
 use keyward_store::MemoryStore;
 
 const DAY: i64 = 24 * 60 * 60 * 1000;
-
-fn caller() -> Caller {
-    Caller {
-        request_id: "r".into(),
-        principal: "admin".into(),
-        peer: String::new(),
-        policy: Arc::new(Policy::everything()),
-    }
-}
-
-fn open(store: &Arc<dyn Store>, clock: &ManualClock) -> Kms {
-    Kms::open(
-        store.clone(),
-        RootKey::from_bytes(&[9; 32]).unwrap(),
-        Arc::new(clock.clone()),
-        KmsConfig::default(),
-    )
-    .unwrap()
-}
 
 async fn encrypt(kms: &Kms, key: &str) -> Vec<u8> {
     kms.encrypt(&caller(), key, Plaintext::new(b"data".to_vec()), HashMap::new()).await.unwrap().ciphertext

@@ -2,39 +2,23 @@
 //! batch data keys, against RocksDB in a temporary folder, with the clock
 //! moved by the test and restarts in between.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use common::{caller, open};
 use keyward_core::{
-    AuditQuery, AuditRecord, Caller, Clock, CreateKeyInput, ErrorKind, Kms, KmsConfig, KmsError, ManualClock,
-    Policy, RotationInput, Store, VersionUsage, MIN_ROTATION_PERIOD_MS,
+    AuditQuery, AuditRecord, Clock, CreateKeyInput, ErrorKind, Kms, KmsError, ManualClock, RotationInput,
+    Store, VersionUsage, MIN_ROTATION_PERIOD_MS,
 };
-use keyward_crypto::{Plaintext, RootKey};
+use keyward_crypto::Plaintext;
 use keyward_store::testing::FaultyStore;
 use keyward_store::RocksStore;
 
 const HOUR: i64 = MIN_ROTATION_PERIOD_MS;
 const T0: i64 = 1_800_000_000_000;
-
-fn caller() -> Caller {
-    Caller {
-        request_id: "req-1".into(),
-        principal: "admin".into(),
-        peer: String::new(),
-        policy: Arc::new(Policy::everything()),
-    }
-}
-
-fn open(store: &Arc<dyn Store>, clock: &ManualClock) -> Kms {
-    Kms::open(
-        store.clone(),
-        RootKey::from_bytes(&[9; 32]).unwrap(),
-        Arc::new(clock.clone()),
-        KmsConfig::default(),
-    )
-    .unwrap()
-}
 
 fn rocks(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     Arc::new(RocksStore::open(dir.path()).unwrap())

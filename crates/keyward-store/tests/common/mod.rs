@@ -1,0 +1,28 @@
+//! Helpers shared by the use-case tests over the stores.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::sync::Arc;
+
+use keyward_core::{Caller, Kms, KmsConfig, ManualClock, Policy, Store};
+use keyward_crypto::RootKey;
+
+/// An administrator with every role, request id `req-1`.
+pub fn caller() -> Caller {
+    Caller {
+        request_id: "req-1".into(),
+        principal: "admin".into(),
+        peer: String::new(),
+        policy: Arc::new(Policy::everything()),
+    }
+}
+
+/// Opens the service over `store` with a fixed root key and `clock`.
+pub fn open(store: &Arc<dyn Store>, clock: &ManualClock) -> Kms {
+    open_with(store, clock, KmsConfig::default())
+}
+
+/// As [`open`], with a configuration.
+pub fn open_with(store: &Arc<dyn Store>, clock: &ManualClock, config: KmsConfig) -> Kms {
+    Kms::open(store.clone(), RootKey::from_bytes(&[9; 32]).unwrap(), Arc::new(clock.clone()), config).unwrap()
+}
