@@ -176,7 +176,7 @@ impl KeyManagementService for KmsV2 {
             );
             return Err(to_status(&self.kms.refuse(&c, Operation::Decrypt, e).await));
         }
-        let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), &self.key_ref).await;
+        let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), Some(&self.key_ref)).await;
         respond(&c, out.map(|o| v2::DecryptResponse { plaintext: o.plaintext.into_exposed() }))
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{assert_status, ctx, TestServer};
 use keyward::pb;
-use keyward_store::testing::FaultyStore;
+use keyward_core::testing::FaultyStore;
 use keyward_store::RocksStore;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;

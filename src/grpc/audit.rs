@@ -1,10 +1,9 @@
 //! `keyward.v1.AuditService`.
 
-use keyward_core::AuditQuery;
-use keyward_core::Operation;
+use keyward_core::{AuditQueryInput, Operation};
 use tonic::{Request, Response, Status};
 
-use super::convert::{millis, record_to_pb};
+use super::convert::{given, millis, nonzero, record_to_pb};
 use super::{respond, Api};
 use crate::pb::{self, audit_service_server::AuditService};
 
@@ -20,18 +19,18 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::QueryAuditLogResponse>, Status> {
         let c = self.0.caller(&req, Operation::QueryAuditLog).await?;
         let r = req.into_inner();
-        let q = AuditQuery {
-            key_id: None,
-            principal: (!r.principal.is_empty()).then_some(r.principal),
-            operation: (!r.operation.is_empty()).then_some(r.operation),
-            outcome: (!r.outcome.is_empty()).then_some(r.outcome),
+        let input = AuditQueryInput {
+            key: given(r.key_id),
+            principal: given(r.principal),
+            operation: given(r.operation),
+            outcome: given(r.outcome),
             start_ms: r.start_time.as_ref().map(millis),
             end_ms: r.end_time.as_ref().map(millis),
-            limit: r.page_size as usize,
-            cursor: None,
+            page_size: nonzero(r.page_size),
+            page_token: given(r.page_token),
             oldest_first: r.oldest_first,
         };
-        let out = self.0.kms.query_audit(&c, &r.key_id, &r.page_token, q).await;
+        let out = self.0.kms.query_audit(&c, input).await;
         respond(
             &c,
             out.map(|page| pb::QueryAuditLogResponse {

@@ -1,6 +1,8 @@
-//! Protobuf <-> domain conversions, all in one file.
+//! Protobuf <-> domain conversions, all in one file. Proto3's conventions
+//! end here: an empty string or a zero means "not given" on the wire, and
+//! becomes `None` before it reaches a use case.
 
-use keyward_core::{AuditRecord, KeyMeta, KeyState, RotationInput, VersionInfo, VersionState};
+use keyward_core::{KeyState, KeyView, RotationInput, SealedRecord, VersionInfo, VersionState};
 use prost_types::{Duration, Timestamp};
 
 use crate::pb;
@@ -23,6 +25,16 @@ pub fn duration(ms: i64) -> Duration {
 /// A protobuf duration as milliseconds.
 pub fn duration_ms(d: &Duration) -> i64 {
     d.seconds.saturating_mul(1000).saturating_add(i64::from(d.nanos) / 1_000_000)
+}
+
+/// A proto3 string field: empty means not given.
+pub fn given(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A proto3 number field: zero means not given (the use case's default).
+pub fn nonzero(n: u32) -> Option<u32> {
+    (n != 0).then_some(n)
 }
 
 /// The rotation fields of a request (0 / absent: none).
@@ -79,7 +91,7 @@ fn version_state(s: VersionState) -> pb::KeyVersionState {
 }
 
 /// Key metadata (and its aliases) as protobuf.
-pub fn key_to_pb((meta, aliases): (KeyMeta, Vec<String>)) -> pb::KeyMetadata {
+pub fn key_to_pb(KeyView { meta, aliases }: KeyView) -> pb::KeyMetadata {
     pb::KeyMetadata {
         key_id: meta.id.to_string(),
         aliases,
@@ -96,9 +108,10 @@ pub fn key_to_pb((meta, aliases): (KeyMeta, Vec<String>)) -> pb::KeyMetadata {
     }
 }
 
-/// An audit record as protobuf, with its own hash.
-pub fn record_to_pb(r: AuditRecord) -> pb::AuditRecord {
-    let hash = keyward_core::record_hash(&r.to_bytes());
+/// An audit record as protobuf, with the hash of its stored bytes.
+pub fn record_to_pb(sealed: SealedRecord) -> pb::AuditRecord {
+    let hash = sealed.hash();
+    let r = sealed.record;
     pb::AuditRecord {
         sequence: r.seq,
         time: Some(timestamp(r.time_ms)),

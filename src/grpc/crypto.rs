@@ -4,10 +4,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use keyward_core::{Caller, KmsError, Operation, MAX_BATCH_ITEMS};
+use keyward_core::{Caller, DataKeyInput, KmsError, Operation, ReEncryptInput, MAX_BATCH_ITEMS};
 use keyward_crypto::Plaintext;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::given;
 use super::{respond, to_status, Api};
 use crate::pb::{self, crypto_service_server::CryptoService};
 
@@ -59,7 +60,8 @@ impl CryptoService for CryptoApi {
         if let Err(e) = verify(&self.0, &c, Operation::Decrypt, &checks).await {
             return respond(&c, Err(e));
         }
-        let out = self.0.kms.decrypt(&c, &r.ciphertext, r.encryption_context, &r.key_id).await;
+        let pinned = given(r.key_id);
+        let out = self.0.kms.decrypt(&c, &r.ciphertext, r.encryption_context, pinned.as_deref()).await;
         respond(
             &c,
             out.map(|o| pb::DecryptResponse {
@@ -83,8 +85,11 @@ impl CryptoService for CryptoApi {
         if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKey, &checks).await {
             return respond(&c, Err(e));
         }
-        let out =
-            self.0.kms.generate_data_key(&c, &r.key_id, r.number_of_bytes, r.encryption_context, true).await;
+        let out = self
+            .0
+            .kms
+            .generate_data_key(&c, data_key_input(r.key_id, r.number_of_bytes, r.encryption_context, true))
+            .await;
         respond(&c, out.map(data_key_to_pb))
     }
 
@@ -100,8 +105,11 @@ impl CryptoService for CryptoApi {
         if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKeyWithoutPlaintext, &checks).await {
             return respond(&c, Err(e));
         }
-        let out =
-            self.0.kms.generate_data_key(&c, &r.key_id, r.number_of_bytes, r.encryption_context, false).await;
+        let out = self
+            .0
+            .kms
+            .generate_data_key(&c, data_key_input(r.key_id, r.number_of_bytes, r.encryption_context, false))
+            .await;
         respond(
             &c,
             out.map(|o| pb::GenerateDataKeyWithoutPlaintextResponse {
@@ -159,10 +167,7 @@ impl CryptoService for CryptoApi {
             .kms
             .generate_data_keys(
                 &c,
-                &r.key_id,
-                r.number_of_bytes,
-                r.encryption_context,
-                !r.without_plaintext,
+                data_key_input(r.key_id, r.number_of_bytes, r.encryption_context, !r.without_plaintext),
                 r.count,
             )
             .await;
@@ -244,11 +249,13 @@ async fn re_encrypt_one(
     api.kms
         .re_encrypt(
             c,
-            &r.ciphertext,
-            r.source_encryption_context,
-            &r.source_key_id,
-            &r.destination_key_id,
-            r.destination_encryption_context,
+            ReEncryptInput {
+                ciphertext: r.ciphertext,
+                source_context: r.source_encryption_context,
+                source_key: given(r.source_key_id),
+                destination_key: r.destination_key_id,
+                destination_context: r.destination_encryption_context,
+            },
         )
         .await
         .map(|o| pb::ReEncryptResponse {
@@ -305,6 +312,15 @@ async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> R
         }
     }
     Ok(())
+}
+
+fn data_key_input(
+    key: String,
+    number_of_bytes: Option<u32>,
+    context: std::collections::HashMap<String, String>,
+    with_plaintext: bool,
+) -> DataKeyInput {
+    DataKeyInput { key, number_of_bytes, context, with_plaintext }
 }
 
 fn data_key_to_pb(o: keyward_core::DataKeyOutput) -> pb::GenerateDataKeyResponse {

@@ -4,7 +4,7 @@ use keyward_core::CreateKeyInput;
 use keyward_core::Operation;
 use tonic::{Request, Response, Status};
 
-use super::convert::{key_to_pb, rotation_input, version_info_to_pb};
+use super::convert::{given, key_to_pb, nonzero, rotation_input, version_info_to_pb};
 use super::{respond, Api};
 use crate::pb::{self, key_service_server::KeyService};
 
@@ -21,7 +21,7 @@ impl KeyService for KeysApi {
         let c = self.0.caller(&req, Operation::CreateKey).await?;
         let r = req.into_inner();
         let input = CreateKeyInput {
-            alias: (!r.alias.is_empty()).then_some(r.alias),
+            alias: given(r.alias),
             description: r.description,
             labels: r.labels.into_iter().collect(),
             rotation: rotation_input(r.rotation_period, r.next_rotation_time, r.max_encryptions_per_version),
@@ -45,12 +45,13 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let c = self.0.caller(&req, Operation::ListKeys).await?;
         let r = req.into_inner();
-        let out = self.0.kms.list_keys(&c, r.page_size, &r.page_token).await;
+        let token = given(r.page_token);
+        let out = self.0.kms.list_keys(&c, nonzero(r.page_size), token.as_deref()).await;
         respond(
             &c,
-            out.map(|(keys, next)| pb::ListKeysResponse {
-                keys: keys.into_iter().map(key_to_pb).collect(),
-                next_page_token: next.unwrap_or_default(),
+            out.map(|page| pb::ListKeysResponse {
+                keys: page.keys.into_iter().map(key_to_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
             }),
         )
     }
@@ -130,7 +131,7 @@ impl KeyService for KeysApi {
         let out = self
             .0
             .kms
-            .schedule_key_version_destruction(&c, &r.key_id, r.version, r.pending_window_days)
+            .schedule_key_version_destruction(&c, &r.key_id, r.version, nonzero(r.pending_window_days))
             .await;
         respond(&c, out.map(|k| pb::ScheduleKeyVersionDestructionResponse { key: Some(key_to_pb(k)) }))
     }
@@ -151,7 +152,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
         let c = self.0.caller(&req, Operation::ScheduleKeyDeletion).await?;
         let r = req.into_inner();
-        let out = self.0.kms.schedule_key_deletion(&c, &r.key_id, r.pending_window_days).await;
+        let out = self.0.kms.schedule_key_deletion(&c, &r.key_id, nonzero(r.pending_window_days)).await;
         respond(&c, out.map(|k| pb::ScheduleKeyDeletionResponse { key: Some(key_to_pb(k)) }))
     }
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use ring::digest::{digest, SHA256};
-use serde::{Deserialize, Serialize};
 
 use crate::{KeyId, KmsError};
 
@@ -134,8 +133,9 @@ pub struct AuditEntry {
     pub outcome: Outcome,
 }
 
-/// A durable record, as stored (JSON) and hashed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A durable record. Its stored bytes (what the chain hashes) are the
+/// store's format: see [`Store::encode_audit`](crate::Store::encode_audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     /// Sequence number, from 1, without gaps.
     pub seq: u64,
@@ -150,27 +150,20 @@ pub struct AuditRecord {
     /// Operation name.
     pub operation: String,
     /// Key id (destination key for ReEncrypt).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// Key version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_version: Option<u32>,
     /// Alias named by the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     /// ReEncrypt source key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_key_id: Option<String>,
     /// ReEncrypt source version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_key_version: Option<u32>,
     /// Encryption context.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub context: BTreeMap<String, String>,
     /// `OK` or a gRPC code name.
     pub outcome: String,
     /// Short reason for a failure.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Hex SHA-256 of the previous record's stored bytes.
     pub prev_hash: String,
@@ -197,16 +190,6 @@ impl AuditRecord {
             prev_hash,
         }
     }
-
-    /// The canonical stored bytes (JSON; field order fixed by this struct).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("audit record serialises")
-    }
-
-    /// Parses stored bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
 }
 
 /// Hex SHA-256 of stored record bytes: the next record's `prev_hash`.
@@ -215,7 +198,7 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
 }
 
 /// The newest record's sequence number and hash, stored with every batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditHead {
     /// Sequence number of the newest record.
     pub seq: u64,
@@ -266,8 +249,8 @@ impl AuditQuery {
 /// One page of query results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditPage {
-    /// The records, in the order asked for.
-    pub records: Vec<AuditRecord>,
+    /// The records with their stored bytes, in the order asked for.
+    pub records: Vec<crate::SealedRecord>,
     /// The cursor for the next page, if there may be more.
     pub next_cursor: Option<u64>,
 }

@@ -237,7 +237,7 @@ fn writer(
         for job in jobs.drain(..) {
             seq += 1;
             let record = AuditRecord::from_entry(job.entry, seq, prev);
-            let bytes = record.to_bytes();
+            let bytes = store.encode_audit(&record);
             prev = hash_bytes(&bytes);
             batch.audit.push(SealedRecord { record, bytes });
             if let Some(m) = job.mutation {

@@ -17,6 +17,8 @@ mod kms;
 mod limits;
 mod model;
 mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod usage;
 mod verify;
 
@@ -25,13 +27,14 @@ pub use audit::{
     hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Operation, Outcome,
     GENESIS_HASH,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, SystemClock};
 pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver};
 pub use error::{ErrorKind, KmsError};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
-    Caller, CreateKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, Kms, KmsConfig, OpenError,
-    ReEncryptOutput, RotationInput, VersionInfo, MAX_BATCH_ITEMS,
+    AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,
+    KeyPage, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput, ReEncryptOutput, RotationInput, VersionInfo,
+    MAX_BATCH_ITEMS,
 };
 pub use limits::Limits;
 pub use model::{

@@ -1,13 +1,14 @@
-//! Keys, versions and their states, as stored.
+//! Keys, versions and their states. Domain types only: how they are laid out
+//! on disk is the store's business (`keyward-store`'s stored formats).
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use keyward_crypto::WrappedVersionSecret;
 
 use crate::KeyId;
 
 /// Lifecycle state of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
     /// Usable for every operation.
     Enabled,
@@ -32,7 +33,7 @@ impl KeyState {
 }
 
 /// Lifecycle state of one key version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionState {
     /// Decrypts (and encrypts, if primary).
     Enabled,
@@ -57,7 +58,7 @@ impl VersionState {
 }
 
 /// Metadata of one version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionMeta {
     /// 1-based version number.
     pub version: u32,
@@ -66,10 +67,8 @@ pub struct VersionMeta {
     /// Creation time, Unix ms.
     pub created_ms: i64,
     /// When a version scheduled for destruction is destroyed, Unix ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy_ms: Option<i64>,
     /// Marked compromised (one way): it opens only for ReEncrypt, never for Decrypt.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compromised: bool,
 }
 
@@ -81,7 +80,7 @@ impl VersionMeta {
 }
 
 /// Metadata of a key (never its material).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyMeta {
     /// The key's id.
     pub id: KeyId,
@@ -98,25 +97,20 @@ pub struct KeyMeta {
     /// Every version, oldest first.
     pub versions: Vec<VersionMeta>,
     /// When a key pending deletion is destroyed, Unix ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_ms: Option<i64>,
     /// When and how the key rotates by itself.
-    #[serde(default)]
     pub rotation: RotationPolicy,
 }
 
 /// A key's rotation policy: a period, a cap on encryptions per version, or both.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RotationPolicy {
     /// Rotate every this many ms (at least one hour).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_ms: Option<i64>,
     /// The next scheduled rotation, Unix ms (set while `period_ms` is).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_ms: Option<i64>,
     /// Rotate before a primary version seals more than this many
     /// (encryptions plus data keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_encryptions_per_version: Option<u64>,
 }
 
@@ -142,23 +136,6 @@ impl VersionUsage {
     pub fn sealed(&self) -> u64 {
         self.encryptions + self.data_keys
     }
-
-    /// Fixed 32-byte encoding (big-endian fields, in declaration order).
-    pub fn to_bytes(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b[0..8].copy_from_slice(&self.encryptions.to_be_bytes());
-        b[8..16].copy_from_slice(&self.data_keys.to_be_bytes());
-        b[16..24].copy_from_slice(&self.decryptions.to_be_bytes());
-        b[24..32].copy_from_slice(&self.last_use_ms.to_be_bytes());
-        b
-    }
-
-    /// Decodes [`VersionUsage::to_bytes`].
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        let b: &[u8; 32] = b.try_into().ok()?;
-        let u = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        Some(Self { encryptions: u(0), data_keys: u(8), decryptions: u(16), last_use_ms: u(24) as i64 })
-    }
 }
 
 impl KeyMeta {
@@ -180,5 +157,5 @@ pub struct KeyRecord {
     /// Metadata.
     pub meta: KeyMeta,
     /// Wrapped secrets by version (absent once destroyed).
-    pub wrapped: BTreeMap<u32, Vec<u8>>,
+    pub wrapped: BTreeMap<u32, WrappedVersionSecret>,
 }

@@ -18,13 +18,20 @@ pub enum AliasChange {
     Remove(String),
 }
 
-/// An audit record with its stored bytes and the hash of those bytes.
-#[derive(Debug, Clone)]
+/// An audit record with its stored bytes (what the chain hashes).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedRecord {
     /// The record.
     pub record: AuditRecord,
-    /// Exactly the bytes to store (what the chain hashes).
+    /// Exactly the bytes stored (what the chain hashes).
     pub bytes: Vec<u8>,
+}
+
+impl SealedRecord {
+    /// Hex SHA-256 of the stored bytes: the next record's `prev_hash`.
+    pub fn hash(&self) -> String {
+        crate::audit::hash_bytes(&self.bytes)
+    }
 }
 
 /// Everything one synced write applies atomically.
@@ -42,10 +49,16 @@ pub struct CommitBatch {
     pub usage: Vec<(KeyId, u32, VersionUsage)>,
 }
 
-/// Where keys and the audit log live. Implementations: RocksDB (production)
-/// and in-memory (tests), both in `keyward-store`, both run against one
-/// contract test suite.
+/// Where keys and the audit log live. Implementations: RocksDB (production,
+/// `keyward-store`) and in-memory (tests, [`crate::testing`]), both run
+/// against one contract test suite. The store owns how everything is laid
+/// out as bytes, including the audit record bytes the chain hashes.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The bytes this store keeps for an audit record: what the chain
+    /// hashes and [`Store::decode_audit`] reads back. Deterministic.
+    fn encode_audit(&self, record: &AuditRecord) -> Vec<u8>;
+    /// Reads stored audit record bytes.
+    fn decode_audit(&self, bytes: &[u8]) -> Result<AuditRecord, StoreError>;
     /// Every key record.
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Every alias and its key.

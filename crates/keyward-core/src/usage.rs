@@ -175,11 +175,4 @@ mod tests {
         assert!(book.reserve(id, 2, 1));
         assert!(!book.reserve(id, 2, 1));
     }
-
-    #[test]
-    fn usage_bytes_round_trip() {
-        let u = VersionUsage { encryptions: 1, data_keys: u64::MAX, decryptions: 3, last_use_ms: -5 };
-        assert_eq!(VersionUsage::from_bytes(&u.to_bytes()), Some(u));
-        assert_eq!(VersionUsage::from_bytes(&[0; 31]), None);
-    }
 }

@@ -1,7 +1,7 @@
 //! Walks the audit hash chain and names the first broken record.
 
 use crate::audit::hash_bytes;
-use crate::{AuditHead, AuditRecord, Store, StoreError, GENESIS_HASH};
+use crate::{AuditHead, Store, StoreError, GENESIS_HASH};
 
 /// The verifier's finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub fn verify_chain(store: &dyn Store) -> Result<VerifyReport, StoreError> {
     let mut bad: Option<(u64, String)> = None;
     store.scan_audit(1, &mut |stored_seq, bytes| {
         checked += 1;
-        let record = match AuditRecord::from_bytes(bytes) {
+        let record = match store.decode_audit(bytes) {
             Ok(r) => r,
             Err(_) => {
                 bad = Some((expected_seq, format!("record at {stored_seq} does not parse")));

@@ -1,14 +1,12 @@
-//! Storage adapters for Keyward: [`RocksStore`] (production) and
-//! [`MemoryStore`] (tests), both implementing `keyward_core::Store` and both
-//! run against one contract test suite (`tests/contract.rs`).
+//! Storage adapters for Keyward: [`RocksStore`], the embedded RocksDB store
+//! that implements `keyward_core::Store`, and the stored formats it writes
+//! ([`format`]). The in-memory store for tests lives in `keyward_core::testing`;
+//! one contract suite (`tests/contract.rs`) runs against both.
 //!
 //! This crate knows bytes and column families, never policy: what may change
 //! and what is recorded is decided in `keyward-core`.
 
-mod codec;
-mod memory;
+pub mod format;
 mod rocks;
-pub mod testing;
 
-pub use memory::MemoryStore;
 pub use rocks::RocksStore;

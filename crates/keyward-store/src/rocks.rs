@@ -3,7 +3,7 @@
 //! Column families:
 //! - `keys`: key UUID (16 bytes) -> key record (JSON metadata + wrapped secrets)
 //! - `aliases`: alias -> key UUID (16 bytes)
-//! - `meta`: `root_check`, `audit_head`
+//! - `meta`: `format_version` (u32 BE), `root_check`, `audit_head`
 //! - `audit`: sequence (u64 BE) -> record bytes (exactly what the chain hashes)
 //! - `audit_by_key`: key UUID (16) || sequence (u64 BE) -> empty
 //! - `audit_by_principal`: len (u16 BE) || principal || sequence (u64 BE) -> empty
@@ -16,12 +16,12 @@
 use std::path::Path;
 
 use keyward_core::{
-    AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, Store,
-    StoreError, VersionUsage,
+    AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, SealedRecord,
+    Store, StoreError, VersionUsage,
 };
 use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
-use crate::codec::{decode_key, encode_key};
+use crate::format::{self, FORMAT_VERSION};
 
 const CF_KEYS: &str = "keys";
 const CF_ALIASES: &str = "aliases";
@@ -33,6 +33,7 @@ const CF_USAGE: &str = "usage";
 const ALL_CFS: [&str; 7] = [CF_KEYS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL, CF_USAGE];
 const ROOT_CHECK: &[u8] = b"root_check";
 const AUDIT_HEAD: &[u8] = b"audit_head";
+const FORMAT: &[u8] = b"format_version";
 
 /// Keys and the audit log in an embedded RocksDB.
 pub struct RocksStore {
@@ -57,7 +58,36 @@ impl RocksStore {
         opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
         let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
-        Ok(Self { db })
+        let store = Self { db };
+        match store.format_version()? {
+            // Folders from before the version was recorded are format 1.
+            None => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                let meta = store.cf(CF_META);
+                store.db.put_cf_opt(meta, FORMAT, FORMAT_VERSION.to_be_bytes(), &wo).map_err(err)?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(StoreError(format!(
+                    "{} holds stored format {v}; this build reads format {FORMAT_VERSION}",
+                    dir.display()
+                )))
+            }
+        }
+        Ok(store)
+    }
+
+    /// The stored-format version recorded in the folder, if any.
+    fn format_version(&self) -> Result<Option<u32>, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), FORMAT).map_err(err)? {
+            None => Ok(None),
+            Some(b) => {
+                let b: [u8; 4] =
+                    b.as_slice().try_into().map_err(|_| StoreError("corrupt format version".into()))?;
+                Ok(Some(u32::from_be_bytes(b)))
+            }
+        }
     }
 
     /// Opens an existing database read-only (offline verification, export).
@@ -67,34 +97,27 @@ impl RocksStore {
         }
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false).map_err(err)?;
-        Ok(Self { db })
+        let store = Self { db };
+        if let Some(v) = store.format_version()?.filter(|v| *v != FORMAT_VERSION) {
+            return Err(StoreError(format!(
+                "{} holds stored format {v}; this build reads format {FORMAT_VERSION}",
+                dir.display()
+            )));
+        }
+        Ok(store)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
         self.db.cf_handle(name).expect("column family opened at start")
     }
 
-    /// Raw access for tamper tests: replaces (or deletes) the stored bytes
-    /// of audit record `seq` without touching the chain.
-    pub fn tamper_audit(&self, seq: u64, bytes: Option<&[u8]>) -> Result<(), StoreError> {
-        let cf = self.cf(CF_AUDIT);
-        match bytes {
-            Some(b) => self.db.put_cf(cf, seq.to_be_bytes(), b),
-            None => self.db.delete_cf(cf, seq.to_be_bytes()),
-        }
-        .map_err(err)
-    }
-
-    /// Raw read of audit record `seq`'s stored bytes (tamper tests).
-    pub fn raw_audit(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.cf(CF_AUDIT), seq.to_be_bytes()).map_err(err)
-    }
-
-    fn record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+    fn record(&self, seq: u64) -> Result<Option<SealedRecord>, StoreError> {
         match self.db.get_cf(self.cf(CF_AUDIT), seq.to_be_bytes()).map_err(err)? {
-            Some(b) => AuditRecord::from_bytes(&b)
-                .map(Some)
-                .map_err(|e| StoreError(format!("corrupt audit record {seq}: {e}"))),
+            Some(bytes) => {
+                let record = format::audit::decode(&bytes)
+                    .map_err(|e| StoreError(format!("audit record {seq}: {}", e.0)))?;
+                Ok(Some(SealedRecord { record, bytes }))
+            }
             None => Ok(None),
         }
     }
@@ -148,10 +171,18 @@ fn principal_prefix(p: &str) -> Vec<u8> {
 }
 
 impl Store for RocksStore {
+    fn encode_audit(&self, record: &AuditRecord) -> Vec<u8> {
+        format::audit::encode(record)
+    }
+
+    fn decode_audit(&self, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
+        format::audit::decode(bytes)
+    }
+
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.db
             .iterator_cf(self.cf(CF_KEYS), IteratorMode::Start)
-            .map(|item| item.map_err(err).and_then(|(_, v)| decode_key(&v)))
+            .map(|item| item.map_err(err).and_then(|(_, v)| format::keys::decode(&v)))
             .collect()
     }
 
@@ -174,8 +205,8 @@ impl Store for RocksStore {
             .map(|item| {
                 let (k, v) = item.map_err(err)?;
                 let corrupt = || StoreError("corrupt usage entry".into());
-                let (id, version) = crate::codec::decode_usage_key(&k).ok_or_else(corrupt)?;
-                Ok((id, version, VersionUsage::from_bytes(&v).ok_or_else(corrupt)?))
+                let (id, version) = format::usage::decode_key(&k).ok_or_else(corrupt)?;
+                Ok((id, version, format::usage::decode(&v).ok_or_else(corrupt)?))
             })
             .collect()
     }
@@ -194,9 +225,7 @@ impl Store for RocksStore {
 
     fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         match self.db.get_cf(self.cf(CF_META), AUDIT_HEAD).map_err(err)? {
-            Some(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| StoreError(format!("corrupt audit head: {e}"))),
+            Some(b) => format::audit::decode_head(&b).map(Some),
             None => Ok(None),
         }
     }
@@ -207,7 +236,7 @@ impl Store for RocksStore {
         let (audit, by_key, by_principal) = (self.cf(CF_AUDIT), self.cf(CF_BY_KEY), self.cf(CF_BY_PRINCIPAL));
         let mut b = WriteBatch::default();
         for k in &batch.keys {
-            b.put_cf(keys, k.meta.id.as_bytes(), encode_key(k));
+            b.put_cf(keys, k.meta.id.as_bytes(), format::keys::encode(k));
         }
         for a in &batch.aliases {
             match a {
@@ -233,11 +262,11 @@ impl Store for RocksStore {
         if !batch.usage.is_empty() {
             let usage = self.cf(CF_USAGE);
             for (id, version, u) in &batch.usage {
-                b.put_cf(usage, crate::codec::usage_key(*id, *version), u.to_bytes());
+                b.put_cf(usage, format::usage::key(*id, *version), format::usage::encode(u));
             }
         }
         if let Some(h) = &batch.head {
-            b.put_cf(meta, AUDIT_HEAD, serde_json::to_vec(h).expect("head serialises"));
+            b.put_cf(meta, AUDIT_HEAD, format::audit::encode_head(h));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -255,11 +284,11 @@ impl Store for RocksStore {
         let mut page = AuditPage::default();
         self.walk(cf, &prefix, query, &mut |seq| {
             let Some(r) = self.record(seq)? else { return Ok(true) };
-            if !query.matches(&r) {
+            if !query.matches(&r.record) {
                 return Ok(true);
             }
             if page.records.len() == query.limit {
-                page.next_cursor = page.records.last().map(|r| r.seq);
+                page.next_cursor = page.records.last().map(|r| r.record.seq);
                 return Ok(false);
             }
             page.records.push(r);

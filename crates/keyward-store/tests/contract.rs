@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use keyward_core::testing::MemoryStore;
 use keyward_core::{
     AliasChange, AuditEntry, AuditHead, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyMeta, KeyRecord,
     KeyState, Operation, Outcome, RotationPolicy, SealedRecord, Store, VersionMeta, VersionUsage,
     GENESIS_HASH, MIN_ROTATION_PERIOD_MS,
 };
-use keyward_store::{MemoryStore, RocksStore};
+use keyward_crypto::WrappedVersionSecret;
+use keyward_store::RocksStore;
 
 fn key(id: KeyId) -> KeyRecord {
     KeyRecord {
@@ -28,7 +30,7 @@ fn key(id: KeyId) -> KeyRecord {
                 max_encryptions_per_version: Some(9),
             },
         },
-        wrapped: BTreeMap::from([(1, vec![1, 2, 3])]),
+        wrapped: BTreeMap::from([(1, WrappedVersionSecret::from_stored(vec![1, 2, 3]))]),
     }
 }
 
@@ -36,8 +38,10 @@ fn usage(n: u64) -> VersionUsage {
     VersionUsage { encryptions: n, data_keys: n + 1, decryptions: n + 2, last_use_ms: n as i64 * 1000 }
 }
 
-/// Builds a chained batch of records for (principal, key, time) triples.
+/// Builds a chained batch of records for (principal, key, time) triples, in
+/// `store`'s own encoding.
 fn records(
+    store: &dyn Store,
     start_seq: u64,
     prev: &str,
     specs: &[(&str, Option<KeyId>, i64)],
@@ -65,7 +69,7 @@ fn records(
             },
         };
         let record = AuditRecord::from_entry(entry, seq, prev.clone());
-        let bytes = record.to_bytes();
+        let bytes = store.encode_audit(&record);
         prev = keyward_core::record_hash(&bytes);
         out.push(SealedRecord { record, bytes });
         seq += 1;
@@ -91,7 +95,7 @@ fn contract(store: Arc<dyn Store>) {
         ("alice", None, 400),
         ("bob", Some(a), 500),
     ];
-    let (recs, head) = records(1, GENESIS_HASH, &specs);
+    let (recs, head) = records(&*store, 1, GENESIS_HASH, &specs);
     store
         .commit(&CommitBatch {
             keys: vec![key(a), key(b)],
@@ -130,7 +134,7 @@ fn contract(store: Arc<dyn Store>) {
 
     // Queries: newest first by default, by key (as key or source), principal, filters, paging.
     let seqs = |q: AuditQuery| -> Vec<u64> {
-        store.query_audit(&q).unwrap().records.iter().map(|r| r.seq).collect()
+        store.query_audit(&q).unwrap().records.iter().map(|r| r.record.seq).collect()
     };
     let q = |f: &dyn Fn(&mut AuditQuery)| {
         let mut q = AuditQuery { limit: 100, ..Default::default() };
@@ -164,7 +168,7 @@ fn contract(store: Arc<dyn Store>) {
     let mut all = Vec::new();
     loop {
         let page = store.query_audit(&AuditQuery { limit: 2, cursor, ..Default::default() }).unwrap();
-        all.extend(page.records.iter().map(|r| r.seq));
+        all.extend(page.records.iter().map(|r| r.record.seq));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -175,7 +179,7 @@ fn contract(store: Arc<dyn Store>) {
     let p1 = store
         .query_audit(&AuditQuery { limit: 1, oldest_first: true, key_id: Some(a), ..Default::default() })
         .unwrap();
-    assert_eq!(p1.records[0].seq, 1);
+    assert_eq!(p1.records[0].record.seq, 1);
     let p2 = store
         .query_audit(&AuditQuery {
             limit: 1,
@@ -185,8 +189,15 @@ fn contract(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(p2.records[0].seq, 5);
+    assert_eq!(p2.records[0].record.seq, 5);
     assert_eq!(p2.next_cursor, None);
+    // Each record comes with its stored bytes, and the hashes chain.
+    let all =
+        store.query_audit(&AuditQuery { limit: 100, oldest_first: true, ..Default::default() }).unwrap();
+    for pair in all.records.windows(2) {
+        assert_eq!(store.decode_audit(&pair[0].bytes).unwrap(), pair[0].record);
+        assert_eq!(pair[1].record.prev_hash, pair[0].hash());
+    }
 
     // Scan for the verifier, and the verifier on an intact chain.
     let mut scanned = Vec::new();
@@ -219,7 +230,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
     let a = KeyId::generate();
     {
         let s = RocksStore::open(dir.path()).unwrap();
-        let (recs, head) = records(1, GENESIS_HASH, &[("p", Some(a), 1)]);
+        let (recs, head) = records(&s, 1, GENESIS_HASH, &[("p", Some(a), 1)]);
         s.commit(&CommitBatch {
             keys: vec![key(a)],
             aliases: vec![AliasChange::Set("alias/x".into(), a)],

@@ -8,10 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::{caller, open, open_with};
-use keyward_core::{ErrorKind, Kms, KmsConfig, ManualClock, Store};
+use keyward_core::testing::{FaultyStore, ManualClock, MemoryStore};
+use keyward_core::{ErrorKind, KeyView, Kms, KmsConfig, Store};
 use keyward_crypto::{Plaintext, RootKey};
-use keyward_store::testing::FaultyStore;
-use keyward_store::MemoryStore;
 
 fn kms(store: Arc<dyn Store>) -> Kms {
     open(&store, &ManualClock::at(1_000))
@@ -21,14 +20,14 @@ fn kms(store: Arc<dyn Store>) -> Kms {
 async fn concurrent_rotations_never_reuse_a_version() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let kms = Arc::new(kms(store.clone()));
-    let (meta, _) = kms.create_key(&caller(), Default::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), Default::default()).await.unwrap();
     let id = meta.id.to_string();
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (kms, id) = (kms.clone(), id.clone());
-        tasks.push(tokio::spawn(
-            async move { kms.rotate_key(&caller(), &id).await.unwrap().0.primary_version },
-        ));
+        tasks.push(tokio::spawn(async move {
+            kms.rotate_key(&caller(), &id).await.unwrap().meta.primary_version
+        }));
     }
     let mut versions = Vec::new();
     for t in tasks {
@@ -56,7 +55,7 @@ async fn failed_audit_write_returns_nothing_and_changes_nothing() {
     let (faulty, faults) = FaultyStore::new(Arc::new(MemoryStore::new()));
     let store: Arc<dyn Store> = Arc::new(faulty);
     let kms = kms(store.clone());
-    let (meta, _) = kms.create_key(&caller(), Default::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), Default::default()).await.unwrap();
     let id = meta.id.to_string();
     faults.fail_writes.store(true, Ordering::SeqCst);
     let e = kms.encrypt(&caller(), &id, Plaintext::new(b"x".to_vec()), HashMap::new()).await.unwrap_err();
@@ -65,7 +64,7 @@ async fn failed_audit_write_returns_nothing_and_changes_nothing() {
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert!(!*kms.audit_log().health().borrow());
     faults.fail_writes.store(false, Ordering::SeqCst);
-    let (m, _) = kms.describe_key(&caller(), &id).await.unwrap();
+    let KeyView { meta: m, .. } = kms.describe_key(&caller(), &id).await.unwrap();
     assert_eq!(m.primary_version, 1, "the failed rotation was not applied in memory");
     assert_eq!(store.load_keys().unwrap()[0].meta.primary_version, 1);
     assert!(*kms.audit_log().health().borrow());
@@ -102,7 +101,7 @@ async fn the_writer_waits_for_records_of_requests_in_flight_and_only_for_those()
     };
     // A lone request never waits (else this would take 30 s).
     in_flight.store(1, Ordering::SeqCst);
-    let (meta, _) = tokio::time::timeout(
+    let KeyView { meta, .. } = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         kms.create_key(&caller(), Default::default()),
     )

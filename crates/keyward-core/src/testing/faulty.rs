@@ -1,12 +1,14 @@
-//! Test support: a store wrapper whose writes can be made to fail or stall,
+//! A store wrapper whose writes can be made to fail or stall,
 //! to show that Keyward fails closed (and recovers) when the audit log cannot
-//! be written. Not used by the server.
+//! be written.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::{AuditHead, AuditPage, AuditQuery, CommitBatch, KeyId, KeyRecord, Store, StoreError};
+use crate::{
+    AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, Store, StoreError,
+};
 
 /// Switches shared between a test and its [`FaultyStore`].
 #[derive(Debug, Default)]
@@ -33,13 +35,19 @@ impl FaultyStore {
 }
 
 impl Store for FaultyStore {
+    fn encode_audit(&self, record: &AuditRecord) -> Vec<u8> {
+        self.inner.encode_audit(record)
+    }
+    fn decode_audit(&self, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
+        self.inner.decode_audit(bytes)
+    }
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.load_keys()
     }
     fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
         self.inner.load_aliases()
     }
-    fn load_usage(&self) -> Result<Vec<(KeyId, u32, keyward_core::VersionUsage)>, StoreError> {
+    fn load_usage(&self) -> Result<Vec<(KeyId, u32, crate::VersionUsage)>, StoreError> {
         self.inner.load_usage()
     }
 

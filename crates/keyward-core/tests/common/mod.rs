@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use keyward_core::{Caller, Kms, KmsConfig, ManualClock, Policy, Store};
+use keyward_core::testing::ManualClock;
+use keyward_core::{Caller, Kms, KmsConfig, Policy, Store};
 use keyward_crypto::RootKey;
 
 /// An administrator with every role, request id `req-1`.

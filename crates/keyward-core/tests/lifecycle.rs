@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::{caller, open};
-use keyward_core::{AuditQuery, ErrorKind, KeyState, Kms, ManualClock, Store, VersionState};
+use keyward_core::testing::{ManualClock, MemoryStore};
+use keyward_core::{AuditQuery, ErrorKind, KeyState, KeyView, Kms, Store, VersionState};
 use keyward_crypto::Plaintext;
-use keyward_store::MemoryStore;
 
 const DAY: i64 = 24 * 60 * 60 * 1000;
 
@@ -19,11 +19,11 @@ async fn encrypt(kms: &Kms, key: &str) -> Vec<u8> {
 }
 
 async fn decrypt(kms: &Kms, ct: &[u8]) -> Result<Vec<u8>, keyward_core::KmsError> {
-    kms.decrypt(&caller(), ct, HashMap::new(), "").await.map(|o| o.plaintext.expose_secret().to_vec())
+    kms.decrypt(&caller(), ct, HashMap::new(), None).await.map(|o| o.plaintext.expose_secret().to_vec())
 }
 
 async fn last_record(store: &Arc<dyn Store>) -> keyward_core::AuditRecord {
-    store.query_audit(&AuditQuery { limit: 1, ..Default::default() }).unwrap().records.remove(0)
+    store.query_audit(&AuditQuery { limit: 1, ..Default::default() }).unwrap().records.remove(0).record
 }
 
 #[tokio::test]
@@ -31,7 +31,7 @@ async fn versions_disable_enable_destroy_restore() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = ManualClock::at(1_000_000);
     let kms = open(&store, &clock);
-    let (meta, _) = kms.create_key(&caller(), Default::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), Default::default()).await.unwrap();
     let key = meta.id.to_string();
     let v1_ct = encrypt(&kms, &key).await;
     kms.rotate_key(&caller(), &key).await.unwrap();
@@ -40,13 +40,13 @@ async fn versions_disable_enable_destroy_restore() {
     let e = kms.disable_key_version(&caller(), &key, 2).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     assert!(e.to_string().contains("primary"));
-    let e = kms.schedule_key_version_destruction(&caller(), &key, 2, 1).await.unwrap_err();
+    let e = kms.schedule_key_version_destruction(&caller(), &key, 2, Some(1)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     let e = kms.disable_key_version(&caller(), &key, 7).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
     // Disable v1: decrypt refused naming the version; enable: works again.
-    let (m, _) = kms.disable_key_version(&caller(), &key, 1).await.unwrap();
+    let KeyView { meta: m, .. } = kms.disable_key_version(&caller(), &key, 1).await.unwrap();
     assert_eq!(m.version(1).unwrap().state, VersionState::Disabled);
     let r = last_record(&store).await;
     assert_eq!(
@@ -60,22 +60,23 @@ async fn versions_disable_enable_destroy_restore() {
     assert_eq!(decrypt(&kms, &v1_ct).await.unwrap(), b"data");
 
     // Schedule destruction (default 30 days; bad windows refused), restore inside the window.
-    let e = kms.schedule_key_version_destruction(&caller(), &key, 1, 400).await.unwrap_err();
+    let e = kms.schedule_key_version_destruction(&caller(), &key, 1, Some(400)).await.unwrap_err();
     assert!(e.to_string().starts_with("pending_window_days"));
-    let (m, _) = kms.schedule_key_version_destruction(&caller(), &key, 1, 0).await.unwrap();
+    let KeyView { meta: m, .. } =
+        kms.schedule_key_version_destruction(&caller(), &key, 1, None).await.unwrap();
     let v = m.version(1).unwrap();
     assert_eq!(v.state, VersionState::ScheduledForDestruction);
     assert_eq!(v.destroy_ms, Some(1_000_000 + 30 * DAY));
     assert_eq!(decrypt(&kms, &v1_ct).await.unwrap_err().kind(), ErrorKind::FailedPrecondition);
     clock.advance_ms(29 * DAY);
     assert_eq!(kms.run_due().await.unwrap(), 0, "not yet");
-    let (m, _) = kms.restore_key_version(&caller(), &key, 1).await.unwrap();
+    let KeyView { meta: m, .. } = kms.restore_key_version(&caller(), &key, 1).await.unwrap();
     assert_eq!(m.version(1).unwrap().state, VersionState::Disabled, "restored versions come back disabled");
     kms.enable_key_version(&caller(), &key, 1).await.unwrap();
     assert_eq!(decrypt(&kms, &v1_ct).await.unwrap(), b"data");
 
     // Schedule again with a 1-day window, and let it pass across a restart.
-    kms.schedule_key_version_destruction(&caller(), &key, 1, 1).await.unwrap();
+    kms.schedule_key_version_destruction(&caller(), &key, 1, Some(1)).await.unwrap();
     kms.audit_log().stop(std::time::Duration::from_secs(5));
     drop(kms);
     clock.advance_ms(2 * DAY);
@@ -105,7 +106,7 @@ async fn key_deletion_schedule_cancel_and_destroy() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = ManualClock::at(5_000_000);
     let kms = open(&store, &clock);
-    let (meta, _) = kms
+    let KeyView { meta, .. } = kms
         .create_key(
             &caller(),
             keyward_core::CreateKeyInput { alias: Some("alias/doomed".into()), ..Default::default() },
@@ -116,10 +117,10 @@ async fn key_deletion_schedule_cancel_and_destroy() {
     let ct = encrypt(&kms, &key).await;
 
     for bad in [6, 31] {
-        let e = kms.schedule_key_deletion(&caller(), &key, bad).await.unwrap_err();
+        let e = kms.schedule_key_deletion(&caller(), &key, Some(bad)).await.unwrap_err();
         assert!(e.to_string().starts_with("pending_window_days"), "{e}");
     }
-    let (m, _) = kms.schedule_key_deletion(&caller(), &key, 7).await.unwrap();
+    let KeyView { meta: m, .. } = kms.schedule_key_deletion(&caller(), &key, Some(7)).await.unwrap();
     assert_eq!(m.state, KeyState::PendingDeletion);
     assert_eq!(m.deletion_ms, Some(5_000_000 + 7 * DAY));
     // Unusable at once.
@@ -132,7 +133,7 @@ async fn key_deletion_schedule_cancel_and_destroy() {
     assert_eq!(kms.enable_key(&caller(), &key).await.unwrap_err().kind(), ErrorKind::FailedPrecondition);
 
     // Cancel: back, disabled; enable: usable.
-    let (m, _) = kms.cancel_key_deletion(&caller(), &key).await.unwrap();
+    let KeyView { meta: m, .. } = kms.cancel_key_deletion(&caller(), &key).await.unwrap();
     assert_eq!((m.state, m.deletion_ms), (KeyState::Disabled, None));
     kms.enable_key(&caller(), &key).await.unwrap();
     assert_eq!(decrypt(&kms, &ct).await.unwrap(), b"data");
@@ -142,7 +143,7 @@ async fn key_deletion_schedule_cancel_and_destroy() {
     );
 
     // Schedule again; the window passes while the server is down.
-    kms.schedule_key_deletion(&caller(), &key, 0).await.unwrap();
+    kms.schedule_key_deletion(&caller(), &key, None).await.unwrap();
     kms.audit_log().stop(std::time::Duration::from_secs(5));
     drop(kms);
     clock.advance_ms(30 * DAY);
@@ -153,7 +154,7 @@ async fn key_deletion_schedule_cancel_and_destroy() {
     let stored = store.load_keys().unwrap().remove(0);
     assert!(stored.wrapped.is_empty(), "every version's material is erased");
     assert_eq!(stored.meta.state, KeyState::Destroyed);
-    let (m, _) = kms.describe_key(&caller(), &key).await.unwrap();
+    let KeyView { meta: m, .. } = kms.describe_key(&caller(), &key).await.unwrap();
     assert_eq!(m.state, KeyState::Destroyed, "the id stays, never reused");
     let e = decrypt(&kms, &ct).await.unwrap_err();
     assert!(e.to_string().contains("destroyed"), "{e}");

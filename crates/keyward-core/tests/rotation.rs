@@ -1,5 +1,5 @@
 //! Scheduled rotation, usage counting with a cap, compromised versions and
-//! batch data keys, against RocksDB in a temporary folder, with the clock
+//! batch data keys, against the in-memory store, with the clock
 //! moved by the test and restarts in between.
 
 mod common;
@@ -9,26 +9,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::{caller, open};
+use keyward_core::testing::{FaultyStore, ManualClock, MemoryStore};
 use keyward_core::{
-    AuditQuery, AuditRecord, Clock, CreateKeyInput, ErrorKind, Kms, KmsError, ManualClock, RotationInput,
-    Store, VersionUsage, MIN_ROTATION_PERIOD_MS,
+    AuditQuery, AuditRecord, Clock, CreateKeyInput, DataKeyInput, ErrorKind, KeyView, Kms, KmsError,
+    ReEncryptInput, RotationInput, Store, VersionUsage, MIN_ROTATION_PERIOD_MS,
 };
 use keyward_crypto::Plaintext;
-use keyward_store::testing::FaultyStore;
-use keyward_store::RocksStore;
 
 const HOUR: i64 = MIN_ROTATION_PERIOD_MS;
 const T0: i64 = 1_800_000_000_000;
 
-fn rocks(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    Arc::new(RocksStore::open(dir.path()).unwrap())
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
 }
 
-/// Stops the writer and releases the database, as a server shutdown does.
-fn close(kms: Kms, store: Arc<dyn Store>) {
+/// Stops the writer and releases the store, as a server shutdown does, and
+/// hands it back for the restart.
+fn close(kms: Kms, store: Arc<dyn Store>) -> Arc<dyn Store> {
     kms.audit_log().stop(std::time::Duration::from_secs(5));
     drop(kms);
     assert_eq!(Arc::strong_count(&store), 1, "nothing else holds the store");
+    store
 }
 
 async fn encrypt(kms: &Kms, key: &str) -> Result<(Vec<u8>, u32), KmsError> {
@@ -38,7 +39,13 @@ async fn encrypt(kms: &Kms, key: &str) -> Result<(Vec<u8>, u32), KmsError> {
 }
 
 fn records(store: &Arc<dyn Store>, n: usize) -> Vec<AuditRecord> {
-    store.query_audit(&AuditQuery { limit: n, ..Default::default() }).unwrap().records
+    store
+        .query_audit(&AuditQuery { limit: n, ..Default::default() })
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.record)
+        .collect()
 }
 
 async fn usage(kms: &Kms, key: &str) -> Vec<(u32, VersionUsage)> {
@@ -47,16 +54,15 @@ async fn usage(kms: &Kms, key: &str) -> Vec<(u32, VersionUsage)> {
 }
 
 async fn primary(kms: &Kms, key: &str) -> u32 {
-    kms.describe_key(&caller(), key).await.unwrap().0.primary_version
+    kms.describe_key(&caller(), key).await.unwrap().meta.primary_version
 }
 
 #[tokio::test]
 async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(T0);
-    let store = rocks(&dir);
+    let store = memory();
     let kms = open(&store, &clock);
-    let (meta, _) = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
     let key = meta.id.to_string();
     assert_eq!(meta.rotation, Default::default(), "no policy unless asked");
 
@@ -80,7 +86,7 @@ async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
 
     // Every 24 h; the next rotation is one period from now.
     let day = 24 * HOUR;
-    let (m, _) = kms
+    let KeyView { meta: m, .. } = kms
         .update_rotation_policy(&caller(), &key, RotationInput { period_ms: Some(day), ..Default::default() })
         .await
         .unwrap();
@@ -98,13 +104,13 @@ async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
     assert_eq!(store.audit_head().unwrap().unwrap().seq, head);
 
     // A manual rotation does not move the schedule.
-    let (m, _) = kms.rotate_key(&caller(), &key).await.unwrap();
+    let KeyView { meta: m, .. } = kms.rotate_key(&caller(), &key).await.unwrap();
     assert_eq!((m.primary_version, m.rotation.next_rotation_ms), (2, Some(T0 + day)));
 
     // Due: rotated by the system, next one period later.
     clock.advance_ms(1);
     assert_eq!(kms.run_due().await.unwrap(), 1);
-    let (m, _) = kms.describe_key(&caller(), &key).await.unwrap();
+    let KeyView { meta: m, .. } = kms.describe_key(&caller(), &key).await.unwrap();
     assert_eq!((m.primary_version, m.rotation.next_rotation_ms), (3, Some(T0 + 2 * day)));
     let r = &records(&store, 2)[1];
     assert_eq!(
@@ -114,13 +120,12 @@ async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
     assert_eq!(kms.run_due().await.unwrap(), 0, "once per due time");
 
     // Down for three periods: one rotation at start-up, then on schedule again.
-    close(kms, store);
+    let store = close(kms, store);
     clock.advance_ms(3 * day + 5);
-    let store = rocks(&dir);
     let kms = open(&store, &clock);
     assert_eq!(kms.run_due().await.unwrap(), 1);
     let now = T0 + 4 * day + 5;
-    let (m, _) = kms.describe_key(&caller(), &key).await.unwrap();
+    let KeyView { meta: m, .. } = kms.describe_key(&caller(), &key).await.unwrap();
     assert_eq!((m.primary_version, m.rotation.next_rotation_ms), (4, Some(now + day)));
     assert_eq!(kms.run_due().await.unwrap(), 0);
 
@@ -134,7 +139,7 @@ async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
 
     // An explicit first rotation time, then clearing the policy.
     let at = clock.now_ms() + 2 * HOUR;
-    let (m, _) = kms
+    let KeyView { meta: m, .. } = kms
         .update_rotation_policy(
             &caller(),
             &key,
@@ -143,7 +148,8 @@ async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
         .await
         .unwrap();
     assert_eq!(m.rotation.next_rotation_ms, Some(at));
-    let (m, _) = kms.update_rotation_policy(&caller(), &key, RotationInput::default()).await.unwrap();
+    let KeyView { meta: m, .. } =
+        kms.update_rotation_policy(&caller(), &key, RotationInput::default()).await.unwrap();
     assert_eq!(m.rotation, Default::default());
     clock.advance_ms(100 * day);
     assert_eq!(kms.run_due().await.unwrap(), 0);
@@ -154,21 +160,20 @@ async fn scheduled_rotation_runs_when_due_also_after_a_missed_restart() {
         rotation: RotationInput { period_ms: Some(HOUR), ..Default::default() },
         ..Default::default()
     };
-    let (m, _) = kms.create_key(&caller(), input).await.unwrap();
+    let KeyView { meta: m, .. } = kms.create_key(&caller(), input).await.unwrap();
     assert_eq!(m.rotation.next_rotation_ms, Some(clock.now_ms() + HOUR));
 }
 
 #[tokio::test]
 async fn usage_is_counted_durably_and_the_cap_rotates_before_sealing_more() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(T0);
-    let store = rocks(&dir);
+    let store = memory();
     let kms = open(&store, &clock);
     let input = CreateKeyInput {
         rotation: RotationInput { max_encryptions_per_version: Some(3), ..Default::default() },
         ..Default::default()
     };
-    let (meta, _) = kms.create_key(&caller(), input).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), input).await.unwrap();
     let key = meta.id.to_string();
     assert_eq!(usage(&kms, &key).await, vec![(1, VersionUsage::default())]);
 
@@ -177,11 +182,17 @@ async fn usage_is_counted_durably_and_the_cap_rotates_before_sealing_more() {
     assert_eq!(v, 1);
     clock.advance_ms(10);
     encrypt(&kms, &key).await.unwrap();
-    let dk = kms.generate_data_key(&caller(), &key, Some(16), HashMap::new(), false).await.unwrap();
+    let dk = kms
+        .generate_data_key(
+            &caller(),
+            DataKeyInput { key: key.clone(), number_of_bytes: Some(16), ..Default::default() },
+        )
+        .await
+        .unwrap();
     assert_eq!(dk.key_version, 1);
     let bad = HashMap::from([(String::new(), "x".to_string())]);
     kms.encrypt(&caller(), &key, Plaintext::new(b"x".to_vec()), bad).await.unwrap_err();
-    kms.decrypt(&caller(), &ct, HashMap::new(), "").await.unwrap();
+    kms.decrypt(&caller(), &ct, HashMap::new(), None).await.unwrap();
     let v1 = VersionUsage { encryptions: 2, data_keys: 1, decryptions: 1, last_use_ms: T0 + 10 };
     assert_eq!(usage(&kms, &key).await, vec![(1, v1)]);
 
@@ -202,8 +213,7 @@ async fn usage_is_counted_durably_and_the_cap_rotates_before_sealing_more() {
     assert_eq!((recs[0].operation.as_str(), recs[0].key_version), ("Encrypt", Some(2)));
 
     // Counts survive a restart exactly, and the cap still holds after it.
-    close(kms, store);
-    let store = rocks(&dir);
+    let store = close(kms, store);
     let kms = open(&store, &clock);
     let after = usage(&kms, &key).await;
     assert_eq!(after[0], (1, v1));
@@ -213,7 +223,13 @@ async fn usage_is_counted_durably_and_the_cap_rotates_before_sealing_more() {
     assert_eq!(encrypt(&kms, &key).await.unwrap().1, 3);
 
     // ReEncrypt counts a decryption of the source and an encryption of the destination.
-    let re = kms.re_encrypt(&caller(), &ct, HashMap::new(), "", &key, HashMap::new()).await.unwrap();
+    let re = kms
+        .re_encrypt(
+            &caller(),
+            ReEncryptInput { ciphertext: ct.clone(), destination_key: key.clone(), ..Default::default() },
+        )
+        .await
+        .unwrap();
     assert_eq!((re.source_key_version, re.key_version), (1, 3));
     let u = usage(&kms, &key).await;
     assert_eq!((u[0].1.decryptions, u[2].1.encryptions), (2, 2));
@@ -239,12 +255,11 @@ async fn usage_is_counted_durably_and_the_cap_rotates_before_sealing_more() {
 
 #[tokio::test]
 async fn unacknowledged_uses_are_not_counted() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(T0);
-    let (faulty, faults) = FaultyStore::new(rocks(&dir));
+    let (faulty, faults) = FaultyStore::new(memory());
     let store: Arc<dyn Store> = Arc::new(faulty);
     let kms = open(&store, &clock);
-    let (meta, _) = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
     let key = meta.id.to_string();
     encrypt(&kms, &key).await.unwrap();
     faults.fail_writes.store(true, Ordering::SeqCst);
@@ -256,18 +271,17 @@ async fn unacknowledged_uses_are_not_counted() {
 
 #[tokio::test]
 async fn a_compromised_version_opens_only_for_reencrypt() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(T0);
-    let store = rocks(&dir);
+    let store = memory();
     let kms = open(&store, &clock);
-    let (meta, _) = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
     let key = meta.id.to_string();
     let (ct, _) = encrypt(&kms, &key).await.unwrap();
 
     let e = kms.mark_key_version_compromised(&caller(), &key, 1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "not the primary");
     kms.rotate_key(&caller(), &key).await.unwrap();
-    let (m, _) = kms.mark_key_version_compromised(&caller(), &key, 1).await.unwrap();
+    let KeyView { meta: m, .. } = kms.mark_key_version_compromised(&caller(), &key, 1).await.unwrap();
     assert!(m.version(1).unwrap().compromised);
     let r = &records(&store, 1)[0];
     assert_eq!(
@@ -275,18 +289,23 @@ async fn a_compromised_version_opens_only_for_reencrypt() {
         ("MarkKeyVersionCompromised", Some(1), "OK")
     );
 
-    let e = kms.decrypt(&caller(), &ct, HashMap::new(), "").await.unwrap_err();
+    let e = kms.decrypt(&caller(), &ct, HashMap::new(), None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     assert!(e.to_string().contains("version 1") && e.to_string().contains("compromised"), "{e}");
 
     // Survives a restart; ReEncrypt moves the data to v2, which decrypts.
-    close(kms, store);
-    let store = rocks(&dir);
+    let store = close(kms, store);
     let kms = open(&store, &clock);
-    kms.decrypt(&caller(), &ct, HashMap::new(), "").await.unwrap_err();
-    let re = kms.re_encrypt(&caller(), &ct, HashMap::new(), "", &key, HashMap::new()).await.unwrap();
+    kms.decrypt(&caller(), &ct, HashMap::new(), None).await.unwrap_err();
+    let re = kms
+        .re_encrypt(
+            &caller(),
+            ReEncryptInput { ciphertext: ct.clone(), destination_key: key.clone(), ..Default::default() },
+        )
+        .await
+        .unwrap();
     assert_eq!(re.key_version, 2);
-    let out = kms.decrypt(&caller(), &re.ciphertext, HashMap::new(), "").await.unwrap();
+    let out = kms.decrypt(&caller(), &re.ciphertext, HashMap::new(), None).await.unwrap();
     assert_eq!(out.plaintext.expose_secret(), b"data");
 
     // Idempotent, one way (enabling does not clear it), and shown by ListKeyVersions.
@@ -300,20 +319,31 @@ async fn a_compromised_version_opens_only_for_reencrypt() {
 
 #[tokio::test]
 async fn batch_data_keys_are_independent_and_each_audited() {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(T0);
-    let store = rocks(&dir);
+    let store = memory();
     let kms = open(&store, &clock);
-    let (meta, _) = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
+    let KeyView { meta, .. } = kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap();
     let key = meta.id.to_string();
     let ctx = HashMap::from([("app".to_string(), "x".to_string())]);
-    let keys = kms.generate_data_keys(&caller(), &key, Some(32), ctx.clone(), true, 50).await.unwrap();
+    let keys = kms
+        .generate_data_keys(
+            &caller(),
+            DataKeyInput {
+                key: key.clone(),
+                number_of_bytes: Some(32),
+                context: ctx.clone(),
+                with_plaintext: true,
+            },
+            50,
+        )
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 50);
     let mut seen = std::collections::HashSet::new();
     for k in &keys {
         let pt = k.plaintext.as_ref().unwrap().expose_secret().to_vec();
         assert!(seen.insert(pt.clone()), "distinct data keys");
-        let out = kms.decrypt(&caller(), &k.ciphertext, ctx.clone(), "").await.unwrap();
+        let out = kms.decrypt(&caller(), &k.ciphertext, ctx.clone(), None).await.unwrap();
         assert_eq!(out.plaintext.expose_secret(), &pt[..]);
     }
     let recs = store
@@ -328,7 +358,10 @@ async fn batch_data_keys_are_independent_and_each_audited() {
     assert_eq!(usage(&kms, &key).await[0].1.data_keys, 50);
 
     for bad in [0, 1001] {
-        let e = kms.generate_data_keys(&caller(), &key, None, HashMap::new(), false, bad).await.unwrap_err();
+        let e = kms
+            .generate_data_keys(&caller(), DataKeyInput { key: key.clone(), ..Default::default() }, bad)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(e.to_string().starts_with("count"), "{e}");
     }

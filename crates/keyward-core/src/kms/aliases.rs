@@ -1,0 +1,52 @@
+//! Aliases: CreateAlias and DeleteAlias. An alias names one key; the key is
+//! never touched by either.
+
+use super::pipeline::{resolve_in, Plan};
+use super::{Caller, KeyView, Kms};
+use crate::{AliasChange, KeyState, KmsError, Operation, Role};
+
+impl Kms {
+    /// `CreateAlias`: points a new alias at a key.
+    pub async fn create_alias(&self, caller: &Caller, alias: &str, key: &str) -> Result<KeyView, KmsError> {
+        self.lifecycle(caller, Operation::CreateAlias, |p| {
+            self.require(caller, Role::Admin, "manage aliases")?;
+            crate::validate_alias("alias", alias)?;
+            let live = resolve_in(p.state, p.entry, "key_id", key)?;
+            p.entry.alias = Some(alias.to_string());
+            let meta = live.meta();
+            if matches!(meta.state, KeyState::Destroyed | KeyState::PendingDeletion) {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}",
+                    meta.id,
+                    meta.state.as_str()
+                )));
+            }
+            if p.state.aliases.contains_key(alias) {
+                return Err(KmsError::AlreadyExists(alias.to_string()));
+            }
+            let mut output = p.state.view(meta);
+            output.aliases.push(alias.to_string());
+            output.aliases.sort();
+            let aliases = vec![AliasChange::Set(alias.to_string(), meta.id)];
+            Ok(Plan::Change { keys: Vec::new(), aliases, output })
+        })
+        .await
+    }
+
+    /// `DeleteAlias`: removes an alias (the key is untouched).
+    pub async fn delete_alias(&self, caller: &Caller, alias: &str) -> Result<(), KmsError> {
+        self.lifecycle(caller, Operation::DeleteAlias, |p| {
+            self.require(caller, Role::Admin, "manage aliases")?;
+            crate::validate_alias("alias", alias)?;
+            p.entry.alias = Some(alias.to_string());
+            let id = *p.state.aliases.get(alias).ok_or_else(|| KmsError::NotFound(alias.to_string()))?;
+            p.entry.key_id = Some(id);
+            Ok(Plan::Change {
+                keys: Vec::new(),
+                aliases: vec![AliasChange::Remove(alias.to_string())],
+                output: (),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,277 @@
+//! The use cases: every RPC of Keyward as one async method on [`Kms`], one
+//! file per family.
+//!
+//! | file | what |
+//! |---|---|
+//! | `pipeline.rs` | the steps every use case shares: entry, resolve, authorize, finish, refuse, and `lifecycle` (prepare under the lock, commit and apply) |
+//! | `crypto.rs` | Encrypt, Decrypt, GenerateDataKey(s), ReEncrypt, GenerateRandom |
+//! | `rotation.rs` | manual, scheduled and usage-cap rotation, and the rotation policy |
+//! | `keys.rs` | CreateKey, DescribeKey, ListKeys, enable/disable, deletion and its cancel |
+//! | `versions.rs` | ListKeyVersions and every per-version change |
+//! | `aliases.rs` | CreateAlias, DeleteAlias |
+//! | `scheduled.rs` | `run_due`: the work the clock makes due |
+//! | `audit.rs` | QueryAuditLog, VerifyAuditLog |
+//!
+//! Each method builds an [`AuditEntry`](crate::AuditEntry) as it goes (key,
+//! version, alias, context, outcome) and ends in `finish`, which makes the
+//! record durable before the result is handed back. If the record cannot be
+//! written, the result (and any secret in it) is dropped and the caller gets
+//! `AuditUnavailable`. Lifecycle operations commit their key changes and
+//! their record in one atomic write.
+//!
+//! Hot state lives in memory: key metadata and unwrapped version secrets, in
+//! a `RwLock<State>` of `Arc`s, replaced (not mutated) on change. Lifecycle
+//! operations are serialised by one async mutex held until their write is
+//! applied, so two rotations can never both create version n+1.
+
+mod aliases;
+mod audit;
+mod crypto;
+mod keys;
+mod pipeline;
+mod rotation;
+mod scheduled;
+mod versions;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use keyward_crypto::{RootKey, VersionSecret};
+use tokio::sync::Mutex;
+
+use crate::usage::UsageBook;
+use crate::{
+    AuditLog, AuditLogConfig, Clock, KeyId, KeyMeta, KeyRecord, KeyRef, KeyState, KmsError, Limits, Policy,
+    Store, StoreError,
+};
+
+pub use audit::AuditQueryInput;
+pub use crypto::{
+    DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput,
+};
+pub use keys::{CreateKeyInput, KeyPage};
+pub use rotation::RotationInput;
+pub use versions::VersionInfo;
+
+/// Most items in one batch call.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// Who is asking, and the request's identity for the audit log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Echoed to the caller as `x-request-id`.
+    pub request_id: String,
+    /// The authenticated principal.
+    pub principal: String,
+    /// The peer address.
+    pub peer: String,
+    /// What the principal may do.
+    pub policy: Arc<Policy>,
+}
+
+impl Caller {
+    /// The principal scheduled and automatic work is recorded under.
+    pub(crate) fn system(request_id: String) -> Self {
+        Self {
+            request_id,
+            principal: "system".into(),
+            peer: String::new(),
+            policy: Arc::new(Policy::everything()),
+        }
+    }
+}
+
+/// A key as the key-management RPCs return it: its metadata and the aliases
+/// that point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    /// The key's metadata (never its material).
+    pub meta: KeyMeta,
+    /// Every alias naming the key, sorted.
+    pub aliases: Vec<String>,
+}
+
+/// Start-up settings for [`Kms`].
+#[derive(Debug, Clone, Default)]
+pub struct KmsConfig {
+    /// Request limits.
+    pub limits: Limits,
+    /// Audit writer tuning.
+    pub audit: AuditLogConfig,
+}
+
+/// A key with its version secrets unwrapped.
+struct LiveKey {
+    record: KeyRecord,
+    secrets: BTreeMap<u32, Arc<VersionSecret>>,
+}
+
+impl LiveKey {
+    fn meta(&self) -> &KeyMeta {
+        &self.record.meta
+    }
+
+    /// The same key with `f` applied to a copy of its metadata.
+    fn with_meta(&self, f: impl FnOnce(&mut KeyMeta)) -> Self {
+        let mut record = self.record.clone();
+        f(&mut record.meta);
+        Self { record, secrets: self.secrets.clone() }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    keys: BTreeMap<KeyId, Arc<LiveKey>>,
+    aliases: BTreeMap<String, KeyId>,
+}
+
+impl State {
+    fn resolve(&self, r: &KeyRef) -> Result<Arc<LiveKey>, KmsError> {
+        let id = match r {
+            KeyRef::Id(id) => *id,
+            KeyRef::Alias(a) => *self.aliases.get(a).ok_or_else(|| KmsError::NotFound(a.clone()))?,
+        };
+        self.keys.get(&id).cloned().ok_or_else(|| KmsError::NotFound(format!("key {id}")))
+    }
+
+    fn aliases_of(&self, id: KeyId) -> Vec<String> {
+        self.aliases.iter().filter(|(_, k)| **k == id).map(|(a, _)| a.clone()).collect()
+    }
+
+    fn view(&self, meta: &KeyMeta) -> KeyView {
+        KeyView { meta: meta.clone(), aliases: self.aliases_of(meta.id) }
+    }
+}
+
+/// The key management service: all use cases, over a [`Store`].
+pub struct Kms {
+    store: Arc<dyn Store>,
+    root: Arc<RootKey>,
+    state: Arc<RwLock<State>>,
+    lifecycle: Arc<Mutex<()>>,
+    audit: AuditLog,
+    usage: Arc<UsageBook>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kms").field("store", &self.store).field("limits", &self.limits).finish()
+    }
+}
+
+impl Kms {
+    /// Opens the service over `store`: checks the root key against the
+    /// store's check value (storing it on first use of an empty store),
+    /// unwraps every version secret, and starts the audit writer.
+    pub fn open(
+        store: Arc<dyn Store>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        config: KmsConfig,
+    ) -> Result<Self, OpenError> {
+        let keys = store.load_keys().map_err(OpenError::Store)?;
+        match store.root_check().map_err(OpenError::Store)? {
+            Some(v) => {
+                if !root.matches(&keyward_crypto::RootCheck(v)) {
+                    return Err(OpenError::WrongRootKey);
+                }
+            }
+            None if keys.is_empty() => {
+                store.set_root_check(&root.check_value().0).map_err(OpenError::Store)?
+            }
+            None => return Err(OpenError::MissingCheck),
+        }
+        let mut state = State::default();
+        for record in keys {
+            let live = unwrap_record(&root, record).map_err(|_| OpenError::WrongRootKey)?;
+            state.keys.insert(live.meta().id, Arc::new(live));
+        }
+        for (alias, id) in store.load_aliases().map_err(OpenError::Store)? {
+            state.aliases.insert(alias, id);
+        }
+        let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
+        let audit = AuditLog::start(store.clone(), usage.clone(), config.audit).map_err(OpenError::Store)?;
+        Ok(Self {
+            store,
+            root: Arc::new(root),
+            state: Arc::new(RwLock::new(state)),
+            lifecycle: Arc::new(Mutex::new(())),
+            audit,
+            usage,
+            limits: config.limits,
+            clock,
+        })
+    }
+
+    /// The audit writer (for health reporting).
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A key's id, state and primary version, from memory and without an
+    /// audit record: for health reporting (the KMS v2 `Status` poll), not
+    /// for callers.
+    pub fn peek_key(&self, key: &str) -> Result<(KeyId, KeyState, u32), KmsError> {
+        let r = KeyRef::parse("key_id", key)?;
+        let live = self.state.read().expect("state lock").resolve(&r)?;
+        let m = live.meta();
+        Ok((m.id, m.state, m.primary_version))
+    }
+
+    /// How many keys are in each state (for metrics; not audited).
+    pub fn key_state_counts(&self) -> Vec<(KeyState, usize)> {
+        let s = self.state.read().expect("state lock");
+        [KeyState::Enabled, KeyState::Disabled, KeyState::PendingDeletion, KeyState::Destroyed]
+            .into_iter()
+            .map(|st| (st, s.keys.values().filter(|k| k.meta().state == st).count()))
+            .collect()
+    }
+}
+
+/// Why [`Kms::open`] refused to start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The root key does not match the data folder.
+    #[error("the root key does not match this data folder (its check value differs, or a stored key cannot be unwrapped)")]
+    WrongRootKey,
+    /// Keys exist but no check value does.
+    #[error("the data folder holds keys but no root-key check value; refusing to guess")]
+    MissingCheck,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Lifecycle changes need a key that is enabled or disabled (not pending
+/// deletion, not destroyed).
+fn check_key_manageable(meta: &KeyMeta) -> Result<(), KmsError> {
+    match meta.state {
+        KeyState::Enabled | KeyState::Disabled => Ok(()),
+        other => Err(KmsError::FailedPrecondition(format!("key {} is {}", meta.id, other.as_str()))),
+    }
+}
+
+/// Crypto operations need an enabled key.
+fn check_key_usable(meta: &KeyMeta) -> Result<(), KmsError> {
+    match meta.state {
+        KeyState::Enabled => Ok(()),
+        other => Err(KmsError::FailedPrecondition(format!("key {} is {}", meta.id, other.as_str()))),
+    }
+}
+
+fn unwrap_record(root: &RootKey, record: KeyRecord) -> Result<LiveKey, keyward_crypto::CryptoError> {
+    let mut secrets = BTreeMap::new();
+    for (v, wrapped) in &record.wrapped {
+        secrets.insert(*v, Arc::new(root.unwrap(record.meta.id.as_bytes(), *v, wrapped)?));
+    }
+    Ok(LiveKey { record, secrets })
+}

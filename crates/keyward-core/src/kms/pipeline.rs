@@ -1,0 +1,290 @@
+//! The steps every use case shares: open an audit entry, resolve the key,
+//! authorize, and end in `finish` (record, then release the result) or
+//! `lifecycle` (prepare under the lifecycle lock, then commit the change and
+//! its record in one write and apply it to memory).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use keyward_crypto::{EncryptionContext, RootKey};
+
+use super::{check_key_manageable, Caller, KeyView, Kms, LiveKey, State};
+use crate::committer::Mutation;
+use crate::{AliasChange, AuditEntry, CommitBatch, KeyRef, KmsError, Operation, Outcome};
+use crate::{Permission, Role};
+
+/// What a lifecycle use case decided, under the lifecycle lock.
+pub(super) enum Plan<T> {
+    /// Write these keys and alias changes with the record, then answer `T`.
+    Change {
+        /// Keys replacing (or adding to) the in-memory state.
+        keys: Vec<LiveKey>,
+        /// Alias changes.
+        aliases: Vec<AliasChange>,
+        /// The answer once durable.
+        output: T,
+    },
+    /// Nothing changes (enabling an enabled key, say). `record` says whether
+    /// the request is still audited: a caller asked for it (true), or the
+    /// system re-checked scheduled work that someone else already did (false).
+    Unchanged {
+        /// The answer.
+        output: T,
+        /// Whether to audit the request.
+        record: bool,
+    },
+}
+
+impl Plan<KeyView> {
+    /// Replaces one key; answers with its new view.
+    fn replace(state: &State, key: LiveKey) -> Self {
+        let output = state.view(key.meta());
+        Plan::Change { keys: vec![key], aliases: Vec::new(), output }
+    }
+}
+
+/// What one lifecycle step sees while it decides.
+pub(super) struct Prep<'a> {
+    /// The request's audit record, to name key, version and alias.
+    pub entry: &'a mut AuditEntry,
+    /// The in-memory keys and aliases (read-only here).
+    pub state: &'a State,
+    /// The root key, to wrap new version secrets.
+    pub root: &'a RootKey,
+    /// The clock's time.
+    pub now: i64,
+}
+
+impl Kms {
+    /// A fresh audit entry for `caller` doing `op`, with the outcome unset.
+    pub(super) fn entry(&self, caller: &Caller, op: Operation) -> AuditEntry {
+        AuditEntry {
+            time_ms: self.clock.now_ms(),
+            request_id: caller.request_id.clone(),
+            principal: caller.principal.clone(),
+            peer: caller.peer.clone(),
+            operation: op,
+            key_id: None,
+            key_version: None,
+            alias: None,
+            source_key_id: None,
+            source_key_version: None,
+            context: BTreeMap::new(),
+            outcome: Outcome::ok(),
+        }
+    }
+
+    /// Records the outcome durably, then releases the result.
+    pub(super) async fn finish<T>(
+        &self,
+        mut entry: AuditEntry,
+        result: Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
+        entry.outcome = match &result {
+            Ok(_) => Outcome::ok(),
+            Err(e) => Outcome::of_error(e),
+        };
+        match self.audit.append(entry).await {
+            Ok(_) => result,
+            Err(e) => Err(KmsError::AuditUnavailable(e)),
+        }
+    }
+
+    /// Records a request refused before it reached a use case (for example
+    /// one without a valid identity) and returns the error.
+    pub async fn refuse(&self, caller: &Caller, op: Operation, error: KmsError) -> KmsError {
+        let mut entry = self.entry(caller, op);
+        entry.outcome = Outcome::of_error(&error);
+        match self.audit.append(entry).await {
+            Ok(_) => error,
+            Err(e) => KmsError::AuditUnavailable(e),
+        }
+    }
+
+    /// Resolves the key a request names, recording it (and any alias) in the entry.
+    pub(super) fn resolve(
+        &self,
+        entry: &mut AuditEntry,
+        field: &'static str,
+        key: &str,
+    ) -> Result<Arc<LiveKey>, KmsError> {
+        resolve_in(&self.state.read().expect("state lock"), entry, field, key)
+    }
+
+    /// Refuses a caller without `role`.
+    pub(super) fn require(&self, caller: &Caller, role: Role, what: &str) -> Result<(), KmsError> {
+        if caller.policy.has(role) {
+            Ok(())
+        } else {
+            Err(KmsError::PermissionDenied(format!("{} may not {what}", caller.principal)))
+        }
+    }
+
+    /// Refuses a caller whose grants do not allow `perm` on this key.
+    pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        perm: Permission,
+        live: &LiveKey,
+    ) -> Result<(), KmsError> {
+        let meta = live.meta();
+        let aliases = || self.state.read().expect("state lock").aliases_of(meta.id);
+        if caller.policy.allows(perm, meta, &aliases) {
+            Ok(())
+        } else {
+            Err(KmsError::PermissionDenied(format!(
+                "{} may not {} with key {}",
+                caller.principal,
+                perm.as_str(),
+                meta.id
+            )))
+        }
+    }
+
+    /// Validates an encryption context against the limits.
+    pub(super) fn context(
+        &self,
+        field: &'static str,
+        pairs: HashMap<String, String>,
+    ) -> Result<EncryptionContext, KmsError> {
+        if pairs.len() > self.limits.max_context_pairs {
+            return Err(KmsError::invalid(
+                field,
+                format!("at most {} pairs allowed, got {}", self.limits.max_context_pairs, pairs.len()),
+            ));
+        }
+        let ctx = EncryptionContext::new(pairs);
+        if ctx.byte_len() > self.limits.max_context_bytes {
+            return Err(KmsError::invalid(
+                field,
+                format!("at most {} bytes allowed, got {}", self.limits.max_context_bytes, ctx.byte_len()),
+            ));
+        }
+        if ctx.pairs().keys().any(String::is_empty) {
+            return Err(KmsError::invalid(field, "keys must not be empty"));
+        }
+        Ok(ctx)
+    }
+
+    /// The one lifecycle path: under the lifecycle lock, `prepare` decides
+    /// what changes (or refuses); a refusal is recorded, a change is written
+    /// with its record in one synced batch and applied to memory on the
+    /// writer thread, which then releases the lock.
+    pub(super) async fn lifecycle<T>(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        prepare: impl FnOnce(Prep<'_>) -> Result<Plan<T>, KmsError>,
+    ) -> Result<T, KmsError> {
+        let mut entry = self.entry(caller, op);
+        let guard = self.lifecycle.clone().lock_owned().await;
+        let planned = {
+            let state = self.state.read().expect("state lock");
+            let now = self.clock.now_ms();
+            prepare(Prep { entry: &mut entry, state: &state, root: &self.root, now })
+        };
+        let (keys, aliases, output) = match planned {
+            Err(e) => {
+                drop(guard);
+                return self.finish(entry, Err(e)).await;
+            }
+            Ok(Plan::Unchanged { output, record }) => {
+                drop(guard);
+                return if record { self.finish(entry, Ok(output)).await } else { Ok(output) };
+            }
+            Ok(Plan::Change { keys, aliases, output }) => (keys, aliases, output),
+        };
+        let batch = CommitBatch {
+            keys: keys.iter().map(|k| k.record.clone()).collect(),
+            aliases,
+            ..Default::default()
+        };
+        let alias_changes = batch.aliases.clone();
+        let state = self.state.clone();
+        let apply = move || {
+            let mut s = state.write().expect("state lock");
+            for key in keys {
+                s.keys.insert(key.meta().id, Arc::new(key));
+            }
+            for change in alias_changes {
+                match change {
+                    AliasChange::Set(alias, id) => s.aliases.insert(alias, id),
+                    AliasChange::Remove(alias) => s.aliases.remove(&alias),
+                };
+            }
+            drop(guard);
+        };
+        self.audit
+            .submit(entry, Some(Mutation { batch, apply: Box::new(apply) }))
+            .await
+            .map_err(KmsError::AuditUnavailable)?;
+        Ok(output)
+    }
+
+    /// A lifecycle change of one existing key by an administrator: `change`
+    /// gets the key and returns its new form, or `None` if nothing changes.
+    /// `version` is the version the record names (default: the primary).
+    /// A change that turns out to be none is recorded when `record_noop` (a
+    /// caller asked for it) and silently skipped otherwise (the system
+    /// re-checking scheduled work someone else already did).
+    pub(super) async fn change_key(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key: &str,
+        version: Option<u32>,
+        record_noop: bool,
+        change: impl FnOnce(&LiveKey, &RootKey, i64) -> Result<Option<LiveKey>, KmsError>,
+    ) -> Result<KeyView, KmsError> {
+        self.lifecycle(caller, op, |p| {
+            let live = resolve_in(p.state, p.entry, "key_id", key)?;
+            self.require(caller, Role::Admin, "change keys")?;
+            let new = change(&live, p.root, p.now)?;
+            let shown = new.as_ref().map_or(live.meta(), LiveKey::meta);
+            p.entry.key_version = Some(version.unwrap_or(shown.primary_version));
+            Ok(match new {
+                Some(new) => Plan::replace(p.state, new),
+                None => Plan::Unchanged { output: p.state.view(live.meta()), record: record_noop },
+            })
+        })
+        .await
+    }
+
+    /// A change of a key's metadata that needs the key to be manageable
+    /// (enabled or disabled); `f` returns false when nothing changes.
+    pub(super) async fn change_meta(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        key: &str,
+        f: impl FnOnce(&mut crate::KeyMeta, i64) -> Result<bool, KmsError>,
+    ) -> Result<KeyView, KmsError> {
+        self.change_key(caller, op, key, None, true, |live, _, now| {
+            check_key_manageable(live.meta())?;
+            let mut meta = live.meta().clone();
+            if !f(&mut meta, now)? {
+                return Ok(None);
+            }
+            Ok(Some(live.with_meta(|m| *m = meta)))
+        })
+        .await
+    }
+}
+
+/// Resolves `key` in `state`, naming the key (and alias) in `entry` as soon
+/// as it is known, so a refusal is recorded with the key it concerned.
+pub(super) fn resolve_in(
+    state: &State,
+    entry: &mut AuditEntry,
+    field: &'static str,
+    key: &str,
+) -> Result<Arc<LiveKey>, KmsError> {
+    let r = KeyRef::parse(field, key)?;
+    entry.alias = r.alias().map(str::to_string);
+    if let KeyRef::Id(id) = &r {
+        entry.key_id = Some(*id);
+    }
+    let live = state.resolve(&r)?;
+    entry.key_id = Some(live.meta().id);
+    Ok(live)
+}

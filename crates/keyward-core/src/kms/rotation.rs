@@ -1,0 +1,158 @@
+//! Rotation, all of it: `RotateKey` (manual), `UpdateRotationPolicy`, the
+//! scheduled rotation `run_due` asks for, and the rotation a usage cap forces
+//! before a version seals more than it may. Every path makes version n+1 with
+//! [`rotated`] under the lifecycle lock, so two can never both create it.
+
+use std::sync::Arc;
+
+use keyward_crypto::{RootKey, VersionSecret, WrappedVersionSecret};
+
+use super::{check_key_usable, Caller, KeyView, Kms, LiveKey, DAY_MS};
+use crate::MIN_ROTATION_PERIOD_MS;
+use crate::{KeyId, KeyMeta, KeyRef, KeyState, KmsError, Operation, RotationPolicy, VersionMeta};
+
+/// A rotation policy as asked for (validated by the use case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RotationInput {
+    /// Rotate every this many ms (at least one hour); `None` clears.
+    pub period_ms: Option<i64>,
+    /// The first scheduled rotation (default: now + period).
+    pub next_rotation_ms: Option<i64>,
+    /// Rotate before a primary version seals more than this; `None` clears.
+    pub max_encryptions_per_version: Option<u64>,
+}
+
+/// Longest rotation period accepted: ten years.
+const MAX_ROTATION_PERIOD_MS: i64 = 10 * 366 * DAY_MS;
+
+impl RotationInput {
+    /// The policy to store, checked against the clock's `now`.
+    pub(super) fn validate(self, now: i64) -> Result<RotationPolicy, KmsError> {
+        if let Some(p) = self.period_ms {
+            if !(MIN_ROTATION_PERIOD_MS..=MAX_ROTATION_PERIOD_MS).contains(&p) {
+                return Err(KmsError::invalid(
+                    "rotation_period",
+                    format!("must be between 1 hour and 3660 days, got {} s", p / 1000),
+                ));
+            }
+        }
+        let next_rotation_ms = match (self.period_ms, self.next_rotation_ms) {
+            (None, Some(_)) => {
+                return Err(KmsError::invalid("next_rotation_time", "needs a rotation_period"));
+            }
+            (Some(_), Some(t)) if t <= now => {
+                return Err(KmsError::invalid("next_rotation_time", "must be in the future"));
+            }
+            (Some(_), Some(t)) => Some(t),
+            (Some(p), None) => Some(now + p),
+            (None, None) => None,
+        };
+        if self.max_encryptions_per_version == Some(0) {
+            return Err(KmsError::invalid("max_encryptions_per_version", "must be at least 1"));
+        }
+        Ok(RotationPolicy {
+            period_ms: self.period_ms,
+            next_rotation_ms,
+            max_encryptions_per_version: self.max_encryptions_per_version,
+        })
+    }
+}
+
+impl Kms {
+    /// `RotateKey`: adds version n+1 and makes it primary. A manual
+    /// rotation leaves the schedule alone.
+    pub async fn rotate_key(&self, caller: &Caller, key: &str) -> Result<KeyView, KmsError> {
+        self.change_key(caller, Operation::RotateKey, key, None, true, |live, root, now| {
+            rotated(live, root, now).map(Some)
+        })
+        .await
+    }
+
+    /// `UpdateRotationPolicy`: sets (or, with `None`s, clears) the rotation
+    /// period and the usage cap. A period schedules the next rotation at
+    /// `next_rotation_ms`, or one period from now.
+    pub async fn update_rotation_policy(
+        &self,
+        caller: &Caller,
+        key: &str,
+        input: RotationInput,
+    ) -> Result<KeyView, KmsError> {
+        self.change_meta(caller, Operation::UpdateRotationPolicy, key, move |meta, now| {
+            meta.rotation = input.validate(now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The scheduled rotation of key `id`, as principal `system`: if it is
+    /// still due under the lock, rotate once and schedule the next rotation
+    /// one period from now (however many were missed).
+    pub(super) async fn rotate_if_due(&self, system: &Caller, id: KeyId) -> Result<KeyView, KmsError> {
+        self.change_key(system, Operation::RotateKey, &id.to_string(), None, false, |live, root, now| {
+            if !rotation_due(live.meta(), now) {
+                return Ok(None);
+            }
+            let mut new = rotated(live, root, now)?;
+            let r = &mut new.record.meta.rotation;
+            r.next_rotation_ms = r.period_ms.map(|p| now + p);
+            Ok(Some(new))
+        })
+        .await
+    }
+
+    /// A seal on key `id` found no slot left under its usage cap: under the
+    /// lifecycle lock, either find that someone else rotated in a version
+    /// with room, or rotate the key (audited as `system`, with the request's
+    /// id) and take the new version's first slot, so every request finishes
+    /// in one round however many race.
+    pub(super) async fn rotate_for_cap(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        cap: u64,
+    ) -> Result<(KeyId, u32, Arc<VersionSecret>), KmsError> {
+        let mut got = None;
+        let system = Caller::system(caller.request_id.clone());
+        self.change_key(&system, Operation::RotateKey, &id.to_string(), None, false, |live, root, now| {
+            check_key_usable(live.meta())?;
+            let current = live.meta().primary_version;
+            if self.usage.reserve(id, current, cap) {
+                got = Some(current);
+                return Ok(None);
+            }
+            let new = rotated(live, root, now)?;
+            let v = new.meta().primary_version;
+            // Nobody can use v before this rotation is applied.
+            self.usage.reserve(id, v, cap);
+            got = Some(v);
+            Ok(Some(new))
+        })
+        .await?;
+        let version = got.ok_or_else(|| KmsError::Internal("no version after rotation".into()))?;
+        let live = self.state.read().expect("state lock").resolve(&KeyRef::Id(id))?;
+        let secret = live.secrets.get(&version).cloned().ok_or_else(|| {
+            KmsError::FailedPrecondition(format!("version {version} of key {id} is no longer usable"))
+        })?;
+        Ok((id, version, secret))
+    }
+}
+
+/// Whether an enabled key's scheduled rotation time has come.
+pub(super) fn rotation_due(meta: &KeyMeta, now: i64) -> bool {
+    meta.state == KeyState::Enabled && meta.rotation.next_rotation_ms.is_some_and(|t| t <= now)
+}
+
+/// The key with a fresh version n+1 as primary (the schedule untouched).
+pub(super) fn rotated(live: &LiveKey, root: &RootKey, now: i64) -> Result<LiveKey, KmsError> {
+    check_key_usable(live.meta())?;
+    let mut record = live.record.clone();
+    let next = record.meta.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+    let secret = VersionSecret::generate()?;
+    let wrapped: WrappedVersionSecret = root.wrap(record.meta.id.as_bytes(), next, &secret)?;
+    record.wrapped.insert(next, wrapped);
+    record.meta.versions.push(VersionMeta::new(next, now));
+    record.meta.primary_version = next;
+    let mut secrets = live.secrets.clone();
+    secrets.insert(next, Arc::new(secret));
+    Ok(LiveKey { record, secrets })
+}

@@ -1,0 +1,276 @@
+//! An in-memory store: the same contract as RocksDB, no disk. Keys, aliases
+//! and usage are kept as values; audit records as bytes in a simple
+//! length-prefixed encoding of this store's own (no stability promise: it
+//! never outlives the process).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::{
+    AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, SealedRecord,
+    Store, StoreError, VersionUsage,
+};
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: BTreeMap<KeyId, KeyRecord>,
+    aliases: BTreeMap<String, KeyId>,
+    root_check: Option<Vec<u8>>,
+    head: Option<AuditHead>,
+    audit: BTreeMap<u64, Vec<u8>>,
+    usage: BTreeMap<(KeyId, u32), VersionUsage>,
+}
+
+/// Keys and audit log in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<Inner>);
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().expect("memory store lock")
+    }
+}
+
+impl Store for MemoryStore {
+    fn encode_audit(&self, r: &AuditRecord) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(256));
+        w.u64(r.seq);
+        w.u64(r.time_ms as u64);
+        for s in [&r.request_id, &r.principal, &r.peer, &r.operation] {
+            w.str(s);
+        }
+        w.opt_str(r.key_id.as_deref());
+        w.opt_u32(r.key_version);
+        w.opt_str(r.alias.as_deref());
+        w.opt_str(r.source_key_id.as_deref());
+        w.opt_u32(r.source_key_version);
+        w.u64(r.context.len() as u64);
+        for (k, v) in &r.context {
+            w.str(k);
+            w.str(v);
+        }
+        for s in [&r.outcome, &r.reason, &r.prev_hash] {
+            w.str(s);
+        }
+        w.0
+    }
+
+    fn decode_audit(&self, bytes: &[u8]) -> Result<AuditRecord, StoreError> {
+        let mut r = Reader(bytes);
+        let record = (|| {
+            let seq = r.u64()?;
+            let time_ms = r.u64()? as i64;
+            let (request_id, principal, peer, operation) = (r.str()?, r.str()?, r.str()?, r.str()?);
+            let key_id = r.opt_str()?;
+            let key_version = r.opt_u32()?;
+            let alias = r.opt_str()?;
+            let source_key_id = r.opt_str()?;
+            let source_key_version = r.opt_u32()?;
+            let mut context = BTreeMap::new();
+            for _ in 0..r.u64()? {
+                context.insert(r.str()?, r.str()?);
+            }
+            let (outcome, reason, prev_hash) = (r.str()?, r.str()?, r.str()?);
+            r.0.is_empty().then_some(AuditRecord {
+                seq,
+                time_ms,
+                request_id,
+                principal,
+                peer,
+                operation,
+                key_id,
+                key_version,
+                alias,
+                source_key_id,
+                source_key_version,
+                context,
+                outcome,
+                reason,
+                prev_hash,
+            })
+        })();
+        record.ok_or_else(|| StoreError("corrupt audit record".into()))
+    }
+
+    fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(self.inner().keys.values().cloned().collect())
+    }
+
+    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
+        Ok(self.inner().aliases.iter().map(|(a, k)| (a.clone(), *k)).collect())
+    }
+
+    fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
+        Ok(self.inner().usage.iter().map(|((id, v), u)| (*id, *v, *u)).collect())
+    }
+
+    fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner().root_check.clone())
+    }
+
+    fn set_root_check(&self, value: &[u8]) -> Result<(), StoreError> {
+        self.inner().root_check = Some(value.to_vec());
+        Ok(())
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        Ok(self.inner().head.clone())
+    }
+
+    fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        for k in &batch.keys {
+            inner.keys.insert(k.meta.id, k.clone());
+        }
+        for a in &batch.aliases {
+            match a {
+                AliasChange::Set(name, id) => inner.aliases.insert(name.clone(), *id),
+                AliasChange::Remove(name) => inner.aliases.remove(name),
+            };
+        }
+        for r in &batch.audit {
+            inner.audit.insert(r.record.seq, r.bytes.clone());
+        }
+        for (id, v, u) in &batch.usage {
+            inner.usage.insert((*id, *v), *u);
+        }
+        if let Some(h) = &batch.head {
+            inner.head = Some(h.clone());
+        }
+        Ok(())
+    }
+
+    fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let inner = self.inner();
+        let iter: Box<dyn Iterator<Item = (&u64, &Vec<u8>)>> = match (query.oldest_first, query.cursor) {
+            (true, Some(c)) => Box::new(inner.audit.range(c.saturating_add(1)..)),
+            (true, None) => Box::new(inner.audit.iter()),
+            (false, Some(c)) => Box::new(inner.audit.range(..c).rev()),
+            (false, None) => Box::new(inner.audit.iter().rev()),
+        };
+        let mut page = AuditPage::default();
+        for (_, bytes) in iter {
+            let record = self.decode_audit(bytes)?;
+            if !query.matches(&record) {
+                continue;
+            }
+            if page.records.len() == query.limit {
+                page.next_cursor = page.records.last().map(|r| r.record.seq);
+                break;
+            }
+            page.records.push(SealedRecord { record, bytes: bytes.clone() });
+        }
+        Ok(page)
+    }
+
+    fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let inner = self.inner();
+        for (seq, bytes) in inner.audit.range(from_seq..) {
+            if !f(*seq, bytes) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u64(&mut self, n: u64) {
+        self.0.extend_from_slice(&n.to_be_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        self.0.push(u8::from(s.is_some()));
+        if let Some(s) = s {
+            self.str(s);
+        }
+    }
+    fn opt_u32(&mut self, n: Option<u32>) {
+        self.0.push(u8::from(n.is_some()));
+        if let Some(n) = n {
+            self.0.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    fn flag(&mut self) -> Option<bool> {
+        match self.take(1)?[0] {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn opt_str(&mut self) -> Option<Option<String>> {
+        if self.flag()? {
+            self.str().map(Some)
+        } else {
+            Some(None)
+        }
+    }
+    fn opt_u32(&mut self) -> Option<Option<u32>> {
+        if self.flag()? {
+            Some(Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?)))
+        } else {
+            Some(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_records_round_trip_and_garbage_is_refused() {
+        let s = MemoryStore::new();
+        let r = AuditRecord {
+            seq: 7,
+            time_ms: -3,
+            request_id: "r".into(),
+            principal: "p".into(),
+            peer: String::new(),
+            operation: "Encrypt".into(),
+            key_id: Some("k".into()),
+            key_version: Some(2),
+            alias: None,
+            source_key_id: None,
+            source_key_version: Some(1),
+            context: BTreeMap::from([("a".into(), "b".into())]),
+            outcome: "OK".into(),
+            reason: String::new(),
+            prev_hash: "00".into(),
+        };
+        let bytes = s.encode_audit(&r);
+        assert_eq!(s.decode_audit(&bytes).unwrap(), r);
+        assert!(s.decode_audit(&bytes[..bytes.len() - 1]).is_err());
+        assert!(s.decode_audit(b"{\"seq\":1}").is_err());
+    }
+}

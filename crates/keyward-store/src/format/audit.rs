@@ -1,0 +1,97 @@
+//! Audit records and the chain head (format 1): JSON with the field order
+//! below, optional fields left out when empty. The chain hashes exactly
+//! these bytes, so the order and spelling are part of every stored chain.
+
+use std::collections::BTreeMap;
+
+use keyward_core::{AuditHead, AuditRecord, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::corrupt;
+
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    seq: u64,
+    time_ms: i64,
+    request_id: String,
+    principal: String,
+    peer: String,
+    operation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_key_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    context: BTreeMap<String, String>,
+    outcome: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    reason: String,
+    prev_hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredHead {
+    seq: u64,
+    hash: String,
+}
+
+/// The stored bytes of an audit record (what the chain hashes).
+pub fn encode(r: &AuditRecord) -> Vec<u8> {
+    let stored = StoredRecord {
+        seq: r.seq,
+        time_ms: r.time_ms,
+        request_id: r.request_id.clone(),
+        principal: r.principal.clone(),
+        peer: r.peer.clone(),
+        operation: r.operation.clone(),
+        key_id: r.key_id.clone(),
+        key_version: r.key_version,
+        alias: r.alias.clone(),
+        source_key_id: r.source_key_id.clone(),
+        source_key_version: r.source_key_version,
+        context: r.context.clone(),
+        outcome: r.outcome.clone(),
+        reason: r.reason.clone(),
+        prev_hash: r.prev_hash.clone(),
+    };
+    serde_json::to_vec(&stored).expect("audit record serialises")
+}
+
+/// Reads stored audit record bytes.
+pub fn decode(bytes: &[u8]) -> Result<AuditRecord, StoreError> {
+    let s: StoredRecord = serde_json::from_slice(bytes).map_err(|e| corrupt("audit record", e))?;
+    Ok(AuditRecord {
+        seq: s.seq,
+        time_ms: s.time_ms,
+        request_id: s.request_id,
+        principal: s.principal,
+        peer: s.peer,
+        operation: s.operation,
+        key_id: s.key_id,
+        key_version: s.key_version,
+        alias: s.alias,
+        source_key_id: s.source_key_id,
+        source_key_version: s.source_key_version,
+        context: s.context,
+        outcome: s.outcome,
+        reason: s.reason,
+        prev_hash: s.prev_hash,
+    })
+}
+
+/// The stored bytes of the chain head.
+pub fn encode_head(h: &AuditHead) -> Vec<u8> {
+    serde_json::to_vec(&StoredHead { seq: h.seq, hash: h.hash.clone() }).expect("head serialises")
+}
+
+/// Reads the stored chain head.
+pub fn decode_head(bytes: &[u8]) -> Result<AuditHead, StoreError> {
+    let s: StoredHead = serde_json::from_slice(bytes).map_err(|e| corrupt("audit head", e))?;
+    Ok(AuditHead { seq: s.seq, hash: s.hash })
+}
