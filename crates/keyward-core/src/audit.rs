@@ -13,38 +13,63 @@ use crate::{KeyId, KmsError};
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Every operation that is audited.
+/// Every operation that is audited: the RPCs, and the system's own
+/// scheduled work. Each is recorded under its RPC name ([`Operation::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum Operation {
+    /// The `CreateKey` RPC.
     CreateKey,
+    /// The `DescribeKey` RPC.
     DescribeKey,
+    /// The `ListKeys` RPC.
     ListKeys,
+    /// The `RotateKey` RPC.
     RotateKey,
+    /// The `EnableKey` RPC.
     EnableKey,
+    /// The `DisableKey` RPC.
     DisableKey,
+    /// The `CreateAlias` RPC.
     CreateAlias,
+    /// The `DeleteAlias` RPC.
     DeleteAlias,
+    /// The `Encrypt` RPC.
     Encrypt,
+    /// The `Decrypt` RPC.
     Decrypt,
+    /// The `GenerateDataKey` RPC.
     GenerateDataKey,
+    /// The `GenerateDataKeyWithoutPlaintext` RPC.
     GenerateDataKeyWithoutPlaintext,
+    /// The `ReEncrypt` RPC.
     ReEncrypt,
+    /// The `QueryAuditLog` RPC.
     QueryAuditLog,
+    /// The `VerifyAuditLog` RPC.
     VerifyAuditLog,
+    /// The `DisableKeyVersion` RPC.
     DisableKeyVersion,
+    /// The `EnableKeyVersion` RPC.
     EnableKeyVersion,
+    /// The `ScheduleKeyVersionDestruction` RPC.
     ScheduleKeyVersionDestruction,
+    /// The `RestoreKeyVersion` RPC.
     RestoreKeyVersion,
+    /// The `ScheduleKeyDeletion` RPC.
     ScheduleKeyDeletion,
+    /// The `CancelKeyDeletion` RPC.
     CancelKeyDeletion,
     /// The system erased a key's material at the end of its deletion window.
     DestroyKey,
     /// The system erased a version's material at the end of its window.
     DestroyKeyVersion,
+    /// The `GenerateRandom` RPC.
     GenerateRandom,
+    /// The `UpdateRotationPolicy` RPC.
     UpdateRotationPolicy,
+    /// The `ListKeyVersions` RPC.
     ListKeyVersions,
+    /// The `MarkKeyVersionCompromised` RPC.
     MarkKeyVersionCompromised,
 }
 

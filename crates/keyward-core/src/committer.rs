@@ -94,9 +94,10 @@ struct Job {
     reply: oneshot::Sender<Result<u64, AuditError>>,
 }
 
-// Stop is sent once per process; boxing every job instead would cost an
-// allocation per request on the hot path.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Stop is sent once per process; boxing every job would cost an allocation per request"
+)]
 enum Msg {
     Job(Job),
     /// Finish what is queued, then exit (dropping the store).
@@ -133,7 +134,16 @@ impl AuditLog {
             .name("keyward-audit".into())
             .spawn(move || {
                 let linger = config.in_flight.map(|n| (n, config.linger)).filter(|(_, l)| !l.is_zero());
-                writer(store, usage, head, rx, writer_health, max_batch, config.observer, linger)
+                Writer {
+                    store,
+                    usage,
+                    head,
+                    healthy: writer_health,
+                    max_batch,
+                    observer: config.observer,
+                    linger,
+                }
+                .run(rx)
             })
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
         Ok(Self { tx, healthy, deadline: config.deadline })
@@ -181,112 +191,116 @@ impl AuditLog {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn writer(
+/// What the writer thread owns.
+struct Writer {
     store: Arc<dyn Store>,
     usage: Arc<UsageBook>,
-    mut head: Option<AuditHead>,
-    rx: mpsc::Receiver<Msg>,
+    head: Option<AuditHead>,
     healthy: Arc<watch::Sender<bool>>,
     max_batch: usize,
     observer: Option<Arc<dyn AuditObserver>>,
     linger: Option<(Arc<AtomicUsize>, Duration)>,
-) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut stop: Option<mpsc::Sender<()>> = None;
-    while stop.is_none() {
-        match rx.recv() {
-            Ok(Msg::Job(job)) => jobs.push(job),
-            Ok(Msg::Stop(done)) => stop = Some(done),
-            Err(_) => break,
-        }
-        while jobs.len() < max_batch && stop.is_none() {
-            match rx.try_recv() {
+}
+
+impl Writer {
+    fn run(self, rx: mpsc::Receiver<Msg>) {
+        let Writer { store, usage, mut head, healthy, max_batch, observer, linger } = self;
+        let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+        let mut stop: Option<mpsc::Sender<()>> = None;
+        while stop.is_none() {
+            match rx.recv() {
                 Ok(Msg::Job(job)) => jobs.push(job),
                 Ok(Msg::Stop(done)) => stop = Some(done),
                 Err(_) => break,
             }
-        }
-        // Wait (briefly) while the server handles more requests than the
-        // batch holds, less one: those records are on their way.
-        if let Some((in_flight, linger)) = &linger {
-            let until = Instant::now() + *linger;
-            while jobs.len() < max_batch
-                && stop.is_none()
-                && in_flight.load(Ordering::Relaxed) > jobs.len() + 1
-            {
-                let Some(left) = until.checked_duration_since(Instant::now()) else { break };
-                match rx.recv_timeout(left) {
+            while jobs.len() < max_batch && stop.is_none() {
+                match rx.try_recv() {
                     Ok(Msg::Job(job)) => jobs.push(job),
                     Ok(Msg::Stop(done)) => stop = Some(done),
                     Err(_) => break,
                 }
             }
-        }
-        if jobs.is_empty() {
-            continue;
-        }
-        let (mut seq, mut prev) = match &head {
-            Some(h) => (h.seq, h.hash.clone()),
-            None => (0, crate::GENESIS_HASH.to_string()),
-        };
-        let mut batch =
-            CommitBatch { usage: usage.tally(jobs.iter().map(|j| &j.entry)), ..Default::default() };
-        let mut applies = Vec::new();
-        let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
-            seq += 1;
-            let record = AuditRecord::from_entry(job.entry, seq, prev);
-            let bytes = store.encode_audit(&record);
-            prev = hash_bytes(&bytes);
-            batch.audit.push(SealedRecord { record, bytes });
-            if let Some(m) = job.mutation {
-                batch.keys.extend(m.batch.keys);
-                batch.aliases.extend(m.batch.aliases);
-                applies.push(m.apply);
-            }
-            replies.push((seq, job.reply));
-        }
-        let new_head = AuditHead { seq, hash: prev };
-        batch.head = Some(new_head.clone());
-        let started = Instant::now();
-        match store.commit(&batch) {
-            Ok(()) => {
-                if let Some(o) = &observer {
-                    o.committed(replies.len(), started.elapsed());
-                }
-                head = Some(new_head);
-                usage.apply(&batch.usage);
-                for apply in applies {
-                    apply();
-                }
-                if !healthy.send_replace(true) {
-                    tracing::info!("audit log writable again; serving");
-                }
-                tracing::trace!(records = replies.len(), elapsed = ?started.elapsed(), "audit batch committed");
-                for (seq, reply) in replies {
-                    let _ = reply.send(Ok(seq));
+            // Wait (briefly) while the server handles more requests than the
+            // batch holds, less one: those records are on their way.
+            if let Some((in_flight, linger)) = &linger {
+                let until = Instant::now() + *linger;
+                while jobs.len() < max_batch
+                    && stop.is_none()
+                    && in_flight.load(Ordering::Relaxed) > jobs.len() + 1
+                {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else { break };
+                    match rx.recv_timeout(left) {
+                        Ok(Msg::Job(job)) => jobs.push(job),
+                        Ok(Msg::Stop(done)) => stop = Some(done),
+                        Err(_) => break,
+                    }
                 }
             }
-            Err(e) => {
-                if let Some(o) = &observer {
-                    o.failed(replies.len(), started.elapsed());
+            if jobs.is_empty() {
+                continue;
+            }
+            let (mut seq, mut prev) = match &head {
+                Some(h) => (h.seq, h.hash.clone()),
+                None => (0, crate::GENESIS_HASH.to_string()),
+            };
+            let mut batch =
+                CommitBatch { usage: usage.tally(jobs.iter().map(|j| &j.entry)), ..Default::default() };
+            let mut applies = Vec::new();
+            let mut replies = Vec::with_capacity(jobs.len());
+            for job in jobs.drain(..) {
+                seq += 1;
+                let record = AuditRecord::from_entry(job.entry, seq, prev);
+                let bytes = store.encode_audit(&record);
+                prev = hash_bytes(&bytes);
+                batch.audit.push(SealedRecord { record, bytes });
+                if let Some(m) = job.mutation {
+                    batch.keys.extend(m.batch.keys);
+                    batch.aliases.extend(m.batch.aliases);
+                    applies.push(m.apply);
                 }
-                if healthy.send_replace(false) {
-                    tracing::error!(error = %e, "audit write failed; refusing key use until it succeeds");
+                replies.push((seq, job.reply));
+            }
+            let new_head = AuditHead { seq, hash: prev };
+            batch.head = Some(new_head.clone());
+            let started = Instant::now();
+            match store.commit(&batch) {
+                Ok(()) => {
+                    if let Some(o) = &observer {
+                        o.committed(replies.len(), started.elapsed());
+                    }
+                    head = Some(new_head);
+                    usage.apply(&batch.usage);
+                    for apply in applies {
+                        apply();
+                    }
+                    if !healthy.send_replace(true) {
+                        tracing::info!("audit log writable again; serving");
+                    }
+                    tracing::trace!(records = replies.len(), elapsed = ?started.elapsed(), "audit batch committed");
+                    for (seq, reply) in replies {
+                        let _ = reply.send(Ok(seq));
+                    }
                 }
-                let e = Arc::new(e);
-                // Dropping `applies` drops any lifecycle guard without applying.
-                drop(applies);
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(AuditError::Write(e.clone())));
+                Err(e) => {
+                    if let Some(o) = &observer {
+                        o.failed(replies.len(), started.elapsed());
+                    }
+                    if healthy.send_replace(false) {
+                        tracing::error!(error = %e, "audit write failed; refusing key use until it succeeds");
+                    }
+                    let e = Arc::new(e);
+                    // Dropping `applies` drops any lifecycle guard without applying.
+                    drop(applies);
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(AuditError::Write(e.clone())));
+                    }
                 }
             }
         }
-    }
-    drop(rx);
-    drop(store);
-    if let Some(done) = stop {
-        let _ = done.send(());
+        drop(rx);
+        drop(store);
+        if let Some(done) = stop {
+            let _ = done.send(());
+        }
     }
 }

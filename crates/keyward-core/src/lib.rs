@@ -7,6 +7,9 @@
 //! RocksDB type; storage comes in through the [`Store`] trait and time through
 //! [`Clock`].
 
+// Every public item of the domain is documented (STYLE.md).
+#![warn(missing_docs)]
+
 mod access;
 mod audit;
 mod clock;
