@@ -1,7 +1,8 @@
 //! Access control end to end, with real certificates made at test time:
 //! every RPC is tried by an unauthenticated caller, a caller with the wrong
 //! role and a user without a grant on the key; each is refused and audited;
-//! an authorized caller succeeds on every RPC.
+//! an authorized caller succeeds on every RPC. "Every RPC" is read from the
+//! descriptor set (tests/common/rpcs.rs), so a new RPC cannot be skipped.
 
 mod common;
 
@@ -16,6 +17,8 @@ use keyward::ServerConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
+
+use common::rpcs::{self, Rpc};
 
 const AUDITOR_TOKEN: &str = "kw_auditor_token_for_tests";
 const LIMITED_TOKEN: &str = "kw_limited_token_for_tests";
@@ -82,37 +85,14 @@ impl Who {
     }
 }
 
-const RPCS: [&str; 28] = [
-    "DisableKeyVersion",
-    "EnableKeyVersion",
-    "ScheduleKeyVersionDestruction",
-    "RestoreKeyVersion",
-    "ScheduleKeyDeletion",
-    "CancelKeyDeletion",
-    "GenerateRandom",
-    "CreateKey",
-    "DescribeKey",
-    "ListKeys",
-    "RotateKey",
-    "EnableKey",
-    "DisableKey",
-    "CreateAlias",
-    "DeleteAlias",
-    "Encrypt",
-    "Decrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "ReEncrypt",
-    "QueryAuditLog",
-    "VerifyAuditLog",
-    "UpdateRotationPolicy",
-    "ListKeyVersions",
-    "GenerateDataKeyBatch",
-    "BatchReEncrypt",
-    "ReEncryptStream",
-    // Last: it leaves version 1 (which made the ciphertext) open only to ReEncrypt.
-    "MarkKeyVersionCompromised",
-];
+/// Every RPC of the descriptor set, in the proto's order, except that
+/// MarkKeyVersionCompromised runs last: it leaves version 1 (which made the
+/// ciphertext) open only to ReEncrypt.
+fn rpcs_in_test_order() -> Vec<Rpc> {
+    let mut rpcs = rpcs::all();
+    rpcs.sort_by_key(|r| r.method == "MarkKeyVersionCompromised");
+    rpcs
+}
 
 /// A batch or stream item's error as the status a unary call would return.
 fn item(r: pb::ReEncryptResult) -> Result<(), Status> {
@@ -291,24 +271,41 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             assert!(results.message().await?.is_none(), "one item in, one result out");
             item(r)
         }
-        other => panic!("unknown rpc {other}"),
+        other => panic!(
+            "the {} descriptor lists {other}, which `call` in tests/access.rs does not know: \
+             add an arm that calls it (the every-RPC tests cover every RPC of the descriptor)",
+            rpcs::PACKAGE
+        ),
     }
 }
 
-fn service_of(rpc: &str) -> &'static str {
-    match rpc {
-        "QueryAuditLog" | "VerifyAuditLog" => "audit",
-        "Encrypt"
-        | "Decrypt"
-        | "GenerateDataKey"
-        | "GenerateDataKeyWithoutPlaintext"
-        | "ReEncrypt"
-        | "GenerateDataKeyBatch"
-        | "BatchReEncrypt"
-        | "ReEncryptStream"
-        | "GenerateRandom" => "crypto",
-        _ => "keys",
+/// Which role's service an RPC belongs to, from the descriptor's service name.
+fn service_of(rpc: &Rpc) -> &'static str {
+    match rpc.service.as_str() {
+        "KeyService" => "keys",
+        "CryptoService" => "crypto",
+        "AuditService" => "audit",
+        other => {
+            panic!("{}: service {other} is new to tests/access.rs: say which roles may call it", rpc.path())
+        }
     }
+}
+
+/// Fails, naming the RPC, when the proto gains an RPC that `call` (and so
+/// the every-RPC test below) does not know. Runs against a port nobody
+/// listens on: every known RPC fails to connect before reaching a server.
+#[tokio::test]
+async fn call_knows_every_rpc_of_the_descriptor() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let nowhere =
+        Who { channel: Channel::from_shared(format!("http://{free}")).unwrap().connect_lazy(), token: None };
+    let all = rpcs::all();
+    for rpc in &all {
+        let e = call(&nowhere, &rpc.method, "k", b"").await.expect_err("nothing listens");
+        assert_eq!(e.code(), Code::Unavailable, "{}: {}", rpc.path(), e.message());
+    }
+    // The streaming RPC is in the list the every-RPC test walks.
+    assert!(all.iter().any(|r| r.method == "ReEncryptStream" && r.client_streaming && r.server_streaming));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +419,9 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
     let other_ct = ct_of(limited.clone(), other.clone()).await;
 
     let mut refusals = 0;
-    for rpc in RPCS {
+    for rpc in rpcs_in_test_order() {
+        let service = service_of(&rpc);
+        let rpc = rpc.method.as_str();
         // Unauthenticated: no credentials, a wrong token, an unknown certificate.
         for who in [&nobody, &bad_token, &stranger] {
             let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
@@ -430,7 +429,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
             refusals += 1;
         }
         // Wrong role: everyone whose roles do not include this service's.
-        let wrong: Vec<&Who> = match service_of(rpc) {
+        let wrong: Vec<&Who> = match service {
             "keys" => vec![&user, &auditor, &limited],
             "crypto" => vec![&admin, &auditor],
             _ => vec![&admin, &user, &limited],
@@ -441,14 +440,14 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
             refusals += 1;
         }
         // A user without a grant on the key.
-        if service_of(rpc) == "crypto" && rpc != "GenerateRandom" {
+        if service == "crypto" && rpc != "GenerateRandom" {
             let e = call(&user, rpc, &other, &other_ct).await.unwrap_err();
             assert_eq!(e.code(), Code::PermissionDenied, "{rpc}: {}", e.message());
             assert!(e.message().contains("user may not"), "{}", e.message());
             refusals += 1;
         }
         // The authorized caller succeeds.
-        let ok = match service_of(rpc) {
+        let ok = match service {
             "keys" => &admin,
             "crypto" => &user,
             _ => &auditor,

@@ -1,0 +1,51 @@
+//! End-to-end, AuditService: the real server over a real socket, RocksDB in a
+//! temp folder. (VerifyAuditLog runs in every test that counts records.)
+
+mod common;
+
+use common::{payments, TestServer};
+use keyward::pb;
+
+#[tokio::test]
+async fn query_audit_log_by_alias_returns_the_keys_records_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = payments::create(&s).await;
+    let c = payments::context();
+    // An Encrypt with our request id, then refusals while the key is disabled.
+    let ct = payments::encrypt(&s, &id).await;
+    let other = s.create_key("").await;
+    let moved = payments::encrypt_moved(&s, &other).await;
+    s.keys().disable_key(pb::DisableKeyRequest { key_id: id.clone() }).await.unwrap();
+    payments::assert_disabled_refuses(&s, &id, &ct, &other, &moved).await;
+
+    // QueryAuditLog by alias: newest first, this key's records, no secrets.
+    let page = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            key_id: payments::ALIAS.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.records.windows(2).all(|w| w[0].sequence > w[1].sequence), "newest first");
+    assert!(page.records.iter().all(|r| r.key_id == id || r.source_key_id == id));
+    let first = page.records.last().unwrap();
+    assert_eq!(first.operation, "CreateKey");
+    let enc = page
+        .records
+        .iter()
+        .find(|r| r.request_id == payments::REQUEST_ID)
+        .expect("the Encrypt with our request id");
+    assert_eq!(enc.operation, "Encrypt");
+    assert_eq!(enc.outcome, "OK");
+    assert_eq!(enc.alias, payments::ALIAS);
+    assert_eq!(enc.key_version, 1);
+    assert_eq!(enc.encryption_context, c);
+    assert!(enc.peer.starts_with("127.0.0.1:"));
+    let refused = page.records.iter().filter(|r| r.outcome == "FAILED_PRECONDITION").count();
+    assert!(refused >= 6, "refused requests are recorded too ({refused})");
+    s.stop().await.unwrap();
+}

@@ -1,0 +1,250 @@
+//! End-to-end, refusals: bad requests to every service get the right code,
+//! a message naming the field, and an audit record; nothing is lost.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{assert_status, ctx, TestServer};
+use keyward::pb;
+use tonic::Code;
+
+#[tokio::test]
+async fn bad_requests_get_the_right_codes_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let mut crypto = s.crypto();
+    let mut keys = s.keys();
+    let id = s.create_key("alias/k").await;
+    let good = crypto
+        .encrypt(pb::EncryptRequest {
+            key_id: id.clone(),
+            plaintext: b"secret".to_vec(),
+            encryption_context: ctx(&[("a", "b")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let before = s.audit_count().await;
+    let enc = |key: &str, pt: Vec<u8>, c: HashMap<String, String>| pb::EncryptRequest {
+        key_id: key.into(),
+        plaintext: pt,
+        encryption_context: c,
+        ..Default::default()
+    };
+    let dec = |ct: Vec<u8>, c: HashMap<String, String>| pb::DecryptRequest {
+        ciphertext: ct,
+        encryption_context: c,
+        ..Default::default()
+    };
+    let opaque = "ciphertext is invalid or does not match the key and encryption context";
+    let mut requests = 0u64;
+
+    // Unknown keys and aliases: NOT_FOUND.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_status(
+        crypto.encrypt(enc(&unknown, b"x".to_vec(), HashMap::new())).await,
+        Code::NotFound,
+        &unknown,
+    );
+    assert_status(
+        crypto.encrypt(enc("alias/nope", b"x".to_vec(), HashMap::new())).await,
+        Code::NotFound,
+        "alias/nope",
+    );
+    assert_status(
+        keys.describe_key(pb::DescribeKeyRequest { key_id: unknown.clone() }).await,
+        Code::NotFound,
+        &unknown,
+    );
+    assert_status(
+        keys.rotate_key(pb::RotateKeyRequest { key_id: "alias/nope".into() }).await,
+        Code::NotFound,
+        "alias/nope",
+    );
+    assert_status(
+        keys.delete_alias(pb::DeleteAliasRequest { alias: "alias/nope".into() }).await,
+        Code::NotFound,
+        "alias/nope",
+    );
+    requests += 5;
+
+    // Empty / malformed key ids name the field.
+    assert_status(
+        crypto.encrypt(enc("", b"x".to_vec(), HashMap::new())).await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    assert_status(
+        crypto.encrypt(enc("not-a-key", b"x".to_vec(), HashMap::new())).await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    assert_status(
+        crypto
+            .re_encrypt(pb::ReEncryptRequest {
+                ciphertext: good.clone(),
+                destination_key_id: String::new(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "destination_key_id",
+    );
+    requests += 3;
+
+    // Wrong context, truncated, tampered, foreign, empty: one opaque message.
+    assert_status(crypto.decrypt(dec(good.clone(), ctx(&[("a", "c")]))).await, Code::InvalidArgument, opaque);
+    assert_status(crypto.decrypt(dec(good.clone(), HashMap::new())).await, Code::InvalidArgument, opaque);
+    assert_status(
+        crypto.decrypt(dec(good[..good.len() - 1].to_vec(), ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        opaque,
+    );
+    assert_status(
+        crypto.decrypt(dec(good[..30].to_vec(), ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        opaque,
+    );
+    let mut tampered = good.clone();
+    tampered[70] ^= 1;
+    assert_status(crypto.decrypt(dec(tampered, ctx(&[("a", "b")]))).await, Code::InvalidArgument, opaque);
+    let mut foreign = good.clone();
+    foreign[1..17].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    assert_status(crypto.decrypt(dec(foreign, ctx(&[("a", "b")]))).await, Code::InvalidArgument, opaque);
+    let mut wrong_version = good.clone();
+    wrong_version[17..21].copy_from_slice(&9u32.to_be_bytes());
+    assert_status(
+        crypto.decrypt(dec(wrong_version, ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        opaque,
+    );
+    let mut random = vec![1u8];
+    random.extend((0..100).map(|i| (i * 37 % 251) as u8));
+    assert_status(crypto.decrypt(dec(random, HashMap::new())).await, Code::InvalidArgument, opaque);
+    let mut future = good.clone();
+    future[0] = 7;
+    assert_status(
+        crypto.decrypt(dec(future, ctx(&[("a", "b")]))).await,
+        Code::InvalidArgument,
+        "unsupported ciphertext format",
+    );
+    assert_status(crypto.decrypt(dec(Vec::new(), HashMap::new())).await, Code::InvalidArgument, "ciphertext");
+    requests += 10;
+    // Pinned to another key.
+    let other = s.create_key("").await;
+    requests += 1;
+    assert_status(
+        crypto
+            .decrypt(pb::DecryptRequest {
+                ciphertext: good.clone(),
+                encryption_context: ctx(&[("a", "b")]),
+                key_id: other.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    requests += 1;
+
+    // Size limits.
+    assert_status(
+        crypto.encrypt(enc(&id, vec![0; 4097], HashMap::new())).await,
+        Code::InvalidArgument,
+        "plaintext",
+    );
+    crypto.encrypt(enc(&id, vec![0; 4096], HashMap::new())).await.unwrap();
+    for n in [0u32, 1025] {
+        assert_status(
+            crypto
+                .generate_data_key(pb::GenerateDataKeyRequest {
+                    key_id: id.clone(),
+                    number_of_bytes: Some(n),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            "number_of_bytes",
+        );
+    }
+    for n in [1u32, 1024] {
+        let dk = crypto
+            .generate_data_key(pb::GenerateDataKeyRequest {
+                key_id: id.clone(),
+                number_of_bytes: Some(n),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(dk.plaintext.len(), n as usize);
+    }
+    let many: HashMap<String, String> = (0..65).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    assert_status(
+        crypto.encrypt(enc(&id, b"x".to_vec(), many)).await,
+        Code::InvalidArgument,
+        "encryption_context",
+    );
+    let big = ctx(&[("k", &"v".repeat(8 * 1024))]);
+    assert_status(
+        crypto.encrypt(enc(&id, b"x".to_vec(), big)).await,
+        Code::InvalidArgument,
+        "encryption_context",
+    );
+    requests += 8;
+
+    // Aliases: duplicate -> ALREADY_EXISTS; malformed -> INVALID_ARGUMENT naming the field.
+    assert_status(
+        keys.create_alias(pb::CreateAliasRequest { alias: "alias/k".into(), key_id: other.clone() }).await,
+        Code::AlreadyExists,
+        "alias/k",
+    );
+    assert_status(
+        keys.create_key(pb::CreateKeyRequest { alias: "alias/k".into(), ..Default::default() }).await,
+        Code::AlreadyExists,
+        "alias/k",
+    );
+    assert_status(
+        keys.create_alias(pb::CreateAliasRequest { alias: "payments".into(), key_id: other.clone() }).await,
+        Code::InvalidArgument,
+        "alias",
+    );
+    assert_status(
+        keys.list_keys(pb::ListKeysRequest { page_size: 5000, page_token: String::new() }).await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+    assert_status(
+        keys.list_keys(pb::ListKeysRequest { page_size: 1, page_token: "zzz".into() }).await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    requests += 5;
+
+    // A request over the 64 KiB limit is refused by the transport, unaudited
+    // (it never reached a key), and the server keeps serving.
+    let huge = crypto.encrypt(enc(&id, vec![0; 70 * 1024], HashMap::new())).await;
+    assert!(huge.is_err());
+
+    // Every refused request above was audited; nothing was lost; still serving.
+    assert_eq!(s.audit_count().await, before + 1 + requests);
+    let d = crypto.decrypt(dec(good, ctx(&[("a", "b")]))).await.unwrap().into_inner();
+    assert_eq!(d.plaintext, b"secret");
+    let refused = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            outcome: "INVALID_ARGUMENT".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(refused.len() >= 20, "{}", refused.len());
+    assert!(refused.iter().all(|r| !r.reason.is_empty()));
+    s.stop().await.unwrap();
+}
