@@ -214,28 +214,39 @@ pub struct FileAudit {
     pub linger_us: Option<u64>,
 }
 
-/// Command-line overrides.
-#[derive(Debug, Default, Clone)]
+/// Command-line overrides: the flags of `keyward server` (later sources win:
+/// defaults, the `--config` file, these).
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
-    /// `--config`.
-    pub config: Option<PathBuf>,
-    /// `--dev`.
+    /// Development mode: data in ./keyward-data, generated root key, loopback only.
+    #[arg(long)]
     pub dev: bool,
-    /// `--listen`.
-    pub listen: Option<String>,
-    /// `--data-dir`.
+    /// TOML configuration file (see deploy/keyward.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data folder (RocksDB).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// `--root-key-file`.
+    /// Listen address, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Root key file (64 hex characters, mode 0600).
+    #[arg(long)]
     pub root_key_file: Option<PathBuf>,
-    /// `--kms-v2-socket`.
+    /// Serve the Kubernetes KMS v2 plugin API on this unix socket.
+    #[arg(long, requires = "kms_v2_key")]
     pub kms_v2_socket: Option<PathBuf>,
-    /// `--kms-v2-key`.
+    /// The key (id or alias) the KMS v2 plugin seals with.
+    #[arg(long, requires = "kms_v2_socket")]
     pub kms_v2_key: Option<String>,
-    /// `--metrics-listen`.
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9090.
+    #[arg(long)]
     pub metrics_listen: Option<String>,
-    /// `--health-listen`.
+    /// Serve only grpc.health.v1 in plaintext here (for kubelet probes), e.g. 0.0.0.0:8081.
+    #[arg(long)]
     pub health_listen: Option<String>,
-    /// `--log-format`.
+    /// Log line format (the level comes from RUST_LOG or [log] level).
+    #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
 }
 

@@ -7,6 +7,7 @@
 //! `keyward-store`, cryptography in `keyward-crypto`.
 
 pub mod auth;
+pub mod checksum;
 pub mod cli;
 pub mod config;
 pub mod grpc;
@@ -17,7 +18,6 @@ pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod pb;
-pub mod rewrap;
 pub mod server;
 
 pub use config::ServerConfig;

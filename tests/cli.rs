@@ -248,3 +248,38 @@ fn an_unreachable_server_is_named_in_the_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&addr) && err.contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn server_help_lists_only_server_flags() {
+    let help = ok(Command::new(env!("CARGO_BIN_EXE_keyward")).args(["server", "--help"]).output().unwrap());
+    for client_only in
+        ["--addr", "--token", "--output", "--ca-cert", "--client-cert", "--client-key", "--no-crc32c"]
+    {
+        assert!(!help.contains(client_only), "`keyward server --help` mentions {client_only}:\n{help}");
+    }
+    for server in ["--dev", "--config", "--data-dir", "--listen", "--root-key-file", "--kms-v2-socket"] {
+        assert!(help.contains(server), "{server} missing:\n{help}");
+    }
+    let help =
+        ok(Command::new(env!("CARGO_BIN_EXE_keyward")).args(["key", "list", "--help"]).output().unwrap());
+    assert!(help.contains("--addr") && help.contains("--output"), "{help}");
+}
+
+#[test]
+fn connection_flags_before_or_after_the_subcommand() {
+    let free = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("http://127.0.0.1:{port}")
+    };
+    let (env, before, after) = (free(), free(), free());
+    let named = |args: &[&str]| {
+        let o = keyward(&env, args);
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    assert!(named(&["key", "list"]).contains(&env));
+    assert!(named(&["--addr", &before, "key", "list"]).contains(&before), "a flag beats the environment");
+    assert!(named(&["key", "list", "--addr", &after]).contains(&after));
+    assert!(named(&["--addr", &before, "--output", "json", "key", "list", "--addr", &after]).contains(&after));
+    assert!(named(&["encrypt", "--key", "k", "--plaintext", "x", "--addr", &after]).contains(&after));
+}

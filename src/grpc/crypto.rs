@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::given;
 use super::{respond, to_status, Api};
+use crate::checksum::{context_crc, crc};
 use crate::pb::{self, crypto_service_server::CryptoService};
 
 /// The crypto service.
@@ -286,16 +287,6 @@ async fn item_result(api: &Api, c: &Caller, index: usize, r: pb::ReEncryptReques
 /// A checksum the request may carry: field name, the value sent, and how to
 /// compute it over what arrived.
 struct Check<'a>(&'static str, Option<u32>, &'a (dyn Fn() -> u32 + Sync));
-
-/// CRC32C (Castagnoli) of bytes.
-pub fn crc(b: &[u8]) -> u32 {
-    crc32c::crc32c(b)
-}
-
-/// CRC32C of an encryption context's canonical encoding (what Keyward authenticates).
-pub fn context_crc(ctx: &std::collections::HashMap<String, String>) -> u32 {
-    crc(&keyward_crypto::EncryptionContext::new(ctx.iter().map(|(k, v)| (k.clone(), v.clone()))).canonical())
-}
 
 /// Verifies every checksum the request carries. A mismatch is refused
 /// (and audited) before anything is processed.

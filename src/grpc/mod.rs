@@ -18,9 +18,10 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Authenticator, NoIdentity};
 
+pub use crate::checksum::{context_crc, crc};
 pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
-pub use crypto::{context_crc, crc, CryptoApi};
+pub use crypto::CryptoApi;
 pub use keys::KeysApi;
 
 /// Metadata key carrying the request id, both ways.

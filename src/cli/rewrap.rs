@@ -10,14 +10,43 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::cli::{CliError, Client, RewrapArgs};
+use super::client::{Client, ClientFlags, Connection};
+use super::input::parse_pair;
+use super::render::Output;
+use super::{CliError, ClientCommand};
+use crate::checksum::crc;
 use crate::pb;
+
+/// `keyward rewrap`.
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    /// Destination key id or alias (usually the same key, after a rotation).
+    #[arg(long)]
+    pub to: String,
+    /// File of base64 ciphertexts, one per line ("-" or absent: stdin).
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Write the rewrapped ciphertexts here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Source encryption context k=v (repeatable; the same for every line).
+    #[arg(long = "context", value_parser = parse_pair)]
+    pub context: Vec<(String, String)>,
+    /// Destination encryption context k=v (repeatable; defaults to the source context).
+    #[arg(long = "to-context", value_parser = parse_pair)]
+    pub to_context: Vec<(String, String)>,
+    /// Connection flags.
+    #[command(flatten)]
+    pub flags: ClientFlags,
+}
 
 /// What became of one input line before it reached the server.
 enum Line {
@@ -32,8 +61,19 @@ enum Line {
 /// Requests in flight between the reader and the stream.
 const QUEUE: usize = 256;
 
-/// Runs `keyward rewrap`.
-pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> {
+impl ClientCommand for RewrapArgs {
+    fn flags(&self) -> &ClientFlags {
+        &self.flags
+    }
+
+    /// Its output is the rewrapped lines, whatever `--output` says.
+    async fn run(self, conn: &Connection, _output: Output) -> Result<(), CliError> {
+        let client = Client::connect(conn).await?;
+        rewrap(&client, self).await
+    }
+}
+
+async fn rewrap(client: &Client, a: RewrapArgs) -> Result<(), CliError> {
     let addr = client.addr.as_str();
     let mut crypto = client.crypto();
     let io = |what: &str, e: std::io::Error| CliError::Input(format!("{what}: {e}"));
@@ -101,7 +141,7 @@ pub(crate) async fn run(client: &Client, a: RewrapArgs) -> Result<(), CliError> 
                 Ok(ciphertext) => {
                     let _ = line_tx.send(Ok((Line::Sent, size)));
                     let req = pb::ReEncryptRequest {
-                        ciphertext_crc32c: sums.then(|| crate::grpc::crc(&ciphertext)),
+                        ciphertext_crc32c: sums.then(|| crc(&ciphertext)),
                         source_encryption_context_crc32c: src_sum,
                         destination_encryption_context_crc32c: dst_sum,
                         ciphertext,

@@ -1,0 +1,192 @@
+//! The `keyward` command line: the `server` subcommand, operator helpers
+//! (`root-key`, `token`, `completions`) and a gRPC client for every RPC, with
+//! readable output and `--output json`.
+//!
+//! One module per command family; each family's arguments type has its own
+//! `run`, and [`Cli::run`] is the one dispatch. Shared parts: [`client`]
+//! (connection flags, channel, checksums), [`render`] (table and JSON
+//! output), [`input`] (parsing what the user typed). This module reaches
+//! the server only through `crate::config` and `crate::server` (the `server`
+//! and `root-key` commands); nothing on the server side imports it.
+
+mod alias;
+mod audit;
+mod client;
+mod completions;
+mod crypto;
+mod data_key;
+mod input;
+mod key;
+mod render;
+mod rewrap;
+#[cfg(feature = "server")]
+mod root_key;
+#[cfg(feature = "server")]
+mod server;
+#[cfg(feature = "server")]
+mod token;
+mod version;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use alias::{AliasArgs, AliasCommand};
+pub use audit::{AuditArgs, AuditCommand, AuditExportArgs, AuditFilter, AuditQueryArgs};
+pub use client::{Bearer, ClientArgs, ClientFlags, Connection};
+pub use completions::CompletionsArgs;
+pub use crypto::{DecryptArgs, EncryptArgs, ReEncryptArgs};
+pub use data_key::{DataKeyArgs, RandomArgs};
+pub use key::{KeyArgs, KeyCommand, RotationArgs};
+pub use render::Output;
+pub use rewrap::RewrapArgs;
+#[cfg(feature = "server")]
+pub use root_key::RootKeyCommand;
+#[cfg(feature = "server")]
+pub use token::TokenCommand;
+pub use version::VersionCommand;
+
+/// Keyward: a key management service over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about)]
+pub struct Cli {
+    /// Connection flags of client commands (also accepted after the subcommand).
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    #[cfg(feature = "server")]
+    Server(crate::config::Overrides),
+    /// Manage root key files.
+    #[cfg(feature = "server")]
+    #[command(subcommand, name = "root-key")]
+    RootKey(RootKeyCommand),
+    /// Create bearer tokens for the configuration.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create, inspect and change keys.
+    Key(KeyArgs),
+    /// Create and delete aliases.
+    Alias(AliasArgs),
+    /// Encrypt up to 4 KiB under a key; prints the ciphertext in base64.
+    Encrypt(EncryptArgs),
+    /// Decrypt a base64 ciphertext; prints the plaintext.
+    Decrypt(DecryptArgs),
+    /// Generate a data key under a key.
+    DataKey(DataKeyArgs),
+    /// Random bytes from the server's CSPRNG, base64.
+    Random(RandomArgs),
+    /// Re-encrypt a ciphertext under another key without exposing its plaintext.
+    ReEncrypt(ReEncryptArgs),
+    /// Re-encrypt many ciphertexts (one base64 per line, from a file or
+    /// stdin) under a key's current version, streaming; one output line per
+    /// input line, failures reported on stderr (their output line is empty).
+    Rewrap(RewrapArgs),
+    /// Query and verify the key-usage log.
+    Audit(AuditArgs),
+    /// Print a shell completion script, e.g. `keyward completions bash > /etc/bash_completion.d/keyward`.
+    Completions(CompletionsArgs),
+}
+
+/// A client command failed; printed as `error: ...`, exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Could not connect.
+    #[error("cannot reach keyward at {addr}: {source}")]
+    Connect {
+        /// Address.
+        addr: String,
+        /// Transport error.
+        source: tonic::transport::Error,
+    },
+    /// The server refused.
+    #[error("{code:?} from {addr}: {message}")]
+    Rpc {
+        /// Address.
+        addr: String,
+        /// gRPC code.
+        code: tonic::Code,
+        /// Server message.
+        message: String,
+    },
+    /// Bad local input.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl Cli {
+    /// Runs the parsed command; the exit status says how it went.
+    pub fn run(self) -> ExitCode {
+        let top = self.client;
+        match self.command {
+            #[cfg(feature = "server")]
+            Command::Server(o) => server::run(&o),
+            #[cfg(feature = "server")]
+            Command::RootKey(c) => finish(c.run()),
+            #[cfg(feature = "server")]
+            Command::Token(c) => finish(c.run()),
+            Command::Completions(c) => {
+                c.run();
+                ExitCode::SUCCESS
+            }
+            Command::Key(a) => client(&top, a),
+            Command::Alias(a) => client(&top, a),
+            Command::Encrypt(a) => client(&top, a),
+            Command::Decrypt(a) => client(&top, a),
+            Command::DataKey(a) => client(&top, a),
+            Command::Random(a) => client(&top, a),
+            Command::ReEncrypt(a) => client(&top, a),
+            Command::Rewrap(a) => client(&top, a),
+            Command::Audit(a) => client(&top, a),
+        }
+    }
+}
+
+/// A multi-threaded runtime, or `None` after printing why there is none.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// A command that talks to a server: it carries the connection flags given
+/// after it, and runs over the connection they (and the top-level flags) name.
+pub(crate) trait ClientCommand: Sized {
+    /// The flags given after the subcommand.
+    fn flags(&self) -> &ClientFlags;
+    /// Runs the command, printing its result in `output` format.
+    fn run(self, conn: &Connection, output: Output) -> impl Future<Output = Result<(), CliError>>;
+}
+
+/// Runs a client command to completion.
+fn client(top: &ClientArgs, command: impl ClientCommand) -> ExitCode {
+    let (conn, output) = top.with(command.flags());
+    match runtime() {
+        Some(rt) => finish(rt.block_on(command.run(&conn, output))),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// Exit status 0, or 1 after printing the error.
+fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
