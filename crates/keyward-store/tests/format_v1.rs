@@ -35,12 +35,15 @@ fn json(name: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(Path::new(FIXTURE).join(name)).unwrap()).unwrap()
 }
 
+/// One stored key and value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 #[test]
 fn every_stored_value_re_encodes_to_the_bytes_on_disk() {
     let dir = copy();
     let cfs = DB::list_cf(&Options::default(), dir.path()).unwrap();
     let db = DB::open_cf_for_read_only(&Options::default(), dir.path(), &cfs, false).unwrap();
-    let all = |cf: &str| -> Vec<(Box<[u8]>, Box<[u8]>)> {
+    let all = |cf: &str| -> Vec<Entry> {
         db.iterator_cf(db.cf_handle(cf).unwrap(), IteratorMode::Start).map(Result::unwrap).collect()
     };
     let keys = all("keys");
