@@ -3,9 +3,11 @@
 //! OS allows. Applied by the `keyward server` binary at start (not by the
 //! library, so tests and embedders choose for themselves).
 
-// The only unsafe code in Keyward: three libc calls with no pointers passed
-// except a valid, initialised `rlimit` struct.
-#![allow(unsafe_code)]
+#![expect(
+    unsafe_code,
+    reason = "the only unsafe code in Keyward: three libc calls with no pointers passed \
+              except a valid, initialised `rlimit` struct"
+)]
 
 /// Applies every measure it can and logs what it could not.
 pub fn apply() {
