@@ -309,8 +309,10 @@ fn transport(config: &ServerConfig) -> Result<Transport, ServerError> {
     }
     if let Some(t) = &config.tls {
         builder = builder.tls_config(t.read()?).map_err(|e| {
+            // The transport error's own text is generic; its source says what is wrong.
+            let why = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
             ConfigError::Invalid(format!(
-                "tls: {} and {} do not make a usable certificate and key: {e}",
+                "tls: {} and {} do not make a usable certificate and key: {why}",
                 t.cert_file.display(),
                 t.key_file.display()
             ))
