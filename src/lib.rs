@@ -2,23 +2,41 @@
 //!
 //! This root package is the edge: the gRPC services (proto <-> domain
 //! conversion and the one error -> `Status` map, in [`grpc`]), the server
-//! bootstrap ([`server::run`]), the typed configuration ([`config`]) and the
+//! bootstrap ([`server::Server`]), the typed configuration ([`config`]) and the
 //! command-line client ([`cli`]). Use cases live in `keyward-core`, storage in
 //! `keyward-store`, cryptography in `keyward-crypto`.
+//!
+//! Always built: the generated code ([`pb`], [`k8s_pb`]), the CRC32C
+//! checksums both sides compute ([`checksum`]) and the client commands.
+//! Everything that serves (and needs RocksDB) is behind the default `server`
+//! feature, so a client such as keyward-bench can depend on this package
+//! with `default-features = false`.
 
-pub mod auth;
 pub mod checksum;
 pub mod cli;
-pub mod config;
-pub mod grpc;
-pub mod hardening;
-pub mod k8s;
 pub mod k8s_pb;
-pub mod logging;
-pub mod metrics;
-pub mod observe;
 pub mod pb;
+
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod grpc;
+#[cfg(feature = "server")]
+pub mod hardening;
+#[cfg(feature = "server")]
+pub mod k8s;
+#[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod observe;
+#[cfg(feature = "server")]
 pub mod server;
 
+#[cfg(feature = "server")]
 pub use config::ServerConfig;
-pub use server::{run, run_with_store, ServerError};
+#[cfg(feature = "server")]
+pub use server::{run, run_with_store, Prepared, Server, ServerError};

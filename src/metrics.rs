@@ -154,7 +154,10 @@ impl AuditObserver for Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` fires.
+/// Serves `GET /metrics` on `listener` until `shutdown` fires; then lets
+/// each open connection finish its response and returns once all have
+/// closed (so nothing here still holds the `Kms`). Accept errors back off
+/// (see [`crate::server::accept`]).
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -163,38 +166,68 @@ pub async fn serve(
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "metrics served at /metrics");
+    let mut backoff = crate::server::accept::Backoff::new("metrics");
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = signalled(&mut shutdown) => break,
         };
-        let (metrics, kms) = (metrics.clone(), kms.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (metrics, kms) = (metrics.clone(), kms.clone());
-                async move {
-                    let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
-                        hyper::Response::builder()
-                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                            .body(Full::new(Bytes::from(metrics.render(&kms))))
-                    } else {
-                        hyper::Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from_static(b"not found; try GET /metrics\n")))
-                    };
-                    Ok::<_, std::convert::Infallible>(resp.expect("static response"))
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!(error = %e, "metrics connection ended");
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
             }
-        });
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(connection(stream, metrics.clone(), kms.clone(), shutdown.clone()));
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// One HTTP/1 connection; closes gracefully on shutdown.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    metrics: Arc<Metrics>,
+    kms: Arc<Kms>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (metrics, kms) = (metrics.clone(), kms.clone());
+        async move {
+            let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                hyper::Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .body(Full::new(Bytes::from(metrics.render(&kms))))
+            } else {
+                hyper::Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::from_static(b"not found; try GET /metrics\n")))
+            };
+            Ok::<_, std::convert::Infallible>(resp.expect("static response"))
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = signalled(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "metrics connection ended");
+    }
+}
+
+/// Resolves once shutdown has been signalled.
+async fn signalled(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }

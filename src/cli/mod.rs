@@ -5,9 +5,12 @@
 //! One module per command family; each family's arguments type has its own
 //! `run`, and [`Cli::run`] is the one dispatch. Shared parts: [`client`]
 //! (connection flags, channel, checksums), [`render`] (table and JSON
-//! output), [`input`] (parsing what the user typed). This module reaches
-//! the server only through `crate::config` and `crate::server` (the `server`
-//! and `root-key` commands); nothing on the server side imports it.
+//! output), [`input`] (parsing what the user typed).
+//!
+//! The client commands need only the generated code and [`crate::checksum`].
+//! The commands that need the server's modules (`server`, `root-key`,
+//! `token`, offline `audit verify --data-dir`) are behind the `server`
+//! feature; nothing on the server side imports this module.
 
 mod alias;
 mod audit;
@@ -188,5 +191,41 @@ fn finish(result: Result<(), CliError>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connection_flags_after_the_subcommand_win() {
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "--addr",
+            "http://a:1",
+            "--output",
+            "json",
+            "key",
+            "list",
+            "--addr",
+            "http://b:2",
+            "--no-crc32c",
+        ])
+        .unwrap();
+        let Command::Key(k) = &cli.command else { panic!("parsed {:?}", cli.command) };
+        let (conn, output) = cli.client.with(&k.flags);
+        assert_eq!((conn.addr.as_str(), output, conn.checksums), ("http://b:2", Output::Json, false));
+        let cli = Cli::try_parse_from(["keyward", "--addr", "http://a:1", "random"]).unwrap();
+        let Command::Random(r) = &cli.command else { panic!("parsed {:?}", cli.command) };
+        let (conn, output) = cli.client.with(&r.flags);
+        assert_eq!((conn.addr.as_str(), output, conn.checksums), ("http://a:1", Output::Table, true));
     }
 }

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use crate::config::{Overrides, ServerConfig};
-use crate::server::ServerError;
+use crate::server::{Server, ServerError};
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(overrides: &Overrides) -> ExitCode {
@@ -22,25 +22,35 @@ pub fn run(overrides: &Overrides) -> ExitCode {
     crate::logging::init(&config.log);
     crate::hardening::apply();
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        // Everything is validated and opened first (TLS files included), so a
+        // bad setting fails here with nothing bound and nothing running.
+        let prepared = match Server::build(config).await {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        let addr = prepared.config().listen;
+        let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", config.listen);
+                prepared.close();
+                eprintln!("error: cannot listen on {addr}: {e}");
                 return ExitCode::from(69);
             }
         };
-        match crate::server::run(config, listener, shutdown_signal()).await {
+        match prepared.serve(listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e @ ServerError::Config(_)) => {
-                eprintln!("error: {e}");
-                ExitCode::from(64)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => failed(e),
         }
     })
+}
+
+/// Prints why; status 64 for a configuration problem, else 1.
+fn failed(e: ServerError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        ServerError::Config(_) => ExitCode::from(64),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -1,0 +1,159 @@
+//! The TOML file's shape (`--config`): plain serde structs, every field
+//! optional, unknown fields refused. Nothing here is validated; that happens
+//! once, in [`super::ServerConfig::from_parts`].
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The TOML file's shape. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// RocksDB folder.
+    pub data_dir: Option<PathBuf>,
+    /// File holding the root key (64 hex characters, mode 0600).
+    pub root_key_file: Option<PathBuf>,
+    /// Development mode (generated root key; loopback only).
+    pub dev: Option<bool>,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: FileLimits,
+    /// Audit log tuning.
+    #[serde(default)]
+    pub audit: FileAudit,
+    /// TLS (rustls). Without it, only loopback addresses are served, unless
+    /// `allow_insecure` is set.
+    pub tls: Option<FileTls>,
+    /// Serve plaintext gRPC on a non-loopback address (logs a warning).
+    pub allow_insecure: Option<bool>,
+    /// Who may connect and what they may do.
+    #[serde(default)]
+    pub principals: Vec<FilePrincipal>,
+    /// Serve Prometheus metrics over HTTP here (`GET /metrics`); off by default.
+    pub metrics_listen: Option<String>,
+    /// Serve only `grpc.health.v1`, in plaintext, here (for kubelet gRPC
+    /// probes, which cannot speak TLS); off by default.
+    pub health_listen: Option<String>,
+    /// The Kubernetes KMS v2 plugin.
+    pub kms_v2: Option<FileKmsV2>,
+    /// Logging.
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+/// `[kms_v2]`: serve the Kubernetes KMS v2 API on a unix socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKmsV2 {
+    /// Unix socket path (kube-apiserver's `endpoint: unix://...`).
+    pub socket: PathBuf,
+    /// Key id or alias whose versions seal the apiserver's keys.
+    pub key: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    /// `text` (default) or `json`.
+    pub format: Option<LogFormat>,
+    /// A tracing filter such as `info` or `keyward=debug`; `RUST_LOG` wins.
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM).
+    pub key_file: PathBuf,
+    /// CA that signs client certificates (PEM); enables mutual TLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// With a client CA: refuse connections without a client certificate
+    /// (default false, so bearer-token callers can still connect).
+    pub require_client_cert: Option<bool>,
+}
+
+/// `[[principals]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePrincipal {
+    /// Name recorded in the audit log.
+    pub name: String,
+    /// Roles: admin, user, auditor.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// SHA-256 (hex) of each bearer token of this principal.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    /// Client certificate names (subject CN or DNS SAN) of this principal.
+    #[serde(default)]
+    pub cert_names: Vec<String>,
+    /// Crypto grants (for the user role).
+    #[serde(default)]
+    pub grants: Vec<FileGrant>,
+}
+
+/// `[[principals.grants]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGrant {
+    /// Key UUIDs, `alias/<name>`, `label:k=v`, or `*`.
+    pub keys: Vec<String>,
+    /// Operations: encrypt, decrypt, generate-data-key,
+    /// generate-data-key-without-plaintext, re-encrypt-from, re-encrypt-to, or `*`.
+    pub operations: Vec<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// Largest Encrypt plaintext.
+    pub max_plaintext_bytes: Option<usize>,
+    /// Largest data key.
+    pub max_data_key_bytes: Option<usize>,
+    /// Most encryption context pairs.
+    pub max_context_pairs: Option<usize>,
+    /// Most encryption context bytes.
+    pub max_context_bytes: Option<usize>,
+    /// Largest request message.
+    pub max_request_bytes: Option<usize>,
+    /// Most requests in flight on one connection.
+    pub concurrency_per_connection: Option<usize>,
+    /// A request running longer than this fails DEADLINE_EXCEEDED.
+    pub request_timeout_ms: Option<u64>,
+    /// Global rate limit, requests per second (absent: none).
+    pub rate_limit_per_second: Option<f64>,
+    /// Burst allowed above the rate (default: one second's worth).
+    pub rate_limit_burst: Option<f64>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    /// How long a request waits for its audit record before failing UNAVAILABLE.
+    pub deadline_ms: Option<u64>,
+    /// Most records per synced write.
+    pub max_batch: Option<usize>,
+    /// Longest wait, in microseconds, for records of requests the server is
+    /// already handling, so they share one fsync (default 500; 0: never).
+    pub linger_us: Option<u64>,
+}

@@ -1,0 +1,343 @@
+//! Server configuration: typed, validated once, before any socket is bound.
+//!
+//! Sources, later ones winning: built-in defaults, a TOML file (`--config`),
+//! command-line flags ([`Overrides`], which are also the flags of `keyward
+//! server`). `--dev` fills in a local data folder and a generated
+//! development root key. By concern: [`file`] (the TOML shape), [`listeners`],
+//! [`tls`], [`principals`] (who may do what), [`root_key`].
+
+mod file;
+mod listeners;
+mod principals;
+mod root_key;
+mod tls;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyward_core::{AuditLogConfig, KmsConfig, Limits};
+
+use crate::auth::Authenticator;
+
+pub use file::{
+    FileAudit, FileConfig, FileGrant, FileKmsV2, FileLimits, FileLog, FilePrincipal, FileTls, LogFormat,
+};
+pub use listeners::KmsV2Config;
+pub use root_key::{create_root_key_file, load_root_key, RootKeySource};
+pub use tls::TlsConfig;
+
+/// Why a configuration was refused. The binary exits with status 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A setting is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The root key file is unusable.
+    #[error("root key file {path}: {message}")]
+    RootKey {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Command-line overrides: the flags of `keyward server` (later sources win:
+/// defaults, the `--config` file, these).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Development mode: data in ./keyward-data, generated root key, loopback only.
+    #[arg(long)]
+    pub dev: bool,
+    /// TOML configuration file (see deploy/keyward.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data folder (RocksDB).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Root key file (64 hex characters, mode 0600).
+    #[arg(long)]
+    pub root_key_file: Option<PathBuf>,
+    /// Serve the Kubernetes KMS v2 plugin API on this unix socket.
+    #[arg(long, requires = "kms_v2_key")]
+    pub kms_v2_socket: Option<PathBuf>,
+    /// The key (id or alias) the KMS v2 plugin seals with.
+    #[arg(long, requires = "kms_v2_socket")]
+    pub kms_v2_key: Option<String>,
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Serve only grpc.health.v1 in plaintext here (for kubelet probes), e.g. 0.0.0.0:8081.
+    #[arg(long)]
+    pub health_listen: Option<String>,
+    /// Log line format (the level comes from RUST_LOG or [log] level).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// Filter (`RUST_LOG` overrides it); default `info`.
+    pub level: Option<String>,
+}
+
+/// Transport limits enforced at the edge.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// Per-connection concurrency.
+    pub concurrency_per_connection: Option<usize>,
+    /// Request timeout.
+    pub request_timeout: Duration,
+    /// Global rate (per second, burst).
+    pub rate: Option<(f64, f64)>,
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// RocksDB folder.
+    pub data_dir: PathBuf,
+    /// Root key source.
+    pub root_key: RootKeySource,
+    /// Largest request message in bytes.
+    pub max_request_bytes: usize,
+    /// Use-case settings.
+    pub kms: KmsConfig,
+    /// TLS, if configured.
+    pub tls: Option<TlsConfig>,
+    /// Plaintext on a non-loopback address was explicitly allowed.
+    pub allow_insecure: bool,
+    /// How callers are identified and what they may do.
+    pub auth: Authenticator,
+    /// Transport limits.
+    pub edge: EdgeLimits,
+    /// The Kubernetes KMS v2 plugin, if enabled.
+    pub kms_v2: Option<KmsV2Config>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve plaintext health checks only, if anywhere.
+    pub health_listen: Option<SocketAddr>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl ServerConfig {
+    /// Merges defaults, the file named by `--config` (if any) and flags, and validates.
+    pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        let file = match &o.config {
+            Some(path) => {
+                let text = fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(file, o)
+    }
+
+    /// Validates a parsed file plus overrides.
+    pub fn from_parts(file: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
+        let dev = o.dev || file.dev.unwrap_or(false);
+        let listen_str = o.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:50051".into());
+        let listen = listeners::socket_addr("listen", &listen_str, "127.0.0.1:50051")?;
+        let data_dir =
+            o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./keyward-data"));
+        let root_key = RootKeySource::choose(o.root_key_file.clone().or(file.root_key_file), dev, &data_dir)?;
+        if dev && !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--dev serves without transport security and may only listen on loopback, not {listen}"
+            )));
+        }
+        let (limits, max_request_bytes) = limits(&file.limits)?;
+        let audit = audit(&file.audit)?;
+        let tls = TlsConfig::from_file(file.tls)?;
+        let allow_insecure = file.allow_insecure.unwrap_or(false);
+        if tls.is_none() && !listen.ip().is_loopback() && !allow_insecure {
+            return Err(ConfigError::Invalid(format!(
+                "listen: {listen} is not a loopback address; configure [tls] or set allow_insecure = true"
+            )));
+        }
+        let auth = principals::authenticator(dev, file.principals)?;
+        let edge = edge(&file.limits)?;
+        let kms_v2 = listeners::kms_v2(o.kms_v2_socket.clone(), o.kms_v2_key.clone(), file.kms_v2)?;
+        let metrics_listen = listeners::optional_addr(
+            "metrics_listen",
+            o.metrics_listen.clone().or(file.metrics_listen),
+            "127.0.0.1:9090",
+        )?;
+        let health_listen = listeners::optional_addr(
+            "health_listen",
+            o.health_listen.clone().or(file.health_listen),
+            "0.0.0.0:8081",
+        )?;
+        let log =
+            LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
+        if let Some(l) = &log.level {
+            tracing_subscriber::EnvFilter::try_new(l)
+                .map_err(|e| ConfigError::Invalid(format!("log.level {l:?}: {e}")))?;
+        }
+        Ok(Self {
+            listen,
+            data_dir,
+            root_key,
+            max_request_bytes,
+            kms: KmsConfig { limits, audit },
+            tls,
+            allow_insecure,
+            auth,
+            edge,
+            kms_v2,
+            metrics_listen,
+            health_listen,
+            log,
+        })
+    }
+
+    /// A development configuration over `data_dir` (tests use it with port 0).
+    pub fn dev(data_dir: &Path) -> Self {
+        Self::from_parts(
+            FileConfig::default(),
+            &Overrides { dev: true, data_dir: Some(data_dir.to_path_buf()), ..Default::default() },
+        )
+        .expect("dev defaults are valid")
+    }
+}
+
+/// `[limits]`: the use-case limits and the largest request message.
+fn limits(l: &FileLimits) -> Result<(Limits, usize), ConfigError> {
+    let d = Limits::default();
+    let limits = Limits {
+        max_plaintext_bytes: l.max_plaintext_bytes.unwrap_or(d.max_plaintext_bytes),
+        max_data_key_bytes: l.max_data_key_bytes.unwrap_or(d.max_data_key_bytes),
+        max_context_pairs: l.max_context_pairs.unwrap_or(d.max_context_pairs),
+        max_context_bytes: l.max_context_bytes.unwrap_or(d.max_context_bytes),
+    };
+    let max_request_bytes = l.max_request_bytes.unwrap_or(64 * 1024);
+    if limits.max_plaintext_bytes == 0 || limits.max_data_key_bytes == 0 {
+        return Err(ConfigError::Invalid("limits: sizes must be at least 1".into()));
+    }
+    if max_request_bytes < limits.max_plaintext_bytes + limits.max_context_bytes {
+        return Err(ConfigError::Invalid(
+            "limits.max_request_bytes must hold the largest plaintext plus the largest context".into(),
+        ));
+    }
+    Ok((limits, max_request_bytes))
+}
+
+/// `[audit]`: the audit writer's tuning.
+fn audit(a: &FileAudit) -> Result<AuditLogConfig, ConfigError> {
+    let ad = AuditLogConfig::default();
+    let audit = AuditLogConfig {
+        deadline: a.deadline_ms.map(Duration::from_millis).unwrap_or(ad.deadline),
+        max_batch: a.max_batch.unwrap_or(ad.max_batch),
+        linger: a.linger_us.map(Duration::from_micros).unwrap_or(ad.linger),
+        ..ad
+    };
+    if audit.deadline.is_zero() || audit.max_batch == 0 {
+        return Err(ConfigError::Invalid("audit: deadline_ms and max_batch must be positive".into()));
+    }
+    Ok(audit)
+}
+
+/// The transport limits of `[limits]`.
+fn edge(l: &FileLimits) -> Result<EdgeLimits, ConfigError> {
+    let edge = EdgeLimits {
+        concurrency_per_connection: l.concurrency_per_connection,
+        request_timeout: Duration::from_millis(l.request_timeout_ms.unwrap_or(30_000)),
+        rate: match l.rate_limit_per_second {
+            Some(r) if r > 0.0 => Some((r, l.rate_limit_burst.unwrap_or(r).max(1.0))),
+            Some(_) => {
+                return Err(ConfigError::Invalid("limits.rate_limit_per_second must be positive".into()))
+            }
+            None => None,
+        },
+    };
+    if edge.concurrency_per_connection == Some(0) || edge.request_timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "limits.concurrency_per_connection and request_timeout_ms must be positive".into(),
+        ));
+    }
+    Ok(edge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_defaults() {
+        let c =
+            ServerConfig::from_parts(FileConfig::default(), &Overrides { dev: true, ..Default::default() })
+                .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./keyward-data"));
+        assert_eq!(c.root_key, RootKeySource::Dev(PathBuf::from("./keyward-data/dev-root.key")));
+        assert_eq!(c.kms.limits, Limits::default());
+    }
+
+    #[test]
+    fn refusals_are_clear() {
+        let e = ServerConfig::from_parts(FileConfig::default(), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("--root-key-file"), "{e}");
+        let o = Overrides { dev: true, listen: Some("0.0.0.0:1".into()), ..Default::default() };
+        assert!(ServerConfig::from_parts(FileConfig::default(), &o)
+            .unwrap_err()
+            .to_string()
+            .contains("loopback"));
+        let o = Overrides { dev: true, listen: Some("nope".into()), ..Default::default() };
+        assert!(ServerConfig::from_parts(FileConfig::default(), &o)
+            .unwrap_err()
+            .to_string()
+            .starts_with("listen:"));
+        let bad: Result<FileConfig, _> = toml::from_str("listn = \"x\"");
+        assert!(bad.unwrap_err().to_string().contains("listn"));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../deploy/keyward.toml");
+        let file: FileConfig = toml::from_str(text).unwrap();
+        let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert!(matches!(c.root_key, RootKeySource::File(_)));
+    }
+
+    #[test]
+    fn production_and_kubernetes_examples_parse() {
+        let file: FileConfig = toml::from_str(include_str!("../../deploy/keyward-production.toml")).unwrap();
+        let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert!(c.tls.is_some() && c.metrics_listen.is_some() && c.health_listen.is_some());
+        assert_eq!(c.log.format, LogFormat::Json);
+        // The ConfigMap in the Kubernetes manifest embeds a keyward.toml.
+        let yaml = include_str!("../../deploy/kubernetes/keyward.yaml");
+        let start = yaml.find("keyward.toml: |").expect("embedded config");
+        let embedded: String = yaml[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("---"))
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&embedded).unwrap();
+        let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert_eq!(c.health_listen.map(|a| a.port()), Some(8081));
+    }
+}

@@ -1,0 +1,170 @@
+//! The server's running parts and their one shutdown path: the side
+//! listeners' sockets (bound together, after everything is built), the tasks
+//! that serve them, the health status publisher and the lifecycle sweeper.
+//! [`Tasks::run_main`] serves the main listener until the shutdown signal,
+//! then stops every task and joins it, in order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::Kms;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::ServingStatus;
+
+use super::{ServerError, STAGE_LIMIT};
+use crate::config::{ConfigError, ServerConfig};
+
+/// How often scheduled lifecycle work is looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The side listeners, bound.
+#[derive(Debug)]
+pub(super) struct Sockets {
+    pub(super) metrics: Option<TcpListener>,
+    pub(super) health: Option<TcpListener>,
+    pub(super) kms_v2: Option<UnixListener>,
+}
+
+impl Sockets {
+    /// Binds every configured side listener, or none.
+    pub(super) async fn bind(config: &ServerConfig) -> Result<Self, ServerError> {
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let health = match config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let kms_v2 =
+            match &config.kms_v2 {
+                Some(k) => Some(crate::k8s::bind(&k.socket).map_err(|e| {
+                    ConfigError::Invalid(format!("kms_v2.socket {}: {e}", k.socket.display()))
+                })?),
+                None => None,
+            };
+        Ok(Self { metrics, health, kms_v2 })
+    }
+}
+
+/// Every task of one server, and the signal that stops them.
+#[derive(Debug)]
+pub(super) struct Tasks {
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    listeners: Vec<(&'static str, JoinHandle<()>)>,
+    sweeper: Option<JoinHandle<()>>,
+    health: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    pub(super) fn new() -> Self {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        Self { stop_tx, stop_rx, listeners: Vec::new(), sweeper: None, health: None }
+    }
+
+    /// The shutdown signal, for a task that watches it.
+    pub(super) fn stop(&self) -> watch::Receiver<bool> {
+        self.stop_rx.clone()
+    }
+
+    /// Resolves on the shutdown signal.
+    pub(super) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Runs a listener's task until it has drained after the signal.
+    pub(super) fn listener(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.listeners.push((name, tokio::spawn(task)));
+    }
+
+    /// The health service, its status following the audit writer's health.
+    pub(super) fn health(&mut self, kms: &Kms) -> HealthServer<impl Health> {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let mut healthy = kms.audit_log().health();
+        let stopped = self.stopped();
+        self.health = Some(tokio::spawn(async move {
+            tokio::pin!(stopped);
+            loop {
+                let status = if *healthy.borrow_and_update() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                for name in
+                    ["", "keyward.v1.KeyService", "keyward.v1.CryptoService", "keyward.v1.AuditService"]
+                {
+                    reporter.set_service_status(name, status).await;
+                }
+                tokio::select! {
+                    changed = healthy.changed() => if changed.is_err() { break },
+                    _ = &mut stopped => break,
+                }
+            }
+        }));
+        service
+    }
+
+    /// Scheduled lifecycle work: at once (catching up on anything missed
+    /// while stopped), then every minute, until the signal; a run in
+    /// progress finishes first.
+    pub(super) fn sweeper(&mut self, kms: Arc<Kms>) {
+        let stopped = self.stopped();
+        self.sweeper = Some(tokio::spawn(async move {
+            tokio::pin!(stopped);
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => return,
+                }
+                if let Err(e) = kms.run_due().await {
+                    tracing::error!(error = %e, "scheduled lifecycle work failed; retrying at the next tick");
+                }
+            }
+        }));
+    }
+
+    /// Serves `main` (which must stop on [`Tasks::stopped`]) until
+    /// `shutdown` resolves (or `main` fails), then
+    /// signals every task and joins, in order: the main listener, the side
+    /// listeners, the sweeper, the health publisher.
+    pub(super) async fn run_main<E: Send + 'static>(
+        self,
+        main: impl Future<Output = Result<(), E>> + Send + 'static,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), E> {
+        let mut main = tokio::spawn(main);
+        let early = tokio::select! {
+            _ = shutdown => None,
+            r = &mut main => Some(r),
+        };
+        let _ = self.stop_tx.send(true);
+        let served = match early {
+            Some(r) => r,
+            None => main.await,
+        };
+        for (name, mut task) in self.listeners {
+            if tokio::time::timeout(STAGE_LIMIT, &mut task).await.is_err() {
+                tracing::warn!(listener = name, "still draining after {STAGE_LIMIT:?}; closing it");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        for task in [self.sweeper, self.health].into_iter().flatten() {
+            let _ = task.await;
+        }
+        match served {
+            Ok(r) => r,
+            // Never aborted, so the only way it fails is a panic: pass it on.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
