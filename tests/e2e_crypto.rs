@@ -241,7 +241,7 @@ async fn batch_and_streaming_rewrap_report_each_item() {
 #[tokio::test]
 async fn crc32c_checksums_are_verified_and_returned() {
     // The CRC32C (Castagnoli) check value, and the documented context encoding.
-    assert_eq!(keyward::grpc::crc(b"123456789"), 0xE306_9283);
+    assert_eq!(keyward::checksum::crc(b"123456789"), 0xE306_9283);
     let mut canon = Vec::new();
     canon.extend_from_slice(&2u32.to_be_bytes());
     for (k, v) in [("a", "1"), ("tenant", "acme")] {
@@ -251,21 +251,21 @@ async fn crc32c_checksums_are_verified_and_returned() {
         canon.extend_from_slice(v.as_bytes());
     }
     let context = ctx(&[("tenant", "acme"), ("a", "1")]);
-    assert_eq!(keyward::grpc::context_crc(&context), keyward::grpc::crc(&canon));
+    assert_eq!(keyward::checksum::context_crc(&context), keyward::checksum::crc(&canon));
 
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path()).await;
     let key = s.create_key("alias/crc").await;
     let mut crypto = s.crypto();
     let pt = b"checked plaintext".to_vec();
-    let crc = keyward::grpc::crc;
+    let crc = keyward::checksum::crc;
     let r = crypto
         .encrypt(pb::EncryptRequest {
             key_id: key.clone(),
             plaintext: pt.clone(),
             encryption_context: context.clone(),
             plaintext_crc32c: Some(crc(&pt)),
-            encryption_context_crc32c: Some(keyward::grpc::context_crc(&context)),
+            encryption_context_crc32c: Some(keyward::checksum::context_crc(&context)),
         })
         .await
         .unwrap()

@@ -18,7 +18,6 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Authenticator, NoIdentity};
 
-pub use crate::checksum::{context_crc, crc};
 pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
 pub use crypto::CryptoApi;
