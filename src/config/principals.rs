@@ -24,6 +24,11 @@ pub(super) fn authenticator(dev: bool, list: Vec<FilePrincipal>) -> Result<Authe
     Ok(Authenticator::dev())
 }
 
+/// Principal names the audit log uses for Keyward itself: `system` for
+/// scheduled and automatic work, `dev` for the development principal. A
+/// configured principal may not pose as either.
+const RESERVED: [&str; 2] = ["system", "dev"];
+
 fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     if list.is_empty() {
         return Err(ConfigError::Invalid(
@@ -37,6 +42,11 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
         let bad = |m: String| ConfigError::Invalid(format!("principals {:?}: {m}", p.name));
         if p.name.is_empty() || !seen.insert(p.name.clone()) {
             return Err(bad("names must be non-empty and unique".into()));
+        }
+        if RESERVED.contains(&p.name.as_str()) {
+            return Err(bad(format!(
+                "the names {RESERVED:?} are Keyward's own in the audit log (scheduled work, --dev)"
+            )));
         }
         let roles = p.roles.iter().map(|r| r.parse::<Role>()).collect::<Result<_, _>>().map_err(bad)?;
         let mut grants = Vec::new();
@@ -71,4 +81,28 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
         }
     }
     Ok(Authenticator::Configured { tokens, cert_names })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> FilePrincipal {
+        FilePrincipal {
+            name: name.into(),
+            roles: vec!["admin".into()],
+            token_sha256: vec![],
+            cert_names: vec![],
+            grants: vec![],
+        }
+    }
+
+    #[test]
+    fn keywards_own_names_are_refused() {
+        for name in RESERVED {
+            let e = configured(vec![named(name)]).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("audit log"), "{e}");
+        }
+        assert!(configured(vec![named("system-backup")]).is_ok());
+    }
 }
