@@ -184,9 +184,9 @@ impl KeyService for KeysApi {
         let out = self.0.kms.list_key_versions(&c, &req.into_inner().key_id).await;
         respond(
             &c,
-            out.map(|(meta, versions)| pb::ListKeyVersionsResponse {
-                key_id: meta.id.to_string(),
-                versions: versions.into_iter().map(version_info_to_pb).collect(),
+            out.map(|k| pb::ListKeyVersionsResponse {
+                key_id: k.meta.id.to_string(),
+                versions: k.versions.into_iter().map(version_info_to_pb).collect(),
             }),
         )
     }

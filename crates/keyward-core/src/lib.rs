@@ -36,8 +36,8 @@ pub use error::{ErrorKind, KmsError};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,
-    KeyPage, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput, ReEncryptOutput, RotationInput, VersionInfo,
-    MAX_BATCH_ITEMS,
+    KeyPage, KeyVersions, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput, ReEncryptOutput, RotationInput,
+    VersionInfo, MAX_BATCH_ITEMS,
 };
 pub use limits::Limits;
 pub use model::{

@@ -49,7 +49,7 @@ fn records(store: &Arc<dyn Store>, n: usize) -> Vec<AuditRecord> {
 }
 
 async fn usage(kms: &Kms, key: &str) -> Vec<(u32, VersionUsage)> {
-    let (_, versions) = kms.list_key_versions(&caller(), key).await.unwrap();
+    let versions = kms.list_key_versions(&caller(), key).await.unwrap().versions;
     versions.into_iter().map(|v| (v.meta.version, v.usage)).collect()
 }
 
@@ -312,7 +312,7 @@ async fn a_compromised_version_opens_only_for_reencrypt() {
     kms.mark_key_version_compromised(&caller(), &key, 1).await.unwrap();
     kms.disable_key_version(&caller(), &key, 1).await.unwrap();
     kms.enable_key_version(&caller(), &key, 1).await.unwrap();
-    let (_, versions) = kms.list_key_versions(&caller(), &key).await.unwrap();
+    let versions = kms.list_key_versions(&caller(), &key).await.unwrap().versions;
     assert!(versions[0].meta.compromised && !versions[0].primary);
     assert!(!versions[1].meta.compromised && versions[1].primary);
 }

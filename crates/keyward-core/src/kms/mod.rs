@@ -51,7 +51,7 @@ pub use crypto::{
 };
 pub use keys::{CreateKeyInput, KeyPage};
 pub use rotation::RotationInput;
-pub use versions::VersionInfo;
+pub use versions::{KeyVersions, VersionInfo};
 
 /// Most items in one batch call.
 pub const MAX_BATCH_ITEMS: usize = 1000;

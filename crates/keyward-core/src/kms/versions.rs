@@ -17,16 +17,21 @@ pub struct VersionInfo {
     pub primary: bool,
 }
 
+/// A key's versions, as `ListKeyVersions` returns them.
+#[derive(Debug, Clone)]
+pub struct KeyVersions {
+    /// The key's metadata.
+    pub meta: KeyMeta,
+    /// Every version, oldest first, with its usage.
+    pub versions: Vec<VersionInfo>,
+}
+
 /// Destruction window unless asked otherwise, days.
 pub const DEFAULT_DESTRUCTION_WINDOW_DAYS: u32 = 30;
 
 impl Kms {
     /// `ListKeyVersions`: every version with its state and usage.
-    pub async fn list_key_versions(
-        &self,
-        caller: &Caller,
-        key: &str,
-    ) -> Result<(KeyMeta, Vec<VersionInfo>), KmsError> {
+    pub async fn list_key_versions(&self, caller: &Caller, key: &str) -> Result<KeyVersions, KmsError> {
         let mut entry = self.entry(caller, Operation::ListKeyVersions);
         let result = self.resolve(&mut entry, "key_id", key).and_then(|live| {
             self.require(caller, Role::Admin, "list key versions")?;
@@ -40,7 +45,7 @@ impl Kms {
                     primary: v.version == meta.primary_version,
                 })
                 .collect();
-            Ok((meta, versions))
+            Ok(KeyVersions { meta, versions })
         });
         self.finish(entry, result).await
     }

@@ -1,6 +1,9 @@
 //! Helpers shared by the use-case tests over the stores.
 
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(
+    dead_code,
+    reason = "each test file uses a different subset; `expect` would fail where one uses them all"
+)]
 
 use std::sync::Arc;
 
