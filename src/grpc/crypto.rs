@@ -89,7 +89,15 @@ impl CryptoService for CryptoApi {
         let out = self
             .0
             .kms
-            .generate_data_key(&c, data_key_input(r.key_id, r.number_of_bytes, r.encryption_context, true))
+            .generate_data_key(
+                &c,
+                DataKeyInput {
+                    key: r.key_id,
+                    number_of_bytes: r.number_of_bytes,
+                    context: r.encryption_context,
+                    with_plaintext: true,
+                },
+            )
             .await;
         respond(&c, out.map(data_key_to_pb))
     }
@@ -109,7 +117,15 @@ impl CryptoService for CryptoApi {
         let out = self
             .0
             .kms
-            .generate_data_key(&c, data_key_input(r.key_id, r.number_of_bytes, r.encryption_context, false))
+            .generate_data_key(
+                &c,
+                DataKeyInput {
+                    key: r.key_id,
+                    number_of_bytes: r.number_of_bytes,
+                    context: r.encryption_context,
+                    with_plaintext: false,
+                },
+            )
             .await;
         respond(
             &c,
@@ -168,7 +184,12 @@ impl CryptoService for CryptoApi {
             .kms
             .generate_data_keys(
                 &c,
-                data_key_input(r.key_id, r.number_of_bytes, r.encryption_context, !r.without_plaintext),
+                DataKeyInput {
+                    key: r.key_id,
+                    number_of_bytes: r.number_of_bytes,
+                    context: r.encryption_context,
+                    with_plaintext: !r.without_plaintext,
+                },
                 r.count,
             )
             .await;
@@ -303,15 +324,6 @@ async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> R
         }
     }
     Ok(())
-}
-
-fn data_key_input(
-    key: String,
-    number_of_bytes: Option<u32>,
-    context: std::collections::HashMap<String, String>,
-    with_plaintext: bool,
-) -> DataKeyInput {
-    DataKeyInput { key, number_of_bytes, context, with_plaintext }
 }
 
 fn data_key_to_pb(o: keyward_core::DataKeyOutput) -> pb::GenerateDataKeyResponse {

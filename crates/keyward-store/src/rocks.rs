@@ -67,13 +67,7 @@ impl RocksStore {
                 let meta = store.cf(CF_META);
                 store.db.put_cf_opt(meta, FORMAT, FORMAT_VERSION.to_be_bytes(), &wo).map_err(err)?;
             }
-            Some(FORMAT_VERSION) => {}
-            Some(v) => {
-                return Err(StoreError(format!(
-                    "{} holds stored format {v}; this build reads format {FORMAT_VERSION}",
-                    dir.display()
-                )))
-            }
+            Some(v) => check_format(dir, v)?,
         }
         Ok(store)
     }
@@ -98,11 +92,8 @@ impl RocksStore {
         let opts = Options::default();
         let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false).map_err(err)?;
         let store = Self { db };
-        if let Some(v) = store.format_version()?.filter(|v| *v != FORMAT_VERSION) {
-            return Err(StoreError(format!(
-                "{} holds stored format {v}; this build reads format {FORMAT_VERSION}",
-                dir.display()
-            )));
+        if let Some(v) = store.format_version()? {
+            check_format(dir, v)?;
         }
         Ok(store)
     }
@@ -162,6 +153,17 @@ impl RocksStore {
         }
         Ok(())
     }
+}
+
+/// Refuses a folder written in a stored format this build does not read.
+fn check_format(dir: &Path, version: u32) -> Result<(), StoreError> {
+    if version == FORMAT_VERSION {
+        return Ok(());
+    }
+    Err(StoreError(format!(
+        "{} holds stored format {version}; this build reads format {FORMAT_VERSION}",
+        dir.display()
+    )))
 }
 
 fn principal_prefix(p: &str) -> Vec<u8> {

@@ -129,3 +129,20 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
     }
     kms.audit_log().stop(std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn a_folder_of_an_unknown_format_is_refused_and_format_1_is_recorded() {
+    let dir = copy();
+    drop(RocksStore::open(dir.path()).unwrap());
+    let cfs = DB::list_cf(&Options::default(), dir.path()).unwrap();
+    {
+        let db = DB::open_cf(&Options::default(), dir.path(), &cfs).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        assert_eq!(db.get_cf(meta, b"format_version").unwrap().unwrap(), 1u32.to_be_bytes());
+        db.put_cf(meta, b"format_version", 2u32.to_be_bytes()).unwrap();
+    }
+    for e in [RocksStore::open(dir.path()).unwrap_err(), RocksStore::open_read_only(dir.path()).unwrap_err()]
+    {
+        assert!(e.0.contains("stored format 2") && e.0.contains("reads format 1"), "{}", e.0);
+    }
+}

@@ -152,7 +152,7 @@ impl Kms {
         key: &str,
         to: KeyState,
     ) -> Result<KeyView, KmsError> {
-        self.change_meta(caller, op, key, |meta, _| {
+        self.change_meta(caller, op, key, None, |meta, _| {
             let changed = meta.state != to;
             meta.state = to;
             Ok(changed)
@@ -173,7 +173,7 @@ impl Kms {
             let e = KmsError::invalid("pending_window_days", "must be between 7 and 30");
             return Err(self.refuse(caller, Operation::ScheduleKeyDeletion, e).await);
         }
-        self.change_meta(caller, Operation::ScheduleKeyDeletion, key, move |meta, now| {
+        self.change_meta(caller, Operation::ScheduleKeyDeletion, key, None, move |meta, now| {
             meta.state = KeyState::PendingDeletion;
             meta.deletion_ms = Some(now + i64::from(days) * DAY_MS);
             Ok(true)

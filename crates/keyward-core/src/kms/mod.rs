@@ -117,6 +117,16 @@ impl LiveKey {
         f(&mut record.meta);
         Self { record, secrets: self.secrets.clone() }
     }
+
+    /// The same key with `f` applied to a copy of its metadata, or `None`
+    /// if `f` says nothing changed.
+    fn try_with_meta(
+        &self,
+        f: impl FnOnce(&mut KeyMeta) -> Result<bool, KmsError>,
+    ) -> Result<Option<Self>, KmsError> {
+        let mut record = self.record.clone();
+        Ok(f(&mut record.meta)?.then(|| Self { record, secrets: self.secrets.clone() }))
+    }
 }
 
 #[derive(Default)]

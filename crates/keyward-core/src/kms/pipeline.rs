@@ -252,20 +252,18 @@ impl Kms {
 
     /// A change of a key's metadata that needs the key to be manageable
     /// (enabled or disabled); `f` returns false when nothing changes.
+    /// `version` is the version the record names (default: the primary).
     pub(super) async fn change_meta(
         &self,
         caller: &Caller,
         op: Operation,
         key: &str,
+        version: Option<u32>,
         f: impl FnOnce(&mut crate::KeyMeta, i64) -> Result<bool, KmsError>,
     ) -> Result<KeyView, KmsError> {
-        self.change_key(caller, op, key, None, true, |live, _, now| {
+        self.change_key(caller, op, key, version, true, |live, _, now| {
             check_key_manageable(live.meta())?;
-            let mut meta = live.meta().clone();
-            if !f(&mut meta, now)? {
-                return Ok(None);
-            }
-            Ok(Some(live.with_meta(|m| *m = meta)))
+            live.try_with_meta(|m| f(m, now))
         })
         .await
     }

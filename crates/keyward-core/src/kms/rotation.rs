@@ -77,7 +77,7 @@ impl Kms {
         key: &str,
         input: RotationInput,
     ) -> Result<KeyView, KmsError> {
-        self.change_meta(caller, Operation::UpdateRotationPolicy, key, move |meta, now| {
+        self.change_meta(caller, Operation::UpdateRotationPolicy, key, None, move |meta, now| {
             meta.rotation = input.validate(now)?;
             Ok(true)
         })

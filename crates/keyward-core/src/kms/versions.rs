@@ -2,8 +2,7 @@
 //! enable, the destruction window (schedule, restore, and the destruction
 //! `run_due` carries out), and marking a version compromised.
 
-use super::DAY_MS;
-use super::{check_key_manageable, Caller, KeyView, Kms, LiveKey};
+use super::{Caller, KeyView, Kms, DAY_MS};
 use crate::{KeyId, KeyMeta, KmsError, Operation, Role, VersionMeta, VersionState, VersionUsage};
 
 /// One version as `ListKeyVersions` shows it.
@@ -193,9 +192,7 @@ impl Kms {
         not_primary: bool,
         f: impl FnOnce(&mut VersionMeta, i64) -> Result<bool, KmsError>,
     ) -> Result<KeyView, KmsError> {
-        self.change_key(caller, op, key, Some(version), true, move |live: &LiveKey, _, now| {
-            let meta = live.meta();
-            check_key_manageable(meta)?;
+        self.change_meta(caller, op, key, Some(version), move |meta, now| {
             if meta.version(version).is_none() {
                 return Err(KmsError::NotFound(format!("version {version} of key {}", meta.id)));
             }
@@ -205,9 +202,7 @@ impl Kms {
                     meta.id
                 )));
             }
-            let mut changed = Ok(false);
-            let new = live.with_meta(|m| changed = f(m.version_mut(version).expect("checked above"), now));
-            Ok(changed?.then_some(new))
+            f(meta.version_mut(version).expect("checked above"), now)
         })
         .await
     }
