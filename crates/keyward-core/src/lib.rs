@@ -16,6 +16,7 @@ mod clock;
 mod committer;
 mod error;
 mod ids;
+mod integrity;
 mod kms;
 mod limits;
 mod model;
@@ -44,5 +45,5 @@ pub use model::{
     KeyMeta, KeyRecord, KeyState, RotationPolicy, VersionMeta, VersionState, VersionUsage,
     MIN_ROTATION_PERIOD_MS,
 };
-pub use store::{AliasChange, CommitBatch, SealedRecord, Store, StoreError};
+pub use store::{AliasChange, AliasEntry, CommitBatch, SealedRecord, Store, StoreError};
 pub use verify::{verify_chain, VerifyReport};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use keyward_crypto::WrappedVersionSecret;
+use keyward_crypto::{RecordTag, WrappedVersionSecret};
 
 use crate::KeyId;
 
@@ -158,4 +158,9 @@ pub struct KeyRecord {
     pub meta: KeyMeta,
     /// Wrapped secrets by version (absent once destroyed).
     pub wrapped: BTreeMap<u32, WrappedVersionSecret>,
+    /// The record's tag under the root-derived record key (`Kms` sets it on
+    /// every record it commits and checks it on every record it loads; the
+    /// store keeps it opaque). `None` only in records read from a stored
+    /// format that had none (format 1), before the upgrade tags them.
+    pub tag: Option<RecordTag>,
 }

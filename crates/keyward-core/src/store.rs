@@ -1,6 +1,8 @@
 //! The storage port. One trait for keys and the audit log, because a
 //! lifecycle change and its audit record must be one atomic write.
 
+use keyward_crypto::RecordTag;
+
 use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, VersionUsage};
 
 /// A storage failure. Carries the adapter's message for the server log; it
@@ -9,13 +11,32 @@ use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, Ver
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
+/// An alias and the key it names, with its tag (see [`KeyRecord::tag`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasEntry {
+    /// The alias (`alias/...`).
+    pub alias: String,
+    /// The key it names.
+    pub key: KeyId,
+    /// Its tag under the record key; `None` only as read from format 1, and
+    /// in a plan before `Kms` tags it for commit.
+    pub tag: Option<RecordTag>,
+}
+
 /// An alias change inside a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AliasChange {
     /// Point the alias at a key.
-    Set(String, KeyId),
+    Set(AliasEntry),
     /// Remove the alias.
     Remove(String),
+}
+
+impl AliasChange {
+    /// Point `alias` at `key` (untagged until committed).
+    pub fn set(alias: impl Into<String>, key: KeyId) -> Self {
+        Self::Set(AliasEntry { alias: alias.into(), key, tag: None })
+    }
 }
 
 /// An audit record with its stored bytes (what the chain hashes).
@@ -37,7 +58,9 @@ impl SealedRecord {
 /// Everything one synced write applies atomically.
 #[derive(Debug, Default)]
 pub struct CommitBatch {
-    /// Keys to write (whole records; versions absent from `wrapped` are erased).
+    /// Keys to write (whole records; versions absent from `wrapped` are
+    /// erased: when this returns, no file of the store holds their wrapped
+    /// secrets any more).
     pub keys: Vec<KeyRecord>,
     /// Alias changes.
     pub aliases: Vec<AliasChange>,
@@ -62,7 +85,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every key record.
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Every alias and its key.
-    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError>;
+    fn load_aliases(&self) -> Result<Vec<AliasEntry>, StoreError>;
+    /// Whether the folder is in an older stored format that [`Store::upgrade`]
+    /// must rewrite (its records carry no tags). Decided when the store opened.
+    fn needs_upgrade(&self) -> bool;
+    /// Rewrites every key record and alias in the current stored format,
+    /// with the tags given, in one atomic synced write that also records the
+    /// new format; then erases what the old format left behind (as a
+    /// destruction does). Called once, by `Kms::open`, when
+    /// [`Store::needs_upgrade`].
+    fn upgrade(&self, keys: &[KeyRecord], aliases: &[AliasEntry]) -> Result<(), StoreError>;
     /// Every version's usage totals.
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError>;
     /// The root-key check value, if one was stored.

@@ -1,8 +1,10 @@
 //! The RocksDB store.
 //!
 //! Column families:
-//! - `keys`: key UUID (16 bytes) -> key record (JSON metadata + wrapped secrets)
-//! - `aliases`: alias -> key UUID (16 bytes)
+//! - `keys`: key UUID (16 bytes) -> key record (JSON metadata + tag)
+//! - `secrets`: key UUID (16) || version (u32 BE) -> that version's secret,
+//!   wrapped under the root key
+//! - `aliases`: alias -> key UUID (16 bytes) || tag (32)
 //! - `meta`: `format_version` (u32 BE), `root_check`, `audit_head`
 //! - `audit`: sequence (u64 BE) -> record bytes (exactly what the chain hashes)
 //! - `audit_by_key`: key UUID (16) || sequence (u64 BE) -> empty
@@ -12,32 +14,52 @@
 //! Every `commit` is one `WriteBatch` written with `sync = true`: the keys,
 //! aliases, audit records, their index entries and the chain head land
 //! together or not at all, and are on disk (WAL fsynced) when it returns.
+//!
+//! Destruction is crypto-shredding: a commit that deletes a stored secret
+//! then flushes every column family (so no live WAL file still holds the
+//! secret's original write), compacts the `secrets` column family down to
+//! its last level with the deletion applied (so no SST file holds it), and
+//! only then returns; RocksDB deletes the obsolete WAL and SST files as part
+//! of the flush and the compaction. After `commit` returns, no file of the
+//! data folder holds the destroyed wrapped secret.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use keyward_core::{
-    AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, SealedRecord,
-    Store, StoreError, VersionUsage,
+    AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
+    SealedRecord, Store, StoreError, VersionUsage,
 };
-use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use keyward_crypto::WrappedVersionSecret;
+use rocksdb::{
+    BottommostLevelCompaction, ColumnFamily, CompactOptions, Direction, FlushOptions, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
+};
 
-use crate::format::{self, FORMAT_VERSION};
+use crate::format::{self, FORMAT_VERSION, OLDEST_READABLE};
 
 const CF_KEYS: &str = "keys";
+const CF_SECRETS: &str = "secrets";
 const CF_ALIASES: &str = "aliases";
 const CF_META: &str = "meta";
 const CF_AUDIT: &str = "audit";
 const CF_BY_KEY: &str = "audit_by_key";
 const CF_BY_PRINCIPAL: &str = "audit_by_principal";
 const CF_USAGE: &str = "usage";
-const ALL_CFS: [&str; 7] = [CF_KEYS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL, CF_USAGE];
+const ALL_CFS: [&str; 8] =
+    [CF_KEYS, CF_SECRETS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL, CF_USAGE];
 const ROOT_CHECK: &[u8] = b"root_check";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const FORMAT: &[u8] = b"format_version";
+/// Present from a destruction's write until its shredding completed.
+const SHRED_PENDING: &[u8] = b"shred_pending";
 
 /// Keys and the audit log in an embedded RocksDB.
 pub struct RocksStore {
     db: DB,
+    /// The folder is in format 1 (until [`Store::upgrade`] rewrites it).
+    legacy: AtomicBool,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -58,18 +80,112 @@ impl RocksStore {
         opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
         let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
-        let store = Self { db };
+        let store = Self { db, legacy: AtomicBool::new(false) };
         match store.format_version()? {
-            // Folders from before the version was recorded are format 1.
-            None => {
+            // A new folder starts in the current format.
+            None if store.is_empty()? => {
                 let mut wo = WriteOptions::default();
                 wo.set_sync(true);
                 let meta = store.cf(CF_META);
                 store.db.put_cf_opt(meta, FORMAT, FORMAT_VERSION.to_be_bytes(), &wo).map_err(err)?;
             }
-            Some(v) => check_format(dir, v)?,
+            // Folders from before the version was recorded are format 1.
+            None => store.legacy.store(true, Ordering::SeqCst),
+            Some(v) => {
+                check_format(dir, v)?;
+                store.legacy.store(v < FORMAT_VERSION, Ordering::SeqCst);
+            }
+        }
+        // A destruction whose shredding a crash interrupted: finish it
+        // before serving. (Its deletion is in the WAL, replayed at open.)
+        if store.db.get_cf(store.cf(CF_META), SHRED_PENDING).map_err(err)?.is_some() {
+            store.shred()?;
         }
         Ok(store)
+    }
+
+    /// Whether the folder holds no keys and no audit records.
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        for cf in [CF_KEYS, CF_AUDIT] {
+            if let Some(item) = self.db.iterator_cf(self.cf(cf), IteratorMode::Start).next() {
+                item.map_err(err)?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every stored wrapped secret, by key and version.
+    fn load_secrets(&self) -> Result<BTreeMap<KeyId, BTreeMap<u32, WrappedVersionSecret>>, StoreError> {
+        let mut out: BTreeMap<KeyId, BTreeMap<u32, WrappedVersionSecret>> = BTreeMap::new();
+        for item in self.db.iterator_cf(self.cf(CF_SECRETS), IteratorMode::Start) {
+            let (k, v) = item.map_err(err)?;
+            let (id, version) =
+                format::keys::decode_secret_key(&k).ok_or_else(|| StoreError("corrupt secret key".into()))?;
+            out.entry(id).or_default().insert(version, WrappedVersionSecret::from_stored(v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Adds a key record and its new secrets to `b`; deletes the secrets of
+    /// versions it no longer holds. Returns whether a stored secret was
+    /// deleted (the caller then shreds).
+    fn put_key(&self, b: &mut WriteBatch, k: &KeyRecord) -> Result<bool, StoreError> {
+        let (keys, secrets) = (self.cf(CF_KEYS), self.cf(CF_SECRETS));
+        b.put_cf(keys, k.meta.id.as_bytes(), format::keys::encode(k)?);
+        let mut deleted = false;
+        for v in &k.meta.versions {
+            let sk = format::keys::secret_key(k.meta.id, v.version);
+            let stored = self.db.get_pinned_cf(secrets, sk).map_err(err)?.is_some();
+            match (k.wrapped.get(&v.version), stored) {
+                (Some(w), false) => b.put_cf(secrets, sk, w.as_bytes()),
+                (None, true) => {
+                    b.delete_cf(secrets, sk);
+                    deleted = true;
+                }
+                // A stored secret never changes (a root-key rotation rewrites
+                // through `upgrade`-like paths, not here).
+                _ => {}
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Removes every trace of deleted values from the files: flush every
+    /// column family (the WAL files that held the original writes become
+    /// obsolete and are deleted), then compact `secrets` and `keys` to their
+    /// last level with the deletions applied (the SST files that held the
+    /// values are rewritten and the old ones deleted).
+    fn shred(&self) -> Result<(), StoreError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &fo).map_err(err)?;
+        let mut co = CompactOptions::default();
+        co.set_exclusive_manual_compaction(true);
+        co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        for cf in [CF_SECRETS, CF_KEYS] {
+            self.db.compact_range_cf_opt(self.cf(cf), None::<&[u8]>, None::<&[u8]>, &co);
+        }
+        // `compact_range` reports no errors: check its effect instead. A
+        // forced last-level compaction leaves no deletion markers behind, so
+        // one left means some file may still hold a deleted secret.
+        if self.shred_pending()? {
+            return Err(StoreError(
+                "shredding incomplete: a secrets file still holds deleted entries".into(),
+            ));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.delete_cf_opt(self.cf(CF_META), SHRED_PENDING, &wo).map_err(err)
+    }
+
+    /// Whether a deletion in `secrets` has not yet been compacted away (a
+    /// crash between a destruction's write and its shredding; checked at
+    /// open, which finishes the job).
+    fn shred_pending(&self) -> Result<bool, StoreError> {
+        let files = self.db.live_files().map_err(err)?;
+        Ok(files.iter().any(|f| f.column_family_name == CF_SECRETS && f.num_deletions > 0))
     }
 
     /// The stored-format version recorded in the folder, if any.
@@ -90,16 +206,24 @@ impl RocksStore {
             return Err(StoreError(format!("{} holds no Keyward database", dir.display())));
         }
         let opts = Options::default();
-        let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false).map_err(err)?;
-        let store = Self { db };
+        // A format-1 folder has no `secrets` column family yet.
+        let existing = DB::list_cf(&opts, dir).map_err(err)?;
+        let cfs = ALL_CFS.iter().filter(|n| existing.iter().any(|e| e == *n));
+        let db = DB::open_cf_for_read_only(&opts, dir, cfs, false).map_err(err)?;
+        let store = Self { db, legacy: AtomicBool::new(true) };
         if let Some(v) = store.format_version()? {
             check_format(dir, v)?;
+            store.legacy.store(v < FORMAT_VERSION, Ordering::SeqCst);
         }
         Ok(store)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
         self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    fn legacy(&self) -> bool {
+        self.legacy.load(Ordering::SeqCst)
     }
 
     fn record(&self, seq: u64) -> Result<Option<SealedRecord>, StoreError> {
@@ -157,11 +281,11 @@ impl RocksStore {
 
 /// Refuses a folder written in a stored format this build does not read.
 fn check_format(dir: &Path, version: u32) -> Result<(), StoreError> {
-    if version == FORMAT_VERSION {
+    if (OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
         return Ok(());
     }
     Err(StoreError(format!(
-        "{} holds stored format {version}; this build reads format {FORMAT_VERSION}",
+        "{} holds stored format {version}; this build reads formats {OLDEST_READABLE} to {FORMAT_VERSION}",
         dir.display()
     )))
 }
@@ -182,23 +306,49 @@ impl Store for RocksStore {
     }
 
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let iter = self.db.iterator_cf(self.cf(CF_KEYS), IteratorMode::Start);
+        if self.legacy() {
+            return iter
+                .map(|item| item.map_err(err).and_then(|(_, v)| format::keys::decode_v1(&v)))
+                .collect();
+        }
+        let mut secrets = self.load_secrets()?;
+        iter.map(|item| {
+            let (k, v) = item.map_err(err)?;
+            let id: [u8; 16] = k.as_ref().try_into().map_err(|_| StoreError("corrupt key id".into()))?;
+            format::keys::decode(&v, secrets.remove(&KeyId::from_bytes(id)).unwrap_or_default())
+        })
+        .collect()
+    }
+
+    fn load_aliases(&self) -> Result<Vec<AliasEntry>, StoreError> {
+        let decode = if self.legacy() { format::aliases::decode_v1 } else { format::aliases::decode };
         self.db
-            .iterator_cf(self.cf(CF_KEYS), IteratorMode::Start)
-            .map(|item| item.map_err(err).and_then(|(_, v)| format::keys::decode(&v)))
+            .iterator_cf(self.cf(CF_ALIASES), IteratorMode::Start)
+            .map(|item| item.map_err(err).and_then(|(k, v)| decode(&k, &v)))
             .collect()
     }
 
-    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
-        self.db
-            .iterator_cf(self.cf(CF_ALIASES), IteratorMode::Start)
-            .map(|item| {
-                let (k, v) = item.map_err(err)?;
-                let alias = String::from_utf8(k.to_vec()).map_err(|_| StoreError("corrupt alias".into()))?;
-                let id: [u8; 16] =
-                    v.as_ref().try_into().map_err(|_| StoreError("corrupt alias target".into()))?;
-                Ok((alias, KeyId::from_bytes(id)))
-            })
-            .collect()
+    fn needs_upgrade(&self) -> bool {
+        self.legacy()
+    }
+
+    fn upgrade(&self, keys: &[KeyRecord], aliases: &[AliasEntry]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        for k in keys {
+            self.put_key(&mut b, k)?;
+        }
+        for a in aliases {
+            b.put_cf(self.cf(CF_ALIASES), a.alias.as_bytes(), format::aliases::encode(a)?);
+        }
+        b.put_cf(self.cf(CF_META), FORMAT, FORMAT_VERSION.to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(b, &wo).map_err(err)?;
+        self.legacy.store(false, Ordering::SeqCst);
+        // Format 1 kept secrets inside key records: old values of those
+        // records (of versions destroyed since) may linger in old files.
+        self.shred()
     }
 
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
@@ -234,15 +384,19 @@ impl Store for RocksStore {
 
     fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
         // Resolve each column family once per batch, not once per record.
-        let (keys, aliases, meta) = (self.cf(CF_KEYS), self.cf(CF_ALIASES), self.cf(CF_META));
+        let (aliases, meta) = (self.cf(CF_ALIASES), self.cf(CF_META));
         let (audit, by_key, by_principal) = (self.cf(CF_AUDIT), self.cf(CF_BY_KEY), self.cf(CF_BY_PRINCIPAL));
+        if self.legacy() {
+            return Err(StoreError("the data folder is in stored format 1 and was not upgraded".into()));
+        }
         let mut b = WriteBatch::default();
+        let mut shred = false;
         for k in &batch.keys {
-            b.put_cf(keys, k.meta.id.as_bytes(), format::keys::encode(k));
+            shred |= self.put_key(&mut b, k)?;
         }
         for a in &batch.aliases {
             match a {
-                AliasChange::Set(name, id) => b.put_cf(aliases, name.as_bytes(), id.as_bytes()),
+                AliasChange::Set(e) => b.put_cf(aliases, e.alias.as_bytes(), format::aliases::encode(e)?),
                 AliasChange::Remove(name) => b.delete_cf(aliases, name.as_bytes()),
             }
         }
@@ -270,9 +424,16 @@ impl Store for RocksStore {
         if let Some(h) = &batch.head {
             b.put_cf(meta, AUDIT_HEAD, format::audit::encode_head(h));
         }
+        if shred {
+            b.put_cf(meta, SHRED_PENDING, []);
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(b, &wo).map_err(err)
+        self.db.write_opt(b, &wo).map_err(err)?;
+        if shred {
+            self.shred()?;
+        }
+        Ok(())
     }
 
     fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use keyward_core::testing::MemoryStore;
 use keyward_core::{
-    AliasChange, AuditEntry, AuditHead, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyMeta, KeyRecord,
-    KeyState, Operation, Outcome, RotationPolicy, SealedRecord, Store, VersionMeta, VersionUsage,
+    AliasChange, AliasEntry, AuditEntry, AuditHead, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyMeta,
+    KeyRecord, KeyState, Operation, Outcome, RotationPolicy, SealedRecord, Store, VersionMeta, VersionUsage,
     GENESIS_HASH, MIN_ROTATION_PERIOD_MS,
 };
-use keyward_crypto::WrappedVersionSecret;
+use keyward_crypto::{RecordTag, WrappedVersionSecret};
 use keyward_store::RocksStore;
 
 fn key(id: KeyId) -> KeyRecord {
@@ -31,7 +31,12 @@ fn key(id: KeyId) -> KeyRecord {
             },
         },
         wrapped: BTreeMap::from([(1, WrappedVersionSecret::from_stored(vec![1, 2, 3]))]),
+        tag: Some(RecordTag([5; 32])),
     }
+}
+
+fn alias(name: &str, id: KeyId) -> AliasEntry {
+    AliasEntry { alias: name.into(), key: id, tag: Some(RecordTag([6; 32])) }
 }
 
 fn usage(n: u64) -> VersionUsage {
@@ -99,7 +104,7 @@ fn contract(store: Arc<dyn Store>) {
     store
         .commit(&CommitBatch {
             keys: vec![key(a), key(b)],
-            aliases: vec![AliasChange::Set("alias/a".into(), a)],
+            aliases: vec![AliasChange::Set(alias("alias/a", a))],
             audit: recs,
             head: Some(head.clone()),
             usage: vec![(a, 1, usage(3)), (a, 2, usage(4)), (b, 1, usage(5))],
@@ -115,7 +120,7 @@ fn contract(store: Arc<dyn Store>) {
     let mut want = vec![key(a), key(b)];
     want.sort_by_key(|k| k.meta.id);
     assert_eq!(keys, want);
-    assert_eq!(store.load_aliases().unwrap(), vec![("alias/a".to_string(), a)]);
+    assert_eq!(store.load_aliases().unwrap(), vec![alias("alias/a", a)]);
     assert_eq!(store.audit_head().unwrap(), Some(head));
 
     // Alias removal and key rewrite (a destroyed version's material gone).
@@ -233,7 +238,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
         let (recs, head) = records(&s, 1, GENESIS_HASH, &[("p", Some(a), 1)]);
         s.commit(&CommitBatch {
             keys: vec![key(a)],
-            aliases: vec![AliasChange::Set("alias/x".into(), a)],
+            aliases: vec![AliasChange::Set(alias("alias/x", a))],
             audit: recs,
             head: Some(head),
             usage: vec![(a, 1, usage(11))],
@@ -243,7 +248,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
     }
     let s = RocksStore::open(dir.path()).unwrap();
     assert_eq!(s.load_keys().unwrap(), vec![key(a)]);
-    assert_eq!(s.load_aliases().unwrap(), vec![("alias/x".to_string(), a)]);
+    assert_eq!(s.load_aliases().unwrap(), vec![alias("alias/x", a)]);
     assert_eq!(s.root_check().unwrap().as_deref(), Some(&b"rc"[..]));
     assert_eq!(s.audit_head().unwrap().unwrap().seq, 1);
     assert_eq!(s.load_usage().unwrap(), vec![(a, 1, usage(11))]);

@@ -49,7 +49,7 @@ fn every_stored_value_re_encodes_to_the_bytes_on_disk() {
     let keys = all("keys");
     assert_eq!(keys.len(), 3);
     for (_, v) in &keys {
-        assert_eq!(format::keys::encode(&format::keys::decode(v).unwrap()), v.to_vec());
+        assert_eq!(format::keys::encode_v1(&format::keys::decode_v1(v).unwrap()), v.to_vec());
     }
     let audit = all("audit");
     assert!(audit.len() >= 15, "{} records", audit.len());
@@ -96,8 +96,10 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
         assert_eq!(v1.state, VersionState::ScheduledForDestruction);
         assert!(v1.compromised && v1.destroy_ms.is_some());
         let mut aliases = store.load_aliases().unwrap();
-        aliases.sort();
-        let names: Vec<_> = aliases.iter().map(|(n, id)| (n.as_str(), id.to_string())).collect();
+        aliases.sort_by(|x, y| x.alias.cmp(&y.alias));
+        assert!(aliases.iter().all(|e| e.tag.is_none()) && keys.iter().all(|k| k.tag.is_none()));
+        assert!(store.needs_upgrade());
+        let names: Vec<_> = aliases.iter().map(|e| (e.alias.as_str(), e.key.to_string())).collect();
         assert_eq!(names, vec![("alias/fixture-a", a.clone()), ("alias/fixture-c", c.clone())]);
         let usage = store.load_usage().unwrap();
         let of = |v: u32| usage.iter().find(|(id, ver, _)| id.to_string() == a && *ver == v).unwrap().2;
@@ -105,11 +107,21 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
         assert_eq!((of(2).encryptions, of(2).data_keys), (1, 1));
     }
 
-    // The use cases over the old folder: ciphertexts of both versions decrypt.
+    // The use cases over the old folder: opening it with the root key
+    // upgrades it to format 2 (secrets apart, records and aliases tagged),
+    // and ciphertexts of both versions decrypt.
     let root_hex = std::fs::read_to_string(Path::new(FIXTURE).join("root.key")).unwrap();
-    let root = RootKey::from_bytes(&hex::decode(root_hex.trim()).unwrap()).unwrap();
-    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-    let kms = Kms::open(store, root, Arc::new(ManualClock::at(1)), KmsConfig::default()).unwrap();
+    let root = || RootKey::from_bytes(&hex::decode(root_hex.trim()).unwrap()).unwrap();
+    let rocks = Arc::new(RocksStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = rocks.clone();
+    let kms = Kms::open(store, root(), Arc::new(ManualClock::at(1)), KmsConfig::default()).unwrap();
+    assert!(!rocks.needs_upgrade());
+    let keys = rocks.load_keys().unwrap();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| k.tag.is_some()));
+    assert_eq!(keys.iter().map(|k| k.wrapped.len()).sum::<usize>(), 2 + 1 + 2, "every secret kept");
+    assert!(rocks.load_aliases().unwrap().iter().all(|e| e.tag.is_some()));
+    assert!(keyward_core::verify_chain(&*rocks).unwrap().intact());
     let caller = Caller {
         request_id: "fixture".into(),
         principal: "admin".into(),
@@ -128,21 +140,34 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
         assert_eq!(out.key_id.to_string(), a);
     }
     kms.audit_log().stop(std::time::Duration::from_secs(5));
+    drop((kms, rocks));
+
+    // Upgraded for good: format 2 recorded, and it opens again as format 2.
+    let store = Arc::new(RocksStore::open(dir.path()).unwrap());
+    assert!(!store.needs_upgrade());
+    let kms = Kms::open(store, root(), Arc::new(ManualClock::at(2)), KmsConfig::default()).unwrap();
+    assert_eq!(kms.peek_key("alias/fixture-a").unwrap().2, 2);
+    kms.audit_log().stop(std::time::Duration::from_secs(5));
+    let cfs = DB::list_cf(&Options::default(), dir.path()).unwrap();
+    let db = DB::open_cf_for_read_only(&Options::default(), dir.path(), &cfs, false).unwrap();
+    let version = db.get_cf(db.cf_handle("meta").unwrap(), b"format_version").unwrap().unwrap();
+    assert_eq!(version, 2u32.to_be_bytes());
 }
 
 #[test]
-fn a_folder_of_an_unknown_format_is_refused_and_format_1_is_recorded() {
+fn a_folder_of_an_unknown_format_is_refused() {
     let dir = copy();
     drop(RocksStore::open(dir.path()).unwrap());
     let cfs = DB::list_cf(&Options::default(), dir.path()).unwrap();
     {
         let db = DB::open_cf(&Options::default(), dir.path(), &cfs).unwrap();
         let meta = db.cf_handle("meta").unwrap();
-        assert_eq!(db.get_cf(meta, b"format_version").unwrap().unwrap(), 1u32.to_be_bytes());
-        db.put_cf(meta, b"format_version", 2u32.to_be_bytes()).unwrap();
+        // Opening without a root key leaves a format-1 folder as it is.
+        assert_eq!(db.get_cf(meta, b"format_version").unwrap(), None);
+        db.put_cf(meta, b"format_version", 3u32.to_be_bytes()).unwrap();
     }
     for e in [RocksStore::open(dir.path()).unwrap_err(), RocksStore::open_read_only(dir.path()).unwrap_err()]
     {
-        assert!(e.0.contains("stored format 2") && e.0.contains("reads format 1"), "{}", e.0);
+        assert!(e.0.contains("stored format 3") && e.0.contains("reads formats 1 to 2"), "{}", e.0);
     }
 }

@@ -1,5 +1,6 @@
-//! Golden vectors for the stored formats (format 1): a key record, a usage
-//! entry and a short audit chain, byte for byte. A failure here means a
+//! Golden vectors for the stored formats: key records (formats 1 and 2, with
+//! format 2's separate secrets and tagged aliases), a usage entry and a short
+//! audit chain, byte for byte. A failure here means a
 //! change would make existing data folders unreadable or break their audit
 //! chains: change a format only deliberately (CONTRIBUTING.md).
 
@@ -7,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keyward_core::{
-    AuditHead, AuditRecord, CommitBatch, KeyId, KeyMeta, KeyRecord, KeyState, RotationPolicy, SealedRecord,
-    Store, VersionMeta, VersionState, VersionUsage, GENESIS_HASH,
+    AliasEntry, AuditHead, AuditRecord, CommitBatch, KeyId, KeyMeta, KeyRecord, KeyState, RotationPolicy,
+    SealedRecord, Store, VersionMeta, VersionState, VersionUsage, GENESIS_HASH,
 };
-use keyward_crypto::WrappedVersionSecret;
+use keyward_crypto::{RecordTag, WrappedVersionSecret};
 use keyward_store::format;
 use keyward_store::RocksStore;
 
@@ -70,6 +71,7 @@ fn key_record(name: &str) -> KeyRecord {
                 (1, WrappedVersionSecret::from_stored(vec![0x01; 61])),
                 (2, WrappedVersionSecret::from_stored(vec![0x02; 61])),
             ]),
+            tag: None,
         },
         "fresh key" => KeyRecord {
             meta: KeyMeta {
@@ -84,6 +86,7 @@ fn key_record(name: &str) -> KeyRecord {
                 rotation: RotationPolicy::default(),
             },
             wrapped: BTreeMap::from([(1, WrappedVersionSecret::from_stored(vec![0xab, 0xcd]))]),
+            tag: None,
         },
         "destroyed key" => KeyRecord {
             meta: KeyMeta {
@@ -98,21 +101,58 @@ fn key_record(name: &str) -> KeyRecord {
                 rotation: RotationPolicy::default(),
             },
             wrapped: BTreeMap::new(),
+            tag: None,
         },
         other => panic!("no key record named {other:?}"),
     }
 }
 
 #[test]
-fn key_records_match_their_golden_bytes() {
+fn key_records_match_their_golden_bytes_format_1() {
     let vectors = cases(include_str!("vectors/key_record_v1.txt"));
     assert_eq!(vectors.len(), 3);
     for v in vectors {
         let record = key_record(&v["name"]);
         let bytes = v["bytes"].as_bytes();
-        assert_eq!(String::from_utf8(format::keys::encode(&record)).unwrap(), v["bytes"], "{}", v["name"]);
-        assert_eq!(format::keys::decode(bytes).unwrap(), record, "{}", v["name"]);
+        assert_eq!(String::from_utf8(format::keys::encode_v1(&record)).unwrap(), v["bytes"], "{}", v["name"]);
+        assert_eq!(format::keys::decode_v1(bytes).unwrap(), record, "{}", v["name"]);
     }
+}
+
+#[test]
+fn key_records_secrets_and_aliases_match_their_golden_bytes_format_2() {
+    let vectors = cases(include_str!("vectors/key_record_v2.txt"));
+    assert_eq!(vectors.len(), 4);
+    let tags = [("every field set", 0x11), ("fresh key", 0x22), ("destroyed key", 0x33)];
+    for (v, (name, tag)) in vectors.iter().zip(tags) {
+        assert_eq!(v["name"], name);
+        let record = KeyRecord { tag: Some(RecordTag([tag; 32])), ..key_record(name) };
+        assert_eq!(String::from_utf8(format::keys::encode(&record).unwrap()).unwrap(), v["bytes"], "{name}");
+        // The record holds no secret; each is a value of its own.
+        for (version, secret) in &record.wrapped {
+            let sk = format::keys::secret_key(record.meta.id, *version);
+            assert_eq!(hex::encode(sk), v[&format!("secret_key_{version}")], "{name}");
+            assert_eq!(hex::encode(secret.as_bytes()), v[&format!("secret_{version}")], "{name}");
+            assert!(
+                !v["bytes"].contains(&hex::encode(secret.as_bytes())),
+                "{name}: secret inside the record"
+            );
+        }
+        assert_eq!(v.keys().filter(|k| k.starts_with("secret_key_")).count(), record.wrapped.len());
+        let decoded = format::keys::decode(v["bytes"].as_bytes(), record.wrapped.clone()).unwrap();
+        assert_eq!(decoded, record, "{name}");
+    }
+    // A format-2 record never lacks a tag.
+    assert!(format::keys::encode(&key_record("fresh key")).is_err());
+    let alias = &vectors[3];
+    let entry = AliasEntry {
+        alias: alias["alias"].clone(),
+        key: id("a1a1a1a1-a1a1-4a1a-8a1a-a1a1a1a1a1a1"),
+        tag: Some(RecordTag([0x44; 32])),
+    };
+    assert_eq!(hex::encode(format::aliases::encode(&entry).unwrap()), alias["value"]);
+    let value = hex::decode(&alias["value"]).unwrap();
+    assert_eq!(format::aliases::decode(alias["alias"].as_bytes(), &value).unwrap(), entry);
 }
 
 #[test]

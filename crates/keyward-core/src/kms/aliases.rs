@@ -27,7 +27,7 @@ impl Kms {
             let mut output = p.state.view(meta);
             output.aliases.push(alias.to_string());
             output.aliases.sort();
-            let aliases = vec![AliasChange::Set(alias.to_string(), meta.id)];
+            let aliases = vec![AliasChange::set(alias, meta.id)];
             Ok(Plan::Change { keys: Vec::new(), aliases, output })
         })
         .await

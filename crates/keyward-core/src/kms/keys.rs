@@ -78,9 +78,9 @@ impl Kms {
             let secret = VersionSecret::generate()?;
             let wrapped = p.root.wrap(id.as_bytes(), 1, &secret)?;
             let output = KeyView { meta: meta.clone(), aliases: input.alias.iter().cloned().collect() };
-            let record = KeyRecord { meta, wrapped: BTreeMap::from([(1, wrapped)]) };
+            let record = KeyRecord { meta, wrapped: BTreeMap::from([(1, wrapped)]), tag: None };
             let live = LiveKey { record, secrets: BTreeMap::from([(1, Arc::new(secret))]) };
-            let aliases = input.alias.into_iter().map(|a| AliasChange::Set(a, id)).collect();
+            let aliases = input.alias.into_iter().map(|a| AliasChange::set(a, id)).collect();
             Ok(Plan::Change { keys: vec![live], aliases, output })
         })
         .await

@@ -36,13 +36,13 @@ mod versions;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use keyward_crypto::{RootKey, VersionSecret};
+use keyward_crypto::{RecordKey, RootKey, VersionSecret};
 use tokio::sync::Mutex;
 
 use crate::usage::UsageBook;
 use crate::{
-    AuditLog, AuditLogConfig, Clock, KeyId, KeyMeta, KeyRecord, KeyRef, KeyState, KmsError, Limits, Policy,
-    Store, StoreError,
+    integrity, AliasChange, AliasEntry, AuditLog, AuditLogConfig, Clock, KeyId, KeyMeta, KeyRecord, KeyRef,
+    KeyState, KmsError, Limits, Policy, Store, StoreError,
 };
 
 pub use audit::AuditQueryInput;
@@ -157,6 +157,7 @@ impl State {
 pub struct Kms {
     store: Arc<dyn Store>,
     root: Arc<RootKey>,
+    records: Arc<RecordKey>,
     state: Arc<RwLock<State>>,
     lifecycle: Arc<Mutex<()>>,
     audit: AuditLog,
@@ -181,7 +182,7 @@ impl Kms {
         clock: Arc<dyn Clock>,
         config: KmsConfig,
     ) -> Result<Self, OpenError> {
-        let keys = store.load_keys().map_err(OpenError::Store)?;
+        let mut keys = store.load_keys().map_err(OpenError::Store)?;
         match store.root_check().map_err(OpenError::Store)? {
             Some(v) => {
                 if !root.matches(&keyward_crypto::RootCheck(v)) {
@@ -193,19 +194,46 @@ impl Kms {
             }
             None => return Err(OpenError::MissingCheck),
         }
+        let records = RecordKey::derive(&root);
+        let mut aliases = store.load_aliases().map_err(OpenError::Store)?;
+        if store.needs_upgrade() {
+            // An older format carries no tags: tag what it holds, once, in
+            // one atomic write (the upgrade trusts the folder as it is now).
+            for k in &mut keys {
+                k.tag = Some(integrity::tag_key(&records, k));
+            }
+            for a in &mut aliases {
+                a.tag = Some(integrity::tag_alias(&records, &a.alias, a.key));
+            }
+            store.upgrade(&keys, &aliases).map_err(OpenError::Store)?;
+            tracing::warn!(keys = keys.len(), aliases = aliases.len(), "data folder upgraded to the current stored format; key records and aliases are now authenticated");
+        }
         let mut state = State::default();
         for record in keys {
+            if !integrity::key_intact(&records, &record) {
+                return Err(OpenError::Tampered(format!("key record {}", record.meta.id)));
+            }
             let live = unwrap_record(&root, record).map_err(|_| OpenError::WrongRootKey)?;
             state.keys.insert(live.meta().id, Arc::new(live));
         }
-        for (alias, id) in store.load_aliases().map_err(OpenError::Store)? {
-            state.aliases.insert(alias, id);
+        for a in aliases {
+            if !integrity::alias_intact(&records, &a.alias, a.key, a.tag.as_ref()) {
+                return Err(OpenError::Tampered(format!("alias {:?}", a.alias)));
+            }
+            if !state.keys.contains_key(&a.key) {
+                return Err(OpenError::Tampered(format!(
+                    "alias {:?} (it names key {}, which is not stored)",
+                    a.alias, a.key
+                )));
+            }
+            state.aliases.insert(a.alias, a.key);
         }
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
         let audit = AuditLog::start(store.clone(), usage.clone(), config.audit).map_err(OpenError::Store)?;
         Ok(Self {
             store,
             root: Arc::new(root),
+            records: Arc::new(records),
             state: Arc::new(RwLock::new(state)),
             lifecycle: Arc::new(Mutex::new(())),
             audit,
@@ -254,6 +282,10 @@ pub enum OpenError {
     /// Keys exist but no check value does.
     #[error("the data folder holds keys but no root-key check value; refusing to guess")]
     MissingCheck,
+    /// A stored record fails its integrity check: it was changed by
+    /// something other than this service (or under another root key).
+    #[error("{0} fails its integrity check (its tag does not match its contents): it was changed outside Keyward; refusing to load it. Restore the data folder from a backup, or investigate")]
+    Tampered(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -275,6 +307,24 @@ fn check_key_usable(meta: &KeyMeta) -> Result<(), KmsError> {
     match meta.state {
         KeyState::Enabled => Ok(()),
         other => Err(KmsError::FailedPrecondition(format!("key {} is {}", meta.id, other.as_str()))),
+    }
+}
+
+impl Kms {
+    /// A copy of `record` with its tag, as committed.
+    fn tagged(&self, record: &KeyRecord) -> KeyRecord {
+        KeyRecord { tag: Some(integrity::tag_key(&self.records, record)), ..record.clone() }
+    }
+
+    /// An alias change with its tag, as committed.
+    fn tagged_alias(&self, change: AliasChange) -> AliasChange {
+        match change {
+            AliasChange::Set(e) => {
+                let tag = Some(integrity::tag_alias(&self.records, &e.alias, e.key));
+                AliasChange::Set(AliasEntry { tag, ..e })
+            }
+            remove => remove,
+        }
     }
 }
 

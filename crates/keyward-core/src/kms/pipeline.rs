@@ -195,8 +195,8 @@ impl Kms {
             Ok(Plan::Change { keys, aliases, output }) => (keys, aliases, output),
         };
         let batch = CommitBatch {
-            keys: keys.iter().map(|k| k.record.clone()).collect(),
-            aliases,
+            keys: keys.iter().map(|k| self.tagged(&k.record)).collect(),
+            aliases: aliases.into_iter().map(|a| self.tagged_alias(a)).collect(),
             ..Default::default()
         };
         let alias_changes = batch.aliases.clone();
@@ -208,7 +208,7 @@ impl Kms {
             }
             for change in alias_changes {
                 match change {
-                    AliasChange::Set(alias, id) => s.aliases.insert(alias, id),
+                    AliasChange::Set(e) => s.aliases.insert(e.alias, e.key),
                     AliasChange::Remove(alias) => s.aliases.remove(&alias),
                 };
             }

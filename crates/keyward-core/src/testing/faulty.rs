@@ -44,8 +44,14 @@ impl Store for FaultyStore {
     fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.load_keys()
     }
-    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
+    fn load_aliases(&self) -> Result<Vec<crate::AliasEntry>, StoreError> {
         self.inner.load_aliases()
+    }
+    fn needs_upgrade(&self) -> bool {
+        self.inner.needs_upgrade()
+    }
+    fn upgrade(&self, keys: &[KeyRecord], aliases: &[crate::AliasEntry]) -> Result<(), StoreError> {
+        self.inner.upgrade(keys, aliases)
     }
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, crate::VersionUsage)>, StoreError> {
         self.inner.load_usage()

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::{
-    AliasChange, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord, SealedRecord,
-    Store, StoreError, VersionUsage,
+    AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
+    SealedRecord, Store, StoreError, VersionUsage,
 };
 
 #[derive(Debug, Default)]
 struct Inner {
     keys: BTreeMap<KeyId, KeyRecord>,
-    aliases: BTreeMap<String, KeyId>,
+    aliases: BTreeMap<String, AliasEntry>,
     root_check: Option<Vec<u8>>,
     head: Option<AuditHead>,
     audit: BTreeMap<u64, Vec<u8>>,
@@ -33,6 +33,17 @@ impl MemoryStore {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().expect("memory store lock")
+    }
+
+    /// Changes a stored key record behind the service's back, as someone
+    /// with write access to the disk could (for integrity tests).
+    pub fn tamper_key(&self, id: KeyId, f: impl FnOnce(&mut KeyRecord)) {
+        f(self.inner().keys.get_mut(&id).expect("stored key"));
+    }
+
+    /// Changes a stored alias behind the service's back (integrity tests).
+    pub fn tamper_alias(&self, alias: &str, f: impl FnOnce(&mut AliasEntry)) {
+        f(self.inner().aliases.get_mut(alias).expect("stored alias"));
     }
 }
 
@@ -101,8 +112,19 @@ impl Store for MemoryStore {
         Ok(self.inner().keys.values().cloned().collect())
     }
 
-    fn load_aliases(&self) -> Result<Vec<(String, KeyId)>, StoreError> {
-        Ok(self.inner().aliases.iter().map(|(a, k)| (a.clone(), *k)).collect())
+    fn load_aliases(&self) -> Result<Vec<AliasEntry>, StoreError> {
+        Ok(self.inner().aliases.values().cloned().collect())
+    }
+
+    fn needs_upgrade(&self) -> bool {
+        false
+    }
+
+    fn upgrade(&self, keys: &[KeyRecord], aliases: &[AliasEntry]) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        inner.keys = keys.iter().map(|k| (k.meta.id, k.clone())).collect();
+        inner.aliases = aliases.iter().map(|a| (a.alias.clone(), a.clone())).collect();
+        Ok(())
     }
 
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
@@ -129,7 +151,7 @@ impl Store for MemoryStore {
         }
         for a in &batch.aliases {
             match a {
-                AliasChange::Set(name, id) => inner.aliases.insert(name.clone(), *id),
+                AliasChange::Set(e) => inner.aliases.insert(e.alias.clone(), e.clone()),
                 AliasChange::Remove(name) => inner.aliases.remove(name),
             };
         }
