@@ -221,3 +221,44 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_rpc_has_its_labels_and_nothing_else_does() {
+        assert_eq!(
+            labels_of("keyward.v1.CryptoService/Encrypt"),
+            ("unary", "keyward.v1.CryptoService", "Encrypt")
+        );
+        assert_eq!(
+            labels_of("keyward.v1.CryptoService/ReEncryptStream"),
+            ("bidi_stream", "keyward.v1.CryptoService", "ReEncryptStream")
+        );
+        assert_eq!(
+            labels_of("grpc.health.v1.Health/Watch"),
+            ("server_stream", "grpc.health.v1.Health", "Watch")
+        );
+        assert_eq!(labels_of("v2.KeyManagementService/Status").1, "v2.KeyManagementService");
+        for svc in ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
+            assert_eq!(
+                labels_of(&format!("{svc}/ServerReflectionInfo")),
+                ("bidi_stream", svc, "ServerReflectionInfo")
+            );
+        }
+        let proto = include_str!("../proto/keyward/v1/keyward.proto");
+        let rpcs = proto.lines().filter(|l| l.trim_start().starts_with("rpc ")).count();
+        let keyward = known_rpcs().values().filter(|r| r.service.starts_with("keyward.v1.")).count();
+        assert_eq!(keyward, rpcs, "every RPC of keyward.proto");
+        for made_up in [
+            "",
+            "x",
+            "keyward.v1.CryptoService/Nope",
+            "nope.Svc/Encrypt",
+            "keyward.v1.CryptoService/Encrypt/",
+        ] {
+            assert_eq!(labels_of(made_up), (UNKNOWN, UNKNOWN, UNKNOWN), "{made_up:?}");
+        }
+    }
+}
