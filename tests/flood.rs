@@ -153,8 +153,8 @@ async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_t
         root_key_file = "{root}"
         metrics_listen = "{maddr}"
         [limits]
-        rate_limit_per_second = 200.0
-        rate_limit_burst = 200.0
+        rate_limit_per_second = 100.0
+        rate_limit_burst = 100.0
         [[principals]]
         name = "app"
         roles = ["admin", "user", "auditor"]
@@ -278,7 +278,7 @@ async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_t
 
     // The flood was a flood: far past the global limit (which it no longer
     // spends: every flood request was refused for its token, none for the limit).
-    assert!(rate > 400.0, "the test drove only {rate:.0} requests/s");
+    assert!(rate > 200.0, "the test drove only {rate:.0} requests/s, not twice the limit");
     assert_eq!(other, 0, "flood requests answered otherwise than UNAUTHENTICATED");
     // Every authorised request succeeded (before the fix, the flood spent
     // the global budget and most got RESOURCE_EXHAUSTED).

@@ -65,7 +65,9 @@ impl RefusalBook {
     pub(crate) fn note(&self, entry: &AuditEntry) -> (Verdict, Vec<AuditEntry>) {
         let second = entry.time_ms.div_euclid(1000);
         let mut now = self.now.lock().expect("refusal book lock");
-        let ended = if now.second == second { Vec::new() } else { drain(&mut now, second) };
+        // A refusal stamped just before a later one that got here first
+        // counts in the later one's second (no going back, no split second).
+        let ended = if second > now.second { drain(&mut now, second) } else { Vec::new() };
         let mut kind =
             (peer_ip(&entry.peer), entry.principal.clone(), entry.operation.as_str(), entry.outcome.code);
         if !now.kinds.contains_key(&kind) && now.kinds.len() >= REFUSAL_PEERS {
@@ -176,6 +178,9 @@ mod tests {
         );
         assert_eq!(s.outcome.code, "UNAUTHENTICATED");
         assert_eq!(s.outcome.reason, "15 refusals from this peer in this second (aggregated)");
+        // A refusal stamped in second 5 that arrives late counts in second 6.
+        assert_eq!(book.note(&refusal(5_999, "10.0.0.1:1")).0, Verdict::Audit);
+        assert_eq!(book.now.lock().unwrap().kinds.values().map(|t| t.refused).sum::<u32>(), 2);
         // Nothing over the threshold in second 6: the flush has nothing to say.
         assert!(book.flush(9_000).is_empty());
     }
