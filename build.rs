@@ -1,7 +1,7 @@
 //! Generates the gRPC code for `proto/keyward/v1` (into `OUT_DIR`, included
 //! by `src/pb.rs`) with a file descriptor set for server reflection, and for
 //! the upstream Kubernetes KMS v2 API (`proto/k8s.io/kms/apis/v2`, included
-//! by `src/k8s_pb.rs`).
+//! by `src/k8s_pb.rs`, with a descriptor set so metrics know its methods).
 
 use std::path::PathBuf;
 
@@ -10,7 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("keyward_descriptor.bin"))
         .compile_protos(&["proto/keyward/v1/keyward.proto"], &["proto"])?;
-    tonic_prost_build::configure().compile_protos(&["proto/k8s.io/kms/apis/v2/api.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("k8s_descriptor.bin"))
+        .compile_protos(&["proto/k8s.io/kms/apis/v2/api.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! (`--metrics-listen`, `GET /metrics`), off by default.
 //!
 //! Labels carry only service, method, gRPC code and key state: never key
-//! ids, principals, context values or anything a caller sent.
+//! ids, principals, context values or anything a caller sent (a path that
+//! names no known RPC is labelled `unknown`, see `crate::observe`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

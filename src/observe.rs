@@ -3,7 +3,9 @@
 //! request so the handler, the audit record and the response all carry the
 //! same one), runs it inside a tracing span holding that id, so every log
 //! line of the request names it, counts it in the metrics, and keeps the
-//! count of requests in flight that the audit writer uses to batch.
+//! count of requests in flight that the audit writer uses to batch. Metric
+//! labels name only the RPCs the server knows (from the generated
+//! descriptors); any other path is counted under `unknown`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -68,12 +70,67 @@ pub fn sane_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Methods that stream; every other one is unary.
-fn grpc_type(method: &str) -> &'static str {
-    match method {
-        "ReEncryptStream" | "ServerReflectionInfo" => "bidi_stream",
-        "Watch" => "server_stream",
-        _ => "unary",
+/// The label of every path that is not a known RPC: a caller chooses the
+/// path before anything is checked, so only known ones get labels of their
+/// own, and the number of series stays fixed.
+pub const UNKNOWN: &str = "unknown";
+
+/// One RPC the server knows: its labels.
+#[derive(Debug)]
+struct Rpc {
+    kind: &'static str,
+    service: String,
+    method: String,
+}
+
+/// Every RPC served by any listener, by path (`package.Service/Method`),
+/// read from the generated descriptors: Keyward's services, health,
+/// reflection v1 and v1alpha, and KMS v2.
+fn known_rpcs() -> &'static std::collections::HashMap<String, Rpc> {
+    use prost::Message as _;
+    static KNOWN: std::sync::OnceLock<std::collections::HashMap<String, Rpc>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let sets = [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            crate::k8s_pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut known = std::collections::HashMap::new();
+        for set in sets {
+            let set = prost_types::FileDescriptorSet::decode(set).expect("generated descriptors decode");
+            for file in set.file {
+                let package = file.package();
+                for svc in &file.service {
+                    let service = if package.is_empty() {
+                        svc.name().to_string()
+                    } else {
+                        format!("{package}.{}", svc.name())
+                    };
+                    for m in &svc.method {
+                        let kind = match (m.client_streaming(), m.server_streaming()) {
+                            (true, true) => "bidi_stream",
+                            (true, false) => "client_stream",
+                            (false, true) => "server_stream",
+                            (false, false) => "unary",
+                        };
+                        let rpc = Rpc { kind, service: service.clone(), method: m.name().to_string() };
+                        known.insert(format!("{service}/{}", m.name()), rpc);
+                    }
+                }
+            }
+        }
+        known
+    })
+}
+
+/// The metric labels of `path` (without its leading `/`): grpc_type,
+/// service and method of a known RPC, else [`UNKNOWN`] for all three.
+fn labels_of(path: &str) -> (&'static str, &'static str, &'static str) {
+    match known_rpcs().get(path) {
+        Some(r) => (r.kind, &r.service, &r.method),
+        None => (UNKNOWN, UNKNOWN, UNKNOWN),
     }
 }
 
@@ -129,12 +186,10 @@ where
         // `uid`: filled in by edges whose protocol carries its own request id
         // (the KMS v2 plugin), so log lines match the audit record.
         let span = tracing::info_span!("request", request_id = %id, rpc = %path, uid = tracing::field::Empty);
-        // Labels are owned only when metrics are on (the future outlives `req`).
         let labels = self.metrics.clone().map(|m| {
-            let (service, method) = path.split_once('/').unwrap_or((path, ""));
-            let kind = grpc_type(method);
+            let (kind, service, method) = labels_of(path);
             m.rpc_started(kind, service, method);
-            (m, kind, service.to_string(), method.to_string())
+            (m, kind, service, method)
         });
         // Take the service that was polled ready; leave a fresh clone behind.
         let clone = self.inner.clone();
@@ -164,5 +219,46 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_rpc_has_its_labels_and_nothing_else_does() {
+        assert_eq!(
+            labels_of("keyward.v1.CryptoService/Encrypt"),
+            ("unary", "keyward.v1.CryptoService", "Encrypt")
+        );
+        assert_eq!(
+            labels_of("keyward.v1.CryptoService/ReEncryptStream"),
+            ("bidi_stream", "keyward.v1.CryptoService", "ReEncryptStream")
+        );
+        assert_eq!(
+            labels_of("grpc.health.v1.Health/Watch"),
+            ("server_stream", "grpc.health.v1.Health", "Watch")
+        );
+        assert_eq!(labels_of("v2.KeyManagementService/Status").1, "v2.KeyManagementService");
+        for svc in ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
+            assert_eq!(
+                labels_of(&format!("{svc}/ServerReflectionInfo")),
+                ("bidi_stream", svc, "ServerReflectionInfo")
+            );
+        }
+        let proto = include_str!("../proto/keyward/v1/keyward.proto");
+        let rpcs = proto.lines().filter(|l| l.trim_start().starts_with("rpc ")).count();
+        let keyward = known_rpcs().values().filter(|r| r.service.starts_with("keyward.v1.")).count();
+        assert_eq!(keyward, rpcs, "every RPC of keyward.proto");
+        for made_up in [
+            "",
+            "x",
+            "keyward.v1.CryptoService/Nope",
+            "nope.Svc/Encrypt",
+            "keyward.v1.CryptoService/Encrypt/",
+        ] {
+            assert_eq!(labels_of(made_up), (UNKNOWN, UNKNOWN, UNKNOWN), "{made_up:?}");
+        }
     }
 }

@@ -95,24 +95,28 @@ impl Api {
 
     /// Who is calling: request id, peer, and the principal from a client
     /// certificate or bearer token. A caller without a valid identity is
-    /// refused UNAUTHENTICATED, and the refusal is audited. Over the global
-    /// rate limit, the request is refused RESOURCE_EXHAUSTED before any work.
+    /// refused UNAUTHENTICATED, and the refusal is audited (past a per-peer
+    /// threshold, counted into one record a second: `Kms::refuse`). Only an
+    /// authenticated request spends the global rate limit: over it, the
+    /// request is refused RESOURCE_EXHAUSTED before any work.
     pub(crate) async fn caller<T>(&self, req: &Request<T>, op: Operation) -> Result<Caller, Status> {
         let request_id = request_id(req);
-        if let Some(l) = &self.limiter {
-            if !l.try_acquire() {
-                let mut s = Status::resource_exhausted("rate limit exceeded; retry with backoff");
-                if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
-                    s.metadata_mut().insert(REQUEST_ID, v);
-                }
-                return Err(s);
-            }
-        }
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let certs = req.peer_certs();
         match self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
-            Ok(p) => Ok(Caller { request_id, principal: p.name, peer, policy: p.policy }),
+            Ok(p) => {
+                if let Some(l) = &self.limiter {
+                    if !l.try_acquire() {
+                        let mut s = Status::resource_exhausted("rate limit exceeded; retry with backoff");
+                        if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
+                            s.metadata_mut().insert(REQUEST_ID, v);
+                        }
+                        return Err(s);
+                    }
+                }
+                Ok(Caller { request_id, principal: p.name, peer, policy: p.policy })
+            }
             Err(NoIdentity(why)) => {
                 let caller = Caller {
                     request_id,

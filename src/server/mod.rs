@@ -259,6 +259,7 @@ impl Prepared {
         if !drain.wait(STAGE_LIMIT).await {
             tracing::warn!("requests still running after {STAGE_LIMIT:?}; stopping the audit writer anyway");
         }
+        kms.flush_refusals(true).await;
         close(kms);
         tracing::info!("keyward stopped");
         served.map_err(ServerError::from)

@@ -114,15 +114,23 @@ impl Tasks {
 
     /// Scheduled lifecycle work: at once (catching up on anything missed
     /// while stopped), then every minute, until the signal; a run in
-    /// progress finishes first.
+    /// progress finishes first. Every second, the refusal summaries of the
+    /// second that ended (`Kms::flush_refusals`).
     pub(super) fn sweeper(&mut self, kms: Arc<Kms>) {
         let stopped = self.stopped();
         self.sweeper = Some(tokio::spawn(async move {
             tokio::pin!(stopped);
             let mut tick = tokio::time::interval(SWEEP_EVERY);
+            // Refusal summaries: each second's, once it is over (the last
+            // one at shutdown, once the requests have drained).
+            let mut second = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
+                    _ = second.tick() => {
+                        kms.flush_refusals(false).await;
+                        continue;
+                    }
                     _ = &mut stopped => return,
                 }
                 if let Err(e) = kms.run_due().await {

@@ -20,6 +20,7 @@ mod integrity;
 mod kms;
 mod limits;
 mod model;
+mod refusals;
 mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -45,5 +46,6 @@ pub use model::{
     KeyMeta, KeyRecord, KeyState, RotationPolicy, VersionMeta, VersionState, VersionUsage,
     MIN_ROTATION_PERIOD_MS,
 };
+pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
 pub use store::{AliasChange, AliasEntry, CommitBatch, SealedRecord, Store, StoreError};
 pub use verify::{verify_chain, VerifyReport};

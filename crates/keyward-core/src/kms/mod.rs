@@ -11,6 +11,7 @@
 //! | `aliases.rs` | CreateAlias, DeleteAlias |
 //! | `scheduled.rs` | `run_due`: the work the clock makes due |
 //! | `audit.rs` | QueryAuditLog, VerifyAuditLog |
+//! | `refusals.rs` | how refusals are recorded: one by one, or counted past a per-peer threshold |
 //!
 //! Each method builds an [`AuditEntry`](crate::AuditEntry) as it goes (key,
 //! version, alias, context, outcome) and ends in `finish`, which makes the
@@ -29,6 +30,7 @@ mod audit;
 mod crypto;
 mod keys;
 mod pipeline;
+mod refusals;
 mod rotation;
 mod scheduled;
 mod versions;
@@ -161,6 +163,7 @@ pub struct Kms {
     state: Arc<RwLock<State>>,
     lifecycle: Arc<Mutex<()>>,
     audit: AuditLog,
+    refusals: crate::refusals::RefusalBook,
     usage: Arc<UsageBook>,
     limits: Limits,
     clock: Arc<dyn Clock>,
@@ -237,6 +240,7 @@ impl Kms {
             state: Arc::new(RwLock::new(state)),
             lifecycle: Arc::new(Mutex::new(())),
             audit,
+            refusals: Default::default(),
             usage,
             limits: config.limits,
             clock,
@@ -246,6 +250,13 @@ impl Kms {
     /// The audit writer (for health reporting).
     pub fn audit_log(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// Test support: takes the lifecycle lock and holds it until the guard
+    /// is dropped, to show what does and does not wait for it.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn hold_lifecycle_lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lifecycle.clone().lock_owned().await
     }
 
     /// The configured limits.

@@ -84,8 +84,8 @@ impl Kms {
             Ok(_) => Outcome::ok(),
             Err(e) => Outcome::of_error(e),
         };
-        match self.audit.append(entry).await {
-            Ok(_) => result,
+        match self.record(entry).await {
+            Ok(()) => result,
             Err(e) => Err(KmsError::AuditUnavailable(e)),
         }
     }
@@ -95,8 +95,8 @@ impl Kms {
     pub async fn refuse(&self, caller: &Caller, op: Operation, error: KmsError) -> KmsError {
         let mut entry = self.entry(caller, op);
         entry.outcome = Outcome::of_error(&error);
-        match self.audit.append(entry).await {
-            Ok(_) => error,
+        match self.record(entry).await {
+            Ok(()) => error,
             Err(e) => KmsError::AuditUnavailable(e),
         }
     }
@@ -177,6 +177,23 @@ impl Kms {
         prepare: impl FnOnce(Prep<'_>) -> Result<Plan<T>, KmsError>,
     ) -> Result<T, KmsError> {
         let mut entry = self.entry(caller, op);
+        // Every lifecycle change is an administrator's: anyone else is
+        // refused without the lock, so a stream of refusals never queues on
+        // it (or delays rotations and the sweeper). `prepare` still decides,
+        // over the current state, so the refusal names the key it concerned
+        // and says what was asked; it refuses a non-administrator.
+        if !caller.policy.has(Role::Admin) {
+            let refused = {
+                let state = self.state.read().expect("state lock");
+                let now = self.clock.now_ms();
+                prepare(Prep { entry: &mut entry, state: &state, root: &self.root, now })
+            };
+            let e = match refused {
+                Err(e) => e,
+                Ok(_) => KmsError::PermissionDenied(format!("{} may not change keys", caller.principal)),
+            };
+            return self.finish(entry, Err(e)).await;
+        }
         let guard = self.lifecycle.clone().lock_owned().await;
         let planned = {
             let state = self.state.read().expect("state lock");
