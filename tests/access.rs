@@ -6,68 +6,20 @@
 
 mod common;
 
-use std::path::Path;
-
 use keyward::config::{FileConfig, Overrides};
 use keyward::pb;
 use keyward::pb::audit_service_client::AuditServiceClient;
 use keyward::pb::crypto_service_client::CryptoServiceClient;
 use keyward::pb::key_service_client::KeyServiceClient;
 use keyward::ServerConfig;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use common::pki::{channel, write, Pki};
 use common::rpcs::{self, Rpc};
 
 const AUDITOR_TOKEN: &str = "kw_auditor_token_for_tests";
 const LIMITED_TOKEN: &str = "kw_limited_token_for_tests";
-
-struct Pki {
-    ca_pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, "keyward test CA");
-        let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
-        Self { ca_pem: issuer.pem(), issuer }
-    }
-
-    /// (certificate PEM, key PEM) for `name` (CN and DNS SAN).
-    fn leaf(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
-async fn channel(addr: &str, pki: &Pki, identity: Option<&(String, String)>) -> Channel {
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
-    if let Some((c, k)) = identity {
-        tls = tls.identity(Identity::from_pem(c, k));
-    }
-    let endpoint = Channel::from_shared(addr.to_string()).unwrap().tls_config(tls).unwrap();
-    for _ in 0..200 {
-        if let Ok(c) = endpoint.connect().await {
-            return c;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no TLS connection to {addr}")
-}
 
 #[derive(Clone)]
 struct Who {
@@ -326,7 +278,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         [[principals]]
         name = "admin"
         roles = ["admin"]
-        cert_names = ["admin-client"]
+        cert_dns_names = ["admin-client"]
 
         [[principals]]
         name = "auditor"
@@ -336,7 +288,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         [[principals]]
         name = "user"
         roles = ["user"]
-        cert_names = ["user-client"]
+        cert_dns_names = ["user-client"]
           [[principals.grants]]
           keys = ["alias/granted"]
           operations = ["*"]

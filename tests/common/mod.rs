@@ -4,6 +4,7 @@
 #![expect(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
 pub mod payments;
+pub mod pki;
 pub mod rpcs;
 
 use std::path::{Path, PathBuf};
