@@ -232,6 +232,7 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<Self::ReEncryptStreamStream>, Status> {
         let c = Arc::new(self.0.caller(&req, Operation::ReEncrypt).await?);
         let api = self.0.clone();
+        let caller = c.clone();
         let results = req
             .into_inner()
             .enumerate()
@@ -240,14 +241,26 @@ impl CryptoService for CryptoApi {
                 async move {
                     match item {
                         Ok(r) => Ok(item_result(&api, &c, i, r).await),
-                        Err(status) => Err(status),
+                        // A broken or oversized item ends the stream; its
+                        // status (in the trailers) carries the request id too.
+                        Err(status) => Err(with_request_id(super::size_status(status), &c)),
                     }
                 }
             })
             // Up to this many items in flight, answered in order.
             .buffered(STREAM_WINDOW);
-        Ok(Response::new(Box::pin(results)))
+        // The request id goes out in the initial metadata, as for every RPC.
+        let stream: Self::ReEncryptStreamStream = Box::pin(results);
+        respond(&caller, Ok(stream))
     }
+}
+
+/// `status` with the caller's request id in its metadata.
+fn with_request_id(mut status: Status, c: &Caller) -> Status {
+    if let Ok(id) = tonic::metadata::MetadataValue::try_from(c.request_id.as_str()) {
+        status.metadata_mut().insert(super::REQUEST_ID, id);
+    }
+    status
 }
 
 /// Items of one ReEncrypt stream in flight at once.

@@ -9,6 +9,7 @@ mod audit;
 mod convert;
 mod crypto;
 mod keys;
+mod size;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
 pub use crypto::CryptoApi;
 pub use keys::KeysApi;
+pub use size::{size_status, SizeLayer};
 
 /// Metadata key carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";

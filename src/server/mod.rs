@@ -250,6 +250,9 @@ impl Prepared {
         let main = transport
             .layer(drain.layer())
             .layer(crate::observe::ObserveLayer::new(metrics, in_flight))
+            // Inside observe (which gives every request its id): tonic's own
+            // refusal of an oversized message, as Keyward reports it.
+            .layer(crate::grpc::SizeLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(accept::tcp(listener, "grpc", true), tasks.stopped());
         let served = tasks.run_main(main, shutdown).await;
