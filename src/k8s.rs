@@ -143,7 +143,7 @@ impl KeyManagementService for KmsV2 {
                     MAX_CIPHERTEXT - OVERHEAD
                 ),
             );
-            return Err(to_status(&self.kms.refuse(&c, Operation::Encrypt, e).await));
+            return Err(to_status(&self.kms.refuse_key(&c, Operation::Encrypt, &self.key_ref, e).await));
         }
         let out = self.kms.encrypt(&c, &self.key_ref, Plaintext::new(r.plaintext), HashMap::new()).await;
         respond(
@@ -172,9 +172,13 @@ impl KeyManagementService for KmsV2 {
         if !matches {
             let e = KmsError::invalid(
                 "key_id",
-                format!("{:?} is not a version of key {} that made this ciphertext", r.key_id, self.key),
+                format!(
+                    "{:?} is not a version of key {} that made this ciphertext",
+                    keyward_core::bounded(&r.key_id, 64),
+                    self.key
+                ),
             );
-            return Err(to_status(&self.kms.refuse(&c, Operation::Decrypt, e).await));
+            return Err(to_status(&self.kms.refuse_key(&c, Operation::Decrypt, &self.key_ref, e).await));
         }
         let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), Some(&self.key_ref)).await;
         respond(&c, out.map(|o| v2::DecryptResponse { plaintext: o.plaintext.into_exposed() }))

@@ -336,3 +336,63 @@ async fn re_encrypt_stream_returns_its_request_id() {
     assert!(!resp.metadata().get("x-request-id").unwrap().is_empty());
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn huge_caller_strings_are_not_echoed_into_errors_or_audit_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = s.create_key("alias/k").await;
+    let huge = "x".repeat(60 * 1024);
+    let alias = format!("alias/{huge}");
+    let mut keys = s.keys();
+    let mut crypto = s.crypto();
+    let refusals = [
+        keys.create_alias(pb::CreateAliasRequest { alias: alias.clone(), key_id: id.clone() })
+            .await
+            .map(drop),
+        keys.describe_key(pb::DescribeKeyRequest { key_id: alias.clone() }).await.map(drop),
+        keys.describe_key(pb::DescribeKeyRequest { key_id: huge.clone() }).await.map(drop),
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: huge.clone(),
+                plaintext: b"x".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: id.clone(),
+                plaintext: b"x".to_vec(),
+                encryption_context: ctx(&[(&huge[..20_000], "v")]),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+    ];
+    for r in refusals {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", &e.message()[..e.message().len().min(200)]);
+        assert!(e.message().len() <= 1024, "{} bytes", e.message().len());
+    }
+    let records = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            outcome: "INVALID_ARGUMENT".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(records.len(), 5);
+    for r in &records {
+        let size = r.reason.len()
+            + r.alias.len()
+            + r.key_id.len()
+            + r.request_id.len()
+            + r.encryption_context.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        assert!(size <= 2048, "{} bytes in {}", size, r.operation);
+    }
+    s.stop().await.unwrap();
+}

@@ -146,6 +146,8 @@ pub struct FileLimits {
     pub max_context_bytes: Option<usize>,
     /// Largest request message.
     pub max_request_bytes: Option<usize>,
+    /// Most versions a usage cap may create for one key in an hour (default 60).
+    pub max_cap_rotations_per_hour: Option<u32>,
     /// Most requests in flight on one connection.
     pub concurrency_per_connection: Option<usize>,
     /// A request running longer than this fails DEADLINE_EXCEEDED.

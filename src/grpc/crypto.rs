@@ -31,7 +31,7 @@ impl CryptoService for CryptoApi {
                 context_crc(&r.encryption_context)
             }),
         ];
-        if let Err(e) = verify(&self.0, &c, Operation::Encrypt, &checks).await {
+        if let Err(e) = verify(&self.0, &c, Operation::Encrypt, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let out = self.0.kms.encrypt(&c, &r.key_id, Plaintext::new(r.plaintext), r.encryption_context).await;
@@ -58,7 +58,7 @@ impl CryptoService for CryptoApi {
                 context_crc(&r.encryption_context)
             }),
         ];
-        if let Err(e) = verify(&self.0, &c, Operation::Decrypt, &checks).await {
+        if let Err(e) = verify(&self.0, &c, Operation::Decrypt, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let pinned = given(r.key_id);
@@ -83,7 +83,7 @@ impl CryptoService for CryptoApi {
         let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
             context_crc(&r.encryption_context)
         })];
-        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKey, &checks).await {
+        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKey, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let out = self
@@ -111,7 +111,9 @@ impl CryptoService for CryptoApi {
         let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
             context_crc(&r.encryption_context)
         })];
-        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKeyWithoutPlaintext, &checks).await {
+        if let Err(e) =
+            verify(&self.0, &c, Operation::GenerateDataKeyWithoutPlaintext, &r.key_id, &checks).await
+        {
             return respond(&c, Err(e));
         }
         let out = self
@@ -176,7 +178,7 @@ impl CryptoService for CryptoApi {
         let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
             context_crc(&r.encryption_context)
         })];
-        if let Err(e) = verify(&self.0, &c, op, &checks).await {
+        if let Err(e) = verify(&self.0, &c, op, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let out = self
@@ -280,7 +282,7 @@ async fn re_encrypt_one(
             context_crc(&r.destination_encryption_context)
         }),
     ];
-    verify(api, c, Operation::ReEncrypt, &checks).await?;
+    verify(api, c, Operation::ReEncrypt, &r.destination_key_id, &checks).await?;
     api.kms
         .re_encrypt(
             c,
@@ -323,8 +325,15 @@ async fn item_result(api: &Api, c: &Caller, index: usize, r: pb::ReEncryptReques
 struct Check<'a>(&'static str, Option<u32>, &'a (dyn Fn() -> u32 + Sync));
 
 /// Verifies every checksum the request carries. A mismatch is refused
-/// (and audited) before anything is processed.
-async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> Result<(), KmsError> {
+/// (and audited, naming `key`, the key the request named) before anything
+/// is processed.
+async fn verify(
+    api: &Api,
+    c: &Caller,
+    op: Operation,
+    key: &str,
+    checks: &[Check<'_>],
+) -> Result<(), KmsError> {
     for Check(field, given, actual) in checks {
         if let Some(given) = given {
             if *given != actual() {
@@ -332,7 +341,7 @@ async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> R
                     field,
                     "checksum mismatch: the request was corrupted in transit; nothing was processed",
                 );
-                return Err(api.kms.refuse(c, op, e).await);
+                return Err(api.kms.refuse_key(c, op, key, e).await);
             }
         }
     }

@@ -38,6 +38,7 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };

@@ -161,6 +161,7 @@ pub struct Kms {
     lifecycle: Arc<Mutex<()>>,
     audit: AuditLog,
     usage: Arc<UsageBook>,
+    cap_rotations: rotation::CapRotations,
     limits: Limits,
     clock: Arc<dyn Clock>,
 }
@@ -210,6 +211,7 @@ impl Kms {
             lifecycle: Arc::new(Mutex::new(())),
             audit,
             usage,
+            cap_rotations: Default::default(),
             limits: config.limits,
             clock,
         })
