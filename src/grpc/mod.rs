@@ -46,7 +46,8 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::Internal | ErrorKind::Unavailable => {
             tracing::error!(error = %e, cause = ?std::error::Error::source(e), "request failed")
         }
-        _ => tracing::debug!(error = %e, "request refused"),
+        // The bounded message: a refusal may echo what the caller sent.
+        _ => tracing::debug!(error = %e.public_message(), "request refused"),
     }
     Status::new(code, e.public_message())
 }

@@ -140,6 +140,15 @@ pub fn bounded(s: &str, max: usize) -> String {
     format!("{}{marker}", &s[..end])
 }
 
+impl From<CryptoError> for KmsError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Undecryptable | CryptoError::UnknownFormat(_) => Self::InvalidCiphertext(e),
+            CryptoError::BadKeyLength { .. } | CryptoError::Random => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,14 +163,5 @@ mod tests {
         let m = e.public_message();
         assert!(m.len() <= MAX_MESSAGE_BYTES && m.starts_with("alias/xxx") && m.contains("bytes)"), "{m}");
         assert_eq!(KmsError::NotFound("key k".into()).public_message(), "key k not found");
-    }
-}
-
-impl From<CryptoError> for KmsError {
-    fn from(e: CryptoError) -> Self {
-        match e {
-            CryptoError::Undecryptable | CryptoError::UnknownFormat(_) => Self::InvalidCiphertext(e),
-            CryptoError::BadKeyLength { .. } | CryptoError::Random => Self::Internal(e.to_string()),
-        }
     }
 }
