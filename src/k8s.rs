@@ -143,7 +143,7 @@ impl KeyManagementService for KmsV2 {
                     MAX_CIPHERTEXT - OVERHEAD
                 ),
             );
-            return Err(to_status(&self.kms.refuse(&c, Operation::Encrypt, e).await));
+            return Err(to_status(&self.kms.refuse_key(&c, Operation::Encrypt, &self.key_ref, e).await));
         }
         let out = self.kms.encrypt(&c, &self.key_ref, Plaintext::new(r.plaintext), HashMap::new()).await;
         respond(
@@ -172,9 +172,13 @@ impl KeyManagementService for KmsV2 {
         if !matches {
             let e = KmsError::invalid(
                 "key_id",
-                format!("{:?} is not a version of key {} that made this ciphertext", r.key_id, self.key),
+                format!(
+                    "{:?} is not a version of key {} that made this ciphertext",
+                    keyward_core::bounded(&r.key_id, 64),
+                    self.key
+                ),
             );
-            return Err(to_status(&self.kms.refuse(&c, Operation::Decrypt, e).await));
+            return Err(to_status(&self.kms.refuse_key(&c, Operation::Decrypt, &self.key_ref, e).await));
         }
         let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), Some(&self.key_ref)).await;
         respond(&c, out.map(|o| v2::DecryptResponse { plaintext: o.plaintext.into_exposed() }))
@@ -183,9 +187,18 @@ impl KeyManagementService for KmsV2 {
 
 /// Binds the plugin's unix socket: removes a stale socket left by a previous
 /// run (never any other kind of file, never one a live server answers on),
-/// creates it mode 0600.
+/// and creates it mode 0600.
+///
+/// The socket never exists at `path` with looser permissions, not even for
+/// an instant: it is bound inside a fresh private directory (mode 0700, next
+/// to `path`, so nobody else can reach the socket there), set to 0600, and
+/// only then renamed into place. This avoids `umask`, which is process-wide
+/// and would also apply to files other threads (RocksDB, the audit writer)
+/// create meanwhile; and it closes the window a chmod after binding leaves
+/// open, in which another local user could connect to a socket created with
+/// the process's default mode.
 pub fn bind(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if m.file_type().is_socket() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -202,9 +215,28 @@ pub fn bind(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener>
             ));
         }
     }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    // Short, so the temporary socket path stays within sun_path's 108 bytes
+    // wherever the final one does (or nearly).
+    // Unique to this process and call (a leftover of the same name is from a
+    // process that died: no live one has this pid).
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = parent.join(format!(".kw{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let bound = (|| {
+        let staged = private.join("s");
+        let listener = tokio::net::UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 #[cfg(test)]
@@ -216,8 +248,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kms.sock");
         let live = bind(&path).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        // The socket answers at its final path, and the private staging
+        // directory is gone.
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("kms.sock")]);
         assert_eq!(bind(&path).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
         drop(live);
         bind(&path).unwrap();

@@ -6,68 +6,21 @@
 
 mod common;
 
-use std::path::Path;
-
 use keyward::config::{FileConfig, Overrides};
 use keyward::pb;
 use keyward::pb::audit_service_client::AuditServiceClient;
 use keyward::pb::crypto_service_client::CryptoServiceClient;
 use keyward::pb::key_service_client::KeyServiceClient;
 use keyward::ServerConfig;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use common::pki::{channel, write, Pki};
 use common::rpcs::{self, Rpc};
 
 const AUDITOR_TOKEN: &str = "kw_auditor_token_for_tests";
 const LIMITED_TOKEN: &str = "kw_limited_token_for_tests";
-
-struct Pki {
-    ca_pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, "keyward test CA");
-        let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
-        Self { ca_pem: issuer.pem(), issuer }
-    }
-
-    /// (certificate PEM, key PEM) for `name` (CN and DNS SAN).
-    fn leaf(&self, name: &str) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
-async fn channel(addr: &str, pki: &Pki, identity: Option<&(String, String)>) -> Channel {
-    let mut tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
-    if let Some((c, k)) = identity {
-        tls = tls.identity(Identity::from_pem(c, k));
-    }
-    let endpoint = Channel::from_shared(addr.to_string()).unwrap().tls_config(tls).unwrap();
-    for _ in 0..200 {
-        if let Ok(c) = endpoint.connect().await {
-            return c;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no TLS connection to {addr}")
-}
 
 #[derive(Clone)]
 struct Who {
@@ -103,29 +56,35 @@ fn item(r: pb::ReEncryptResult) -> Result<(), Status> {
     }
 }
 
-/// Calls one RPC naming `key` (and `ct`, a ciphertext under it).
-async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> {
+/// A response's metadata (the headers it began with).
+fn meta<T>(r: tonic::Response<T>) -> MetadataMap {
+    r.metadata().clone()
+}
+
+/// Calls one RPC naming `key` (and `ct`, a ciphertext under it); on success,
+/// the metadata of the (last) response.
+async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap, Status> {
     let mut keys = KeyServiceClient::new(who.channel.clone());
     let mut crypto = CryptoServiceClient::new(who.channel.clone());
     let mut audit = AuditServiceClient::new(who.channel.clone());
     match rpc {
-        "CreateKey" => keys.create_key(who.req(pb::CreateKeyRequest::default())).await.map(drop),
+        "CreateKey" => keys.create_key(who.req(pb::CreateKeyRequest::default())).await.map(meta),
         "DescribeKey" => {
-            keys.describe_key(who.req(pb::DescribeKeyRequest { key_id: key.into() })).await.map(drop)
+            keys.describe_key(who.req(pb::DescribeKeyRequest { key_id: key.into() })).await.map(meta)
         }
-        "ListKeys" => keys.list_keys(who.req(pb::ListKeysRequest::default())).await.map(drop),
-        "RotateKey" => keys.rotate_key(who.req(pb::RotateKeyRequest { key_id: key.into() })).await.map(drop),
-        "EnableKey" => keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(drop),
+        "ListKeys" => keys.list_keys(who.req(pb::ListKeysRequest::default())).await.map(meta),
+        "RotateKey" => keys.rotate_key(who.req(pb::RotateKeyRequest { key_id: key.into() })).await.map(meta),
+        "EnableKey" => keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(meta),
         "DisableKey" => {
             keys.disable_key(who.req(pb::DisableKeyRequest { key_id: key.into() })).await?;
-            keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(drop)
+            keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(meta)
         }
         "CreateAlias" => keys
             .create_alias(who.req(pb::CreateAliasRequest { alias: "alias/extra".into(), key_id: key.into() }))
             .await
-            .map(drop),
+            .map(meta),
         "DeleteAlias" => {
-            keys.delete_alias(who.req(pb::DeleteAliasRequest { alias: "alias/extra".into() })).await.map(drop)
+            keys.delete_alias(who.req(pb::DeleteAliasRequest { alias: "alias/extra".into() })).await.map(meta)
         }
         "Encrypt" => crypto
             .encrypt(who.req(pb::EncryptRequest {
@@ -134,23 +93,23 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 ..Default::default()
             }))
             .await
-            .map(drop),
+            .map(meta),
         "Decrypt" => crypto
             .decrypt(who.req(pb::DecryptRequest { ciphertext: ct.to_vec(), ..Default::default() }))
             .await
-            .map(drop),
+            .map(meta),
         "GenerateDataKey" => crypto
             .generate_data_key(
                 who.req(pb::GenerateDataKeyRequest { key_id: key.into(), ..Default::default() }),
             )
             .await
-            .map(drop),
+            .map(meta),
         "GenerateDataKeyWithoutPlaintext" => crypto
             .generate_data_key_without_plaintext(
                 who.req(pb::GenerateDataKeyRequest { key_id: key.into(), ..Default::default() }),
             )
             .await
-            .map(drop),
+            .map(meta),
         "ReEncrypt" => crypto
             .re_encrypt(who.req(pb::ReEncryptRequest {
                 ciphertext: ct.to_vec(),
@@ -158,7 +117,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 ..Default::default()
             }))
             .await
-            .map(drop),
+            .map(meta),
         "DisableKeyVersion" => {
             keys.disable_key_version(
                 who.req(pb::DisableKeyVersionRequest { key_id: key.into(), version: 1 }),
@@ -166,12 +125,12 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             .await?;
             keys.enable_key_version(who.req(pb::EnableKeyVersionRequest { key_id: key.into(), version: 1 }))
                 .await
-                .map(drop)
+                .map(meta)
         }
         "EnableKeyVersion" => keys
             .enable_key_version(who.req(pb::EnableKeyVersionRequest { key_id: key.into(), version: 1 }))
             .await
-            .map(drop),
+            .map(meta),
         "ScheduleKeyVersionDestruction" | "RestoreKeyVersion" => {
             let first = pb::ScheduleKeyVersionDestructionRequest {
                 key_id: key.into(),
@@ -198,7 +157,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             .await?;
             keys.enable_key_version(who.req(pb::EnableKeyVersionRequest { key_id: key.into(), version: 1 }))
                 .await
-                .map(drop)
+                .map(meta)
         }
         "ScheduleKeyDeletion" | "CancelKeyDeletion" => {
             if rpc == "CancelKeyDeletion" {
@@ -215,16 +174,16 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             )
             .await?;
             keys.cancel_key_deletion(who.req(pb::CancelKeyDeletionRequest { key_id: key.into() })).await?;
-            keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(drop)
+            keys.enable_key(who.req(pb::EnableKeyRequest { key_id: key.into() })).await.map(meta)
         }
         "GenerateRandom" => {
-            crypto.generate_random(who.req(pb::GenerateRandomRequest { number_of_bytes: 16 })).await.map(drop)
+            crypto.generate_random(who.req(pb::GenerateRandomRequest { number_of_bytes: 16 })).await.map(meta)
         }
         "QueryAuditLog" => audit
             .query_audit_log(who.req(pb::QueryAuditLogRequest { key_id: key.into(), ..Default::default() }))
             .await
-            .map(drop),
-        "VerifyAuditLog" => audit.verify_audit_log(who.req(pb::VerifyAuditLogRequest {})).await.map(drop),
+            .map(meta),
+        "VerifyAuditLog" => audit.verify_audit_log(who.req(pb::VerifyAuditLogRequest {})).await.map(meta),
         "UpdateRotationPolicy" => keys
             .update_rotation_policy(who.req(pb::UpdateRotationPolicyRequest {
                 key_id: key.into(),
@@ -232,16 +191,16 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 ..Default::default()
             }))
             .await
-            .map(drop),
+            .map(meta),
         "ListKeyVersions" => {
-            keys.list_key_versions(who.req(pb::ListKeyVersionsRequest { key_id: key.into() })).await.map(drop)
+            keys.list_key_versions(who.req(pb::ListKeyVersionsRequest { key_id: key.into() })).await.map(meta)
         }
         "MarkKeyVersionCompromised" => keys
             .mark_key_version_compromised(
                 who.req(pb::MarkKeyVersionCompromisedRequest { key_id: key.into(), version: 1 }),
             )
             .await
-            .map(drop),
+            .map(meta),
         "GenerateDataKeyBatch" => crypto
             .generate_data_key_batch(who.req(pb::GenerateDataKeyBatchRequest {
                 key_id: key.into(),
@@ -249,7 +208,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 ..Default::default()
             }))
             .await
-            .map(drop),
+            .map(meta),
         "BatchReEncrypt" => {
             let items = vec![pb::ReEncryptRequest {
                 ciphertext: ct.to_vec(),
@@ -257,7 +216,8 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 ..Default::default()
             }];
             let r = crypto.batch_re_encrypt(who.req(pb::BatchReEncryptRequest { items })).await?;
-            r.into_inner().results.into_iter().try_for_each(item)
+            let m = r.metadata().clone();
+            r.into_inner().results.into_iter().try_for_each(item).map(|()| m)
         }
         "ReEncryptStream" => {
             let one = pb::ReEncryptRequest {
@@ -265,11 +225,12 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
                 destination_key_id: key.into(),
                 ..Default::default()
             };
-            let mut results =
-                crypto.re_encrypt_stream(who.req(futures_util::stream::iter([one]))).await?.into_inner();
+            let resp = crypto.re_encrypt_stream(who.req(futures_util::stream::iter([one]))).await?;
+            let m = resp.metadata().clone();
+            let mut results = resp.into_inner();
             let r = results.message().await?.expect("one result");
             assert!(results.message().await?.is_none(), "one item in, one result out");
-            item(r)
+            item(r).map(|()| m)
         }
         other => panic!(
             "the {} descriptor lists {other}, which `call` in tests/access.rs does not know: \
@@ -326,7 +287,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         [[principals]]
         name = "admin"
         roles = ["admin"]
-        cert_names = ["admin-client"]
+        cert_dns_names = ["admin-client"]
 
         [[principals]]
         name = "auditor"
@@ -336,7 +297,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         [[principals]]
         name = "user"
         roles = ["user"]
-        cert_names = ["user-client"]
+        cert_dns_names = ["user-client"]
           [[principals.grants]]
           keys = ["alias/granted"]
           operations = ["*"]
@@ -426,6 +387,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         for who in [&nobody, &bad_token, &stranger] {
             let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
             assert_eq!(e.code(), Code::Unauthenticated, "{rpc}: {}", e.message());
+            assert!(e.metadata().get("x-request-id").is_some(), "{rpc}: refusal without x-request-id");
             refusals += 1;
         }
         // Wrong role: everyone whose roles do not include this service's.
@@ -452,7 +414,11 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
             "crypto" => &user,
             _ => &auditor,
         };
-        call(ok, rpc, &granted, &granted_ct).await.unwrap_or_else(|e| panic!("{rpc} by its owner: {e:?}"));
+        let m = call(ok, rpc, &granted, &granted_ct)
+            .await
+            .unwrap_or_else(|e| panic!("{rpc} by its owner: {e:?}"));
+        // Every RPC returns its request id (README), streams included.
+        assert!(m.get("x-request-id").is_some_and(|v| !v.is_empty()), "{rpc}: no x-request-id in {m:?}");
     }
 
     // Separate permissions: data keys with and without plaintext; decrypt.

@@ -107,3 +107,25 @@ async fn shutdown_releases_the_store_while_a_metrics_client_keeps_its_connection
     keyward_store::RocksStore::open(&dir.path().join("db")).expect("the store was released");
     drop(conn);
 }
+
+#[tokio::test]
+async fn a_data_folder_others_can_enter_is_refused_and_a_new_one_is_made_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Made by the server: 0700, parents included.
+    let fresh = dir.path().join("new").join("data");
+    let prepared = keyward::Server::build(keyward::ServerConfig::dev(&fresh)).await.unwrap();
+    prepared.close();
+    for d in [dir.path().join("new"), fresh.clone()] {
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700, "{}", d.display());
+    }
+    // Group or other bits: refused as a configuration error (status 64), untouched.
+    for mode in [0o750, 0o705, 0o2770] {
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = keyward::Server::build(keyward::ServerConfig::dev(&fresh)).await.unwrap_err();
+        assert!(matches!(e, keyward::ServerError::Config(_)), "{e}");
+        let m = e.to_string();
+        assert!(m.contains(&fresh.display().to_string()) && m.contains("chmod 0700"), "{m}");
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, mode);
+    }
+}

@@ -22,6 +22,7 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    common::private(dir);
     Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(["server", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)

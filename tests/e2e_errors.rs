@@ -248,3 +248,151 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
     assert!(refused.iter().all(|r| !r.reason.is_empty()));
     s.stop().await.unwrap();
 }
+
+/// A request with `x-request-id` set to `id`.
+fn with_id<T>(id: &str, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.metadata_mut().insert("x-request-id", id.parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_invalid_argument_naming_the_limit_with_its_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = s.create_key("alias/k").await;
+    let mut crypto = s.crypto();
+    let big = pb::EncryptRequest { key_id: id.clone(), plaintext: vec![0; 70 * 1024], ..Default::default() };
+
+    // Unary: refused before any handler, as INVALID_ARGUMENT naming the limit.
+    let e = assert_status(
+        crypto.encrypt(with_id("req-too-big", big.clone())).await,
+        Code::InvalidArgument,
+        "request exceeds the 65536-byte limit",
+    );
+    assert_eq!(e.metadata().get("x-request-id").unwrap(), "req-too-big");
+    // Without an id of the caller's, the server's own is returned.
+    let e = crypto.encrypt(big.clone()).await.unwrap_err();
+    assert!(!e.metadata().get("x-request-id").unwrap().is_empty());
+
+    // A stream item over the limit ends the stream the same way.
+    let item = pb::ReEncryptRequest {
+        ciphertext: vec![0; 70 * 1024],
+        destination_key_id: id.clone(),
+        ..Default::default()
+    };
+    let resp = crypto
+        .re_encrypt_stream(with_id("req-stream-big", futures_util::stream::iter([item])))
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata().get("x-request-id").unwrap(), "req-stream-big");
+    let e = assert_status(
+        resp.into_inner().message().await,
+        Code::InvalidArgument,
+        "request exceeds the 65536-byte limit",
+    );
+    assert_eq!(e.metadata().get("x-request-id").unwrap(), "req-stream-big");
+
+    // Still serving.
+    crypto
+        .encrypt(pb::EncryptRequest { key_id: id, plaintext: b"x".to_vec(), ..Default::default() })
+        .await
+        .unwrap();
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn re_encrypt_stream_returns_its_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = s.create_key("alias/k").await;
+    let mut crypto = s.crypto();
+    let ct = crypto
+        .encrypt(pb::EncryptRequest { key_id: id.clone(), plaintext: b"x".to_vec(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let item = pb::ReEncryptRequest { ciphertext: ct, destination_key_id: id, ..Default::default() };
+    let resp = crypto
+        .re_encrypt_stream(with_id("req-stream-1", futures_util::stream::iter([item.clone()])))
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata().get("x-request-id").unwrap(), "req-stream-1");
+    let mut results = resp.into_inner();
+    assert!(results.message().await.unwrap().is_some());
+    assert!(results.message().await.unwrap().is_none());
+    // Its audit record carries the same id.
+    let records = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest { operation: "ReEncrypt".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(records.iter().any(|r| r.request_id == "req-stream-1"), "{records:?}");
+    // Without one of the caller's, the server's own.
+    let resp = crypto.re_encrypt_stream(futures_util::stream::iter([item])).await.unwrap();
+    assert!(!resp.metadata().get("x-request-id").unwrap().is_empty());
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn huge_caller_strings_are_not_echoed_into_errors_or_audit_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = s.create_key("alias/k").await;
+    let huge = "x".repeat(60 * 1024);
+    let alias = format!("alias/{huge}");
+    let mut keys = s.keys();
+    let mut crypto = s.crypto();
+    let refusals = [
+        keys.create_alias(pb::CreateAliasRequest { alias: alias.clone(), key_id: id.clone() })
+            .await
+            .map(drop),
+        keys.describe_key(pb::DescribeKeyRequest { key_id: alias.clone() }).await.map(drop),
+        keys.describe_key(pb::DescribeKeyRequest { key_id: huge.clone() }).await.map(drop),
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: huge.clone(),
+                plaintext: b"x".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        crypto
+            .encrypt(pb::EncryptRequest {
+                key_id: id.clone(),
+                plaintext: b"x".to_vec(),
+                encryption_context: ctx(&[(&huge[..20_000], "v")]),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+    ];
+    for r in refusals {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", &e.message()[..e.message().len().min(200)]);
+        assert!(e.message().len() <= 1024, "{} bytes", e.message().len());
+    }
+    let records = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            outcome: "INVALID_ARGUMENT".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert_eq!(records.len(), 5);
+    for r in &records {
+        let size = r.reason.len()
+            + r.alias.len()
+            + r.key_id.len()
+            + r.request_id.len()
+            + r.encryption_context.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        assert!(size <= 2048, "{} bytes in {}", size, r.operation);
+    }
+    s.stop().await.unwrap();
+}

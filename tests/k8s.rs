@@ -146,3 +146,47 @@ async fn kube_apiserver_can_seal_rotate_and_unseal() {
     s.stop().await.unwrap();
     assert!(!socket.exists(), "the socket is removed at shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_key_id_is_not_echoed_and_refusals_name_the_plugins_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let key = s.create_key("alias/k8s").await;
+    s.stop().await.unwrap();
+    let socket = dir.path().join("kms.sock");
+    let mut config = ServerConfig::dev(dir.path());
+    config.kms_v2 = Some(keyward::config::KmsV2Config { socket: socket.clone(), key: "alias/k8s".into() });
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    let mut kms = uds(socket).await;
+    let enc = kms.encrypt(v2::EncryptRequest { plaintext: vec![1; 32], uid: "u1".into() }).await.unwrap();
+    let huge = "k".repeat(60 * 1024);
+    let e = kms
+        .decrypt(v2::DecryptRequest {
+            ciphertext: enc.into_inner().ciphertext,
+            uid: "uid-huge".into(),
+            key_id: huge.clone(),
+            annotations: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().len() <= 1024 && e.message().contains("61440 bytes"), "{}", e.message().len());
+    let too_big = kms.encrypt(v2::EncryptRequest { plaintext: vec![0; 1000], uid: "uid-big".into() }).await;
+    assert_eq!(too_big.unwrap_err().code(), Code::InvalidArgument);
+    let records = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest {
+            outcome: "INVALID_ARGUMENT".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    for uid in ["uid-huge", "uid-big"] {
+        let r = records.iter().find(|r| r.request_id == uid).expect("audited");
+        assert!(r.reason.len() <= 1024, "{uid}: {} bytes", r.reason.len());
+        assert_eq!(r.key_id, key, "{uid}: the refusal names the plugin's key");
+    }
+    s.stop().await.unwrap();
+}

@@ -102,9 +102,20 @@ pub struct FilePrincipal {
     /// SHA-256 (hex) of each bearer token of this principal.
     #[serde(default)]
     pub token_sha256: Vec<String>,
-    /// Client certificate names (subject CN or DNS SAN) of this principal.
+    /// DNS subject alternative names of this principal's client certificates.
     #[serde(default)]
-    pub cert_names: Vec<String>,
+    pub cert_dns_names: Vec<String>,
+    /// URI subject alternative names (SPIFFE IDs, `spiffe://...`) of its
+    /// client certificates.
+    #[serde(default)]
+    pub cert_uris: Vec<String>,
+    /// Subject common names of its client certificates (matched only when listed here).
+    #[serde(default)]
+    pub cert_common_names: Vec<String>,
+    /// Removed (it matched subject CN and DNS SAN alike): refused at start
+    /// with a message naming the typed fields above.
+    #[serde(default)]
+    pub cert_names: Option<Vec<String>>,
     /// Crypto grants (for the user role).
     #[serde(default)]
     pub grants: Vec<FileGrant>,
@@ -135,6 +146,8 @@ pub struct FileLimits {
     pub max_context_bytes: Option<usize>,
     /// Largest request message.
     pub max_request_bytes: Option<usize>,
+    /// Most versions a usage cap may create for one key in an hour (default 60).
+    pub max_cap_rotations_per_hour: Option<u32>,
     /// Most requests in flight on one connection.
     pub concurrency_per_connection: Option<usize>,
     /// A request running longer than this fails DEADLINE_EXCEEDED.

@@ -230,10 +230,14 @@ fn limits(l: &FileLimits) -> Result<(Limits, usize), ConfigError> {
         max_data_key_bytes: l.max_data_key_bytes.unwrap_or(d.max_data_key_bytes),
         max_context_pairs: l.max_context_pairs.unwrap_or(d.max_context_pairs),
         max_context_bytes: l.max_context_bytes.unwrap_or(d.max_context_bytes),
+        max_cap_rotations_per_hour: l.max_cap_rotations_per_hour.unwrap_or(d.max_cap_rotations_per_hour),
     };
     let max_request_bytes = l.max_request_bytes.unwrap_or(64 * 1024);
     if limits.max_plaintext_bytes == 0 || limits.max_data_key_bytes == 0 {
         return Err(ConfigError::Invalid("limits: sizes must be at least 1".into()));
+    }
+    if limits.max_cap_rotations_per_hour == 0 {
+        return Err(ConfigError::Invalid("limits.max_cap_rotations_per_hour must be at least 1".into()));
     }
     if max_request_bytes < limits.max_plaintext_bytes + limits.max_context_bytes {
         return Err(ConfigError::Invalid(

@@ -31,7 +31,7 @@ impl CryptoService for CryptoApi {
                 context_crc(&r.encryption_context)
             }),
         ];
-        if let Err(e) = verify(&self.0, &c, Operation::Encrypt, &checks).await {
+        if let Err(e) = verify(&self.0, &c, Operation::Encrypt, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let out = self.0.kms.encrypt(&c, &r.key_id, Plaintext::new(r.plaintext), r.encryption_context).await;
@@ -58,7 +58,7 @@ impl CryptoService for CryptoApi {
                 context_crc(&r.encryption_context)
             }),
         ];
-        if let Err(e) = verify(&self.0, &c, Operation::Decrypt, &checks).await {
+        if let Err(e) = verify(&self.0, &c, Operation::Decrypt, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let pinned = given(r.key_id);
@@ -83,7 +83,7 @@ impl CryptoService for CryptoApi {
         let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
             context_crc(&r.encryption_context)
         })];
-        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKey, &checks).await {
+        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKey, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let out = self
@@ -111,7 +111,9 @@ impl CryptoService for CryptoApi {
         let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
             context_crc(&r.encryption_context)
         })];
-        if let Err(e) = verify(&self.0, &c, Operation::GenerateDataKeyWithoutPlaintext, &checks).await {
+        if let Err(e) =
+            verify(&self.0, &c, Operation::GenerateDataKeyWithoutPlaintext, &r.key_id, &checks).await
+        {
             return respond(&c, Err(e));
         }
         let out = self
@@ -176,7 +178,7 @@ impl CryptoService for CryptoApi {
         let checks = [Check("encryption_context_crc32c", r.encryption_context_crc32c, &|| {
             context_crc(&r.encryption_context)
         })];
-        if let Err(e) = verify(&self.0, &c, op, &checks).await {
+        if let Err(e) = verify(&self.0, &c, op, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
         let out = self
@@ -232,6 +234,7 @@ impl CryptoService for CryptoApi {
     ) -> Result<Response<Self::ReEncryptStreamStream>, Status> {
         let c = Arc::new(self.0.caller(&req, Operation::ReEncrypt).await?);
         let api = self.0.clone();
+        let caller = c.clone();
         let results = req
             .into_inner()
             .enumerate()
@@ -240,14 +243,26 @@ impl CryptoService for CryptoApi {
                 async move {
                     match item {
                         Ok(r) => Ok(item_result(&api, &c, i, r).await),
-                        Err(status) => Err(status),
+                        // A broken or oversized item ends the stream; its
+                        // status (in the trailers) carries the request id too.
+                        Err(status) => Err(with_request_id(super::size_status(status), &c)),
                     }
                 }
             })
             // Up to this many items in flight, answered in order.
             .buffered(STREAM_WINDOW);
-        Ok(Response::new(Box::pin(results)))
+        // The request id goes out in the initial metadata, as for every RPC.
+        let stream: Self::ReEncryptStreamStream = Box::pin(results);
+        respond(&caller, Ok(stream))
     }
+}
+
+/// `status` with the caller's request id in its metadata.
+fn with_request_id(mut status: Status, c: &Caller) -> Status {
+    if let Ok(id) = tonic::metadata::MetadataValue::try_from(c.request_id.as_str()) {
+        status.metadata_mut().insert(super::REQUEST_ID, id);
+    }
+    status
 }
 
 /// Items of one ReEncrypt stream in flight at once.
@@ -267,7 +282,7 @@ async fn re_encrypt_one(
             context_crc(&r.destination_encryption_context)
         }),
     ];
-    verify(api, c, Operation::ReEncrypt, &checks).await?;
+    verify(api, c, Operation::ReEncrypt, &r.destination_key_id, &checks).await?;
     api.kms
         .re_encrypt(
             c,
@@ -310,8 +325,15 @@ async fn item_result(api: &Api, c: &Caller, index: usize, r: pb::ReEncryptReques
 struct Check<'a>(&'static str, Option<u32>, &'a (dyn Fn() -> u32 + Sync));
 
 /// Verifies every checksum the request carries. A mismatch is refused
-/// (and audited) before anything is processed.
-async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> Result<(), KmsError> {
+/// (and audited, naming `key`, the key the request named) before anything
+/// is processed.
+async fn verify(
+    api: &Api,
+    c: &Caller,
+    op: Operation,
+    key: &str,
+    checks: &[Check<'_>],
+) -> Result<(), KmsError> {
     for Check(field, given, actual) in checks {
         if let Some(given) = given {
             if *given != actual() {
@@ -319,7 +341,7 @@ async fn verify(api: &Api, c: &Caller, op: Operation, checks: &[Check<'_>]) -> R
                     field,
                     "checksum mismatch: the request was corrupted in transit; nothing was processed",
                 );
-                return Err(api.kms.refuse(c, op, e).await);
+                return Err(api.kms.refuse_key(c, op, key, e).await);
             }
         }
     }

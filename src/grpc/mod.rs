@@ -9,6 +9,7 @@ mod audit;
 mod convert;
 mod crypto;
 mod keys;
+mod size;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
 pub use crypto::CryptoApi;
 pub use keys::KeysApi;
+pub use size::{size_status, SizeLayer};
 
 /// Metadata key carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -36,6 +38,7 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };
@@ -43,7 +46,8 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::Internal | ErrorKind::Unavailable => {
             tracing::error!(error = %e, cause = ?std::error::Error::source(e), "request failed")
         }
-        _ => tracing::debug!(error = %e, "request refused"),
+        // The bounded message: a refusal may echo what the caller sent.
+        _ => tracing::debug!(error = %e.public_message(), "request refused"),
     }
     Status::new(code, e.public_message())
 }

@@ -250,6 +250,9 @@ impl Prepared {
         let main = transport
             .layer(drain.layer())
             .layer(crate::observe::ObserveLayer::new(metrics, in_flight))
+            // Inside observe (which gives every request its id): tonic's own
+            // refusal of an oversized message, as Keyward reports it.
+            .layer(crate::grpc::SizeLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(accept::tcp(listener, "grpc", true), tasks.stopped());
         let served = tasks.run_main(main, shutdown).await;
@@ -334,10 +337,24 @@ fn reflection() -> Result<Routes, ServerError> {
     Ok(Routes::new(v1).add_service(v1alpha))
 }
 
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// The data folder holds the keys (wrapped), the audit log and the
+/// development root key: it is created mode 0700, and an existing one that
+/// lets group or others in is refused (a configuration error, status 64)
+/// rather than silently tightened, so the operator learns who could read it.
+fn create_private_dir(dir: &std::path::Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Invalid(format!(
+            "data folder {}: mode {mode:04o} lets other users in; it must be 0700, owned by the server's user \
+             (chmod 0700 {})",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 #![expect(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
 pub mod payments;
+pub mod pki;
 pub mod rpcs;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ impl TestServer {
         config: ServerConfig,
         store: Option<(Arc<dyn keyward_core::Store>, keyward_crypto::RootKey)>,
     ) -> Self {
+        private(dir);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -90,6 +92,13 @@ impl TestServer {
         assert!(r.intact, "{r:?}");
         r.records_checked
     }
+}
+
+/// Makes `dir` mode 0700: the server refuses a data folder others can enter,
+/// and `tempfile` makes them with the default mode.
+pub fn private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 pub async fn connect(addr: &str) -> Channel {

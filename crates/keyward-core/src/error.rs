@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// Identity known, operation not allowed.
     PermissionDenied,
+    /// A quota is used up (the usage cap's rotations per hour).
+    ResourceExhausted,
     /// Audit log or store unavailable.
     Unavailable,
     /// A bug or an unexpected failure; details only in the server log.
@@ -38,6 +40,7 @@ impl ErrorKind {
             Self::FailedPrecondition => "FAILED_PRECONDITION",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }
@@ -73,6 +76,9 @@ pub enum KmsError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A quota is used up; retrying later may succeed.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The audit record could not be made durable; nothing was done.
     #[error("audit log unavailable; request refused")]
     AuditUnavailable(#[source] AuditError),
@@ -99,18 +105,39 @@ impl KmsError {
             Self::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Self::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             Self::AuditUnavailable(_) | Self::Store(_) => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
 
-    /// The message sent to callers and written to audit records.
+    /// The message sent to callers and written to audit records, at most
+    /// [`MAX_MESSAGE_BYTES`] long: whatever of a request it echoes, a
+    /// request cannot make it (or the audit record) large.
     pub fn public_message(&self) -> String {
         match self {
             Self::Internal(_) => "internal error".to_string(),
-            other => other.to_string(),
+            other => bounded(&other.to_string(), MAX_MESSAGE_BYTES),
         }
     }
+}
+
+/// Longest error message sent to a caller or written to an audit record.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `s` if it is at most `max` bytes, else its first bytes (on a character
+/// boundary) and a marker saying how long it was: for echoing a
+/// caller-supplied string into an error or a record.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let marker = format!("... ({} bytes)", s.len());
+    let mut end = max.saturating_sub(marker.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &s[..end])
 }
 
 impl From<CryptoError> for KmsError {
@@ -119,5 +146,22 @@ impl From<CryptoError> for KmsError {
             CryptoError::Undecryptable | CryptoError::UnknownFormat(_) => Self::InvalidCiphertext(e),
             CryptoError::BadKeyLength { .. } | CryptoError::Random => Self::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_echoes_are_bounded() {
+        assert_eq!(bounded("short", 64), "short");
+        let long = "é".repeat(30_000);
+        let b = bounded(&long, 64);
+        assert!(b.len() <= 64 && b.ends_with("... (60000 bytes)"), "{b}");
+        let e = KmsError::NotFound(format!("alias/{}", "x".repeat(60 * 1024)));
+        let m = e.public_message();
+        assert!(m.len() <= MAX_MESSAGE_BYTES && m.starts_with("alias/xxx") && m.contains("bytes)"), "{m}");
+        assert_eq!(KmsError::NotFound("key k".into()).public_message(), "key k not found");
     }
 }

@@ -34,7 +34,7 @@ pub use audit::{
 };
 pub use clock::{Clock, SystemClock};
 pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver};
-pub use error::{ErrorKind, KmsError};
+pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,

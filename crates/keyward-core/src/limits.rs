@@ -13,6 +13,9 @@ pub struct Limits {
     pub max_context_pairs: usize,
     /// Most bytes (keys + values) in an encryption context.
     pub max_context_bytes: usize,
+    /// Most versions a usage cap may create for one key in any hour; beyond
+    /// it, requests that would need another are refused `RESOURCE_EXHAUSTED`.
+    pub max_cap_rotations_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -22,6 +25,7 @@ impl Default for Limits {
             max_data_key_bytes: 1024,
             max_context_pairs: MAX_CONTEXT_PAIRS,
             max_context_bytes: MAX_CONTEXT_BYTES,
+            max_cap_rotations_per_hour: 60,
         }
     }
 }

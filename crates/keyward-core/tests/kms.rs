@@ -123,3 +123,61 @@ async fn the_writer_waits_for_records_of_requests_in_flight_and_only_for_those()
     .expect("the batch was written once both records arrived");
     assert_eq!(*batches.0.lock().unwrap(), vec![1, 2]);
 }
+
+/// The newest audit record.
+fn newest(store: &Arc<dyn Store>) -> keyward_core::AuditRecord {
+    let q = keyward_core::AuditQuery { limit: 1, ..Default::default() };
+    store.query_audit(&q).unwrap().records.remove(0).record
+}
+
+#[tokio::test]
+async fn every_refusal_is_recorded_with_the_key_it_concerned_and_its_code() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let kms = kms(store.clone());
+    let input = keyward_core::CreateKeyInput { alias: Some("alias/known".into()), ..Default::default() };
+    let id = kms.create_key(&caller(), input).await.unwrap().meta.id.to_string();
+    // A user with no grant at all, and no admin role.
+    let user = keyward_core::Caller {
+        principal: "user".into(),
+        policy: Arc::new(keyward_core::Policy {
+            roles: [keyward_core::Role::User].into(),
+            grants: Vec::new(),
+        }),
+        ..caller()
+    };
+    let check = |code: &str, alias: Option<&str>| {
+        let r = newest(&store);
+        assert_eq!(
+            (r.key_id.as_deref(), r.outcome.as_str(), r.alias.as_deref()),
+            (Some(id.as_str()), code, alias),
+            "{r:?}"
+        );
+    };
+
+    // PERMISSION_DENIED on a known key, by id and by alias.
+    let e = kms.encrypt(&user, &id, Plaintext::new(b"x".to_vec()), HashMap::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    check("PERMISSION_DENIED", None);
+    kms.describe_key(&user, "alias/known").await.unwrap_err();
+    check("PERMISSION_DENIED", Some("alias/known"));
+    kms.rotate_key(&user, &id).await.unwrap_err();
+    check("PERMISSION_DENIED", None);
+    // Alias changes by a non-admin name the key (and the alias) too.
+    kms.create_alias(&user, "alias/new", &id).await.unwrap_err();
+    check("PERMISSION_DENIED", Some("alias/new"));
+    kms.delete_alias(&user, "alias/known").await.unwrap_err();
+    check("PERMISSION_DENIED", Some("alias/known"));
+    // Arguments refused before the key is looked up still name it.
+    let e = kms.schedule_key_deletion(&caller(), &id, Some(99)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    check("INVALID_ARGUMENT", None);
+    kms.schedule_key_version_destruction(&caller(), "alias/known", 1, Some(999)).await.unwrap_err();
+    check("INVALID_ARGUMENT", Some("alias/known"));
+    // FAILED_PRECONDITION: the primary version cannot be disabled.
+    let e = kms.disable_key_version(&caller(), &id, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    check("FAILED_PRECONDITION", None);
+    // NOT_FOUND on a version of a known key.
+    kms.enable_key_version(&caller(), &id, 7).await.unwrap_err();
+    check("NOT_FOUND", None);
+}

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use common::{caller, open};
+use common::{caller, open, open_with};
 use keyward_core::testing::{FaultyStore, ManualClock, MemoryStore};
 use keyward_core::{
-    AuditQuery, AuditRecord, Clock, CreateKeyInput, DataKeyInput, ErrorKind, KeyView, Kms, KmsError,
-    ReEncryptInput, RotationInput, Store, VersionUsage, MIN_ROTATION_PERIOD_MS,
+    AuditQuery, AuditRecord, Clock, CreateKeyInput, DataKeyInput, ErrorKind, KeyView, Kms, KmsConfig,
+    KmsError, Limits, ReEncryptInput, RotationInput, Store, VersionUsage, MIN_ROTATION_PERIOD_MS,
 };
 use keyward_crypto::Plaintext;
 
@@ -365,4 +365,42 @@ async fn batch_data_keys_are_independent_and_each_audited() {
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(e.to_string().starts_with("count"), "{e}");
     }
+}
+
+#[tokio::test]
+async fn a_usage_cap_makes_at_most_so_many_versions_an_hour() {
+    let clock = ManualClock::at(T0);
+    let store = memory();
+    let limits = Limits { max_cap_rotations_per_hour: 3, ..Default::default() };
+    let kms = open_with(&store, &clock, KmsConfig { limits, ..Default::default() });
+    let input = CreateKeyInput {
+        rotation: RotationInput { max_encryptions_per_version: Some(1), ..Default::default() },
+        ..Default::default()
+    };
+    let key = kms.create_key(&caller(), input).await.unwrap().meta.id.to_string();
+    // v1's one seal, then three rotations by the cap, spread over the hour.
+    for want in 1..=4 {
+        assert_eq!(encrypt(&kms, &key).await.unwrap().1, want);
+        clock.advance_ms(10 * 60_000);
+    }
+    // A fourth cap rotation within the hour of the first is refused, naming
+    // the cap and the limit, recorded once (no system RotateKey record).
+    let before = records(&store, 1000).len();
+    let e = encrypt(&kms, &key).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+    let m = e.public_message();
+    assert!(m.contains("max_encryptions_per_version = 1") && m.contains("max_cap_rotations_per_hour"), "{m}");
+    let recs = records(&store, 1000);
+    assert_eq!(recs.len(), before + 1);
+    assert_eq!(
+        (recs[0].operation.as_str(), recs[0].outcome.as_str(), recs[0].key_id.as_deref()),
+        ("Encrypt", "RESOURCE_EXHAUSTED", Some(key.as_str()))
+    );
+    assert_eq!(primary(&kms, &key).await, 4, "no version was made");
+    // A manual rotation is not the cap's, and is not limited by it.
+    kms.rotate_key(&caller(), &key).await.unwrap();
+    assert_eq!(encrypt(&kms, &key).await.unwrap().1, 5);
+    // An hour after the first cap rotation, the cap may rotate again.
+    clock.advance_ms(HOUR - 30 * 60_000);
+    assert_eq!(encrypt(&kms, &key).await.unwrap().1, 6);
 }

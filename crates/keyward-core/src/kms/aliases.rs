@@ -1,7 +1,7 @@
 //! Aliases: CreateAlias and DeleteAlias. An alias names one key; the key is
 //! never touched by either.
 
-use super::pipeline::{resolve_in, Plan};
+use super::pipeline::{note_in, resolve_in, Plan};
 use super::{Caller, KeyView, Kms};
 use crate::{AliasChange, KeyState, KmsError, Operation, Role};
 
@@ -9,6 +9,10 @@ impl Kms {
     /// `CreateAlias`: points a new alias at a key.
     pub async fn create_alias(&self, caller: &Caller, alias: &str, key: &str) -> Result<KeyView, KmsError> {
         self.lifecycle(caller, Operation::CreateAlias, |p| {
+            note_in(p.state, p.entry, key);
+            if crate::validate_alias("alias", alias).is_ok() {
+                p.entry.alias = Some(alias.to_string());
+            }
             self.require(caller, Role::Admin, "manage aliases")?;
             crate::validate_alias("alias", alias)?;
             let live = resolve_in(p.state, p.entry, "key_id", key)?;
@@ -36,6 +40,7 @@ impl Kms {
     /// `DeleteAlias`: removes an alias (the key is untouched).
     pub async fn delete_alias(&self, caller: &Caller, alias: &str) -> Result<(), KmsError> {
         self.lifecycle(caller, Operation::DeleteAlias, |p| {
+            note_in(p.state, p.entry, alias);
             self.require(caller, Role::Admin, "manage aliases")?;
             crate::validate_alias("alias", alias)?;
             p.entry.alias = Some(alias.to_string());

@@ -171,7 +171,7 @@ impl Kms {
         let days = days.unwrap_or(DEFAULT_DELETION_WINDOW_DAYS);
         if !(7..=30).contains(&days) {
             let e = KmsError::invalid("pending_window_days", "must be between 7 and 30");
-            return Err(self.refuse(caller, Operation::ScheduleKeyDeletion, e).await);
+            return Err(self.refuse_key(caller, Operation::ScheduleKeyDeletion, key, e).await);
         }
         self.change_meta(caller, Operation::ScheduleKeyDeletion, key, None, move |meta, now| {
             meta.state = KeyState::PendingDeletion;

@@ -165,6 +165,7 @@ pub struct Kms {
     audit: AuditLog,
     refusals: crate::refusals::RefusalBook,
     usage: Arc<UsageBook>,
+    cap_rotations: rotation::CapRotations,
     limits: Limits,
     clock: Arc<dyn Clock>,
 }
@@ -242,6 +243,7 @@ impl Kms {
             audit,
             refusals: Default::default(),
             usage,
+            cap_rotations: Default::default(),
             limits: config.limits,
             clock,
         })

@@ -101,6 +101,19 @@ impl Kms {
         }
     }
 
+    /// Like [`Kms::refuse`], for a request refused before its use case ran
+    /// that named `key`: the record names the key (and alias) when it
+    /// resolves, so every refusal is recorded with the key it concerned.
+    pub async fn refuse_key(&self, caller: &Caller, op: Operation, key: &str, error: KmsError) -> KmsError {
+        let mut entry = self.entry(caller, op);
+        note_in(&self.state.read().expect("state lock"), &mut entry, key);
+        entry.outcome = Outcome::of_error(&error);
+        match self.audit.append(entry).await {
+            Ok(_) => error,
+            Err(e) => KmsError::AuditUnavailable(e),
+        }
+    }
+
     /// Resolves the key a request names, recording it (and any alias) in the entry.
     pub(super) fn resolve(
         &self,
@@ -302,4 +315,11 @@ pub(super) fn resolve_in(
     let live = state.resolve(&r)?;
     entry.key_id = Some(live.meta().id);
     Ok(live)
+}
+
+/// Names `key` (and its alias) in `entry` if it resolves, without failing:
+/// for a refusal decided before the key is looked up (a missing role, a bad
+/// argument), so its record still says which key it concerned.
+pub(super) fn note_in(state: &State, entry: &mut AuditEntry, key: &str) {
+    let _ = resolve_in(state, entry, "key_id", key);
 }

@@ -3,6 +3,7 @@
 //! before a version seals more than it may. Every path makes version n+1 with
 //! [`rotated`] under the lifecycle lock, so two can never both create it.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use keyward_crypto::{RootKey, VersionSecret, WrappedVersionSecret};
@@ -104,7 +105,11 @@ impl Kms {
     /// lifecycle lock, either find that someone else rotated in a version
     /// with room, or rotate the key (audited as `system`, with the request's
     /// id) and take the new version's first slot, so every request finishes
-    /// in one round however many race.
+    /// in one round however many race. A cap may make at most
+    /// `limits.max_cap_rotations_per_hour` versions of one key in any hour
+    /// (a tiny cap under load would otherwise mint versions without end);
+    /// beyond that the request is refused `RESOURCE_EXHAUSTED`, recorded
+    /// once, as the request's own outcome.
     pub(super) async fn rotate_for_cap(
         &self,
         caller: &Caller,
@@ -112,6 +117,8 @@ impl Kms {
         cap: u64,
     ) -> Result<(KeyId, u32, Arc<VersionSecret>), KmsError> {
         let mut got = None;
+        let mut exhausted = false;
+        let max = self.limits.max_cap_rotations_per_hour;
         let system = Caller::system(caller.request_id.clone());
         self.change_key(&system, Operation::RotateKey, &id.to_string(), None, false, |live, root, now| {
             check_key_usable(live.meta())?;
@@ -120,7 +127,14 @@ impl Kms {
                 got = Some(current);
                 return Ok(None);
             }
+            if self.cap_rotations.recent(id, now) >= max as usize {
+                // Nothing changes and nothing is recorded here: the
+                // request's own record says why it was refused.
+                exhausted = true;
+                return Ok(None);
+            }
             let new = rotated(live, root, now)?;
+            self.cap_rotations.record(id, now);
             let v = new.meta().primary_version;
             // Nobody can use v before this rotation is applied.
             self.usage.reserve(id, v, cap);
@@ -128,6 +142,13 @@ impl Kms {
             Ok(Some(new))
         })
         .await?;
+        if exhausted {
+            return Err(KmsError::ResourceExhausted(format!(
+                "key {id} reached its usage cap (max_encryptions_per_version = {cap}) and the cap has \
+                 already made {max} versions in the last hour (limits.max_cap_rotations_per_hour); \
+                 retry later, or rotate the key with RotateKey"
+            )));
+        }
         let version = got.ok_or_else(|| KmsError::Internal("no version after rotation".into()))?;
         let live = self.state.read().expect("state lock").resolve(&KeyRef::Id(id))?;
         let secret = live.secrets.get(&version).cloned().ok_or_else(|| {
@@ -136,6 +157,34 @@ impl Kms {
         Ok((id, version, secret))
     }
 }
+
+/// When the usage cap last rotated each key, within the past hour (kept in
+/// memory: a restart forgets it, which at worst allows one more hour's worth).
+#[derive(Debug, Default)]
+pub(super) struct CapRotations(std::sync::Mutex<HashMap<KeyId, VecDeque<i64>>>);
+
+impl CapRotations {
+    /// How many cap rotations of `id` happened in the hour before `now`.
+    fn recent(&self, id: KeyId, now: i64) -> usize {
+        let mut m = self.0.lock().expect("cap rotations lock");
+        let Some(times) = m.get_mut(&id) else { return 0 };
+        while times.front().is_some_and(|t| *t <= now - HOUR_MS) {
+            times.pop_front();
+        }
+        let n = times.len();
+        if n == 0 {
+            m.remove(&id);
+        }
+        n
+    }
+
+    fn record(&self, id: KeyId, now: i64) {
+        self.0.lock().expect("cap rotations lock").entry(id).or_default().push_back(now);
+    }
+}
+
+/// One hour, in ms.
+const HOUR_MS: i64 = 3_600_000;
 
 /// Whether an enabled key's scheduled rotation time has come.
 pub(super) fn rotation_due(meta: &KeyMeta, now: i64) -> bool {

@@ -103,7 +103,7 @@ impl Kms {
         let days = days.unwrap_or(DEFAULT_DESTRUCTION_WINDOW_DAYS);
         if !(1..=365).contains(&days) {
             let e = KmsError::invalid("pending_window_days", "must be between 1 and 365");
-            return Err(self.refuse(caller, Operation::ScheduleKeyVersionDestruction, e).await);
+            return Err(self.refuse_key(caller, Operation::ScheduleKeyVersionDestruction, key, e).await);
         }
         let op = Operation::ScheduleKeyVersionDestruction;
         self.change_version(caller, op, key, version, true, move |v, now| match v.state {

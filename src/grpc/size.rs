@@ -1,0 +1,121 @@
+//! Requests over `limits.max_request_bytes`. tonic refuses a message over
+//! the services' decoding limit itself, before any handler runs, with
+//! `OUT_OF_RANGE` and its own wording; Keyward promises `INVALID_ARGUMENT`
+//! naming the limit, and an `x-request-id` on every response. Keyward never
+//! answers `OUT_OF_RANGE` itself (no `ErrorKind` maps to it), so that code
+//! with tonic's decode message means exactly this refusal: [`SizeLayer`]
+//! rewrites it on unary responses (sent trailers-only, so the status is in
+//! the headers), and [`size_status`] rewrites a stream item's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tonic::{Code, Status};
+
+use super::REQUEST_ID;
+
+/// tonic's message for a request message over the decoding limit.
+const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
+
+/// `status` as Keyward reports it, if it is tonic's refusal of an oversized
+/// request message; any other status unchanged.
+pub fn size_status(status: Status) -> Status {
+    if status.code() != Code::OutOfRange || !status.message().starts_with(TONIC_TOO_LARGE) {
+        return status;
+    }
+    // "... found N bytes, the limit is: M bytes"
+    let limit = status
+        .message()
+        .rsplit_once("the limit is: ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    let message = match limit {
+        Some(m) => {
+            format!("request exceeds the {m}-byte limit (limits.max_request_bytes); nothing was processed")
+        }
+        None => "request exceeds the size limit (limits.max_request_bytes); nothing was processed".into(),
+    };
+    let mut out = Status::invalid_argument(message);
+    *out.metadata_mut() = status.metadata().clone();
+    out
+}
+
+/// Adds [`Size`] to a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SizeLayer;
+
+impl<S> tower::Layer<S> for SizeLayer {
+    type Service = Size<S>;
+    fn layer(&self, inner: S) -> Size<S> {
+        Size { inner }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Size<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for Size<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // Set by the observe layer (outside this one) on every request.
+        let request_id = req.headers().get(REQUEST_ID).cloned();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            let out_of_range = resp.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+            if out_of_range {
+                if let Some(status) = Status::from_header_map(resp.headers()) {
+                    let rewritten = size_status(Status::new(status.code(), status.message()));
+                    if rewritten.code() != Code::OutOfRange {
+                        let headers = resp.headers_mut();
+                        headers.remove("grpc-message");
+                        if rewritten.add_header(headers).is_ok() {
+                            if let Some(id) = request_id {
+                                headers.insert(REQUEST_ID, id);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tonics_oversize_refusal_is_rewritten() {
+        let tonic = Status::out_of_range(
+            "Error, decoded message length too large: found 70000 bytes, the limit is: 65536 bytes",
+        );
+        let s = size_status(tonic);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "request exceeds the 65536-byte limit (limits.max_request_bytes); nothing was processed"
+        );
+        for other in [Status::out_of_range("something else"), Status::invalid_argument(TONIC_TOO_LARGE)] {
+            let (code, message) = (other.code(), other.message().to_string());
+            let s = size_status(other);
+            assert_eq!((s.code(), s.message()), (code, message.as_str()));
+        }
+    }
+}
