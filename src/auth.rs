@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keyward_core::Policy;
+
+/// The principal the Kubernetes KMS v2 plugin records (`crate::k8s`).
+pub const KMS_V2_PRINCIPAL: &str = "kube-apiserver";
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
 

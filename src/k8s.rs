@@ -40,7 +40,7 @@ pub const MAX_CIPHERTEXT: usize = 1024;
 const OVERHEAD: usize = HEADER_LEN + 16;
 
 /// The principal every plugin call is recorded under.
-pub const PRINCIPAL: &str = "kube-apiserver";
+pub const PRINCIPAL: &str = crate::auth::KMS_V2_PRINCIPAL;
 
 /// The plugin service over one key.
 #[derive(Debug, Clone)]

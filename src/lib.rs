@@ -17,9 +17,9 @@ pub mod cli;
 pub mod k8s_pb;
 pub mod pb;
 
-#[cfg(feature = "server")]
+#[cfg(feature = "config")]
 pub mod auth;
-#[cfg(feature = "server")]
+#[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "server")]
 pub mod grpc;

@@ -146,11 +146,19 @@ impl ServerConfig {
             Some(path) => {
                 let text = fs::read_to_string(path)
                     .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?
+                return Self::from_toml(&text, path, o);
             }
             None => FileConfig::default(),
         };
+        Self::from_parts(file, o)
+    }
+
+    /// Parses and validates the text of a configuration file (named `path`
+    /// in errors) plus overrides. Reads and writes no file: what the TOML
+    /// loader's fuzz target drives.
+    pub fn from_toml(text: &str, path: &Path, o: &Overrides) -> Result<Self, ConfigError> {
+        let file = toml::from_str::<FileConfig>(text)
+            .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
         Self::from_parts(file, o)
     }
 

@@ -29,7 +29,7 @@ pub(super) fn authenticator(dev: bool, list: Vec<FilePrincipal>) -> Result<Authe
 /// `kube-apiserver` for the KMS v2 plugin's caller (and `kms-v2`, the
 /// plugin's name), `unauthenticated` for callers refused without an
 /// identity. A configured principal may not pose as any of them.
-const RESERVED: [&str; 5] = ["system", "dev", crate::k8s::PRINCIPAL, "kms-v2", "unauthenticated"];
+const RESERVED: [&str; 5] = ["system", "dev", crate::auth::KMS_V2_PRINCIPAL, "kms-v2", "unauthenticated"];
 
 fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     if list.is_empty() {
