@@ -73,8 +73,9 @@ pub enum KmsError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
-    /// The audit record could not be made durable; nothing was done.
-    #[error("audit log unavailable; request refused")]
+    /// The audit record could not be made durable; the message says whether
+    /// anything was done (see [`AuditError`]).
+    #[error("audit log unavailable: {0}")]
     AuditUnavailable(#[source] AuditError),
     /// The store failed outside the audit path (start-up, queries).
     #[error("key store unavailable")]

@@ -16,6 +16,7 @@ mod error;
 mod kdf;
 mod random;
 mod secret;
+mod signing;
 mod wrap;
 
 pub use context::{EncryptionContext, MAX_CONTEXT_BYTES, MAX_CONTEXT_PAIRS};
@@ -23,6 +24,7 @@ pub use envelope::{open, seal, CiphertextHeader, FORMAT_V1, HEADER_LEN, MIN_CIPH
 pub use error::CryptoError;
 pub use random::random_bytes;
 pub use secret::{DataKey, Plaintext, RootKey, VersionSecret, SECRET_LEN};
+pub use signing::{AuditPublicKey, AuditSigningKey, SealedSigningKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 pub use wrap::{RootCheck, WrappedVersionSecret};
 
 /// A key id as 16 raw bytes (the UUID of the key). The crypto layer does not

@@ -92,7 +92,8 @@ impl Kms {
             Err(e) => Err(e),
             Ok(()) => {
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || crate::verify_chain(&*store))
+                let key = self.audit_identity.1;
+                tokio::task::spawn_blocking(move || crate::verify_log(&*store, Some(&key)))
                     .await
                     .map_err(|e| KmsError::Internal(e.to_string()))
                     .and_then(|r| r.map_err(KmsError::Store))

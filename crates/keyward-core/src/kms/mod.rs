@@ -31,6 +31,7 @@ mod keys;
 mod pipeline;
 mod rotation;
 mod scheduled;
+mod signer;
 mod versions;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,8 @@ pub struct Kms {
     usage: Arc<UsageBook>,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// This node's id and audit public key (checkpoints verify under it).
+    audit_identity: (crate::NodeId, keyward_crypto::AuditPublicKey),
 }
 
 impl std::fmt::Debug for Kms {
@@ -202,7 +205,11 @@ impl Kms {
             state.aliases.insert(alias, id);
         }
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
-        let audit = AuditLog::start(store.clone(), usage.clone(), config.audit).map_err(OpenError::Store)?;
+        signer::check_head(&*store)?;
+        let (node_id, signing_key, audit_key) = signer::load_or_create(&*store, &root)?;
+        let checkpoints = crate::committer::CheckpointSigner { key: signing_key, node_id, clock: clock.clone() };
+        let audit = AuditLog::start(store.clone(), usage.clone(), config.audit, Some(checkpoints))
+            .map_err(OpenError::Store)?;
         Ok(Self {
             store,
             root: Arc::new(root),
@@ -212,7 +219,13 @@ impl Kms {
             usage,
             limits: config.limits,
             clock,
+            audit_identity: (node_id, audit_key),
         })
+    }
+
+    /// This node's id and the public key its audit checkpoints verify under.
+    pub fn audit_identity(&self) -> (crate::NodeId, keyward_crypto::AuditPublicKey) {
+        self.audit_identity
     }
 
     /// The audit writer (for health reporting).
@@ -254,6 +267,12 @@ pub enum OpenError {
     /// Keys exist but no check value does.
     #[error("the data folder holds keys but no root-key check value; refusing to guess")]
     MissingCheck,
+    /// The audit chain head is missing or behind the newest record.
+    #[error("{0}; refusing to start (continuing would overwrite audit records)")]
+    AuditHead(String),
+    /// The audit signing key cannot be made or opened.
+    #[error("audit signing key: {0}")]
+    AuditKey(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
