@@ -225,6 +225,9 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<(), Status> 
             .await
             .map(drop),
         "VerifyAuditLog" => audit.verify_audit_log(who.req(pb::VerifyAuditLogRequest {})).await.map(drop),
+        "GetAuditPublicKey" => {
+            audit.get_audit_public_key(who.req(pb::GetAuditPublicKeyRequest {})).await.map(drop)
+        }
         "UpdateRotationPolicy" => keys
             .update_rotation_policy(who.req(pb::UpdateRotationPolicyRequest {
                 key_id: key.into(),
