@@ -222,3 +222,122 @@ pub fn parse_public_key_pem(pem: &str) -> Result<AuditPublicKey, String> {
 pub fn public_key_fingerprint(key: &AuditPublicKey) -> String {
     record_hash(&key.to_spki_der())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use keyward_core::{AuditRecord, NodeId};
+    use keyward_crypto::AuditSigningKey;
+
+    use super::*;
+
+    fn chain(n: u64) -> Vec<Vec<u8>> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let r = AuditRecord {
+                    seq,
+                    time_ms: 1,
+                    request_id: format!("r{seq}"),
+                    principal: "p \"quoted\" \u{e9}".into(),
+                    peer: String::new(),
+                    operation: "Encrypt".into(),
+                    key_id: None,
+                    key_version: None,
+                    alias: None,
+                    source_key_id: None,
+                    source_key_version: None,
+                    context: BTreeMap::from([("line".into(), "a\nb".into())]),
+                    outcome: "OK".into(),
+                    reason: String::new(),
+                    prev_hash: prev.clone(),
+                };
+                let bytes = crate::audit::encode(&r);
+                prev = record_hash(&bytes);
+                bytes
+            })
+            .collect()
+    }
+
+    fn export_of(records: &[Vec<u8>], key: &AuditSigningKey, at: &[u64]) -> Vec<u8> {
+        let node = NodeId::parse_str("6f1c1a9e-3b7d-4c2a-9e5f-0a1b2c3d4e5f").unwrap();
+        let mut out = Vec::new();
+        for (i, b) in records.iter().enumerate() {
+            let seq = i as u64 + 1;
+            out.extend(record_line(seq, b));
+            if at.contains(&seq) {
+                out.extend(checkpoint_line(&Checkpoint::sign(key, node, seq, record_hash(b), 7)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn export_round_trips_the_exact_bytes_and_reports_the_tail() {
+        let key = AuditSigningKey::generate().unwrap();
+        let records = chain(10);
+        let parsed = parse(&export_of(&records, &key, &[4, 7])).unwrap();
+        assert_eq!(parsed.records.iter().map(|r| r.bytes.clone()).collect::<Vec<_>>(), records);
+        let r = verify(&parsed, &key.public_key());
+        assert!(r.intact(), "{r:?}");
+        assert_eq!((r.records_checked, r.checkpoints_checked), (10, 2));
+        assert_eq!((r.last_checkpoint_seq, r.uncovered), (Some(7), Some((8, 10))));
+        let other = AuditSigningKey::generate().unwrap().public_key();
+        assert_eq!(verify(&parsed, &other).first_bad_seq, Some(4));
+    }
+
+    #[test]
+    fn a_record_dropped_under_a_checkpoint_fails() {
+        let key = AuditSigningKey::generate().unwrap();
+        let text = String::from_utf8(export_of(&chain(5), &key, &[5])).unwrap();
+        // Drop record 5 but keep the checkpoint that covers it.
+        let kept: Vec<&str> = text.lines().filter(|l| !l.contains("\"seq\":5,\"stored\"")).collect();
+        let r = verify(&parse(kept.join("\n").as_bytes()).unwrap(), &key.public_key());
+        assert_eq!(r.first_bad_seq, Some(5), "{r:?}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        assert_eq!(parse(b"\n{\"type\":\"nope\"}\n").unwrap_err().line, 2);
+        assert_eq!(parse(b"{\"type\":\"record\",\"seq\":1}").unwrap_err().line, 1);
+        assert_eq!(parse(b"{\"type\":\"record\",\"seq\":1,\"stored_hex\":\"zz\"}").unwrap_err().line, 1);
+        let bad_node = br#"{"type":"checkpoint","seq":1,"record_hash":"00","time_ms":0,"node_id":"x","signature":""}"#;
+        assert!(parse(bad_node).unwrap_err().reason.contains("node_id"));
+        assert!(parse(b"\xff\xfe").is_err());
+        assert_eq!(parse(b"").unwrap(), Export::default());
+    }
+
+    /// The export lines, frozen (offline verifiers outside this repository read them).
+    #[test]
+    fn export_lines_golden() {
+        assert_eq!(record_line(3, b"{\"seq\":3}"), b"{\"type\":\"record\",\"seq\":3,\"stored\":\"{\\\"seq\\\":3}\"}\n");
+        assert_eq!(record_line(4, &[0xff]), b"{\"type\":\"record\",\"seq\":4,\"stored_hex\":\"ff\"}\n");
+        let c = Checkpoint {
+            seq: 9,
+            record_hash: "ab".repeat(32),
+            time_ms: 5,
+            node_id: NodeId::parse_str("6f1c1a9e-3b7d-4c2a-9e5f-0a1b2c3d4e5f").unwrap(),
+            signature: vec![1, 2],
+        };
+        assert_eq!(
+            String::from_utf8(checkpoint_line(&c)).unwrap(),
+            format!(
+                "{{\"type\":\"checkpoint\",\"seq\":9,\"record_hash\":\"{}\",\"time_ms\":5,\
+                 \"node_id\":\"6f1c1a9e-3b7d-4c2a-9e5f-0a1b2c3d4e5f\",\"signature\":\"0102\"}}\n",
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(crate::checkpoint::decode(&crate::checkpoint::encode(&c)).unwrap(), c);
+    }
+
+    #[test]
+    fn public_key_pem_round_trips() {
+        let key = AuditSigningKey::generate().unwrap().public_key();
+        let pem = public_key_pem(&key);
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"), "{pem}");
+        assert_eq!(parse_public_key_pem(&pem).unwrap(), key);
+        assert!(parse_public_key_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_err());
+        assert!(parse_public_key_pem("garbage").is_err());
+    }
+}
