@@ -169,7 +169,10 @@ fn signed_export_verifies_offline_with_only_the_public_key() {
     // An edited record fails, naming its sequence number.
     let edited = dir.path().join("edited.jsonl");
     std::fs::write(&edited, text.replacen("alias/ledger", "alias/ledgex", 1)).unwrap();
-    let o = keyward(&addr, &["--output", "json", "audit", "verify", "--offline", edited.to_str().unwrap(), "--public-key", p]);
+    let o = keyward(
+        &addr,
+        &["--output", "json", "audit", "verify", "--offline", edited.to_str().unwrap(), "--public-key", p],
+    );
     assert!(!o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["intact"], false);
@@ -180,9 +183,7 @@ fn signed_export_verifies_offline_with_only_the_public_key() {
         use keyward_core::Store;
         let store = keyward_store::RocksStore::open(&data.join("db")).unwrap();
         let head = store.audit_head().unwrap().unwrap();
-        let page = store
-            .query_audit(&keyward_core::AuditQuery { limit: 1, ..Default::default() })
-            .unwrap();
+        let page = store.query_audit(&keyward_core::AuditQuery { limit: 1, ..Default::default() }).unwrap();
         let mut record = page.records[0].record.clone();
         record.seq = head.seq + 1;
         let bytes = store.encode_audit(&record);

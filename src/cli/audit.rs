@@ -391,7 +391,8 @@ mod offline {
     }
 
     pub(super) fn read_public_key(pem: &Path) -> Result<AuditPublicKey, CliError> {
-        let text = std::fs::read_to_string(pem).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))?;
+        let text =
+            std::fs::read_to_string(pem).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))?;
         export::parse_public_key_pem(&text).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))
     }
 
@@ -402,7 +403,8 @@ mod offline {
             .audit_signer()
             .map_err(|e| CliError::Input(e.to_string()))?
             .ok_or_else(|| CliError::Input(format!("{} holds no audit signing key yet", dir.display())))?;
-        let key = AuditPublicKey::from_bytes(&signer.public_key).map_err(|e| CliError::Input(e.to_string()))?;
+        let key =
+            AuditPublicKey::from_bytes(&signer.public_key).map_err(|e| CliError::Input(e.to_string()))?;
         let pem = export::public_key_pem(&key);
         print_public_key(output, &pem, &signer.node_id.to_string(), &export::public_key_fingerprint(&key));
         Ok(())
@@ -495,7 +497,10 @@ mod offline {
     use super::{CliError, Output};
 
     fn unavailable(dir: &Path) -> CliError {
-        CliError::Input(format!("cannot read {}: this keyward was built without the `server` feature", dir.display()))
+        CliError::Input(format!(
+            "cannot read {}: this keyward was built without the `server` feature",
+            dir.display()
+        ))
     }
 
     pub(super) fn public_key(dir: &Path, _output: Output) -> Result<(), CliError> {

@@ -304,8 +304,7 @@ impl Writer {
 
     /// Whether records were committed that no checkpoint covers yet.
     fn uncovered(&self, head: Option<&AuditHead>) -> bool {
-        self.signer.is_some()
-            && head.is_some_and(|h| self.last_checkpoint.is_none_or(|(seq, _)| seq < h.seq))
+        self.signer.is_some() && head.is_some_and(|h| self.last_checkpoint.is_none_or(|(seq, _)| seq < h.seq))
     }
 
     /// Writes a checkpoint-only batch (idle tick or stop).
@@ -366,7 +365,9 @@ impl Writer {
             }
             // Take the jobs whose callers still wait; a cancelled one is
             // dropped unwritten (with any lifecycle guard, unapplied).
-            jobs.retain(|j| j.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok());
+            jobs.retain(|j| {
+                j.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            });
             if jobs.is_empty() {
                 continue;
             }
@@ -395,7 +396,8 @@ impl Writer {
             let new_head = AuditHead { seq, hash: prev };
             batch.head = Some(new_head.clone());
             batch.checkpoint = self.checkpoint_due(Some(&new_head), false);
-            let (store, usage, healthy, observer) = (store.clone(), usage.clone(), healthy.clone(), observer.clone());
+            let (store, usage, healthy, observer) =
+                (store.clone(), usage.clone(), healthy.clone(), observer.clone());
             let started = Instant::now();
             match store.commit(&batch) {
                 Ok(()) => {

@@ -93,7 +93,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Calls `f` with a consistent read-only view of the audit log (one
     /// RocksDB snapshot): head, records, checkpoints and indexes as of one
     /// moment, whatever is committed meanwhile.
-    fn audit_view(&self, f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The audit log as of one moment (see [`Store::audit_view`]).

@@ -55,7 +55,10 @@ pub fn verify_chain(store: &dyn Store) -> Result<VerifyReport, StoreError> {
 /// `public_key` (or, if `None`, the stored signer's key) and names the hash
 /// of the record at its sequence number; and that every index entry points
 /// at a record that names its key or principal.
-pub fn verify_log(store: &dyn Store, public_key: Option<&AuditPublicKey>) -> Result<VerifyReport, StoreError> {
+pub fn verify_log(
+    store: &dyn Store,
+    public_key: Option<&AuditPublicKey>,
+) -> Result<VerifyReport, StoreError> {
     let mut report = None;
     store.audit_view(&mut |view| {
         report = Some(verify_view(store, view, public_key)?);
@@ -156,8 +159,10 @@ fn verify_view(
                 problems.push((stored_seq, format!("checkpoint at {stored_seq} names record {}", c.seq)))
             }
             Ok(c) => match &stored_key {
-                None => problems
-                    .push((stored_seq, format!("checkpoint {stored_seq} cannot be checked: no audit public key"))),
+                None => problems.push((
+                    stored_seq,
+                    format!("checkpoint {stored_seq} cannot be checked: no audit public key"),
+                )),
                 Some(k) if !c.verify(k) => {
                     problems.push((stored_seq, format!("checkpoint {stored_seq} has a bad signature")))
                 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{caller, open, open_with};
 use keyward_core::testing::{FaultyStore, ManualClock, MemoryStore};
 use keyward_core::{
-    checkpoint_signed_bytes, record_hash, AuditError, AuditLogConfig, AuditQuery, Caller, IndexEntry, KeyState,
-    Kms, KmsConfig, KmsError, NodeId, OpenError, Store,
+    checkpoint_signed_bytes, record_hash, AuditError, AuditLogConfig, AuditQuery, Caller, IndexEntry,
+    KeyState, Kms, KmsConfig, KmsError, NodeId, OpenError, Store,
 };
 use keyward_crypto::Plaintext;
 
@@ -61,7 +61,8 @@ async fn checkpoints_are_signed_each_second_under_load_and_at_stop() {
     let c = store.last_checkpoint().unwrap().unwrap();
     assert_eq!((c.seq, c.time_ms), (4, 1_764_633_601_000));
     assert!(c.verify(&public));
-    let page = store.query_audit(&AuditQuery { limit: 10, oldest_first: true, ..Default::default() }).unwrap();
+    let page =
+        store.query_audit(&AuditQuery { limit: 10, oldest_first: true, ..Default::default() }).unwrap();
     assert_eq!(c.record_hash, record_hash(&page.records[3].bytes));
     assert_eq!(c.node_id, kms.audit_identity().0);
     // Idle: nothing new, no checkpoint however far the clock moves.
@@ -144,7 +145,10 @@ async fn a_missing_chain_head_refuses_to_open() {
     )
     .unwrap_err();
     assert!(matches!(err, OpenError::AuditHead(_)), "{err}");
-    assert!(err.to_string().contains("records up to 1") && err.to_string().contains("head is missing"), "{err}");
+    assert!(
+        err.to_string().contains("records up to 1") && err.to_string().contains("head is missing"),
+        "{err}"
+    );
 }
 
 /// A writer stuck in a slow write: the request it took is answered "outcome

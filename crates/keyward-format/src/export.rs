@@ -74,7 +74,8 @@ pub fn record_line(seq: u64, bytes: &[u8]) -> Vec<u8> {
 
 /// The export line of a checkpoint (with its newline).
 pub fn checkpoint_line(c: &Checkpoint) -> Vec<u8> {
-    let mut out = serde_json::to_vec(&Line::Checkpoint(StoredCheckpoint::of(c))).expect("export line serialises");
+    let mut out =
+        serde_json::to_vec(&Line::Checkpoint(StoredCheckpoint::of(c))).expect("export line serialises");
     out.push(b'\n');
     out
 }
@@ -97,7 +98,9 @@ pub fn parse(input: &[u8]) -> Result<Export, ExportError> {
                 seq,
                 bytes: hex::decode(h).map_err(|_| fail("stored_hex: not hex".into()))?,
             }),
-            Line::Record { .. } => return Err(fail("a record needs exactly one of stored, stored_hex".into())),
+            Line::Record { .. } => {
+                return Err(fail("a record needs exactly one of stored, stored_hex".into()))
+            }
             Line::Checkpoint(c) => export.checkpoints.push(c.into_checkpoint().map_err(fail)?),
         }
     }
@@ -172,7 +175,10 @@ pub fn verify(export: &Export, key: &AuditPublicKey) -> OfflineReport {
     let mut last_checkpoint: Option<u64> = None;
     for c in &export.checkpoints {
         if !c.verify(key) {
-            note(c.seq, format!("checkpoint {} has a bad signature (altered, or not this node's key)", c.seq));
+            note(
+                c.seq,
+                format!("checkpoint {} has a bad signature (altered, or not this node's key)", c.seq),
+            );
             continue;
         }
         match c.seq.checked_sub(1).and_then(|i| hashes.get(i as usize)) {
@@ -302,7 +308,8 @@ mod tests {
         assert_eq!(parse(b"\n{\"type\":\"nope\"}\n").unwrap_err().line, 2);
         assert_eq!(parse(b"{\"type\":\"record\",\"seq\":1}").unwrap_err().line, 1);
         assert_eq!(parse(b"{\"type\":\"record\",\"seq\":1,\"stored_hex\":\"zz\"}").unwrap_err().line, 1);
-        let bad_node = br#"{"type":"checkpoint","seq":1,"record_hash":"00","time_ms":0,"node_id":"x","signature":""}"#;
+        let bad_node =
+            br#"{"type":"checkpoint","seq":1,"record_hash":"00","time_ms":0,"node_id":"x","signature":""}"#;
         assert!(parse(bad_node).unwrap_err().reason.contains("node_id"));
         assert!(parse(b"\xff\xfe").is_err());
         assert_eq!(parse(b"").unwrap(), Export::default());
@@ -311,7 +318,10 @@ mod tests {
     /// The export lines, frozen (offline verifiers outside this repository read them).
     #[test]
     fn export_lines_golden() {
-        assert_eq!(record_line(3, b"{\"seq\":3}"), b"{\"type\":\"record\",\"seq\":3,\"stored\":\"{\\\"seq\\\":3}\"}\n");
+        assert_eq!(
+            record_line(3, b"{\"seq\":3}"),
+            b"{\"type\":\"record\",\"seq\":3,\"stored\":\"{\\\"seq\\\":3}\"}\n"
+        );
         assert_eq!(record_line(4, &[0xff]), b"{\"type\":\"record\",\"seq\":4,\"stored_hex\":\"ff\"}\n");
         let c = Checkpoint {
             seq: 9,

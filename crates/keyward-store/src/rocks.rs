@@ -22,7 +22,8 @@ use keyward_core::{
     Store, StoreError, VersionUsage,
 };
 use keyward_core::{AuditSigner, AuditView, Checkpoint, IndexEntry};
-use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, SnapshotWithThreadMode, WriteBatch, WriteOptions, DB};
+use rocksdb::SnapshotWithThreadMode;
+use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::format::{self, FORMAT_VERSION};
 
@@ -351,7 +352,10 @@ impl Store for RocksStore {
         }
     }
 
-    fn audit_view(&self, f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let snap = self.db.snapshot();
         f(&RocksView { store: self, snap })
     }

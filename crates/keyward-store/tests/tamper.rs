@@ -274,7 +274,9 @@ async fn verify_under_concurrent_load_reports_intact() {
         let (kms, key, done) = (kms.clone(), key.clone(), done.clone());
         writers.push(tokio::spawn(async move {
             for i in 0..EACH {
-                kms.encrypt(&caller(w * 100_000 + i), &key, Plaintext::new(vec![1]), HashMap::new()).await.unwrap();
+                kms.encrypt(&caller(w * 100_000 + i), &key, Plaintext::new(vec![1]), HashMap::new())
+                    .await
+                    .unwrap();
             }
             done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }));

@@ -92,7 +92,8 @@ impl Kms {
         caller: &Caller,
     ) -> Result<(crate::NodeId, keyward_crypto::AuditPublicKey), KmsError> {
         let entry = self.entry(caller, Operation::GetAuditPublicKey);
-        let result = self.require(caller, Role::Auditor, "read the audit public key").map(|()| self.audit_identity);
+        let result =
+            self.require(caller, Role::Auditor, "read the audit public key").map(|()| self.audit_identity);
         self.finish(entry, result).await
     }
 

@@ -207,7 +207,8 @@ impl Kms {
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
         signer::check_head(&*store)?;
         let (node_id, signing_key, audit_key) = signer::load_or_create(&*store, &root)?;
-        let checkpoints = crate::committer::CheckpointSigner { key: signing_key, node_id, clock: clock.clone() };
+        let checkpoints =
+            crate::committer::CheckpointSigner { key: signing_key, node_id, clock: clock.clone() };
         let audit = AuditLog::start(store.clone(), usage.clone(), config.audit, Some(checkpoints))
             .map_err(OpenError::Store)?;
         Ok(Self {

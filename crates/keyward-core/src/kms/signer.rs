@@ -22,7 +22,9 @@ pub(super) fn load_or_create(
         })?;
         let public = key.public_key();
         if public.as_bytes() != &s.public_key {
-            return Err(OpenError::AuditKey("the stored audit public key does not match its signing key".into()));
+            return Err(OpenError::AuditKey(
+                "the stored audit public key does not match its signing key".into(),
+            ));
         }
         return Ok((s.node_id, Arc::new(key), public));
     }

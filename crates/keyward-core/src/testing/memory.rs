@@ -203,7 +203,10 @@ impl Store for MemoryStore {
         Ok(self.inner().audit.keys().next_back().copied())
     }
 
-    fn audit_view(&self, f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         // Holding the lock for the walk is the snapshot: no commit lands meanwhile.
         let inner = self.inner();
         f(&View { inner: &inner })
