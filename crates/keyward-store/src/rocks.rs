@@ -97,7 +97,10 @@ impl RocksStore {
             return Err(StoreError(format!("{} holds no Keyward database", dir.display())));
         }
         let opts = Options::default();
-        let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false).map_err(err)?;
+        // A folder no server of this build has opened yet has no checkpoints.
+        let existing = DB::list_cf(&opts, dir).map_err(err)?;
+        let cfs = ALL_CFS.into_iter().filter(|c| *c != CF_CHECKPOINTS || existing.iter().any(|e| e == c));
+        let db = DB::open_cf_for_read_only(&opts, dir, cfs, false).map_err(err)?;
         let store = Self { db };
         if let Some(v) = store.format_version()? {
             check_format(dir, v)?;
@@ -339,7 +342,8 @@ impl Store for RocksStore {
     }
 
     fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        match self.db.iterator_cf(self.cf(CF_CHECKPOINTS), IteratorMode::End).next() {
+        let Some(cf) = self.db.cf_handle(CF_CHECKPOINTS) else { return Ok(None) };
+        match self.db.iterator_cf(cf, IteratorMode::End).next() {
             Some(item) => format::checkpoint::decode(&item.map_err(err)?.1).map(Some),
             None => Ok(None),
         }
@@ -373,7 +377,9 @@ struct RocksView<'a> {
 
 impl RocksView<'_> {
     fn scan(&self, cf: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
-        for item in self.snap.iterator_cf(self.store.cf(cf), IteratorMode::From(from, Direction::Forward)) {
+        // Only `audit_checkpoints` can be absent (a read-only older folder).
+        let Some(cf) = self.store.db.cf_handle(cf) else { return Ok(()) };
+        for item in self.snap.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
             let (k, v) = item.map_err(err)?;
             if !f(&k, &v) {
                 break;

@@ -26,6 +26,7 @@ pub(super) fn load_or_create(
                 "the stored audit public key does not match its signing key".into(),
             ));
         }
+        log_identity(&s.node_id, &public, "audit signing key loaded");
         return Ok((s.node_id, Arc::new(key), public));
     }
     let node_id = NodeId::new_v4();
@@ -35,8 +36,15 @@ pub(super) fn load_or_create(
     store
         .set_audit_signer(&AuditSigner { node_id, public_key: *public.as_bytes(), sealed_key })
         .map_err(OpenError::Store)?;
-    tracing::info!(%node_id, "audit signing key created");
+    log_identity(&node_id, &public, "audit signing key created");
     Ok((node_id, Arc::new(key), public))
+}
+
+/// Logs the node id and the public key's fingerprint (both public), so an
+/// operator can check the key an auditor pinned (`keyward audit public-key`).
+fn log_identity(node_id: &NodeId, public: &AuditPublicKey, what: &str) {
+    let fingerprint = crate::audit::hash_bytes(&public.to_spki_der());
+    tracing::info!(%node_id, fingerprint_sha256 = %fingerprint, "{what}");
 }
 
 /// Refuses a log whose newest record is beyond the stored head (or that has
