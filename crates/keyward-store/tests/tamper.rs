@@ -298,4 +298,6 @@ async fn verify_under_concurrent_load_reports_intact() {
         w.await.unwrap();
     }
     assert!(walks > 0);
+    // Release the store before the process exits (RocksDB must not outlive main).
+    kms.audit_log().stop(std::time::Duration::from_secs(5));
 }
