@@ -184,6 +184,9 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             .await
             .map(meta),
         "VerifyAuditLog" => audit.verify_audit_log(who.req(pb::VerifyAuditLogRequest {})).await.map(meta),
+        "GetAuditPublicKey" => {
+            audit.get_audit_public_key(who.req(pb::GetAuditPublicKeyRequest {})).await.map(meta)
+        }
         "UpdateRotationPolicy" => keys
             .update_rotation_policy(who.req(pb::UpdateRotationPolicyRequest {
                 key_id: key.into(),

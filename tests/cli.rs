@@ -104,6 +104,106 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("loopback"));
 }
 
+/// The README's offline verification: the public key over gRPC, a clean
+/// stop, a signed export of the data folder, and verification with nothing
+/// but the export and the key; a dropped checkpoint shows as an uncovered
+/// tail, an edited record fails with its sequence number; and a data folder
+/// whose chain head is behind its records refuses to start (status 64).
+#[test]
+fn signed_export_verifies_offline_with_only_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, addr) = dev_server(&data);
+    ok(keyward(&addr, &["key", "create", "--alias", "alias/ledger"]));
+    for _ in 0..5 {
+        ok(keyward(&addr, &["encrypt", "--key", "alias/ledger", "--plaintext", "entry"]));
+    }
+    let pem = ok(keyward(&addr, &["audit", "public-key"]));
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(keyward(&addr, &["--output", "json", "audit", "public-key"]))).unwrap();
+    assert_eq!(json["public_key_pem"].as_str().unwrap().trim(), pem.trim());
+    assert_eq!(json["fingerprint_sha256"].as_str().unwrap().len(), 64);
+    let node_id = json["node_id"].as_str().unwrap().to_string();
+    let pem_file = dir.path().join("audit.pem");
+    std::fs::write(&pem_file, &pem).unwrap();
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
+
+    let d = data.to_str().unwrap();
+    let offline = ok(keyward(&addr, &["audit", "public-key", "--data-dir", d]));
+    assert_eq!(offline.trim(), pem.trim(), "the folder holds the same key");
+    let export = dir.path().join("signed.jsonl");
+    let e = export.to_str().unwrap();
+    ok(keyward(&addr, &["audit", "export", "--data-dir", d, "--out", e]));
+    let text = std::fs::read_to_string(&export).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().all(|l| l["type"] == "record" || l["type"] == "checkpoint"));
+    let records = lines.iter().filter(|l| l["type"] == "record").count();
+    assert!(records >= 7, "{records}");
+    assert_eq!(lines.last().unwrap()["type"], "checkpoint", "the clean stop signed the tail");
+
+    let p = pem_file.to_str().unwrap();
+    let v = ok(keyward(&addr, &["audit", "verify", "--offline", e, "--public-key", p]));
+    assert!(v.contains("intact") && v.contains("every record is covered"), "{v}");
+    let v: serde_json::Value = serde_json::from_str(&ok(keyward(
+        &addr,
+        &["--output", "json", "audit", "verify", "--offline", e, "--public-key", p],
+    )))
+    .unwrap();
+    assert_eq!(v["intact"], true);
+    assert_eq!(v["records_checked"], records as u64);
+    assert_eq!(v["last_checkpoint_sequence"], records as u64);
+    assert_eq!(v["uncovered_records"], 0);
+    assert_eq!(v["node_id"], node_id.as_str());
+    let v = ok(keyward(&addr, &["audit", "verify", "--data-dir", d, "--public-key", p]));
+    assert!(v.contains("intact") && v.contains("signed checkpoints"), "{v}");
+
+    // Without its last checkpoint the tail is reported as not yet covered.
+    let cut = dir.path().join("cut.jsonl");
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&cut, kept[..kept.len() - 1].join("\n")).unwrap();
+    let v = ok(keyward(&addr, &["audit", "verify", "--offline", cut.to_str().unwrap(), "--public-key", p]));
+    assert!(v.contains("are after the last checkpoint and not yet covered by a signature"), "{v}");
+
+    // An edited record fails, naming its sequence number.
+    let edited = dir.path().join("edited.jsonl");
+    std::fs::write(&edited, text.replacen("alias/ledger", "alias/ledgex", 1)).unwrap();
+    let o = keyward(
+        &addr,
+        &["--output", "json", "audit", "verify", "--offline", edited.to_str().unwrap(), "--public-key", p],
+    );
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["intact"], false);
+    assert!(v["first_bad_sequence"].as_u64().unwrap() >= 1, "{v}");
+
+    // A record beyond the chain head (a head rolled back): the server refuses to start.
+    {
+        use keyward_core::Store;
+        let store = keyward_store::RocksStore::open(&data.join("db")).unwrap();
+        let head = store.audit_head().unwrap().unwrap();
+        let page = store.query_audit(&keyward_core::AuditQuery { limit: 1, ..Default::default() }).unwrap();
+        let mut record = page.records[0].record.clone();
+        record.seq = head.seq + 1;
+        let bytes = store.encode_audit(&record);
+        store
+            .commit(&keyward_core::CommitBatch {
+                audit: vec![keyward_core::SealedRecord { record, bytes }],
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["server", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", d])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("chain head is at") && err.contains("refusing to start"), "{err}");
+}
+
 /// Starts `keyward server --dev` on a free port; returns it and its address.
 fn dev_server(data: &std::path::Path) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -49,3 +49,28 @@ async fn query_audit_log_by_alias_returns_the_keys_records_newest_first() {
     assert!(refused >= 6, "refused requests are recorded too ({refused})");
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn get_audit_public_key_verifies_the_servers_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let id = payments::create(&s).await;
+    payments::encrypt(&s, &id).await;
+    let k = s.audit().get_audit_public_key(pb::GetAuditPublicKeyRequest {}).await.unwrap().into_inner();
+    assert!(k.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{}", k.public_key_pem);
+    assert!(k.public_key_pem.trim_end().ends_with("-----END PUBLIC KEY-----"));
+    assert_eq!(k.fingerprint_sha256.len(), 64);
+    let node: keyward_core::NodeId = k.node_id.parse().unwrap();
+    let key = keyward_store::format::export::parse_public_key_pem(&k.public_key_pem).unwrap();
+    // The same key again, and the verifier finds its checkpoints good.
+    let again = s.audit().get_audit_public_key(pb::GetAuditPublicKeyRequest {}).await.unwrap().into_inner();
+    assert_eq!(again.public_key_pem, k.public_key_pem);
+    let v = s.audit().verify_audit_log(pb::VerifyAuditLogRequest {}).await.unwrap().into_inner();
+    assert!(v.intact && v.checkpoints_checked >= 1 && v.last_checkpoint_sequence >= 1, "{v:?}");
+    let dir_path = s.dir.clone();
+    s.stop().await.unwrap();
+    let store = keyward_store::RocksStore::open_read_only(&dir_path.join("db")).unwrap();
+    let c = keyward_core::Store::last_checkpoint(&store).unwrap().unwrap();
+    assert_eq!(c.node_id, node);
+    assert!(c.verify(&key), "the clean stop's checkpoint verifies under the published key");
+}

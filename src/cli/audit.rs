@@ -1,6 +1,7 @@
 //! `keyward audit ...`: query the key-usage log, export it as JSON lines,
-//! and verify its hash chain (through the server, or offline on a stopped
-//! server's data folder).
+//! and verify its hash chain (through the server, offline on a stopped
+//! server's data folder, or offline on a signed export with the node's
+//! public key and nothing else).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,14 +33,36 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Query the key-usage log (newest first).
     Query(AuditQueryArgs),
-    /// Export records as JSON lines (oldest first) to stdout or --out FILE.
+    /// Export records as JSON lines (oldest first) to stdout or --out FILE;
+    /// with --data-dir, the signed export (records with their stored bytes,
+    /// and checkpoints) that `audit verify --offline` checks.
     Export(AuditExportArgs),
-    /// Walk the hash chain; with --data-dir, offline on a stopped server's data.
-    Verify {
-        /// Data folder of a stopped server (verifies without a server).
+    /// Walk the hash chain, checkpoints and indexes; with --data-dir, offline
+    /// on a stopped server's data; with --offline FILE --public-key PEM, on a
+    /// signed export, with no server and no root key.
+    Verify(AuditVerifyArgs),
+    /// Print the node's audit public key (PEM), which verifies its signed
+    /// checkpoints; keep it apart from the server.
+    PublicKey {
+        /// Read it from a data folder instead of asking the server.
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// `keyward audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// Data folder of a stopped server (verifies without a server).
+    #[arg(long, conflicts_with = "offline")]
+    pub data_dir: Option<PathBuf>,
+    /// A signed export (`audit export --data-dir`) to verify.
+    #[arg(long, requires = "public_key")]
+    pub offline: Option<PathBuf>,
+    /// The node's audit public key, a PEM file (`audit public-key`). With
+    /// --data-dir it replaces the key the folder holds.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
 }
 
 /// Filters shared by `audit query` and `audit export`.
@@ -91,6 +114,10 @@ pub struct AuditExportArgs {
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Export every record with its stored bytes, and every signed
+    /// checkpoint, from this data folder (read-only; no filters).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl AuditFilter {
@@ -121,8 +148,18 @@ impl ClientCommand for AuditArgs {
 
     /// Runs the command; a broken chain is an error (exit status 1).
     async fn run(self, conn: &Connection, output: Output) -> Result<(), CliError> {
-        if let AuditCommand::Verify { data_dir: Some(dir) } = &self.command {
-            return verify_offline(dir, output);
+        match &self.command {
+            AuditCommand::Verify(AuditVerifyArgs { offline: Some(file), public_key: Some(pem), .. }) => {
+                return verify_export(file, pem, output);
+            }
+            AuditCommand::Verify(AuditVerifyArgs { data_dir: Some(dir), public_key, .. }) => {
+                return verify_offline(dir, public_key.as_deref(), output);
+            }
+            AuditCommand::Export(AuditExportArgs { data_dir: Some(dir), out, .. }) => {
+                return offline::export_signed(dir, out.as_deref());
+            }
+            AuditCommand::PublicKey { data_dir: Some(dir) } => return offline::public_key(dir, output),
+            _ => {}
         }
         let c = Client::connect(conn).await?;
         let mut audit = c.audit();
@@ -141,13 +178,29 @@ impl ClientCommand for AuditArgs {
                 Ok(())
             }
             AuditCommand::Export(a) => export(&c, &mut audit, a).await,
-            AuditCommand::Verify { .. } => {
+            AuditCommand::Verify(_) => {
                 let r = audit
                     .verify_audit_log(pb::VerifyAuditLogRequest {})
                     .await
                     .map_err(|s| c.rpc(s))?
                     .into_inner();
-                report(output, r.records_checked, (!r.intact).then_some(r.first_bad_sequence), &r.problem)
+                let last_checkpoint = (r.last_checkpoint_sequence > 0).then_some(r.last_checkpoint_sequence);
+                report(
+                    output,
+                    r.records_checked,
+                    (r.checkpoints_checked, last_checkpoint),
+                    (!r.intact).then_some(r.first_bad_sequence),
+                    &r.problem,
+                )
+            }
+            AuditCommand::PublicKey { .. } => {
+                let r = audit
+                    .get_audit_public_key(pb::GetAuditPublicKeyRequest {})
+                    .await
+                    .map_err(|s| c.rpc(s))?
+                    .into_inner();
+                print_public_key(output, &r.public_key_pem, &r.node_id, &r.fingerprint_sha256);
+                Ok(())
             }
         }
     }
@@ -210,15 +263,41 @@ async fn export(
     out.flush().map_err(io)
 }
 
+/// Prints the audit public key: the PEM alone as text (ready for a file).
+fn print_public_key(output: Output, pem: &str, node_id: &str, fingerprint: &str) {
+    print(
+        output,
+        json!({ "public_key_pem": pem, "node_id": node_id, "fingerprint_sha256": fingerprint }),
+        pem.trim_end().to_string(),
+    );
+}
+
 /// Prints a verification result; a broken chain is an error.
-fn report(output: Output, checked: u64, bad: Option<u64>, problem: &str) -> Result<(), CliError> {
+fn report(
+    output: Output,
+    checked: u64,
+    (checkpoints, last_checkpoint): (u64, Option<u64>),
+    bad: Option<u64>,
+    problem: &str,
+) -> Result<(), CliError> {
+    let signed = match last_checkpoint {
+        Some(c) => format!(", {checkpoints} signed checkpoints (newest at record {c})"),
+        None => ", no signed checkpoint yet".to_string(),
+    };
     let text = match bad {
-        None => format!("audit log intact: {checked} records checked"),
+        None => format!("audit log intact: {checked} records checked{signed}"),
         Some(s) => format!("audit log BROKEN at record {s}: {problem} ({checked} records checked)"),
     };
     print(
         output,
-        json!({ "records_checked": checked, "intact": bad.is_none(), "first_bad_sequence": bad.unwrap_or(0), "problem": problem }),
+        json!({
+            "records_checked": checked,
+            "checkpoints_checked": checkpoints,
+            "last_checkpoint_sequence": last_checkpoint.unwrap_or(0),
+            "intact": bad.is_none(),
+            "first_bad_sequence": bad.unwrap_or(0),
+            "problem": problem,
+        }),
         text,
     );
     match bad {
@@ -227,21 +306,208 @@ fn report(output: Output, checked: u64, bad: Option<u64>, problem: &str) -> Resu
     }
 }
 
-/// Verifies the chain in a stopped server's data folder, read-only.
+/// Verifies the chain, checkpoints and indexes in a stopped server's data
+/// folder, read-only, from one snapshot.
 #[cfg(feature = "server")]
-fn verify_offline(dir: &Path, output: Output) -> Result<(), CliError> {
-    let db = dir.join("db");
-    let store = keyward_store::RocksStore::open_read_only(&db)
-        .map_err(|e| CliError::Input(format!("{}: {e}", db.display())))?;
-    let r = keyward_core::verify_chain(&store).map_err(|e| CliError::Input(e.to_string()))?;
-    report(output, r.records_checked, r.first_bad_seq, r.problem.as_deref().unwrap_or(""))
+fn verify_offline(dir: &Path, public_key: Option<&Path>, output: Output) -> Result<(), CliError> {
+    let key = public_key.map(offline::read_public_key).transpose()?;
+    let store = offline::open(dir)?;
+    let r = keyward_core::verify_log(&store, key.as_ref()).map_err(|e| CliError::Input(e.to_string()))?;
+    report(
+        output,
+        r.records_checked,
+        (r.checkpoints_checked, r.last_checkpoint_seq),
+        r.first_bad_seq,
+        r.problem.as_deref().unwrap_or(""),
+    )
+}
+
+/// Verifies a signed export with the node's public key: nothing else needed.
+#[cfg(feature = "server")]
+fn verify_export(file: &Path, pem: &Path, output: Output) -> Result<(), CliError> {
+    use keyward_store::format::export;
+    let key = offline::read_public_key(pem)?;
+    let bytes = std::fs::read(file).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    let parsed = export::parse(&bytes).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    let r = export::verify(&parsed, &key);
+    let tail = match r.uncovered {
+        Some((a, b)) => format!(
+            "records {a}..{b} ({}) are after the last checkpoint and not yet covered by a signature",
+            b - a + 1
+        ),
+        None => "every record is covered by a signed checkpoint".to_string(),
+    };
+    let text = match r.first_bad_seq {
+        None => format!(
+            "audit export intact: {} records, {} signed checkpoints checked; {tail}",
+            r.records_checked, r.checkpoints_checked
+        ),
+        Some(s) => format!(
+            "audit export BROKEN at record {s}: {} ({} records checked)",
+            r.problem.as_deref().unwrap_or(""),
+            r.records_checked
+        ),
+    };
+    let (first, last) = r.uncovered.unwrap_or((0, 0));
+    print(
+        output,
+        json!({
+            "intact": r.intact(),
+            "records_checked": r.records_checked,
+            "checkpoints_checked": r.checkpoints_checked,
+            "last_record_sequence": r.last_record_seq,
+            "last_checkpoint_sequence": r.last_checkpoint_seq.unwrap_or(0),
+            "uncovered_first_sequence": first,
+            "uncovered_last_sequence": last,
+            "uncovered_records": if r.uncovered.is_some() { last - first + 1 } else { 0 },
+            "node_id": r.node_id.clone().unwrap_or_default(),
+            "first_bad_sequence": r.first_bad_seq.unwrap_or(0),
+            "problem": r.problem.clone().unwrap_or_default(),
+        }),
+        text,
+    );
+    match r.first_bad_seq {
+        None => Ok(()),
+        Some(s) => Err(CliError::Input(format!("audit export broken at record {s}"))),
+    }
+}
+
+/// The commands that read a data folder directly (read-only).
+#[cfg(feature = "server")]
+mod offline {
+    use std::io::Write;
+    use std::path::Path;
+
+    use keyward_core::{Store, StoreError};
+    use keyward_crypto::AuditPublicKey;
+    use keyward_store::format::export;
+    use keyward_store::RocksStore;
+
+    use super::{print_public_key, CliError, Output};
+
+    pub(super) fn open(dir: &Path) -> Result<RocksStore, CliError> {
+        let db = dir.join("db");
+        RocksStore::open_read_only(&db).map_err(|e| CliError::Input(format!("{}: {e}", db.display())))
+    }
+
+    pub(super) fn read_public_key(pem: &Path) -> Result<AuditPublicKey, CliError> {
+        let text =
+            std::fs::read_to_string(pem).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))?;
+        export::parse_public_key_pem(&text).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))
+    }
+
+    /// The key the folder holds (node id and public key are stored in plain).
+    pub(super) fn public_key(dir: &Path, output: Output) -> Result<(), CliError> {
+        let store = open(dir)?;
+        let signer = store
+            .audit_signer()
+            .map_err(|e| CliError::Input(e.to_string()))?
+            .ok_or_else(|| CliError::Input(format!("{} holds no audit signing key yet", dir.display())))?;
+        let key =
+            AuditPublicKey::from_bytes(&signer.public_key).map_err(|e| CliError::Input(e.to_string()))?;
+        let pem = export::public_key_pem(&key);
+        print_public_key(output, &pem, &signer.node_id.to_string(), &export::public_key_fingerprint(&key));
+        Ok(())
+    }
+
+    /// Every record (stored bytes) and checkpoint, from one snapshot, each
+    /// checkpoint after the record it covers.
+    pub(super) fn export_signed(dir: &Path, out: Option<&Path>) -> Result<(), CliError> {
+        let io = |e: std::io::Error| CliError::Input(format!("writing export: {e}"));
+        let store = open(dir)?;
+        let mut w: Box<dyn Write> = match out {
+            Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?)),
+            None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        };
+        let (mut records, mut checkpoints) = (0u64, 0u64);
+        store
+            .audit_view(&mut |view| {
+                let mut cps = Vec::new();
+                let mut bad = None;
+                view.scan_checkpoints(&mut |seq, c| match c {
+                    Ok(c) => {
+                        cps.push(c);
+                        true
+                    }
+                    Err(e) => {
+                        bad = Some(StoreError(format!("checkpoint {seq}: {}", e.0)));
+                        false
+                    }
+                })?;
+                if let Some(e) = bad {
+                    return Err(e);
+                }
+                let mut next = cps.iter().peekable();
+                let mut failed = None;
+                view.scan_records(1, &mut |seq, bytes| {
+                    let mut lines = export::record_line(seq, bytes);
+                    records += 1;
+                    while let Some(c) = next.next_if(|c| c.seq <= seq) {
+                        lines.extend(export::checkpoint_line(c));
+                        checkpoints += 1;
+                    }
+                    match w.write_all(&lines) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                })?;
+                for c in next {
+                    checkpoints += 1;
+                    if let Err(e) = w.write_all(&export::checkpoint_line(c)) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                match failed {
+                    Some(e) => Err(StoreError(format!("writing export: {e}"))),
+                    None => Ok(()),
+                }
+            })
+            .map_err(|e| CliError::Input(e.0))?;
+        w.flush().map_err(io)?;
+        eprintln!("exported {records} records and {checkpoints} signed checkpoints");
+        Ok(())
+    }
 }
 
 /// Offline verification opens the store, which this build leaves out.
 #[cfg(not(feature = "server"))]
-fn verify_offline(dir: &Path, _output: Output) -> Result<(), CliError> {
+fn verify_offline(dir: &Path, _key: Option<&Path>, _output: Output) -> Result<(), CliError> {
     Err(CliError::Input(format!(
         "cannot verify {} offline: this keyward was built without the `server` feature",
         dir.display()
     )))
+}
+
+#[cfg(not(feature = "server"))]
+fn verify_export(file: &Path, _pem: &Path, _output: Output) -> Result<(), CliError> {
+    Err(CliError::Input(format!(
+        "cannot verify {} offline: this keyward was built without the `server` feature",
+        file.display()
+    )))
+}
+
+#[cfg(not(feature = "server"))]
+mod offline {
+    use std::path::Path;
+
+    use super::{CliError, Output};
+
+    fn unavailable(dir: &Path) -> CliError {
+        CliError::Input(format!(
+            "cannot read {}: this keyward was built without the `server` feature",
+            dir.display()
+        ))
+    }
+
+    pub(super) fn public_key(dir: &Path, _output: Output) -> Result<(), CliError> {
+        Err(unavailable(dir))
+    }
+
+    pub(super) fn export_signed(dir: &Path, _out: Option<&Path>) -> Result<(), CliError> {
+        Err(unavailable(dir))
+    }
 }

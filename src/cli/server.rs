@@ -49,6 +49,8 @@ fn failed(e: ServerError) -> ExitCode {
     eprintln!("error: {e}");
     match e {
         ServerError::Config(_) => ExitCode::from(64),
+        // A data folder whose audit chain cannot be continued safely.
+        ServerError::Open(keyward_core::OpenError::AuditHead(_)) => ExitCode::from(64),
         _ => ExitCode::FAILURE,
     }
 }

@@ -53,6 +53,25 @@ impl AuditService for AuditApi {
                 intact: rep.intact(),
                 first_bad_sequence: rep.first_bad_seq.unwrap_or(0),
                 problem: rep.problem.unwrap_or_default(),
+                checkpoints_checked: rep.checkpoints_checked,
+                last_checkpoint_sequence: rep.last_checkpoint_seq.unwrap_or(0),
+            }),
+        )
+    }
+
+    async fn get_audit_public_key(
+        &self,
+        req: Request<pb::GetAuditPublicKeyRequest>,
+    ) -> Result<Response<pb::GetAuditPublicKeyResponse>, Status> {
+        use keyward_store::format::export::{public_key_fingerprint, public_key_pem};
+        let c = self.0.caller(&req, Operation::GetAuditPublicKey).await?;
+        let out = self.0.kms.audit_public_key(&c).await;
+        respond(
+            &c,
+            out.map(|(node_id, key)| pb::GetAuditPublicKeyResponse {
+                public_key_pem: public_key_pem(&key),
+                node_id: node_id.to_string(),
+                fingerprint_sha256: public_key_fingerprint(&key),
             }),
         )
     }

@@ -71,6 +71,8 @@ pub enum Operation {
     ListKeyVersions,
     /// The `MarkKeyVersionCompromised` RPC.
     MarkKeyVersionCompromised,
+    /// The `GetAuditPublicKey` RPC.
+    GetAuditPublicKey,
 }
 
 impl Operation {
@@ -104,6 +106,7 @@ impl Operation {
             Self::UpdateRotationPolicy => "UpdateRotationPolicy",
             Self::ListKeyVersions => "ListKeyVersions",
             Self::MarkKeyVersionCompromised => "MarkKeyVersionCompromised",
+            Self::GetAuditPublicKey => "GetAuditPublicKey",
         }
     }
 }

@@ -18,8 +18,21 @@
 //! requests give up with an error while the writer finishes on its own.
 //! The `healthy` watch flips to false on either and back to true on the next
 //! successful write.
+//!
+//! Honest replies: the queue is bounded (`queue_limit`; a full queue refuses
+//! at once). A request that gives up at the deadline cancels its job if the
+//! writer has not taken it yet (then nothing was done, and the reply says
+//! so); if the writer already took it, the reply says the outcome is unknown
+//! and names the request id to look up in the audit log.
+//!
+//! Checkpoints: when records were committed since the last checkpoint and
+//! `checkpoint_every` has passed on the clock (and at a clean stop), the
+//! writer signs a [`Checkpoint`] of the new head with the node's key and
+//! stores it in the same synced batch as the records it covers. An idle
+//! writer wakes once per `checkpoint_every` of real time to sign records
+//! that are still uncovered.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -28,6 +41,7 @@ use tokio::sync::{oneshot, watch};
 use crate::audit::hash_bytes;
 use crate::usage::UsageBook;
 use crate::{AuditEntry, AuditHead, AuditRecord, CommitBatch, SealedRecord, Store, StoreError};
+use crate::{Checkpoint, Clock, NodeId};
 
 /// Tuning for the committer.
 #[derive(Debug, Clone)]
@@ -42,7 +56,14 @@ pub struct AuditLogConfig {
     pub linger: Duration,
     /// How many requests the server is handling right now (kept by the edge).
     pub in_flight: Option<Arc<AtomicUsize>>,
+    /// Most records waiting for the writer; more are refused at once (UNAVAILABLE).
+    pub queue_limit: usize,
+    /// How often, under load, the writer signs a checkpoint.
+    pub checkpoint_every: Duration,
 }
+
+/// Default [`AuditLogConfig::queue_limit`].
+pub const DEFAULT_AUDIT_QUEUE_LIMIT: usize = 16_384;
 
 impl Default for AuditLogConfig {
     fn default() -> Self {
@@ -52,6 +73,8 @@ impl Default for AuditLogConfig {
             observer: None,
             linger: Duration::from_micros(500),
             in_flight: None,
+            queue_limit: DEFAULT_AUDIT_QUEUE_LIMIT,
+            checkpoint_every: Duration::from_secs(1),
         }
     }
 }
@@ -65,19 +88,46 @@ pub trait AuditObserver: Send + Sync + std::fmt::Debug {
     fn failed(&self, records: usize, elapsed: Duration);
 }
 
-/// Why a record could not be made durable.
+/// Why a record could not be made durable. Each message says whether
+/// anything was done.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The store refused the write.
-    #[error("audit write failed")]
+    #[error("audit write failed; nothing was done")]
     Write(#[source] Arc<StoreError>),
-    /// The writer did not finish within the deadline.
-    #[error("audit write did not complete within {0:?}")]
+    /// The writer did not take the job within the deadline; it was cancelled.
+    #[error("audit write did not start within {0:?}; the request was cancelled and nothing was done")]
     Timeout(Duration),
+    /// The writer took the job but did not finish within the deadline: the
+    /// record (and any change with it) may still be written.
+    #[error(
+        "audit write did not complete within {deadline:?}; the outcome is unknown: look up request id \
+         {request_id:?} in the audit log"
+    )]
+    OutcomeUnknown {
+        /// The deadline that passed.
+        deadline: Duration,
+        /// The request id the record carries.
+        request_id: String,
+    },
+    /// The queue holds its limit of waiting records.
+    #[error("audit queue full ({0} records waiting, the limit); nothing was done, retry later")]
+    QueueFull(usize),
     /// The writer thread is gone (shutdown).
-    #[error("audit writer stopped")]
+    #[error("audit writer stopped; nothing was done")]
     Stopped,
 }
+
+/// What signs checkpoints: the node's key, its id, and the clock.
+pub(crate) struct CheckpointSigner {
+    pub key: Arc<keyward_crypto::AuditSigningKey>,
+    pub node_id: NodeId,
+    pub clock: Arc<dyn Clock>,
+}
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const CANCELLED: u8 = 2;
 
 /// Changes a lifecycle operation commits together with its record.
 pub(crate) struct Mutation {
@@ -92,6 +142,8 @@ struct Job {
     entry: AuditEntry,
     mutation: Option<Mutation>,
     reply: oneshot::Sender<Result<u64, AuditError>>,
+    /// QUEUED until the writer takes it (TAKEN) or its caller gives up first (CANCELLED).
+    state: Arc<AtomicU8>,
 }
 
 #[expect(
@@ -107,9 +159,10 @@ enum Msg {
 /// Handle to the audit writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::SyncSender<Msg>,
     healthy: Arc<watch::Sender<bool>>,
     deadline: Duration,
+    queue_limit: usize,
 }
 
 impl std::fmt::Debug for Job {
@@ -124,9 +177,13 @@ impl AuditLog {
         store: Arc<dyn Store>,
         usage: Arc<UsageBook>,
         config: AuditLogConfig,
+        signer: Option<CheckpointSigner>,
     ) -> Result<Self, StoreError> {
         let head = store.audit_head()?;
-        let (tx, rx) = mpsc::channel();
+        let last_checkpoint = store.last_checkpoint()?.map(|c| (c.seq, c.time_ms));
+        let queue_limit = config.queue_limit.max(1);
+        let (tx, rx) = mpsc::sync_channel(queue_limit);
+        let checkpoint_every = config.checkpoint_every;
         let healthy = Arc::new(watch::Sender::new(true));
         let writer_health = healthy.clone();
         let max_batch = config.max_batch.max(1);
@@ -142,11 +199,14 @@ impl AuditLog {
                     max_batch,
                     observer: config.observer,
                     linger,
+                    signer,
+                    last_checkpoint,
+                    checkpoint_every,
                 }
                 .run(rx)
             })
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
-        Ok(Self { tx, healthy, deadline: config.deadline })
+        Ok(Self { tx, healthy, deadline: config.deadline, queue_limit })
     }
 
     /// Appends a record and waits until it is durable; returns its sequence number.
@@ -160,7 +220,14 @@ impl AuditLog {
         mutation: Option<Mutation>,
     ) -> Result<u64, AuditError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Job(Job { entry, mutation, reply })).map_err(|_| AuditError::Stopped)?;
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let request_id = entry.request_id.clone();
+        match self.tx.try_send(Msg::Job(Job { entry, mutation, reply, state: state.clone() })) {
+            Ok(()) => {}
+            // Dropping the job drops any lifecycle guard without applying.
+            Err(mpsc::TrySendError::Full(_)) => return Err(AuditError::QueueFull(self.queue_limit)),
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
+        }
         match tokio::time::timeout(self.deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(AuditError::Stopped),
@@ -171,7 +238,11 @@ impl AuditLog {
                         "audit writer stuck past its deadline; refusing key use until it recovers"
                     );
                 }
-                Err(AuditError::Timeout(self.deadline))
+                // Cancel if the writer has not taken the job; else say we do not know.
+                match state.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => Err(AuditError::Timeout(self.deadline)),
+                    Err(_) => Err(AuditError::OutcomeUnknown { deadline: self.deadline, request_id }),
+                }
             }
         }
     }
@@ -180,9 +251,20 @@ impl AuditLog {
     /// the store is released when this returns (at most `timeout`).
     pub fn stop(&self, timeout: Duration) {
         let (done, wait) = mpsc::channel();
-        if self.tx.send(Msg::Stop(done)).is_ok() {
-            let _ = wait.recv_timeout(timeout);
+        let until = Instant::now() + timeout;
+        let mut msg = Msg::Stop(done);
+        // The queue may be full: retry until the writer makes room or time is up.
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(m)) if Instant::now() < until => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = wait.recv_timeout(until.saturating_duration_since(Instant::now()));
     }
 
     /// Watches whether the last audit write succeeded (for health reporting).
@@ -200,19 +282,64 @@ struct Writer {
     max_batch: usize,
     observer: Option<Arc<dyn AuditObserver>>,
     linger: Option<(Arc<AtomicUsize>, Duration)>,
+    signer: Option<CheckpointSigner>,
+    /// Sequence number and time of the newest stored checkpoint.
+    last_checkpoint: Option<(u64, i64)>,
+    checkpoint_every: Duration,
 }
 
 impl Writer {
-    fn run(self, rx: mpsc::Receiver<Msg>) {
-        let Writer { store, usage, mut head, healthy, max_batch, observer, linger } = self;
-        let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    /// A checkpoint of `head`, if one is due: records since the last one,
+    /// and `checkpoint_every` passed on the clock (or `force`, at stop).
+    fn checkpoint_due(&self, head: Option<&AuditHead>, force: bool) -> Option<Checkpoint> {
+        let (signer, head) = (self.signer.as_ref()?, head?);
+        let now = signer.clock.now_ms();
+        let due = match self.last_checkpoint {
+            None => true,
+            Some((seq, _)) if seq >= head.seq => false,
+            Some((_, at)) => force || now.saturating_sub(at) >= self.checkpoint_every.as_millis() as i64,
+        };
+        due.then(|| Checkpoint::sign(&signer.key, signer.node_id, head.seq, head.hash.clone(), now))
+    }
+
+    /// Whether records were committed that no checkpoint covers yet.
+    fn uncovered(&self, head: Option<&AuditHead>) -> bool {
+        self.signer.is_some() && head.is_some_and(|h| self.last_checkpoint.is_none_or(|(seq, _)| seq < h.seq))
+    }
+
+    /// Writes a checkpoint-only batch (idle tick or stop).
+    fn write_checkpoint(&mut self, head: Option<&AuditHead>, force: bool) {
+        let Some(c) = self.checkpoint_due(head, force) else { return };
+        let (seq, at) = (c.seq, c.time_ms);
+        match self.store.commit(&CommitBatch { checkpoint: Some(c), ..Default::default() }) {
+            Ok(()) => self.last_checkpoint = Some((seq, at)),
+            Err(e) => tracing::error!(error = %e, "audit checkpoint write failed"),
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut head = self.head.take();
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.max_batch);
         let mut stop: Option<mpsc::Sender<()>> = None;
         while stop.is_none() {
-            match rx.recv() {
+            let msg = if self.uncovered(head.as_ref()) {
+                match rx.recv_timeout(self.checkpoint_every) {
+                    Ok(m) => Ok(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.write_checkpoint(head.as_ref(), false);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                }
+            } else {
+                rx.recv().map_err(|_| ())
+            };
+            match msg {
                 Ok(Msg::Job(job)) => jobs.push(job),
                 Ok(Msg::Stop(done)) => stop = Some(done),
-                Err(_) => break,
+                Err(()) => break,
             }
+            let (max_batch, linger) = (self.max_batch, &self.linger);
             while jobs.len() < max_batch && stop.is_none() {
                 match rx.try_recv() {
                     Ok(Msg::Job(job)) => jobs.push(job),
@@ -236,9 +363,15 @@ impl Writer {
                     }
                 }
             }
+            // Take the jobs whose callers still wait; a cancelled one is
+            // dropped unwritten (with any lifecycle guard, unapplied).
+            jobs.retain(|j| {
+                j.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            });
             if jobs.is_empty() {
                 continue;
             }
+            let Writer { store, usage, healthy, observer, .. } = &self;
             let (mut seq, mut prev) = match &head {
                 Some(h) => (h.seq, h.hash.clone()),
                 None => (0, crate::GENESIS_HASH.to_string()),
@@ -262,9 +395,15 @@ impl Writer {
             }
             let new_head = AuditHead { seq, hash: prev };
             batch.head = Some(new_head.clone());
+            batch.checkpoint = self.checkpoint_due(Some(&new_head), false);
+            let (store, usage, healthy, observer) =
+                (store.clone(), usage.clone(), healthy.clone(), observer.clone());
             let started = Instant::now();
             match store.commit(&batch) {
                 Ok(()) => {
+                    if let Some(c) = &batch.checkpoint {
+                        self.last_checkpoint = Some((c.seq, c.time_ms));
+                    }
                     if let Some(o) = &observer {
                         o.committed(replies.len(), started.elapsed());
                     }
@@ -297,8 +436,11 @@ impl Writer {
                 }
             }
         }
+        if stop.is_some() {
+            self.write_checkpoint(head.as_ref(), true);
+        }
         drop(rx);
-        drop(store);
+        drop(self);
         if let Some(done) = stop {
             let _ = done.send(());
         }

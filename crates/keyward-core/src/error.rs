@@ -79,8 +79,9 @@ pub enum KmsError {
     /// A quota is used up; retrying later may succeed.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// The audit record could not be made durable; nothing was done.
-    #[error("audit log unavailable; request refused")]
+    /// The audit record could not be made durable; the message says whether
+    /// anything was done (see [`AuditError`]).
+    #[error("audit log unavailable: {0}")]
     AuditUnavailable(#[source] AuditError),
     /// The store failed outside the audit path (start-up, queries).
     #[error("key store unavailable")]

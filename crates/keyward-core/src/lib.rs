@@ -12,6 +12,7 @@
 
 mod access;
 mod audit;
+mod checkpoint;
 mod clock;
 mod committer;
 mod error;
@@ -32,8 +33,11 @@ pub use audit::{
     hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Operation, Outcome,
     GENESIS_HASH,
 };
+pub use checkpoint::{
+    checkpoint_signed_bytes, index_entries, AuditSigner, Checkpoint, IndexEntry, NodeId, CHECKPOINT_TAG,
+};
 pub use clock::{Clock, SystemClock};
-pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver};
+pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver, DEFAULT_AUDIT_QUEUE_LIMIT};
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
@@ -47,5 +51,5 @@ pub use model::{
     MIN_ROTATION_PERIOD_MS,
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
-pub use store::{AliasChange, AliasEntry, CommitBatch, SealedRecord, Store, StoreError};
-pub use verify::{verify_chain, VerifyReport};
+pub use store::{AliasChange, AliasEntry, AuditView, CommitBatch, SealedRecord, Store, StoreError};
+pub use verify::{verify_chain, verify_log, VerifyReport};

@@ -4,6 +4,7 @@
 use keyward_crypto::RecordTag;
 
 use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, VersionUsage};
+use crate::{AuditSigner, Checkpoint, IndexEntry};
 
 /// A storage failure. Carries the adapter's message for the server log; it
 /// is never sent to callers.
@@ -70,6 +71,9 @@ pub struct CommitBatch {
     pub head: Option<AuditHead>,
     /// New totals of the versions used by this batch's records.
     pub usage: Vec<(KeyId, u32, VersionUsage)>,
+    /// A signed checkpoint of the chain (at most one per batch), stored
+    /// under its sequence number.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// Where keys and the audit log live. Implementations: RocksDB (production,
@@ -110,4 +114,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Calls `f(seq_in_key, stored_bytes)` for each audit record in key order,
     /// from `from_seq`, until `f` returns false. Used by the chain verifier.
     fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+    /// The node's audit signing identity, if one was stored.
+    fn audit_signer(&self) -> Result<Option<AuditSigner>, StoreError>;
+    /// Stores the node's audit signing identity (synced).
+    fn set_audit_signer(&self, signer: &AuditSigner) -> Result<(), StoreError>;
+    /// The checkpoint with the highest sequence number.
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+    /// The highest sequence number of a stored audit record (whatever the head says).
+    fn newest_audit_seq(&self) -> Result<Option<u64>, StoreError>;
+    /// Calls `f` with a consistent read-only view of the audit log (one
+    /// RocksDB snapshot): head, records, checkpoints and indexes as of one
+    /// moment, whatever is committed meanwhile.
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The audit log as of one moment (see [`Store::audit_view`]).
+pub trait AuditView {
+    /// The chain head.
+    fn head(&self) -> Result<Option<AuditHead>, StoreError>;
+    /// The node's signing identity.
+    fn signer(&self) -> Result<Option<AuditSigner>, StoreError>;
+    /// The stored bytes of record `seq`.
+    fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Calls `f(seq_in_key, stored_bytes)` for each record from `from_seq`
+    /// in order, until `f` returns false.
+    fn scan_records(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+    /// Calls `f(seq_in_key, checkpoint)` for each stored checkpoint in order
+    /// (a checkpoint that does not decode is an `Err`), until `f` returns false.
+    fn scan_checkpoints(
+        &self,
+        f: &mut dyn FnMut(u64, Result<Checkpoint, StoreError>) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Whether the index holds `entry`.
+    fn has_index(&self, entry: &IndexEntry) -> Result<bool, StoreError>;
+    /// Calls `f` for every index entry (key index, then principal index),
+    /// until `f` returns false.
+    fn scan_index(&self, f: &mut dyn FnMut(IndexEntry) -> bool) -> Result<(), StoreError>;
 }

@@ -17,6 +17,7 @@ mod kdf;
 mod mac;
 mod random;
 mod secret;
+mod signing;
 mod wrap;
 
 pub use context::{EncryptionContext, MAX_CONTEXT_BYTES, MAX_CONTEXT_PAIRS};
@@ -25,6 +26,7 @@ pub use error::CryptoError;
 pub use mac::{RecordKey, RecordTag, RECORD_TAG_LEN};
 pub use random::random_bytes;
 pub use secret::{DataKey, Plaintext, RootKey, VersionSecret, SECRET_LEN};
+pub use signing::{AuditPublicKey, AuditSigningKey, SealedSigningKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 pub use wrap::{RootCheck, WrappedVersionSecret};
 
 /// A key id as 16 raw bytes (the UUID of the key). The crypto layer does not

@@ -20,9 +20,15 @@
 //!   hashes exactly these bytes)
 //! - the audit chain head: JSON `{"seq":N,"hash":"hex"}`
 //! - usage totals: four big-endian 64-bit numbers, see [`usage`]
+//! - signed audit checkpoints and the node's audit signer: JSON, see [`checkpoint`]
+//!   (added without a format bump: older builds never read them)
+//!
+//! Not stored but frozen too: the audit export, see [`export`].
 
 pub mod aliases;
 pub mod audit;
+pub mod checkpoint;
+pub mod export;
 pub mod keys;
 pub mod usage;
 

@@ -10,6 +10,8 @@
 //! - `audit_by_key`: key UUID (16) || sequence (u64 BE) -> empty
 //! - `audit_by_principal`: len (u16 BE) || principal || sequence (u64 BE) -> empty
 //! - `usage`: key UUID (16) || version (u32 BE) -> usage totals (32 bytes)
+//! - `audit_checkpoints`: sequence (u64 BE) -> signed checkpoint of the chain at that record
+//! - `meta` also holds `audit_signer` (node id, audit public key, sealed signing key)
 //!
 //! Every `commit` is one `WriteBatch` written with `sync = true`: the keys,
 //! aliases, audit records, their index entries and the chain head land
@@ -31,7 +33,9 @@ use keyward_core::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
     SealedRecord, Store, StoreError, VersionUsage,
 };
+use keyward_core::{AuditSigner, AuditView, Checkpoint, IndexEntry};
 use keyward_crypto::WrappedVersionSecret;
+use rocksdb::SnapshotWithThreadMode;
 use rocksdb::{
     BottommostLevelCompaction, ColumnFamily, CompactOptions, Direction, FlushOptions, IteratorMode, Options,
     WriteBatch, WriteOptions, DB,
@@ -47,8 +51,19 @@ const CF_AUDIT: &str = "audit";
 const CF_BY_KEY: &str = "audit_by_key";
 const CF_BY_PRINCIPAL: &str = "audit_by_principal";
 const CF_USAGE: &str = "usage";
-const ALL_CFS: [&str; 8] =
-    [CF_KEYS, CF_SECRETS, CF_ALIASES, CF_META, CF_AUDIT, CF_BY_KEY, CF_BY_PRINCIPAL, CF_USAGE];
+const CF_CHECKPOINTS: &str = "audit_checkpoints";
+const ALL_CFS: [&str; 9] = [
+    CF_KEYS,
+    CF_SECRETS,
+    CF_ALIASES,
+    CF_META,
+    CF_AUDIT,
+    CF_BY_KEY,
+    CF_BY_PRINCIPAL,
+    CF_USAGE,
+    CF_CHECKPOINTS,
+];
+const AUDIT_SIGNER: &[u8] = b"audit_signer";
 const ROOT_CHECK: &[u8] = b"root_check";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const FORMAT: &[u8] = b"format_version";
@@ -206,7 +221,8 @@ impl RocksStore {
             return Err(StoreError(format!("{} holds no Keyward database", dir.display())));
         }
         let opts = Options::default();
-        // A format-1 folder has no `secrets` column family yet.
+        // An older folder may lack column families added since (`secrets` in
+        // format 1, `audit_checkpoints` before checkpoints).
         let existing = DB::list_cf(&opts, dir).map_err(err)?;
         let cfs = ALL_CFS.iter().filter(|n| existing.iter().any(|e| e == *n));
         let db = DB::open_cf_for_read_only(&opts, dir, cfs, false).map_err(err)?;
@@ -427,6 +443,9 @@ impl Store for RocksStore {
         if shred {
             b.put_cf(meta, SHRED_PENDING, []);
         }
+        if let Some(c) = &batch.checkpoint {
+            b.put_cf(self.cf(CF_CHECKPOINTS), c.seq.to_be_bytes(), format::checkpoint::encode(c));
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(b, &wo).map_err(err)?;
@@ -472,5 +491,168 @@ impl Store for RocksStore {
             }
         }
         Ok(())
+    }
+
+    fn audit_signer(&self) -> Result<Option<AuditSigner>, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), AUDIT_SIGNER).map_err(err)? {
+            Some(b) => format::checkpoint::decode_signer(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn set_audit_signer(&self, signer: &AuditSigner) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_META), AUDIT_SIGNER, format::checkpoint::encode_signer(signer));
+        self.db.write_opt(b, &wo).map_err(err)
+    }
+
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(cf) = self.db.cf_handle(CF_CHECKPOINTS) else { return Ok(None) };
+        match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            Some(item) => format::checkpoint::decode(&item.map_err(err)?.1).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn newest_audit_seq(&self) -> Result<Option<u64>, StoreError> {
+        match self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::End).next() {
+            Some(item) => seq_of(&item.map_err(err)?.0).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let snap = self.db.snapshot();
+        f(&RocksView { store: self, snap })
+    }
+}
+
+fn seq_of(k: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(k.try_into().map_err(|_| StoreError("corrupt audit key".into()))?))
+}
+
+/// The audit log as of one RocksDB snapshot.
+struct RocksView<'a> {
+    store: &'a RocksStore,
+    snap: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl RocksView<'_> {
+    fn scan(&self, cf: &str, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        // Only `audit_checkpoints` can be absent (a read-only older folder).
+        let Some(cf) = self.store.db.cf_handle(cf) else { return Ok(()) };
+        for item in self.snap.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
+            let (k, v) = item.map_err(err)?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AuditView for RocksView<'_> {
+    fn head(&self) -> Result<Option<AuditHead>, StoreError> {
+        match self.snap.get_cf(self.store.cf(CF_META), AUDIT_HEAD).map_err(err)? {
+            Some(b) => format::audit::decode_head(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn signer(&self) -> Result<Option<AuditSigner>, StoreError> {
+        match self.snap.get_cf(self.store.cf(CF_META), AUDIT_SIGNER).map_err(err)? {
+            Some(b) => format::checkpoint::decode_signer(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.snap.get_cf(self.store.cf(CF_AUDIT), seq.to_be_bytes()).map_err(err)
+    }
+
+    fn scan_records(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let mut bad_key = None;
+        self.scan(CF_AUDIT, &from_seq.to_be_bytes(), &mut |k, v| match seq_of(k) {
+            Ok(seq) => f(seq, v),
+            Err(e) => {
+                bad_key = Some(e);
+                false
+            }
+        })?;
+        bad_key.map_or(Ok(()), Err)
+    }
+
+    fn scan_checkpoints(
+        &self,
+        f: &mut dyn FnMut(u64, Result<Checkpoint, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut bad_key = None;
+        self.scan(CF_CHECKPOINTS, &[], &mut |k, v| match seq_of(k) {
+            Ok(seq) => f(seq, format::checkpoint::decode(v)),
+            Err(e) => {
+                bad_key = Some(e);
+                false
+            }
+        })?;
+        bad_key.map_or(Ok(()), Err)
+    }
+
+    fn has_index(&self, entry: &IndexEntry) -> Result<bool, StoreError> {
+        let (cf, key) = match entry {
+            IndexEntry::Key(id, seq) => (CF_BY_KEY, [&id.as_bytes()[..], &seq.to_be_bytes()].concat()),
+            IndexEntry::Principal(p, seq) => {
+                (CF_BY_PRINCIPAL, [principal_prefix(p).as_slice(), &seq.to_be_bytes()].concat())
+            }
+        };
+        Ok(self.snap.get_cf(self.store.cf(cf), key).map_err(err)?.is_some())
+    }
+
+    fn scan_index(&self, f: &mut dyn FnMut(IndexEntry) -> bool) -> Result<(), StoreError> {
+        let corrupt = |what: &str| StoreError(format!("corrupt {what} index entry"));
+        let mut bad = None;
+        let mut go = true;
+        self.scan(CF_BY_KEY, &[], &mut |k, _| {
+            let entry = (k.len() == 24).then(|| {
+                let id = KeyId::from_bytes(k[..16].try_into().expect("16 bytes"));
+                IndexEntry::Key(id, u64::from_be_bytes(k[16..].try_into().expect("8 bytes")))
+            });
+            match entry {
+                Some(e) => {
+                    go = f(e);
+                    go
+                }
+                None => {
+                    bad = Some(corrupt("key"));
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        if !go {
+            return Ok(());
+        }
+        self.scan(CF_BY_PRINCIPAL, &[], &mut |k, _| {
+            let entry = (|| {
+                let n = u16::from_be_bytes(k.get(..2)?.try_into().ok()?) as usize;
+                let (p, seq) = (k.get(2..2 + n)?, k.get(2 + n..)?);
+                let seq = u64::from_be_bytes(seq.try_into().ok()?);
+                Some(IndexEntry::Principal(String::from_utf8(p.to_vec()).ok()?, seq))
+            })();
+            match entry {
+                Some(e) => f(e),
+                None => {
+                    bad = Some(corrupt("principal"));
+                    false
+                }
+            }
+        })?;
+        bad.map_or(Ok(()), Err)
     }
 }

@@ -108,6 +108,7 @@ fn contract(store: Arc<dyn Store>) {
             audit: recs,
             head: Some(head.clone()),
             usage: vec![(a, 1, usage(3)), (a, 2, usage(4)), (b, 1, usage(5))],
+            checkpoint: None,
         })
         .unwrap();
     let mut got = store.load_usage().unwrap();
@@ -242,6 +243,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
             audit: recs,
             head: Some(head),
             usage: vec![(a, 1, usage(11))],
+            checkpoint: None,
         })
         .unwrap();
         s.set_root_check(b"rc").unwrap();

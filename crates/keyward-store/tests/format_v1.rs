@@ -72,6 +72,12 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
     let dir = copy();
     let [a, b, c] = <[String; 3]>::try_from(ids()).unwrap();
     {
+        // Read-only, before any server of this build opened it: no checkpoints yet, intact.
+        let ro = RocksStore::open_read_only(dir.path()).unwrap();
+        let report = keyward_core::verify_chain(&ro).unwrap();
+        assert!(report.intact() && report.checkpoints_checked == 0, "{report:?}");
+    }
+    {
         let store = RocksStore::open(dir.path()).unwrap();
         let report = keyward_core::verify_chain(&store).unwrap();
         assert!(report.intact(), "{report:?}");

@@ -128,3 +128,176 @@ async fn swapped_records_are_named() {
     }
     assert_eq!(verify(dir.path()).first_bad_seq, Some(5));
 }
+
+impl Raw {
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.0.cf_handle(name).unwrap()
+    }
+
+    /// Rewrites record `seq` with `edit`, then redoes the plain chain after
+    /// it and the head, as a writer of the database without the signing key
+    /// would: every SHA-256 link checks out again.
+    fn rewrite_and_rechain(&self, seq: u64, edit: impl Fn(&str) -> String) {
+        let text = String::from_utf8(self.audit(seq)).unwrap();
+        self.set_audit(seq, Some(edit(&text).as_bytes()));
+        let mut prev = keyward_core::record_hash(&self.audit(seq));
+        let mut last = seq;
+        while let Some(bytes) = self.0.get_cf(self.cf("audit"), (last + 1).to_be_bytes()).unwrap() {
+            last += 1;
+            let mut r = format::audit::decode(&bytes).unwrap();
+            r.prev_hash = prev;
+            let bytes = format::audit::encode(&r);
+            prev = keyward_core::record_hash(&bytes);
+            self.set_audit(last, Some(&bytes));
+        }
+        let head = format::audit::encode_head(&keyward_core::AuditHead { seq: last, hash: prev });
+        self.0.put_cf(self.cf("meta"), b"audit_head", head).unwrap();
+    }
+}
+
+use keyward_store::format;
+
+/// What `keyward audit export --data-dir` writes, from one snapshot.
+fn export(dir: &std::path::Path) -> Vec<u8> {
+    let store = RocksStore::open_read_only(dir).unwrap();
+    let mut out = Vec::new();
+    store
+        .audit_view(&mut |view| {
+            let mut cps = Vec::new();
+            view.scan_checkpoints(&mut |_, c| {
+                cps.push(c.unwrap());
+                true
+            })?;
+            view.scan_records(1, &mut |seq, bytes| {
+                out.extend(format::export::record_line(seq, bytes));
+                true
+            })?;
+            for c in &cps {
+                out.extend(format::export::checkpoint_line(c));
+            }
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+fn public_key(dir: &std::path::Path) -> keyward_crypto::AuditPublicKey {
+    let signer = RocksStore::open(dir).unwrap().audit_signer().unwrap().unwrap();
+    keyward_crypto::AuditPublicKey::from_bytes(&signer.public_key).unwrap()
+}
+
+#[tokio::test]
+async fn a_rewritten_history_with_a_redone_chain_fails_at_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 20).await;
+    let pinned = public_key(dir.path());
+    let before = format::export::verify(&format::export::parse(&export(dir.path())).unwrap(), &pinned);
+    assert!(before.intact(), "{before:?}");
+    assert_eq!((before.last_checkpoint_seq, before.uncovered), (Some(20), None), "{before:?}");
+
+    Raw::open(dir.path()).rewrite_and_rechain(7, |t| t.replace("\"OK\"", "\"NOT_FOUND\""));
+    // The plain chain alone no longer tells: every link and the head agree.
+    let r = verify(dir.path());
+    assert_eq!(r.first_bad_seq, Some(20), "the signed checkpoint at 20 catches it: {r:?}");
+    assert!(r.problem.as_deref().unwrap().contains("signed checkpoint"), "{r:?}");
+    // Offline, with the key pinned before: the same finding.
+    let after = format::export::verify(&format::export::parse(&export(dir.path())).unwrap(), &pinned);
+    assert_eq!(after.first_bad_seq, Some(20), "{after:?}");
+    assert!(after.problem.as_deref().unwrap().contains("does not match its signed checkpoint"), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_index_entry_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    {
+        let raw = Raw::open(dir.path());
+        let cf = raw.cf("audit_by_key");
+        let (k, _) = raw.0.iterator_cf(cf, rocksdb::IteratorMode::Start).nth(3).unwrap().unwrap();
+        raw.0.delete_cf(cf, &k).unwrap();
+    }
+    let r = verify(dir.path());
+    assert_eq!(r.first_bad_seq, Some(4), "{r:?}");
+    assert!(r.problem.as_deref().unwrap().contains("missing its key index entry"), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_index_entry_pointing_elsewhere_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    {
+        let raw = Raw::open(dir.path());
+        let mut k = 5u16.to_be_bytes().to_vec();
+        k.extend_from_slice(b"alice");
+        k.extend_from_slice(&3u64.to_be_bytes());
+        raw.0.put_cf(raw.cf("audit_by_principal"), k, []).unwrap();
+    }
+    let r = verify(dir.path());
+    assert_eq!(r.first_bad_seq, Some(3), "{r:?}");
+    assert!(r.problem.as_deref().unwrap().contains("does not name it"), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_head_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 5).await;
+    {
+        let raw = Raw::open(dir.path());
+        raw.0.delete_cf(raw.cf("meta"), b"audit_head").unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+    let err =
+        Kms::open(store, RootKey::from_bytes(&[7; 32]).unwrap(), Arc::new(SystemClock), KmsConfig::default())
+            .unwrap_err();
+    assert!(matches!(err, keyward_core::OpenError::AuditHead(_)), "{err}");
+    // Nothing was overwritten: record 1 is still the CreateKey.
+    let text = String::from_utf8(Raw::open(dir.path()).audit(1)).unwrap();
+    assert!(text.contains("CreateKey"), "{text}");
+}
+
+/// Verification while requests commit: the head and the records come from
+/// one snapshot, so a busy log is never reported as tampered with. (Before,
+/// the head was read before the records: a commit landing in between was
+/// reported as "records after the head were added".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_under_concurrent_load_reports_intact() {
+    const WRITERS: usize = 4;
+    const EACH: usize = 1200;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+    let root = RootKey::from_bytes(&[7; 32]).unwrap();
+    let kms = Arc::new(Kms::open(store.clone(), root, Arc::new(SystemClock), KmsConfig::default()).unwrap());
+    let key = kms.create_key(&caller(0), Default::default()).await.unwrap().meta.id.to_string();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (kms, key, done) = (kms.clone(), key.clone(), done.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                kms.encrypt(&caller(w * 100_000 + i), &key, Plaintext::new(vec![1]), HashMap::new())
+                    .await
+                    .unwrap();
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    // Walk again and again while the writers commit.
+    let walker_done = done.clone();
+    let walks = tokio::task::spawn_blocking(move || {
+        let mut walks = 0;
+        while walker_done.load(std::sync::atomic::Ordering::SeqCst) < WRITERS {
+            let r = verify_chain(&*store).unwrap();
+            assert!(r.intact(), "false alarm under load (walk {walks}): {r:?}");
+            walks += 1;
+        }
+        walks
+    })
+    .await
+    .unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(walks > 0);
+    // Release the store before the process exits (RocksDB must not outlive main).
+    kms.audit_log().stop(std::time::Duration::from_secs(5));
+}

@@ -85,14 +85,27 @@ impl Kms {
         self.finish(entry, result).await
     }
 
-    /// `VerifyAuditLog`: walks the hash chain.
+    /// `GetAuditPublicKey`: this node's id and the public key its signed
+    /// checkpoints verify under.
+    pub async fn audit_public_key(
+        &self,
+        caller: &Caller,
+    ) -> Result<(crate::NodeId, keyward_crypto::AuditPublicKey), KmsError> {
+        let entry = self.entry(caller, Operation::GetAuditPublicKey);
+        let result =
+            self.require(caller, Role::Auditor, "read the audit public key").map(|()| self.audit_identity);
+        self.finish(entry, result).await
+    }
+
+    /// `VerifyAuditLog`: walks the hash chain, checkpoints and indexes.
     pub async fn verify_audit(&self, caller: &Caller) -> Result<VerifyReport, KmsError> {
         let entry = self.entry(caller, Operation::VerifyAuditLog);
         let result = match self.require(caller, Role::Auditor, "verify the audit log") {
             Err(e) => Err(e),
             Ok(()) => {
                 let store = self.store.clone();
-                tokio::task::spawn_blocking(move || crate::verify_chain(&*store))
+                let key = self.audit_identity.1;
+                tokio::task::spawn_blocking(move || crate::verify_log(&*store, Some(&key)))
                     .await
                     .map_err(|e| KmsError::Internal(e.to_string()))
                     .and_then(|r| r.map_err(KmsError::Store))

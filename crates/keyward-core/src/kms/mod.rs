@@ -33,6 +33,7 @@ mod pipeline;
 mod refusals;
 mod rotation;
 mod scheduled;
+mod signer;
 mod versions;
 
 use std::collections::BTreeMap;
@@ -168,6 +169,8 @@ pub struct Kms {
     cap_rotations: rotation::CapRotations,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// This node's id and audit public key (checkpoints verify under it).
+    audit_identity: (crate::NodeId, keyward_crypto::AuditPublicKey),
 }
 
 impl std::fmt::Debug for Kms {
@@ -233,7 +236,12 @@ impl Kms {
             state.aliases.insert(a.alias, a.key);
         }
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
-        let audit = AuditLog::start(store.clone(), usage.clone(), config.audit).map_err(OpenError::Store)?;
+        signer::check_head(&*store)?;
+        let (node_id, signing_key, audit_key) = signer::load_or_create(&*store, &root)?;
+        let checkpoints =
+            crate::committer::CheckpointSigner { key: signing_key, node_id, clock: clock.clone() };
+        let audit = AuditLog::start(store.clone(), usage.clone(), config.audit, Some(checkpoints))
+            .map_err(OpenError::Store)?;
         Ok(Self {
             store,
             root: Arc::new(root),
@@ -246,7 +254,13 @@ impl Kms {
             cap_rotations: Default::default(),
             limits: config.limits,
             clock,
+            audit_identity: (node_id, audit_key),
         })
+    }
+
+    /// This node's id and the public key its audit checkpoints verify under.
+    pub fn audit_identity(&self) -> (crate::NodeId, keyward_crypto::AuditPublicKey) {
+        self.audit_identity
     }
 
     /// The audit writer (for health reporting).
@@ -299,6 +313,12 @@ pub enum OpenError {
     /// something other than this service (or under another root key).
     #[error("{0} fails its integrity check (its tag does not match its contents): it was changed outside Keyward; refusing to load it. Restore the data folder from a backup, or investigate")]
     Tampered(String),
+    /// The audit chain head is missing or behind the newest record.
+    #[error("{0}; refusing to start (continuing would overwrite audit records)")]
+    AuditHead(String),
+    /// The audit signing key cannot be made or opened.
+    #[error("audit signing key: {0}")]
+    AuditKey(String),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

@@ -82,4 +82,22 @@ impl Store for FaultyStore {
     fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         self.inner.scan_audit(from_seq, f)
     }
+    fn audit_signer(&self) -> Result<Option<crate::AuditSigner>, StoreError> {
+        self.inner.audit_signer()
+    }
+    fn set_audit_signer(&self, signer: &crate::AuditSigner) -> Result<(), StoreError> {
+        self.inner.set_audit_signer(signer)
+    }
+    fn last_checkpoint(&self) -> Result<Option<crate::Checkpoint>, StoreError> {
+        self.inner.last_checkpoint()
+    }
+    fn newest_audit_seq(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.newest_audit_seq()
+    }
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn crate::AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.inner.audit_view(f)
+    }
 }

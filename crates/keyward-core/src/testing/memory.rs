@@ -3,13 +3,14 @@
 //! length-prefixed encoding of this store's own (no stability promise: it
 //! never outlives the process).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use crate::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
     SealedRecord, Store, StoreError, VersionUsage,
 };
+use crate::{AuditSigner, AuditView, Checkpoint, IndexEntry};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -19,6 +20,9 @@ struct Inner {
     head: Option<AuditHead>,
     audit: BTreeMap<u64, Vec<u8>>,
     usage: BTreeMap<(KeyId, u32), VersionUsage>,
+    signer: Option<AuditSigner>,
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    index: BTreeSet<IndexEntry>,
 }
 
 /// Keys and audit log in memory.
@@ -157,6 +161,10 @@ impl Store for MemoryStore {
         }
         for r in &batch.audit {
             inner.audit.insert(r.record.seq, r.bytes.clone());
+            inner.index.extend(crate::index_entries(&r.record));
+        }
+        if let Some(c) = &batch.checkpoint {
+            inner.checkpoints.insert(c.seq, c.clone());
         }
         for (id, v, u) in &batch.usage {
             inner.usage.insert((*id, *v), *u);
@@ -194,6 +202,91 @@ impl Store for MemoryStore {
         let inner = self.inner();
         for (seq, bytes) in inner.audit.range(from_seq..) {
             if !f(*seq, bytes) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn audit_signer(&self) -> Result<Option<AuditSigner>, StoreError> {
+        Ok(self.inner().signer.clone())
+    }
+
+    fn set_audit_signer(&self, signer: &AuditSigner) -> Result<(), StoreError> {
+        self.inner().signer = Some(signer.clone());
+        Ok(())
+    }
+
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.inner().checkpoints.values().next_back().cloned())
+    }
+
+    fn newest_audit_seq(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.inner().audit.keys().next_back().copied())
+    }
+
+    fn audit_view(
+        &self,
+        f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Holding the lock for the walk is the snapshot: no commit lands meanwhile.
+        let inner = self.inner();
+        f(&View { inner: &inner })
+    }
+}
+
+impl MemoryStore {
+    /// Removes an index entry, as a hostile writer of the store would (tests
+    /// of the verifier).
+    pub fn tamper_remove_index(&self, entry: &IndexEntry) {
+        self.inner().index.remove(entry);
+    }
+
+    /// Deletes the chain head, as a hostile writer would.
+    pub fn tamper_remove_head(&self) {
+        self.inner().head = None;
+    }
+}
+
+struct View<'a> {
+    inner: &'a Inner,
+}
+
+impl AuditView for View<'_> {
+    fn head(&self) -> Result<Option<AuditHead>, StoreError> {
+        Ok(self.inner.head.clone())
+    }
+    fn signer(&self) -> Result<Option<AuditSigner>, StoreError> {
+        Ok(self.inner.signer.clone())
+    }
+    fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.audit.get(&seq).cloned())
+    }
+    fn scan_records(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        for (seq, bytes) in self.inner.audit.range(from_seq..) {
+            if !f(*seq, bytes) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn scan_checkpoints(
+        &self,
+        f: &mut dyn FnMut(u64, Result<Checkpoint, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        for (seq, c) in &self.inner.checkpoints {
+            if !f(*seq, Ok(c.clone())) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn has_index(&self, entry: &IndexEntry) -> Result<bool, StoreError> {
+        Ok(self.inner.index.contains(entry))
+    }
+    fn scan_index(&self, f: &mut dyn FnMut(IndexEntry) -> bool) -> Result<(), StoreError> {
+        for e in &self.inner.index {
+            if !f(e.clone()) {
                 break;
             }
         }
