@@ -187,6 +187,10 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
         "GetAuditPublicKey" => {
             audit.get_audit_public_key(who.req(pb::GetAuditPublicKeyRequest {})).await.map(meta)
         }
+        "ExportAuditLog" => audit
+            .export_audit_log(who.req(pb::ExportAuditLogRequest { after_sequence: 0, page_size: 10 }))
+            .await
+            .map(meta),
         "UpdateRotationPolicy" => keys
             .update_rotation_policy(who.req(pb::UpdateRotationPolicyRequest {
                 key_id: key.into(),

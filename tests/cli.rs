@@ -68,21 +68,33 @@ fn readme_tour_export_and_offline_verify() {
     assert!(q.contains("Encrypt") && q.contains("FAILED_PRECONDITION"), "{q}");
     assert!(ok(keyward(&addr, &["audit", "verify"])).contains("intact"));
 
-    // Export: one JSON object per line, oldest first, stable field names.
+    // Export: one JSON object per line, oldest first: every record with its
+    // stored bytes (a JSON document of its own), signed checkpoints between.
     let out = dir.path().join("audit.jsonl");
     ok(keyward(&addr, &["audit", "export", "--out", out.to_str().unwrap()]));
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.len() >= 10);
-    for (i, l) in lines.iter().enumerate() {
-        assert_eq!(l["sequence"], i as u64 + 1);
-        for field in
-            ["time", "request_id", "principal", "peer", "operation", "outcome", "hash", "previous_hash"]
-        {
-            assert!(l.get(field).is_some(), "{field} missing");
+    let records: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "record")
+        .map(|l| serde_json::from_str(l["stored"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(records.len() >= 10);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64 + 1);
+        for field in ["time_ms", "request_id", "principal", "peer", "operation", "outcome", "prev_hash"] {
+            assert!(r.get(field).is_some(), "{field} missing");
         }
     }
-    assert!(lines.iter().any(|l| l["operation"] == "CreateKey" && l["alias"] == "alias/payments"));
+    assert!(records.iter().any(|r| r["operation"] == "CreateKey" && r["alias"] == "alias/payments"));
+    // Filtered, the export lists readable records, one per line.
+    let filtered = ok(keyward(&addr, &["audit", "export", "--operation", "CreateKey"]));
+    let first: serde_json::Value = serde_json::from_str(filtered.lines().next().unwrap()).unwrap();
+    for field in
+        ["sequence", "time", "request_id", "principal", "operation", "outcome", "hash", "previous_hash"]
+    {
+        assert!(first.get(field).is_some(), "{field} missing");
+    }
 
     // Stop, then verify offline on the data folder.
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
@@ -127,6 +139,22 @@ fn signed_export_verifies_offline_with_only_the_public_key() {
     let node_id = json["node_id"].as_str().unwrap().to_string();
     let pem_file = dir.path().join("audit.pem");
     std::fs::write(&pem_file, &pem).unwrap();
+
+    // Over gRPC, from the running server, as a reviewer would: the export
+    // (ExportAuditLog, in pages) verifies offline with the public key alone.
+    // Wait for the writer's once-a-second checkpoint first.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let live = dir.path().join("live.jsonl");
+    let l = live.to_str().unwrap();
+    ok(keyward(&addr, &["audit", "export", "--out", l]));
+    let live_text = std::fs::read_to_string(&live).unwrap();
+    assert!(live_text.lines().any(|x| x.contains("\"type\":\"checkpoint\"")), "{live_text}");
+    let v =
+        ok(keyward(&addr, &["audit", "verify", "--offline", l, "--public-key", pem_file.to_str().unwrap()]));
+    assert!(v.contains("audit export intact") && v.contains("signed checkpoints checked"), "{v}");
+    // A filtered export lists records (not verifiable offline).
+    let filtered = ok(keyward(&addr, &["audit", "export", "--operation", "Encrypt"]));
+    assert_eq!(filtered.lines().count(), 5, "{filtered}");
     Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(server.wait().unwrap().success());
 

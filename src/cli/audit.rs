@@ -121,6 +121,13 @@ pub struct AuditExportArgs {
 }
 
 impl AuditFilter {
+    /// No filter given.
+    fn is_empty(&self) -> bool {
+        [&self.key, &self.principal, &self.operation, &self.outcome, &self.since, &self.until]
+            .iter()
+            .all(|f| f.is_none())
+    }
+
     fn request(
         &self,
         page_size: u32,
@@ -214,6 +221,13 @@ async fn export(
     audit: &mut AuditServiceClient<Authed>,
     a: AuditExportArgs,
 ) -> Result<(), CliError> {
+    if a.filter.is_empty() {
+        return export_signed(c, audit, a.out.as_deref()).await;
+    }
+    eprintln!(
+        "note: a filtered export lists matching records; only an export without filters carries the \
+         stored bytes and signed checkpoints that `keyward audit verify --offline` checks"
+    );
     let io = |e: std::io::Error| CliError::Input(format!("writing export: {e}"));
     let newest = audit
         .query_audit_log(pb::QueryAuditLogRequest { page_size: 1, ..Default::default() })
@@ -263,6 +277,56 @@ async fn export(
     out.flush().map_err(io)
 }
 
+/// The signed export over gRPC (`ExportAuditLog`): every record with its
+/// stored bytes, each checkpoint after the record it covers, the same JSON
+/// lines as `audit export --data-dir` (`keyward_format::export`).
+async fn export_signed(
+    c: &Client,
+    audit: &mut AuditServiceClient<Authed>,
+    out: Option<&Path>,
+) -> Result<(), CliError> {
+    use keyward_format::export;
+    let io = |e: std::io::Error| CliError::Input(format!("writing export: {e}"));
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let (mut after, mut records, mut checkpoints) = (0u64, 0u64, 0u64);
+    loop {
+        let req = pb::ExportAuditLogRequest { after_sequence: after, page_size: 1000 };
+        let page = audit.export_audit_log(req).await.map_err(|s| c.rpc(s))?.into_inner();
+        let mut signed = page.checkpoints.into_iter().peekable();
+        for r in &page.records {
+            w.write_all(&export::record_line(r.sequence, &r.stored)).map_err(io)?;
+            records += 1;
+            while let Some(cp) = signed.next_if(|cp| cp.sequence <= r.sequence) {
+                let node_id = cp.node_id.parse().map_err(|_| {
+                    CliError::Input(format!(
+                        "checkpoint {}: node id {:?} is not a UUID",
+                        cp.sequence, cp.node_id
+                    ))
+                })?;
+                let cp = keyward_core::Checkpoint {
+                    seq: cp.sequence,
+                    record_hash: cp.record_hash,
+                    time_ms: cp.time_unix_ms,
+                    node_id,
+                    signature: cp.signature,
+                };
+                w.write_all(&export::checkpoint_line(&cp)).map_err(io)?;
+                checkpoints += 1;
+            }
+        }
+        if page.next_after_sequence == 0 {
+            break;
+        }
+        after = page.next_after_sequence;
+    }
+    w.flush().map_err(io)?;
+    eprintln!("exported {records} records and {checkpoints} signed checkpoints");
+    Ok(())
+}
+
 /// Prints the audit public key: the PEM alone as text (ready for a file).
 fn print_public_key(output: Output, pem: &str, node_id: &str, fingerprint: &str) {
     print(
@@ -310,7 +374,7 @@ fn report(
 /// folder, read-only, from one snapshot.
 #[cfg(feature = "server")]
 fn verify_offline(dir: &Path, public_key: Option<&Path>, output: Output) -> Result<(), CliError> {
-    let key = public_key.map(offline::read_public_key).transpose()?;
+    let key = public_key.map(read_public_key).transpose()?;
     let store = offline::open(dir)?;
     let r = keyward_core::verify_log(&store, key.as_ref()).map_err(|e| CliError::Input(e.to_string()))?;
     report(
@@ -322,11 +386,18 @@ fn verify_offline(dir: &Path, public_key: Option<&Path>, output: Output) -> Resu
     )
 }
 
+/// Reads the node's audit public key from a PEM file.
+fn read_public_key(pem: &Path) -> Result<keyward_crypto::AuditPublicKey, CliError> {
+    let text =
+        std::fs::read_to_string(pem).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))?;
+    keyward_format::export::parse_public_key_pem(&text)
+        .map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))
+}
+
 /// Verifies a signed export with the node's public key: nothing else needed.
-#[cfg(feature = "server")]
 fn verify_export(file: &Path, pem: &Path, output: Output) -> Result<(), CliError> {
-    use keyward_store::format::export;
-    let key = offline::read_public_key(pem)?;
+    use keyward_format::export;
+    let key = read_public_key(pem)?;
     let bytes = std::fs::read(file).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     let parsed = export::parse(&bytes).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     let r = export::verify(&parsed, &key);
@@ -379,7 +450,6 @@ mod offline {
     use std::path::Path;
 
     use keyward_core::{Store, StoreError};
-    use keyward_crypto::AuditPublicKey;
     use keyward_store::format::export;
     use keyward_store::RocksStore;
 
@@ -390,12 +460,6 @@ mod offline {
         RocksStore::open_read_only(&db).map_err(|e| CliError::Input(format!("{}: {e}", db.display())))
     }
 
-    pub(super) fn read_public_key(pem: &Path) -> Result<AuditPublicKey, CliError> {
-        let text =
-            std::fs::read_to_string(pem).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))?;
-        export::parse_public_key_pem(&text).map_err(|e| CliError::Input(format!("{}: {e}", pem.display())))
-    }
-
     /// The key the folder holds (node id and public key are stored in plain).
     pub(super) fn public_key(dir: &Path, output: Output) -> Result<(), CliError> {
         let store = open(dir)?;
@@ -403,8 +467,8 @@ mod offline {
             .audit_signer()
             .map_err(|e| CliError::Input(e.to_string()))?
             .ok_or_else(|| CliError::Input(format!("{} holds no audit signing key yet", dir.display())))?;
-        let key =
-            AuditPublicKey::from_bytes(&signer.public_key).map_err(|e| CliError::Input(e.to_string()))?;
+        let key = keyward_crypto::AuditPublicKey::from_bytes(&signer.public_key)
+            .map_err(|e| CliError::Input(e.to_string()))?;
         let pem = export::public_key_pem(&key);
         print_public_key(output, &pem, &signer.node_id.to_string(), &export::public_key_fingerprint(&key));
         Ok(())
@@ -424,7 +488,7 @@ mod offline {
             .audit_view(&mut |view| {
                 let mut cps = Vec::new();
                 let mut bad = None;
-                view.scan_checkpoints(&mut |seq, c| match c {
+                view.scan_checkpoints(0, &mut |seq, c| match c {
                     Ok(c) => {
                         cps.push(c);
                         true
@@ -479,14 +543,6 @@ fn verify_offline(dir: &Path, _key: Option<&Path>, _output: Output) -> Result<()
     Err(CliError::Input(format!(
         "cannot verify {} offline: this keyward was built without the `server` feature",
         dir.display()
-    )))
-}
-
-#[cfg(not(feature = "server"))]
-fn verify_export(file: &Path, _pem: &Path, _output: Output) -> Result<(), CliError> {
-    Err(CliError::Input(format!(
-        "cannot verify {} offline: this keyward was built without the `server` feature",
-        file.display()
     )))
 }
 

@@ -59,6 +59,37 @@ impl AuditService for AuditApi {
         )
     }
 
+    async fn export_audit_log(
+        &self,
+        req: Request<pb::ExportAuditLogRequest>,
+    ) -> Result<Response<pb::ExportAuditLogResponse>, Status> {
+        let c = self.0.caller(&req, Operation::ExportAuditLog).await?;
+        let r = req.into_inner();
+        let out = self.0.kms.export_audit(&c, r.after_sequence, nonzero(r.page_size)).await;
+        respond(
+            &c,
+            out.map(|page| pb::ExportAuditLogResponse {
+                records: page
+                    .records
+                    .into_iter()
+                    .map(|(sequence, stored)| pb::StoredAuditRecord { sequence, stored })
+                    .collect(),
+                checkpoints: page
+                    .checkpoints
+                    .into_iter()
+                    .map(|c| pb::AuditCheckpoint {
+                        sequence: c.seq,
+                        record_hash: c.record_hash,
+                        time_unix_ms: c.time_ms,
+                        node_id: c.node_id.to_string(),
+                        signature: c.signature,
+                    })
+                    .collect(),
+                next_after_sequence: page.next_after.unwrap_or(0),
+            }),
+        )
+    }
+
     async fn get_audit_public_key(
         &self,
         req: Request<pb::GetAuditPublicKeyRequest>,

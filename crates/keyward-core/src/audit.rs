@@ -73,6 +73,8 @@ pub enum Operation {
     MarkKeyVersionCompromised,
     /// The `GetAuditPublicKey` RPC.
     GetAuditPublicKey,
+    /// The `ExportAuditLog` RPC.
+    ExportAuditLog,
 }
 
 impl Operation {
@@ -107,6 +109,7 @@ impl Operation {
             Self::ListKeyVersions => "ListKeyVersions",
             Self::MarkKeyVersionCompromised => "MarkKeyVersionCompromised",
             Self::GetAuditPublicKey => "GetAuditPublicKey",
+            Self::ExportAuditLog => "ExportAuditLog",
         }
     }
 }

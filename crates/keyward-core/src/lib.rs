@@ -42,8 +42,8 @@ pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,
-    KeyPage, KeyVersions, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput, ReEncryptOutput, RotationInput,
-    VersionInfo, MAX_BATCH_ITEMS,
+    ExportPage, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput, ReEncryptOutput,
+    RotationInput, VersionInfo, MAX_BATCH_ITEMS,
 };
 pub use limits::Limits;
 pub use model::{

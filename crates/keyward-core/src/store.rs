@@ -146,6 +146,7 @@ pub trait AuditView {
     /// (a checkpoint that does not decode is an `Err`), until `f` returns false.
     fn scan_checkpoints(
         &self,
+        from_seq: u64,
         f: &mut dyn FnMut(u64, Result<Checkpoint, StoreError>) -> bool,
     ) -> Result<(), StoreError>;
     /// Whether the index holds `entry`.

@@ -150,7 +150,7 @@ fn verify_view(
     let mut last_checkpoint = None;
     let mut problems: Vec<(u64, String)> = Vec::new();
     let mut to_check: Vec<(u64, String)> = Vec::new();
-    view.scan_checkpoints(&mut |stored_seq, c| {
+    view.scan_checkpoints(0, &mut |stored_seq, c| {
         checkpoints += 1;
         last_checkpoint = Some(stored_seq);
         match c {

@@ -217,3 +217,54 @@ async fn a_slow_audit_write_gets_honest_answers() {
     assert_eq!(state, KeyState::Enabled, "the cancelled DisableKey was not applied");
     assert!(keyward_core::verify_chain(&*store).unwrap().intact());
 }
+
+/// `ExportAuditLog` pages through every record with its stored bytes and the
+/// checkpoints among them; what it returns verifies offline (the chain and
+/// every signature), and only auditors may call it.
+#[tokio::test]
+async fn the_export_pages_through_records_and_checkpoints_for_auditors_only() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at(1_764_633_600_000);
+    let kms = open(&store, &clock);
+    let key = kms.create_key(&caller(), Default::default()).await.unwrap().meta.id.to_string();
+    for i in 0..9 {
+        clock.advance_ms(600);
+        encrypt(&kms, &key, &format!("e{i}")).await.unwrap();
+    }
+    let (mut after, mut records, mut checkpoints) = (0, Vec::new(), Vec::new());
+    let mut pages = 0;
+    loop {
+        let page = kms.export_audit(&caller(), after, Some(3)).await.unwrap();
+        assert!(page.records.len() <= 3);
+        let last = page.records.last().map(|r| r.0).unwrap_or(after);
+        assert!(page.checkpoints.iter().all(|c| c.seq > after && c.seq <= last), "checkpoints of this page");
+        records.extend(page.records);
+        checkpoints.extend(page.checkpoints);
+        pages += 1;
+        match page.next_after {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert!(pages >= 4, "{pages} pages");
+    // Consecutive, from 1, each chained to the one before.
+    let mut prev = keyward_core::GENESIS_HASH.to_string();
+    for (i, (seq, bytes)) in records.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        let r = store.decode_audit(bytes).unwrap();
+        assert_eq!(r.prev_hash, prev);
+        prev = record_hash(bytes);
+    }
+    let (_, public) = kms.audit_identity();
+    assert!(checkpoints.len() >= 4, "{} checkpoints", checkpoints.len());
+    for c in &checkpoints {
+        assert!(c.verify(&public), "checkpoint {} verifies", c.seq);
+        assert_eq!(c.record_hash, record_hash(&records[c.seq as usize - 1].1));
+    }
+    let e = kms.export_audit(&caller(), 0, Some(10_001)).await.unwrap_err();
+    assert!(e.to_string().contains("page_size"), "{e}");
+    let user =
+        Caller { principal: "app".into(), policy: Arc::new(keyward_core::Policy::default()), ..caller() };
+    let e = kms.export_audit(&user, 0, None).await.unwrap_err();
+    assert_eq!(e.kind(), keyward_core::ErrorKind::PermissionDenied);
+}

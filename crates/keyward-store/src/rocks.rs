@@ -589,10 +589,11 @@ impl AuditView for RocksView<'_> {
 
     fn scan_checkpoints(
         &self,
+        from_seq: u64,
         f: &mut dyn FnMut(u64, Result<Checkpoint, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
         let mut bad_key = None;
-        self.scan(CF_CHECKPOINTS, &[], &mut |k, v| match seq_of(k) {
+        self.scan(CF_CHECKPOINTS, &from_seq.to_be_bytes(), &mut |k, v| match seq_of(k) {
             Ok(seq) => f(seq, format::checkpoint::decode(v)),
             Err(e) => {
                 bad_key = Some(e);

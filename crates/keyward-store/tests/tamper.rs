@@ -164,7 +164,7 @@ fn export(dir: &std::path::Path) -> Vec<u8> {
     store
         .audit_view(&mut |view| {
             let mut cps = Vec::new();
-            view.scan_checkpoints(&mut |_, c| {
+            view.scan_checkpoints(0, &mut |_, c| {
                 cps.push(c.unwrap());
                 true
             })?;

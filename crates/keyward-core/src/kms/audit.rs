@@ -2,12 +2,67 @@
 //! auditor role. Both are audited themselves.
 
 use super::{Caller, Kms};
-use crate::{AuditPage, AuditQuery, KeyId, KeyRef, KmsError, Operation, Role, VerifyReport};
+use crate::{
+    AuditPage, AuditQuery, Checkpoint, KeyId, KeyRef, KmsError, Operation, Role, Store, StoreError,
+    VerifyReport,
+};
 
 /// Records on a `QueryAuditLog` page unless asked otherwise.
 pub const DEFAULT_AUDIT_PAGE_SIZE: u32 = 100;
 /// Most records on one page.
 const MAX_AUDIT_PAGE_SIZE: u32 = 1000;
+
+/// Records on an `ExportAuditLog` page unless asked otherwise.
+pub const DEFAULT_EXPORT_PAGE_SIZE: u32 = 1000;
+/// Most records on one export page.
+const MAX_EXPORT_PAGE_SIZE: u32 = 10_000;
+
+/// One page of `ExportAuditLog`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportPage {
+    /// Records in sequence order: sequence number and exact stored bytes.
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// The signed checkpoints covering records of this page, in order.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Pass as `after_seq` for the next page; `None` on the last page.
+    pub next_after: Option<u64>,
+}
+
+fn export_page(store: &dyn Store, after_seq: u64, limit: usize) -> Result<ExportPage, StoreError> {
+    let mut page = ExportPage::default();
+    store.audit_view(&mut |view| {
+        let mut more = false;
+        view.scan_records(after_seq.saturating_add(1), &mut |seq, bytes| {
+            if page.records.len() == limit {
+                more = true;
+                return false;
+            }
+            page.records.push((seq, bytes.to_vec()));
+            true
+        })?;
+        let Some(&(last, _)) = page.records.last() else { return Ok(()) };
+        let mut bad = None;
+        view.scan_checkpoints(after_seq.saturating_add(1), &mut |seq, c| {
+            if seq > last {
+                return false;
+            }
+            match c {
+                Ok(c) => page.checkpoints.push(c),
+                Err(e) => {
+                    bad = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        page.next_after = more.then_some(last);
+        Ok(())
+    })?;
+    Ok(page)
+}
 
 /// Arguments of `QueryAuditLog`. `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,6 +149,40 @@ impl Kms {
         let entry = self.entry(caller, Operation::GetAuditPublicKey);
         let result =
             self.require(caller, Role::Auditor, "read the audit public key").map(|()| self.audit_identity);
+        self.finish(entry, result).await
+    }
+
+    /// `ExportAuditLog`: the records after `after_seq` (at most `page_size`,
+    /// default 1000, at most 10000) with their exact stored bytes, and the
+    /// signed checkpoints among them, read from one snapshot: what an
+    /// offline verifier needs, with the public key alone.
+    pub async fn export_audit(
+        &self,
+        caller: &Caller,
+        after_seq: u64,
+        page_size: Option<u32>,
+    ) -> Result<ExportPage, KmsError> {
+        let entry = self.entry(caller, Operation::ExportAuditLog);
+        let result = match self.require(caller, Role::Auditor, "export the audit log") {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let limit = match page_size.unwrap_or(DEFAULT_EXPORT_PAGE_SIZE) {
+                    0 => Err(KmsError::invalid("page_size", "must be at least 1")),
+                    n if n > MAX_EXPORT_PAGE_SIZE => Err(KmsError::invalid("page_size", "at most 10000")),
+                    n => Ok(n as usize),
+                };
+                match limit {
+                    Err(e) => Err(e),
+                    Ok(limit) => {
+                        let store = self.store.clone();
+                        tokio::task::spawn_blocking(move || export_page(&*store, after_seq, limit))
+                            .await
+                            .map_err(|e| KmsError::Internal(e.to_string()))
+                            .and_then(|r| r.map_err(KmsError::Store))
+                    }
+                }
+            }
+        };
         self.finish(entry, result).await
     }
 

@@ -272,9 +272,10 @@ impl AuditView for View<'_> {
     }
     fn scan_checkpoints(
         &self,
+        from_seq: u64,
         f: &mut dyn FnMut(u64, Result<Checkpoint, StoreError>) -> bool,
     ) -> Result<(), StoreError> {
-        for (seq, c) in &self.inner.checkpoints {
+        for (seq, c) in self.inner.checkpoints.range(from_seq..) {
             if !f(*seq, Ok(c.clone())) {
                 break;
             }
