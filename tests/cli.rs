@@ -232,6 +232,46 @@ fn signed_export_verifies_offline_with_only_the_public_key() {
     assert!(err.contains("chain head is at") && err.contains("refusing to start"), "{err}");
 }
 
+/// A key record edited in the data folder by someone without the root key
+/// (a label changed, the record's tag left as it was): the server refuses to
+/// start, status 64, naming the key.
+#[test]
+fn an_edited_key_record_refuses_to_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, addr) = dev_server(&data);
+    let created: serde_json::Value = serde_json::from_str(&ok(keyward(
+        &addr,
+        &["--output", "json", "key", "create", "--alias", "alias/payments", "--label", "team=payments"],
+    )))
+    .unwrap();
+    let id = created["key_id"].as_str().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
+    {
+        use keyward_core::Store;
+        let store = keyward_store::RocksStore::open(&data.join("db")).unwrap();
+        let mut record = store.load_keys().unwrap().pop().unwrap();
+        record.meta.labels.insert("team".into(), "attacker".into());
+        store.commit(&keyward_core::CommitBatch { keys: vec![record], ..Default::default() }).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "server",
+            "--dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("key record {id}")) && err.contains("integrity check"), "{err}");
+}
+
 /// Starts `keyward server --dev` on a free port; returns it and its address.
 fn dev_server(data: &std::path::Path) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

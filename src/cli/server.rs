@@ -51,6 +51,8 @@ fn failed(e: ServerError) -> ExitCode {
         ServerError::Config(_) => ExitCode::from(64),
         // A data folder whose audit chain cannot be continued safely.
         ServerError::Open(keyward_core::OpenError::AuditHead(_)) => ExitCode::from(64),
+        // A key record or alias changed outside Keyward (its tag fails).
+        ServerError::Open(keyward_core::OpenError::Tampered(_)) => ExitCode::from(64),
         _ => ExitCode::FAILURE,
     }
 }
