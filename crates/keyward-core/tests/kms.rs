@@ -167,6 +167,10 @@ async fn every_refusal_is_recorded_with_the_key_it_concerned_and_its_code() {
     check("PERMISSION_DENIED", Some("alias/new"));
     kms.delete_alias(&user, "alias/known").await.unwrap_err();
     check("PERMISSION_DENIED", Some("alias/known"));
+    // An audit query by a non-auditor names the key it filtered on.
+    let q = keyward_core::AuditQueryInput { key: Some("alias/known".into()), ..Default::default() };
+    kms.query_audit(&user, q).await.unwrap_err();
+    check("PERMISSION_DENIED", Some("alias/known"));
     // Arguments refused before the key is looked up still name it.
     let e = kms.schedule_key_deletion(&caller(), &id, Some(99)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);

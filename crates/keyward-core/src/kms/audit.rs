@@ -92,7 +92,6 @@ impl Kms {
     pub async fn query_audit(&self, caller: &Caller, input: AuditQueryInput) -> Result<AuditPage, KmsError> {
         let mut entry = self.entry(caller, Operation::QueryAuditLog);
         let result = (|| {
-            self.require(caller, Role::Auditor, "read the audit log")?;
             let cursor = input
                 .page_token
                 .map(|t| {
@@ -114,6 +113,8 @@ impl Kms {
                     Some(id)
                 }
             };
+            // After the key filter is resolved, so a refusal names the key.
+            self.require(caller, Role::Auditor, "read the audit log")?;
             let limit = match input.page_size.unwrap_or(DEFAULT_AUDIT_PAGE_SIZE) {
                 n if n > MAX_AUDIT_PAGE_SIZE => return Err(KmsError::invalid("page_size", "at most 1000")),
                 0 => return Err(KmsError::invalid("page_size", "must be at least 1")),
