@@ -16,7 +16,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use common::pki::{channel, write, Pki};
+use common::pki::{channel, Pki};
 use common::rpcs::{self, Rpc};
 
 const AUDITOR_TOKEN: &str = "kw_auditor_token_for_tests";
@@ -280,17 +280,8 @@ async fn call_knows_every_rpc_of_the_descriptor() {
 async fn every_rpc_is_guarded_and_every_refusal_audited() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
-    let (server_cert, server_key) = pki.leaf("localhost");
-    let root = dir.path().join("root.key");
-    keyward::config::create_root_key_file(&root).unwrap();
-    let toml = format!(
+    let principals = format!(
         r#"
-        root_key_file = "{root}"
-        [tls]
-        cert_file = "{cert}"
-        key_file = "{key}"
-        client_ca_file = "{ca}"
-
         [[principals]]
         name = "admin"
         roles = ["admin"]
@@ -317,25 +308,11 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
           keys = ["label:team=pay"]
           operations = ["encrypt", "generate-data-key-without-plaintext"]
         "#,
-        root = root.display(),
-        cert = write(dir.path(), "server.crt", &server_cert),
-        key = write(dir.path(), "server.key", &server_key),
-        ca = write(dir.path(), "ca.crt", &pki.ca_pem),
         auditor = keyward::auth::token_hash_hex(AUDITOR_TOKEN),
         limited = keyward::auth::token_hash_hex(LIMITED_TOKEN),
     );
-    let file: FileConfig = toml::from_str(&toml).unwrap();
-    let config = ServerConfig::from_parts(
-        file,
-        &Overrides { data_dir: Some(dir.path().join("data")), ..Default::default() },
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(keyward::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = common::pki::TlsServer::start(dir.path(), &pki, &principals).await;
+    let addr = server.addr.clone();
 
     let admin = Who { channel: channel(&addr, &pki, Some(&pki.leaf("admin-client"))).await, token: None };
     let user = Who { channel: channel(&addr, &pki, Some(&pki.leaf("user-client"))).await, token: None };
@@ -485,8 +462,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
     assert!(by_user.iter().all(|r| r.principal == "user"));
     assert!(!by_user.is_empty());
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -8,16 +8,14 @@ mod common;
 
 use std::process::Command;
 
-use keyward::config::{FileConfig, Overrides};
 use keyward::pb;
 use keyward::pb::audit_service_client::AuditServiceClient;
 use keyward::pb::key_service_client::KeyServiceClient;
-use keyward::ServerConfig;
 use rcgen::{ExtendedKeyUsagePurpose as Eku, SanType};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use common::pki::{channel, write, Pki};
+use common::pki::{channel, Pki};
 
 const AUDITOR_TOKEN: &str = "kw_mtls_auditor_token";
 
@@ -48,17 +46,8 @@ async fn list_keys_as(c: &Channel, anon: &Channel) -> Result<String, tonic::Stat
 async fn certificate_names_are_typed_and_need_client_auth() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
-    let (server_cert, server_key) = pki.leaf("localhost");
-    let root = dir.path().join("root.key");
-    keyward::config::create_root_key_file(&root).unwrap();
-    let toml = format!(
+    let principals = format!(
         r#"
-        root_key_file = "{root}"
-        [tls]
-        cert_file = "{cert}"
-        key_file = "{key}"
-        client_ca_file = "{ca}"
-
         [[principals]]
         name = "by-dns"
         roles = ["admin"]
@@ -79,24 +68,10 @@ async fn certificate_names_are_typed_and_need_client_auth() {
         roles = ["auditor"]
         token_sha256 = ["{auditor}"]
         "#,
-        root = root.display(),
-        cert = write(dir.path(), "server.crt", &server_cert),
-        key = write(dir.path(), "server.key", &server_key),
-        ca = write(dir.path(), "ca.crt", &pki.ca_pem),
         auditor = keyward::auth::token_hash_hex(AUDITOR_TOKEN),
     );
-    let file: FileConfig = toml::from_str(&toml).unwrap();
-    let config = ServerConfig::from_parts(
-        file,
-        &Overrides { data_dir: Some(dir.path().join("data")), ..Default::default() },
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(keyward::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = common::pki::TlsServer::start(dir.path(), &pki, &principals).await;
+    let addr = server.addr.clone();
     let anon = channel(&addr, &pki, None).await;
     let client = |cn: Option<&str>, sans: Vec<SanType>| pki.client(cn, sans, vec![Eku::ClientAuth]);
 
@@ -142,8 +117,7 @@ async fn certificate_names_are_typed_and_need_client_auth() {
         assert!(e.message().contains("more than one configured principal"), "{}", e.message());
     }
 
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[test]

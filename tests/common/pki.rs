@@ -76,3 +76,43 @@ pub async fn channel(addr: &str, pki: &Pki, identity: Option<&(String, String)>)
     }
     panic!("no TLS connection to {addr}")
 }
+
+/// A server on 127.0.0.1:0 with TLS (a leaf of `pki` for `localhost`),
+/// client certificates verified against `pki`, and the `[[principals]]`
+/// tables given, over a data folder in `dir`.
+pub struct TlsServer {
+    /// `https://127.0.0.1:PORT`.
+    pub addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), keyward::ServerError>>,
+}
+
+impl TlsServer {
+    pub async fn start(dir: &Path, pki: &Pki, principals: &str) -> Self {
+        let (server_cert, server_key) = pki.leaf("localhost");
+        let root = dir.join("root.key");
+        keyward::config::create_root_key_file(&root).unwrap();
+        let toml = format!(
+            "root_key_file = \"{root}\"\n[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\n\n{principals}",
+            root = root.display(),
+            cert = write(dir, "server.crt", &server_cert),
+            key = write(dir, "server.key", &server_key),
+            ca = write(dir, "ca.crt", &pki.ca_pem),
+        );
+        let overrides = keyward::config::Overrides { data_dir: Some(dir.join("data")), ..Default::default() };
+        let config = keyward::ServerConfig::from_toml(&toml, Path::new("test.toml"), &overrides).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(keyward::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    /// Stops the server and waits for its clean shutdown.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
