@@ -10,9 +10,9 @@
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use zeroize::Zeroizing;
 
-use crate::aead::{self, NONCE_LEN};
-use crate::kdf::derive_key;
+use crate::aead::NONCE_LEN;
 use crate::random::random_array;
+use crate::wrap::{open_under_root, seal_under_root};
 use crate::{CryptoError, RootKey};
 
 const SEAL_FORMAT: u8 = 0x01;
@@ -130,14 +130,8 @@ impl RootKey {
         node_id: &[u8; 16],
         key: &AuditSigningKey,
     ) -> Result<SealedSigningKey, CryptoError> {
-        let nonce: [u8; NONCE_LEN] = random_array()?;
-        let k = derive_key(self.expose_secret(), &[], &[SEAL_LABEL]);
-        let mut body = key.seed.to_vec();
-        aead::seal(&k, nonce, &seal_aad(node_id), &mut body)?;
-        let mut out = Vec::with_capacity(SEALED_LEN);
-        out.push(SEAL_FORMAT);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
+        let out = seal_under_root(self, SEAL_LABEL, SEAL_FORMAT, &seal_aad(node_id), &key.seed[..])?;
+        debug_assert_eq!(out.len(), SEALED_LEN);
         Ok(SealedSigningKey(out))
     }
 
@@ -148,15 +142,8 @@ impl RootKey {
         node_id: &[u8; 16],
         sealed: &SealedSigningKey,
     ) -> Result<AuditSigningKey, CryptoError> {
-        let s = &sealed.0;
-        if s.len() != SEALED_LEN || s[0] != SEAL_FORMAT {
-            return Err(CryptoError::Undecryptable);
-        }
-        let nonce: [u8; NONCE_LEN] = s[1..1 + NONCE_LEN].try_into().expect("12 bytes");
-        let k = derive_key(self.expose_secret(), &[], &[SEAL_LABEL]);
-        let mut buf = Zeroizing::new(s[1 + NONCE_LEN..].to_vec());
-        let seed = aead::open(&k, nonce, &seal_aad(node_id), &mut buf)?;
-        let seed: [u8; SEED_LEN] = (&*seed).try_into().map_err(|_| CryptoError::Undecryptable)?;
+        let seed = open_under_root(self, SEAL_LABEL, SEAL_FORMAT, &seal_aad(node_id), &sealed.0, SEED_LEN)?;
+        let seed: [u8; SEED_LEN] = seed[..].try_into().map_err(|_| CryptoError::Undecryptable)?;
         AuditSigningKey::from_seed(Zeroizing::new(seed))
     }
 }

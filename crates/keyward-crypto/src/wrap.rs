@@ -43,6 +43,49 @@ impl WrappedVersionSecret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootCheck(pub Vec<u8>);
 
+/// Seals `plaintext` under the root sub-key `HKDF(root, label)`:
+/// `format | nonce (12) | AES-256-GCM(plaintext) || tag (16)`. The one shape
+/// of everything Keyward keeps sealed under the root key (version secrets,
+/// the audit signing key); callers differ in label, format byte and AAD.
+pub(crate) fn seal_under_root(
+    root: &RootKey,
+    label: &[u8],
+    format: u8,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let nonce: [u8; NONCE_LEN] = random_array()?;
+    let key = derive_key(root.expose_secret(), &[], &[label]);
+    let mut body = zeroize::Zeroizing::new(plaintext.to_vec());
+    aead::seal(&key, nonce, aad, &mut body)?;
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + body.len());
+    out.push(format);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Opens what [`seal_under_root`] made, if it is exactly `plaintext_len`
+/// bytes of plaintext in `format`; every failure is `Undecryptable`.
+pub(crate) fn open_under_root(
+    root: &RootKey,
+    label: &[u8],
+    format: u8,
+    aad: &[u8],
+    sealed: &[u8],
+    plaintext_len: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+    if sealed.len() != 1 + NONCE_LEN + plaintext_len + 16 || sealed[0] != format {
+        return Err(CryptoError::Undecryptable);
+    }
+    let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN].try_into().expect("12 bytes");
+    let key = derive_key(root.expose_secret(), &[], &[label]);
+    let mut buf = zeroize::Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
+    let len = aead::open(&key, nonce, aad, &mut buf)?.len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
 fn wrap_aad(key_id: &KeyIdBytes, version: u32) -> Vec<u8> {
     let mut aad = AAD_LABEL.to_vec();
     aad.extend_from_slice(key_id);
@@ -58,15 +101,9 @@ impl RootKey {
         version: u32,
         secret: &VersionSecret,
     ) -> Result<WrappedVersionSecret, CryptoError> {
-        let nonce: [u8; NONCE_LEN] = random_array()?;
-        let wrap_key = derive_key(self.expose_secret(), &[], &[WRAP_LABEL]);
-        let mut body = secret.expose_secret().to_vec();
-        aead::seal(&wrap_key, nonce, &wrap_aad(key_id, version), &mut body)?;
-        let mut out = Vec::with_capacity(WRAPPED_LEN);
-        out.push(WRAP_FORMAT);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
-        zeroize::Zeroize::zeroize(&mut body);
+        let aad = wrap_aad(key_id, version);
+        let out = seal_under_root(self, WRAP_LABEL, WRAP_FORMAT, &aad, secret.expose_secret())?;
+        debug_assert_eq!(out.len(), WRAPPED_LEN);
         Ok(WrappedVersionSecret(out))
     }
 
@@ -78,15 +115,9 @@ impl RootKey {
         version: u32,
         wrapped: &WrappedVersionSecret,
     ) -> Result<VersionSecret, CryptoError> {
-        let w = &wrapped.0;
-        if w.len() != WRAPPED_LEN || w[0] != WRAP_FORMAT {
-            return Err(CryptoError::Undecryptable);
-        }
-        let nonce: [u8; NONCE_LEN] = w[1..1 + NONCE_LEN].try_into().expect("12 bytes");
-        let wrap_key = derive_key(self.expose_secret(), &[], &[WRAP_LABEL]);
-        let mut buf = zeroize::Zeroizing::new(w[1 + NONCE_LEN..].to_vec());
-        let secret = aead::open(&wrap_key, nonce, &wrap_aad(key_id, version), &mut buf)?;
-        VersionSecret::from_bytes(secret)
+        let aad = wrap_aad(key_id, version);
+        let secret = open_under_root(self, WRAP_LABEL, WRAP_FORMAT, &aad, &wrapped.0, SECRET_LEN)?;
+        VersionSecret::from_bytes(&secret)
     }
 
     fn check_key(&self) -> hmac::Key {
