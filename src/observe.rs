@@ -24,20 +24,33 @@ use crate::metrics::Metrics;
 pub struct ObserveLayer {
     metrics: Option<Arc<Metrics>>,
     in_flight: Arc<AtomicUsize>,
+    limiter: Option<Arc<crate::grpc::RateLimiter>>,
 }
 
 impl ObserveLayer {
     /// Request ids and spans always; metrics when given; `in_flight`
     /// counts the requests being handled (the audit writer reads it).
     pub fn new(metrics: Option<Arc<Metrics>>, in_flight: Arc<AtomicUsize>) -> Self {
-        Self { metrics, in_flight }
+        Self { metrics, in_flight, limiter: None }
+    }
+
+    /// Refunds `limiter`'s token for every response that is a
+    /// PERMISSION_DENIED (see `RateLimiter::refund`).
+    pub fn refunding(mut self, limiter: Option<Arc<crate::grpc::RateLimiter>>) -> Self {
+        self.limiter = limiter;
+        self
     }
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
     type Service = Observe<S>;
     fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, metrics: self.metrics.clone(), in_flight: self.in_flight.clone() }
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+            in_flight: self.in_flight.clone(),
+            limiter: self.limiter.clone(),
+        }
     }
 }
 
@@ -47,6 +60,7 @@ pub struct Observe<S> {
     inner: S,
     metrics: Option<Arc<Metrics>>,
     in_flight: Arc<AtomicUsize>,
+    limiter: Option<Arc<crate::grpc::RateLimiter>>,
 }
 
 /// Counts a request as in flight until dropped (also when cancelled).
@@ -196,23 +210,27 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let started = Instant::now();
         let counted = InFlight::enter(&self.in_flight);
+        let limiter = self.limiter.clone();
         Box::pin(
             async move {
                 let resp = inner.call(req).await;
                 drop(counted);
+                // An error is sent trailers-only, so its status is in the
+                // headers; a success puts grpc-status 0 in the trailers.
+                let code = match &resp {
+                    Ok(r) => r
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map(tonic::Code::from_i32)
+                        .unwrap_or(tonic::Code::Ok),
+                    Err(_) => tonic::Code::Unknown,
+                };
+                if let (tonic::Code::PermissionDenied, Some(l)) = (code, &limiter) {
+                    l.refund();
+                }
                 if let Some((m, kind, service, method)) = &labels {
-                    // An error is sent trailers-only, so its status is in the
-                    // headers; a success puts grpc-status 0 in the trailers.
-                    let code = match &resp {
-                        Ok(r) => r
-                            .headers()
-                            .get("grpc-status")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<i32>().ok())
-                            .map(tonic::Code::from_i32)
-                            .unwrap_or(tonic::Code::Ok),
-                        Err(_) => tonic::Code::Unknown,
-                    };
                     m.rpc_handled(kind, service, method, code_name(code), started.elapsed());
                 }
                 resp

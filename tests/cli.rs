@@ -54,7 +54,16 @@ fn readme_tour_export_and_offline_verify() {
     assert_eq!(ok(keyward(&addr, &["decrypt", "--ciphertext", ct, "--context", "tenant=acme"])), "card 4111");
     ok(keyward(&addr, &["key", "disable", "alias/payments"]));
     let refused = keyward(&addr, &["encrypt", "--key", "alias/payments", "--plaintext", "x"]);
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("FailedPrecondition"));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("FailedPrecondition") && why.contains("(request id "), "{why}");
+    // Out-of-range windows are refused by the CLI, not silently defaulted.
+    for args in [
+        ["key", "schedule-deletion", "alias/payments", "--days", "0"],
+        ["key", "schedule-deletion", "alias/payments", "--days", "31"],
+    ] {
+        let o = keyward(&addr, &args);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--days"), "{args:?}");
+    }
     ok(keyward(&addr, &["key", "enable", "alias/payments"]));
     let described: serde_json::Value =
         serde_json::from_str(&ok(keyward(&addr, &["--output", "json", "key", "describe", "alias/payments"])))

@@ -306,3 +306,92 @@ async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_t
     assert!(rss_after < rss_before + 96 * 1024, "RSS grew from {rss_before} KiB to {rss_after} KiB");
     s.stop().await.unwrap();
 }
+
+const INTRUDER: &str = "kw_flood_test_intruder_token";
+
+/// A flood from a valid principal that every request is refused
+/// (PERMISSION_DENIED: no grant on the key it asks for) does not spend the
+/// global rate limit either: its tokens are refunded, so an authorised
+/// caller well under the limit is never refused RESOURCE_EXHAUSTED. (Found
+/// by the outside review: 7 of 30 authorised requests were refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_unauthorised_requests_does_not_spend_the_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.key");
+    keyward::config::create_root_key_file(&root).unwrap();
+    let toml = format!(
+        r#"
+        data_dir = "{data}"
+        root_key_file = "{root}"
+        [limits]
+        rate_limit_per_second = 50.0
+        rate_limit_burst = 50.0
+        [[principals]]
+        name = "app"
+        roles = ["admin", "user", "auditor"]
+        token_sha256 = ["{hash}"]
+          [[principals.grants]]
+          keys = ["*"]
+          operations = ["*"]
+        [[principals]]
+        name = "intruder"
+        roles = ["user"]
+        token_sha256 = ["{intruder}"]
+          [[principals.grants]]
+          keys = ["alias/intruders-own"]
+          operations = ["*"]
+        "#,
+        data = dir.path().join("data").display(),
+        root = root.display(),
+        hash = keyward::auth::token_hash_hex(TOKEN),
+        intruder = keyward::auth::token_hash_hex(INTRUDER),
+    );
+    let file: keyward::config::FileConfig = toml::from_str(&toml).unwrap();
+    let config = keyward::ServerConfig::from_parts(file, &Default::default()).unwrap();
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    let key = s
+        .keys()
+        .create_key(with_token(pb::CreateKeyRequest::default(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+        .key_id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (denied, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let mut crypto = CryptoServiceClient::new(connect(&s.addr).await);
+        let (stop, denied, other, key) = (stop.clone(), denied.clone(), other.clone(), key.clone());
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match crypto.encrypt(encrypt_request(&key, INTRUDER)).await {
+                    Err(e) if e.code() == Code::PermissionDenied => denied.fetch_add(1, Ordering::Relaxed),
+                    _ => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    // The authorised caller: 40 requests, 20 a second (under the 50/s limit).
+    let mut crypto = s.crypto();
+    let mut refused = Vec::new();
+    for _ in 0..40 {
+        if let Err(e) = crypto.encrypt(encrypt_request(&key, TOKEN)).await {
+            refused.push(e.code());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.await.unwrap();
+    }
+    let (denied, other) = (denied.load(Ordering::Relaxed), other.load(Ordering::Relaxed));
+    println!(
+        "unauthorised flood: {denied} PERMISSION_DENIED, {other} other; authorised refused: {refused:?}"
+    );
+    assert!(denied > 200, "the flood ran well past the limit: {denied}");
+    assert_eq!(other, 0, "every flood request was refused PERMISSION_DENIED, none RESOURCE_EXHAUSTED");
+    assert!(refused.is_empty(), "authorised requests refused: {refused:?}");
+    s.stop().await.unwrap();
+}

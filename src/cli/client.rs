@@ -209,7 +209,12 @@ impl Client {
     }
 
     /// A refusal from the server, naming it.
+    /// The server's refusal, with its request id (to find its audit record).
     pub(crate) fn rpc(&self, s: tonic::Status) -> CliError {
-        CliError::Rpc { addr: self.addr.clone(), code: s.code(), message: s.message().to_string() }
+        let mut message = s.message().to_string();
+        if let Some(id) = s.metadata().get("x-request-id").and_then(|v| v.to_str().ok()) {
+            message.push_str(&format!(" (request id {id})"));
+        }
+        CliError::Rpc { addr: self.addr.clone(), code: s.code(), message }
     }
 }

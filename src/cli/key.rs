@@ -85,7 +85,7 @@ pub enum KeyCommand {
         /// Key id or alias.
         key: String,
         /// Days, 7 to 30.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(7..=30))]
         days: u32,
     },
     /// Cancel a scheduled deletion (the key comes back disabled).

@@ -32,7 +32,7 @@ pub enum VersionCommand {
         /// Version number.
         version: u32,
         /// Days, 1 to 365.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
         days: u32,
     },
     /// Restore a version scheduled for destruction (it comes back disabled).

@@ -86,6 +86,11 @@ pub struct Overrides {
     /// Log line format (the level comes from RUST_LOG or [log] level).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Upgrade a data folder written by an earlier Keyward (an older stored
+    /// format) in place: its key records and audit log are authenticated as
+    /// they are now. Needed once; only if nobody else could have written to it.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// Logging settings.
@@ -208,7 +213,7 @@ impl ServerConfig {
             data_dir,
             root_key,
             max_request_bytes,
-            kms: KmsConfig { limits, audit },
+            kms: KmsConfig { limits, audit, adopt_older_format: o.upgrade },
             tls,
             allow_insecure,
             auth,

@@ -45,7 +45,9 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
         if p.name.trim().is_empty() || !seen.insert(p.name.clone()) {
             return Err(bad("names must be non-empty and unique".into()));
         }
-        if RESERVED.contains(&p.name.as_str()) {
+        // Compared as a reader of the audit log would: "KMS-V2" or " system"
+        // would pose as Keyward's own names just as well.
+        if RESERVED.iter().any(|r| p.name.trim().eq_ignore_ascii_case(r)) {
             return Err(bad(format!(
                 "the names {RESERVED:?} are Keyward's own in the audit log (scheduled work, --dev, the KMS v2 plugin, refused callers)"
             )));
@@ -162,7 +164,7 @@ mod tests {
 
     #[test]
     fn keywards_own_names_are_refused() {
-        for name in RESERVED {
+        for name in RESERVED.iter().copied().chain(["KMS-V2", " system", "Dev "]) {
             let e = configured(vec![named(name)]).unwrap_err().to_string();
             assert!(e.contains(name) && e.contains("audit log"), "{e}");
         }

@@ -93,8 +93,13 @@ pub struct Api {
 
 impl Api {
     /// Services over one `Kms`, identifying callers with `auth`.
-    pub fn new(kms: Arc<Kms>, auth: Authenticator, limiter: Option<RateLimiter>) -> Self {
-        Self { kms, auth: Arc::new(auth), limiter: limiter.map(Arc::new) }
+    pub fn new(kms: Arc<Kms>, auth: Authenticator, limiter: Option<Arc<RateLimiter>>) -> Self {
+        Self { kms, auth: Arc::new(auth), limiter }
+    }
+
+    /// The global rate limiter, if one is configured.
+    pub(crate) fn limiter(&self) -> Option<Arc<RateLimiter>> {
+        self.limiter.clone()
     }
 
     /// Who is calling: request id, peer, and the principal from a client
@@ -147,6 +152,15 @@ impl RateLimiter {
     /// Allows `per_second` requests on average and `burst` at once.
     pub fn new(per_second: f64, burst: f64) -> Self {
         Self { per_second, burst, state: std::sync::Mutex::new((burst, std::time::Instant::now())) }
+    }
+
+    /// Gives back the token of a request that was refused PERMISSION_DENIED
+    /// (`crate::observe` calls it): refusals must not spend the budget of
+    /// authorised callers. They are limited per peer instead (their audit
+    /// records, `Kms::refuse`).
+    pub(crate) fn refund(&self) {
+        let mut s = self.state.lock().expect("limiter lock");
+        s.0 = (s.0 + 1.0).min(self.burst);
     }
 
     fn try_acquire(&self) -> bool {

@@ -130,7 +130,8 @@ impl Server {
                 }
             },
         };
-        let limiter = config.edge.rate.map(|(rate, burst)| crate::grpc::RateLimiter::new(rate, burst));
+        let limiter =
+            config.edge.rate.map(|(rate, burst)| Arc::new(crate::grpc::RateLimiter::new(rate, burst)));
         let api = Api::new(kms.clone(), config.auth.clone(), limiter);
         Ok(Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api })
     }
@@ -244,12 +245,12 @@ impl Prepared {
             .add_service(health)
             .add_service(KeyServiceServer::new(KeysApi(api.clone())).max_decoding_message_size(max))
             .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
-            .add_service(AuditServiceServer::new(AuditApi(api)).max_decoding_message_size(max));
+            .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max));
         // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
         // delayed ACKs for ~40 ms (measured with keyward-bench).
         let main = transport
             .layer(drain.layer())
-            .layer(crate::observe::ObserveLayer::new(metrics, in_flight))
+            .layer(crate::observe::ObserveLayer::new(metrics, in_flight).refunding(api.limiter()))
             // Inside observe (which gives every request its id): tonic's own
             // refusal of an oversized message, as Keyward reports it.
             .layer(crate::grpc::SizeLayer)

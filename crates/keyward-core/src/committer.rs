@@ -289,6 +289,12 @@ struct Writer {
 }
 
 impl Writer {
+    /// The head's seal: a checkpoint of `head`, signed now (every batch).
+    fn seal(&self, head: &AuditHead) -> Option<Checkpoint> {
+        let s = self.signer.as_ref()?;
+        Some(Checkpoint::sign(&s.key, s.node_id, head.seq, head.hash.clone(), s.clock.now_ms()))
+    }
+
     /// A checkpoint of `head`, if one is due: records since the last one,
     /// and `checkpoint_every` passed on the clock (or `force`, at stop).
     fn checkpoint_due(&self, head: Option<&AuditHead>, force: bool) -> Option<Checkpoint> {
@@ -394,6 +400,7 @@ impl Writer {
                 replies.push((seq, job.reply));
             }
             let new_head = AuditHead { seq, hash: prev };
+            batch.head_seal = self.seal(&new_head);
             batch.head = Some(new_head.clone());
             batch.checkpoint = self.checkpoint_due(Some(&new_head), false);
             let (store, usage, healthy, observer) =

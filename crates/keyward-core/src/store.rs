@@ -74,6 +74,9 @@ pub struct CommitBatch {
     /// A signed checkpoint of the chain (at most one per batch), stored
     /// under its sequence number.
     pub checkpoint: Option<Checkpoint>,
+    /// The head's seal: a checkpoint of the new head, signed with every
+    /// batch that moves it, kept (one value, overwritten) beside the head.
+    pub head_seal: Option<Checkpoint>,
 }
 
 /// Where keys and the audit log live. Implementations: RocksDB (production,
@@ -120,6 +123,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn set_audit_signer(&self, signer: &AuditSigner) -> Result<(), StoreError>;
     /// The checkpoint with the highest sequence number.
     fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+    /// The head's seal (see [`CommitBatch::head_seal`]), if one was stored.
+    fn head_seal(&self) -> Result<Option<Checkpoint>, StoreError>;
     /// The highest sequence number of a stored audit record (whatever the head says).
     fn newest_audit_seq(&self) -> Result<Option<u64>, StoreError>;
     /// Calls `f` with a consistent read-only view of the audit log (one
@@ -137,6 +142,8 @@ pub trait AuditView {
     fn head(&self) -> Result<Option<AuditHead>, StoreError>;
     /// The node's signing identity.
     fn signer(&self) -> Result<Option<AuditSigner>, StoreError>;
+    /// The head's seal.
+    fn head_seal(&self) -> Result<Option<Checkpoint>, StoreError>;
     /// The stored bytes of record `seq`.
     fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Calls `f(seq_in_key, stored_bytes)` for each record from `from_seq`

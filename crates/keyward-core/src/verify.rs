@@ -73,6 +73,7 @@ fn verify_view(
     public_key: Option<&AuditPublicKey>,
 ) -> Result<VerifyReport, StoreError> {
     let head = view.head()?;
+    let sealed_head = head.clone();
     let mut expected_seq = 1u64;
     let mut prev_hash = GENESIS_HASH.to_string();
     let mut checked = 0u64;
@@ -178,6 +179,17 @@ fn verify_view(
                 problems.push((seq, format!("record {seq} does not match its signed checkpoint")))
             }
             Some(_) => {}
+        }
+    }
+    // The head's seal: signed with every batch, so a chain redone up to a
+    // new head (with the checkpoints after the change deleted) shows here.
+    if let (Some(h), Some(k)) = (&sealed_head, &stored_key) {
+        match view.head_seal()? {
+            Some(s) if s.seq == h.seq && s.record_hash == h.hash && s.verify(k) => {}
+            Some(_) => {
+                problems.push((h.seq, format!("the chain head ({}) does not match its signed seal", h.seq)))
+            }
+            None => problems.push((h.seq, format!("the chain head ({}) carries no signed seal", h.seq))),
         }
     }
     for (seq, p) in problems {

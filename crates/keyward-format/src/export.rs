@@ -172,8 +172,20 @@ pub fn verify(export: &Export, key: &AuditPublicKey) -> OfflineReport {
         hashes.push(prev.clone());
     }
     let last_record = export.records.last().map(|r| r.seq).unwrap_or(0);
+    if export.records.is_empty() {
+        note(1, "the export holds no records".to_string());
+    }
     let mut last_checkpoint: Option<u64> = None;
+    let mut seen = std::collections::BTreeSet::new();
     for c in &export.checkpoints {
+        if !seen.insert(c.seq) {
+            note(c.seq, format!("checkpoint {} appears more than once", c.seq));
+        }
+        if let Some(first) = export.checkpoints.first() {
+            if c.node_id != first.node_id {
+                note(c.seq, format!("checkpoint {} names node {}, not {}", c.seq, c.node_id, first.node_id));
+            }
+        }
         if !c.verify(key) {
             note(
                 c.seq,
@@ -192,6 +204,11 @@ pub fn verify(export: &Export, key: &AuditPublicKey) -> OfflineReport {
             None => {}
         }
         last_checkpoint = last_checkpoint.max(Some(c.seq));
+    }
+    // A node signs its first batch at once: a genuine export of a log holds
+    // at least one checkpoint. None at all means they were removed.
+    if !export.records.is_empty() && export.checkpoints.is_empty() {
+        note(1, "no signed checkpoint covers any record: nothing in this export is signed".to_string());
     }
     let covered = last_checkpoint.unwrap_or(0);
     OfflineReport {
@@ -291,6 +308,25 @@ mod tests {
         assert_eq!((r.last_checkpoint_seq, r.uncovered), (Some(7), Some((8, 10))));
         let other = AuditSigningKey::generate().unwrap().public_key();
         assert_eq!(verify(&parsed, &other).first_bad_seq, Some(4));
+    }
+
+    /// What the outside review found accepted as "intact": an export with
+    /// every checkpoint removed, an empty one, a duplicated checkpoint.
+    #[test]
+    fn exports_without_checkpoints_or_records_or_with_duplicates_fail() {
+        let key = AuditSigningKey::generate().unwrap();
+        let text = String::from_utf8(export_of(&chain(6), &key, &[3, 6])).unwrap();
+        let stripped: Vec<&str> = text.lines().filter(|l| !l.contains("\"checkpoint\"")).collect();
+        let r = verify(&parse(stripped.join("\n").as_bytes()).unwrap(), &key.public_key());
+        assert_eq!(r.first_bad_seq, Some(1), "{r:?}");
+        assert!(r.problem.as_deref().unwrap().contains("no signed checkpoint"), "{r:?}");
+        let r = verify(&parse(b"").unwrap(), &key.public_key());
+        assert!(!r.intact() && r.problem.as_deref().unwrap().contains("no records"), "{r:?}");
+        let dup = text.lines().find(|l| l.contains("\"checkpoint\"")).unwrap();
+        let doubled = format!("{text}{dup}\n");
+        let r = verify(&parse(doubled.as_bytes()).unwrap(), &key.public_key());
+        assert!(r.problem.as_deref().unwrap().contains("more than once"), "{r:?}");
+        assert!(verify(&parse(text.as_bytes()).unwrap(), &key.public_key()).intact());
     }
 
     #[test]

@@ -64,6 +64,7 @@ const ALL_CFS: [&str; 9] = [
     CF_CHECKPOINTS,
 ];
 const AUDIT_SIGNER: &[u8] = b"audit_signer";
+const AUDIT_HEAD_SEAL: &[u8] = b"audit_head_seal";
 const ROOT_CHECK: &[u8] = b"root_check";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const FORMAT: &[u8] = b"format_version";
@@ -332,7 +333,10 @@ impl Store for RocksStore {
         iter.map(|item| {
             let (k, v) = item.map_err(err)?;
             let id: [u8; 16] = k.as_ref().try_into().map_err(|_| StoreError("corrupt key id".into()))?;
-            format::keys::decode(&v, secrets.remove(&KeyId::from_bytes(id)).unwrap_or_default())
+            let id = KeyId::from_bytes(id);
+            format::keys::decode(&v, secrets.remove(&id).unwrap_or_default()).map_err(|e| {
+                StoreError(format!("key record {id} cannot be read ({}): refusing to load it", e.0))
+            })
         })
         .collect()
     }
@@ -443,6 +447,9 @@ impl Store for RocksStore {
         if shred {
             b.put_cf(meta, SHRED_PENDING, []);
         }
+        if let Some(c) = &batch.head_seal {
+            b.put_cf(meta, AUDIT_HEAD_SEAL, format::checkpoint::encode(c));
+        }
         if let Some(c) = &batch.checkpoint {
             b.put_cf(self.cf(CF_CHECKPOINTS), c.seq.to_be_bytes(), format::checkpoint::encode(c));
         }
@@ -508,6 +515,13 @@ impl Store for RocksStore {
         self.db.write_opt(b, &wo).map_err(err)
     }
 
+    fn head_seal(&self) -> Result<Option<Checkpoint>, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), AUDIT_HEAD_SEAL).map_err(err)? {
+            Some(b) => format::checkpoint::decode(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let Some(cf) = self.db.cf_handle(CF_CHECKPOINTS) else { return Ok(None) };
         match self.db.iterator_cf(cf, IteratorMode::End).next() {
@@ -560,6 +574,13 @@ impl AuditView for RocksView<'_> {
     fn head(&self) -> Result<Option<AuditHead>, StoreError> {
         match self.snap.get_cf(self.store.cf(CF_META), AUDIT_HEAD).map_err(err)? {
             Some(b) => format::audit::decode_head(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn head_seal(&self) -> Result<Option<Checkpoint>, StoreError> {
+        match self.snap.get_cf(self.store.cf(CF_META), AUDIT_HEAD_SEAL).map_err(err)? {
+            Some(b) => format::checkpoint::decode(&b).map(Some),
             None => Ok(None),
         }
     }

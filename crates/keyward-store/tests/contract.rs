@@ -109,6 +109,7 @@ fn contract(store: Arc<dyn Store>) {
             head: Some(head.clone()),
             usage: vec![(a, 1, usage(3)), (a, 2, usage(4)), (b, 1, usage(5))],
             checkpoint: None,
+            head_seal: None,
         })
         .unwrap();
     let mut got = store.load_usage().unwrap();
@@ -244,6 +245,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
             head: Some(head),
             usage: vec![(a, 1, usage(11))],
             checkpoint: None,
+            head_seal: None,
         })
         .unwrap();
         s.set_root_check(b"rc").unwrap();

@@ -120,7 +120,11 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
     let root = || RootKey::from_bytes(&hex::decode(root_hex.trim()).unwrap()).unwrap();
     let rocks = Arc::new(RocksStore::open(dir.path()).unwrap());
     let store: Arc<dyn Store> = rocks.clone();
-    let kms = Kms::open(store, root(), Arc::new(ManualClock::at(1)), KmsConfig::default()).unwrap();
+    // Without the operator's say-so, an older format is refused.
+    let refused = Kms::open(store.clone(), root(), Arc::new(ManualClock::at(1)), KmsConfig::default());
+    assert!(refused.unwrap_err().to_string().contains("--upgrade"));
+    let upgrade = KmsConfig { adopt_older_format: true, ..Default::default() };
+    let kms = Kms::open(store, root(), Arc::new(ManualClock::at(1)), upgrade).unwrap();
     assert!(!rocks.needs_upgrade());
     let keys = rocks.load_keys().unwrap();
     assert_eq!(keys.len(), 3);

@@ -255,6 +255,66 @@ async fn a_deleted_head_refuses_to_start() {
     assert!(text.contains("CreateKey"), "{text}");
 }
 
+fn open_kms(dir: &std::path::Path) -> Result<Kms, keyward_core::OpenError> {
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir).unwrap());
+    Kms::open(store, RootKey::from_bytes(&[7; 32]).unwrap(), Arc::new(SystemClock), KmsConfig::default())
+}
+
+/// The outside reviewer's forgery: rewrite a record, redo the chain and the
+/// head, and delete every signed checkpoint. Without the head's seal the
+/// verifier said "intact, no signed checkpoint yet" and the server started
+/// and signed the forged history. The seal (signed with every batch) names
+/// the genuine head: the verifier reports it, the server refuses to start.
+#[tokio::test]
+async fn a_rewritten_history_with_its_checkpoints_deleted_is_caught_by_the_sealed_head() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 20).await;
+    {
+        let raw = Raw::open(dir.path());
+        raw.rewrite_and_rechain(6, |t| t.replace("\"OK\"", "\"NOT_FOUND\""));
+        let cf = raw.cf("audit_checkpoints");
+        let keys: Vec<Box<[u8]>> =
+            raw.0.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|i| i.unwrap().0).collect();
+        assert!(!keys.is_empty());
+        for k in keys {
+            raw.0.delete_cf(cf, k).unwrap();
+        }
+    }
+    let r = verify(dir.path());
+    assert!(!r.intact(), "{r:?}");
+    assert!(r.problem.as_deref().unwrap().contains("signed seal"), "{r:?}");
+    let e = open_kms(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("seal") && e.to_string().contains("outside Keyward"), "{e}");
+}
+
+/// Deleting the node's signing key does not make the server start with a
+/// fresh one (which would sign whatever the log holds): it refuses.
+#[tokio::test]
+async fn a_deleted_signing_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 5).await;
+    {
+        let raw = Raw::open(dir.path());
+        raw.0.delete_cf(raw.cf("meta"), b"audit_signer").unwrap();
+    }
+    let e = open_kms(dir.path()).unwrap_err();
+    assert!(matches!(e, keyward_core::OpenError::AuditKey(_)), "{e}");
+    assert!(e.to_string().contains("signing key is missing"), "{e}");
+}
+
+/// A record after the last checkpoint rewritten (the chain redone to a new
+/// head, the seal left as it was): the server refuses to start.
+#[tokio::test]
+async fn a_rewritten_tail_after_the_last_checkpoint_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 8).await;
+    {
+        let raw = Raw::open(dir.path());
+        raw.rewrite_and_rechain(8, |t| t.replace("\"OK\"", "\"NOT_FOUND\""));
+    }
+    assert!(open_kms(dir.path()).unwrap_err().to_string().contains("seal"));
+}
+
 /// Verification while requests commit: the head and the records come from
 /// one snapshot, so a busy log is never reported as tampered with. (Before,
 /// the head was read before the records: a commit landing in between was

@@ -101,6 +101,12 @@ pub struct KmsConfig {
     pub limits: Limits,
     /// Audit writer tuning.
     pub audit: AuditLogConfig,
+    /// Open a data folder in an older stored format and rewrite it in the
+    /// current one, authenticating its records and adopting its audit log
+    /// as they are now (`keyward server --upgrade`). Off by default: a
+    /// folder that suddenly claims an older format is refused, since a
+    /// downgrade would let a database writer have edits authenticated.
+    pub adopt_older_format: bool,
 }
 
 /// A key with its version secrets unwrapped.
@@ -203,7 +209,11 @@ impl Kms {
         }
         let records = RecordKey::derive(&root);
         let mut aliases = store.load_aliases().map_err(OpenError::Store)?;
-        if store.needs_upgrade() {
+        let upgrading = store.needs_upgrade();
+        if upgrading && !config.adopt_older_format {
+            return Err(OpenError::NeedsUpgrade);
+        }
+        if upgrading {
             // An older format carries no tags: tag what it holds, once, in
             // one atomic write (the upgrade trusts the folder as it is now).
             for k in &mut keys {
@@ -237,7 +247,8 @@ impl Kms {
         }
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
         signer::check_head(&*store)?;
-        let (node_id, signing_key, audit_key) = signer::load_or_create(&*store, &root)?;
+        let (node_id, signing_key, audit_key) = signer::load_or_create(&*store, &root, upgrading)?;
+        signer::check_seal(&*store, (node_id, &signing_key, &audit_key), &*clock, upgrading)?;
         let checkpoints =
             crate::committer::CheckpointSigner { key: signing_key, node_id, clock: clock.clone() };
         let audit = AuditLog::start(store.clone(), usage.clone(), config.audit, Some(checkpoints))
@@ -309,6 +320,9 @@ pub enum OpenError {
     /// Keys exist but no check value does.
     #[error("the data folder holds keys but no root-key check value; refusing to guess")]
     MissingCheck,
+    /// The folder is in an older stored format and `adopt_older_format` is off.
+    #[error("this data folder is in an older stored format (written by an earlier Keyward); start once with --upgrade to rewrite it in the current format, authenticating its records and audit log as they are now (only if nobody else could have written to it)")]
+    NeedsUpgrade,
     /// A stored record fails its integrity check: it was changed by
     /// something other than this service (or under another root key).
     #[error("{0} fails its integrity check (its tag does not match its contents): it was changed outside Keyward; refusing to load it. Restore the data folder from a backup, or investigate")]

@@ -91,6 +91,9 @@ impl Store for FaultyStore {
     fn last_checkpoint(&self) -> Result<Option<crate::Checkpoint>, StoreError> {
         self.inner.last_checkpoint()
     }
+    fn head_seal(&self) -> Result<Option<crate::Checkpoint>, StoreError> {
+        self.inner.head_seal()
+    }
     fn newest_audit_seq(&self) -> Result<Option<u64>, StoreError> {
         self.inner.newest_audit_seq()
     }

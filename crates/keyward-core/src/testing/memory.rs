@@ -22,6 +22,7 @@ struct Inner {
     usage: BTreeMap<(KeyId, u32), VersionUsage>,
     signer: Option<AuditSigner>,
     checkpoints: BTreeMap<u64, Checkpoint>,
+    head_seal: Option<Checkpoint>,
     index: BTreeSet<IndexEntry>,
 }
 
@@ -163,6 +164,9 @@ impl Store for MemoryStore {
             inner.audit.insert(r.record.seq, r.bytes.clone());
             inner.index.extend(crate::index_entries(&r.record));
         }
+        if let Some(c) = &batch.head_seal {
+            inner.head_seal = Some(c.clone());
+        }
         if let Some(c) = &batch.checkpoint {
             inner.checkpoints.insert(c.seq, c.clone());
         }
@@ -217,6 +221,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn head_seal(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.inner().head_seal.clone())
+    }
+
     fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self.inner().checkpoints.values().next_back().cloned())
     }
@@ -258,6 +266,9 @@ impl AuditView for View<'_> {
     }
     fn signer(&self) -> Result<Option<AuditSigner>, StoreError> {
         Ok(self.inner.signer.clone())
+    }
+    fn head_seal(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.inner.head_seal.clone())
     }
     fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.inner.audit.get(&seq).cloned())
