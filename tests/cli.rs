@@ -281,6 +281,64 @@ fn an_edited_key_record_refuses_to_start_naming_the_key() {
     assert!(err.contains(&format!("key record {id}")) && err.contains("integrity check"), "{err}");
 }
 
+/// A data folder written by an earlier build (stored format 1) is refused
+/// with status 64 and a message naming `--upgrade`; started once with
+/// `--upgrade` it is rewritten in the current format, and afterwards it
+/// starts without the flag and serves its keys.
+#[test]
+fn an_older_data_folder_needs_upgrade_once() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/keyward-store/tests/fixtures/format-v1");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("db")).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for e in std::fs::read_dir(fixture.join("db")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), data.join("db").join(e.file_name())).unwrap();
+    }
+    let root = dir.path().join("root.key");
+    std::fs::write(&root, std::fs::read(fixture.join("root.key")).unwrap()).unwrap();
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "server",
+        "--dev",
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--root-key-file",
+        root.to_str().unwrap(),
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", String::from_utf8_lossy(&o.stderr));
+    let why = String::from_utf8_lossy(&o.stderr);
+    assert!(why.contains("--upgrade"), "{why}");
+    for upgrade in [true, false] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        let mut server = cmd.spawn().unwrap();
+        let addr = format!("http://{listen}");
+        let mut listed = String::new();
+        for _ in 0..400 {
+            let o = keyward(&addr, &["key", "list"]);
+            if o.status.success() {
+                listed = String::from_utf8(o.stdout).unwrap();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert!(listed.contains("alias/fixture-a"), "upgrade {upgrade}: {listed}");
+        Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+        assert!(server.wait().unwrap().success());
+    }
+}
+
 /// Starts `keyward server --dev` on a free port; returns it and its address.
 fn dev_server(data: &std::path::Path) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
