@@ -33,9 +33,11 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Query the key-usage log (newest first).
     Query(AuditQueryArgs),
-    /// Export records as JSON lines (oldest first) to stdout or --out FILE;
-    /// with --data-dir, the signed export (records with their stored bytes,
-    /// and checkpoints) that `audit verify --offline` checks.
+    /// Export the signed log as JSON lines (oldest first) to stdout or --out
+    /// FILE: every record with its stored bytes and the signed checkpoints,
+    /// which `audit verify --offline` checks; from the server, or with
+    /// --data-dir from its folder. With a filter, the matching records with
+    /// readable fields instead (not verifiable: a filtered list has gaps).
     Export(AuditExportArgs),
     /// Walk the hash chain, checkpoints and indexes; with --data-dir, offline
     /// on a stopped server's data; with --offline FILE --public-key PEM, on a
@@ -56,7 +58,7 @@ pub struct AuditVerifyArgs {
     /// Data folder of a stopped server (verifies without a server).
     #[arg(long, conflicts_with = "offline")]
     pub data_dir: Option<PathBuf>,
-    /// A signed export (`audit export --data-dir`) to verify.
+    /// A signed export (`audit export` without filters) to verify.
     #[arg(long, requires = "public_key")]
     pub offline: Option<PathBuf>,
     /// The node's audit public key, a PEM file (`audit public-key`). With
@@ -399,7 +401,14 @@ fn verify_export(file: &Path, pem: &Path, output: Output) -> Result<(), CliError
     use keyward_format::export;
     let key = read_public_key(pem)?;
     let bytes = std::fs::read(file).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
-    let parsed = export::parse(&bytes).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    let parsed = export::parse(&bytes).map_err(|e| {
+        let hint = if e.reason.contains("missing field `type`") {
+            " (a filtered export lists readable records and cannot be verified; export without filters)"
+        } else {
+            ""
+        };
+        CliError::Input(format!("{}: {e}{hint}", file.display()))
+    })?;
     let r = export::verify(&parsed, &key);
     let tail = match r.uncovered {
         Some((a, b)) => format!(
