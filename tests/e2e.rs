@@ -182,5 +182,16 @@ async fn the_global_rate_limit_refuses_excess_and_recovers() {
     assert!(ok >= 5 && refused >= 10, "ok {ok}, refused {refused}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     keys.list_keys(pb::ListKeysRequest::default()).await.expect("serving again after the window");
+    // The refusals are audited (past 10 a second from one peer, as one
+    // summary a second: the sweeper writes it within a second or two).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let q = pb::QueryAuditLogRequest {
+        outcome: "RESOURCE_EXHAUSTED".into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let records = s.audit().query_audit_log(q).await.unwrap().into_inner().records;
+    assert!(!records.is_empty(), "rate-limit refusals are audited");
+    assert!(records.iter().all(|r| r.operation == "ListKeys"), "{records:?}");
     s.stop().await.unwrap();
 }

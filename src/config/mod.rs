@@ -189,7 +189,22 @@ impl ServerConfig {
                 "listen: {listen} is not a loopback address; configure [tls] or set allow_insecure = true"
             )));
         }
+        // A principal only a client certificate could identify, on a server
+        // that asks for none, could never connect: say so now.
+        let verifies_certs = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        let cert_only = file
+            .principals
+            .iter()
+            .find(|p| {
+                !p.cert_dns_names.is_empty() || !p.cert_uris.is_empty() || !p.cert_common_names.is_empty()
+            })
+            .map(|p| p.name.clone());
         let auth = principals::authenticator(dev, file.principals)?;
+        if let (Some(name), false) = (cert_only, verifies_certs) {
+            return Err(ConfigError::Invalid(format!(
+                "principals {name:?}: certificate names need [tls] client_ca_file (client certificates are not verified without it)"
+            )));
+        }
         let edge = edge(&file.limits)?;
         let kms_v2 = listeners::kms_v2(o.kms_v2_socket.clone(), o.kms_v2_key.clone(), file.kms_v2)?;
         let metrics_listen = listeners::optional_addr(
@@ -309,6 +324,13 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./keyward-data"));
         assert_eq!(c.root_key, RootKeySource::Dev(PathBuf::from("./keyward-data/dev-root.key")));
         assert_eq!(c.kms.limits, Limits::default());
+    }
+
+    #[test]
+    fn certificate_names_without_a_client_ca_are_refused() {
+        let text = "root_key_file = \"/k\"\n[[principals]]\nname = \"svc\"\nroles = [\"user\"]\ncert_dns_names = [\"svc.example\"]\n";
+        let e = ServerConfig::from_toml(text, Path::new("t.toml"), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("client_ca_file") && e.to_string().contains("svc"), "{e}");
     }
 
     #[test]

@@ -115,16 +115,18 @@ impl Api {
         let certs = req.peer_certs();
         match self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
             Ok(p) => {
+                let caller = Caller { request_id, principal: p.name, peer, policy: p.policy };
                 if let Some(l) = &self.limiter {
                     if !l.try_acquire() {
-                        let mut s = Status::resource_exhausted("rate limit exceeded; retry with backoff");
-                        if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
-                            s.metadata_mut().insert(REQUEST_ID, v);
-                        }
-                        return Err(s);
+                        // Audited like other refusals: one by one up to the
+                        // per-peer threshold, then one summary a second.
+                        let why =
+                            KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
+                        let err = self.kms.refuse(&caller, op, why).await;
+                        return Err(respond::<()>(&caller, Err(err)).expect_err("an error"));
                     }
                 }
-                Ok(Caller { request_id, principal: p.name, peer, policy: p.policy })
+                Ok(caller)
             }
             Err(NoIdentity(why)) => {
                 let caller = Caller {

@@ -9,13 +9,15 @@ use crate::refusals::Verdict;
 use crate::{AuditEntry, AuditError, ErrorKind};
 
 impl Kms {
-    /// Makes `entry` durable, unless it is an unauthenticated or
-    /// unauthorised refusal past the per-peer threshold of its second: then
+    /// Makes `entry` durable, unless it is an unauthenticated, unauthorised
+    /// or rate-limited refusal past the per-peer threshold of its second: then
     /// it is only counted, and the second's summary records it. Summaries of
     /// a second that has ended are written alongside.
     pub(super) async fn record(&self, entry: AuditEntry) -> Result<(), AuditError> {
         let code = entry.outcome.code;
-        if code != ErrorKind::Unauthenticated.code_name() && code != ErrorKind::PermissionDenied.code_name() {
+        let aggregated =
+            [ErrorKind::Unauthenticated, ErrorKind::PermissionDenied, ErrorKind::ResourceExhausted];
+        if !aggregated.iter().any(|k| k.code_name() == code) {
             return self.audit.append(entry).await.map(drop);
         }
         let (verdict, ended) = self.refusals.note(&entry);
