@@ -138,23 +138,21 @@ async fn audit_of(audit: &mut AuditServiceClient<Channel>, principal: &str) -> V
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root.key");
+/// A server with token auth over `dir`: principal "app" (every role, every
+/// key, token [`TOKEN`]), a global rate limit of `rate` a second (burst the
+/// same), `extra` TOML appended (more settings go before the tables via
+/// `top`), and its first key; returns the server and the key's id.
+async fn token_server(dir: &std::path::Path, top: &str, rate: f64, extra: &str) -> (TestServer, String) {
+    let root = dir.join("root.key");
     keyward::config::create_root_key_file(&root).unwrap();
-    let maddr = free_addr();
-    // A global rate limit the flood alone would exhaust many times over,
-    // and that the authorised client (about 50 requests a second at most)
-    // stays well under.
     let toml = format!(
         r#"
         data_dir = "{data}"
         root_key_file = "{root}"
-        metrics_listen = "{maddr}"
+        {top}
         [limits]
-        rate_limit_per_second = 100.0
-        rate_limit_burst = 100.0
+        rate_limit_per_second = {rate:.1}
+        rate_limit_burst = {rate:.1}
         [[principals]]
         name = "app"
         roles = ["admin", "user", "auditor"]
@@ -162,16 +160,17 @@ async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_t
           [[principals.grants]]
           keys = ["*"]
           operations = ["*"]
+        {extra}
         "#,
-        data = dir.path().join("data").display(),
+        data = dir.join("data").display(),
         root = root.display(),
         hash = keyward::auth::token_hash_hex(TOKEN),
     );
     let file: keyward::config::FileConfig = toml::from_str(&toml).unwrap();
     let config = keyward::ServerConfig::from_parts(file, &Default::default()).unwrap();
-    let s = TestServer::start_with(dir.path(), config, None).await;
-    let mut keys = s.keys();
-    let key = keys
+    let s = TestServer::start_with(dir, config, None).await;
+    let key = s
+        .keys()
         .create_key(with_token(pb::CreateKeyRequest::default(), TOKEN))
         .await
         .unwrap()
@@ -179,6 +178,17 @@ async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_t
         .key
         .unwrap()
         .key_id;
+    (s, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unauthenticated_flood_neither_starves_authorised_callers_nor_grows_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let maddr = free_addr();
+    // A global rate limit the flood alone would exhaust many times over,
+    // and that the authorised client (about 50 requests a second at most)
+    // stays well under.
+    let (s, key) = token_server(dir.path(), &format!("metrics_listen = \"{maddr}\""), 100.0, "").await;
     let encrypt = |token: &str| encrypt_request(&key, token);
     // One of each before measuring, so every series already exists.
     let mut crypto = s.crypto();
@@ -317,47 +327,19 @@ const INTRUDER: &str = "kw_flood_test_intruder_token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_unauthorised_requests_does_not_spend_the_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root.key");
-    keyward::config::create_root_key_file(&root).unwrap();
-    let toml = format!(
+    let intruder = format!(
         r#"
-        data_dir = "{data}"
-        root_key_file = "{root}"
-        [limits]
-        rate_limit_per_second = 50.0
-        rate_limit_burst = 50.0
-        [[principals]]
-        name = "app"
-        roles = ["admin", "user", "auditor"]
-        token_sha256 = ["{hash}"]
-          [[principals.grants]]
-          keys = ["*"]
-          operations = ["*"]
         [[principals]]
         name = "intruder"
         roles = ["user"]
-        token_sha256 = ["{intruder}"]
+        token_sha256 = ["{}"]
           [[principals.grants]]
           keys = ["alias/intruders-own"]
           operations = ["*"]
         "#,
-        data = dir.path().join("data").display(),
-        root = root.display(),
-        hash = keyward::auth::token_hash_hex(TOKEN),
-        intruder = keyward::auth::token_hash_hex(INTRUDER),
+        keyward::auth::token_hash_hex(INTRUDER)
     );
-    let file: keyward::config::FileConfig = toml::from_str(&toml).unwrap();
-    let config = keyward::ServerConfig::from_parts(file, &Default::default()).unwrap();
-    let s = TestServer::start_with(dir.path(), config, None).await;
-    let key = s
-        .keys()
-        .create_key(with_token(pb::CreateKeyRequest::default(), TOKEN))
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap()
-        .key_id;
+    let (s, key) = token_server(dir.path(), "", 50.0, &intruder).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (denied, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut flood = Vec::new();
