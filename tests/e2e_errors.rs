@@ -224,13 +224,24 @@ async fn bad_requests_get_the_right_codes_and_lose_nothing() {
     );
     requests += 5;
 
-    // A request over the 64 KiB limit is refused by the transport, unaudited
-    // (it never reached a key), and the server keeps serving.
+    // A request over the 64 KiB limit is refused before any handler; it is
+    // audited too (just after its reply), and the server keeps serving.
     let huge = crypto.encrypt(enc(&id, vec![0; 70 * 1024], HashMap::new())).await;
     assert!(huge.is_err());
+    requests += 1;
 
     // Every refused request above was audited; nothing was lost; still serving.
-    assert_eq!(s.audit_count().await, before + 1 + requests);
+    // (Each count is a QueryAuditLog, audited itself.)
+    let (mut count, mut counts) = (0, 0);
+    for _ in 0..100 {
+        count = s.audit_count().await;
+        counts += 1;
+        if count >= before + counts + requests {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, before + counts + requests);
     let d = crypto.decrypt(dec(good, ctx(&[("a", "b")]))).await.unwrap().into_inner();
     assert_eq!(d.plaintext, b"secret");
     let refused = s
@@ -271,6 +282,21 @@ async fn an_oversized_request_is_invalid_argument_naming_the_limit_with_its_requ
         "request exceeds the 65536-byte limit",
     );
     assert_eq!(e.metadata().get("x-request-id").unwrap(), "req-too-big");
+    // And audited, as the caller's refusal (written just after the reply:
+    // nothing was done, so the refusal does not wait for it).
+    let mut found = None;
+    for _ in 0..100 {
+        let q = pb::QueryAuditLogRequest { outcome: "INVALID_ARGUMENT".into(), ..Default::default() };
+        let records = s.audit().query_audit_log(q).await.unwrap().into_inner().records;
+        found = records.into_iter().find(|r| r.request_id == "req-too-big");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = found.expect("the oversized request's refusal is audited");
+    assert_eq!((r.operation.as_str(), r.principal.as_str()), ("Encrypt", "dev"));
+    assert!(r.reason.contains("65536-byte limit"), "{}", r.reason);
     // Without an id of the caller's, the server's own is returned.
     let e = crypto.encrypt(big.clone()).await.unwrap_err();
     assert!(!e.metadata().get("x-request-id").unwrap().is_empty());
@@ -292,6 +318,13 @@ async fn an_oversized_request_is_invalid_argument_naming_the_limit_with_its_requ
         "request exceeds the 65536-byte limit",
     );
     assert_eq!(e.metadata().get("x-request-id").unwrap(), "req-stream-big");
+    let q = pb::QueryAuditLogRequest { outcome: "INVALID_ARGUMENT".into(), ..Default::default() };
+    let records = s.audit().query_audit_log(q).await.unwrap().into_inner().records;
+    let r = records
+        .iter()
+        .find(|r| r.request_id == "req-stream-big")
+        .expect("the stream item's refusal is audited");
+    assert_eq!(r.operation, "ReEncrypt");
 
     // Still serving.
     crypto

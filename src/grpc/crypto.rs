@@ -245,7 +245,15 @@ impl CryptoService for CryptoApi {
                         Ok(r) => Ok(item_result(&api, &c, i, r).await),
                         // A broken or oversized item ends the stream; its
                         // status (in the trailers) carries the request id too.
-                        Err(status) => Err(with_request_id(super::size_status(status), &c)),
+                        Err(status) => {
+                            let status = super::size_status(status);
+                            // An oversized item is refused (and audited) like a request.
+                            if status.code() == tonic::Code::InvalidArgument {
+                                let e = KmsError::invalid("request", status.message().to_string());
+                                api.kms.refuse(&c, Operation::ReEncrypt, e).await;
+                            }
+                            Err(with_request_id(status, &c))
+                        }
                     }
                 }
             })

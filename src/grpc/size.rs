@@ -13,7 +13,9 @@ use std::task::{Context, Poll};
 
 use tonic::{Code, Status};
 
-use super::REQUEST_ID;
+use keyward_core::{KmsError, Operation};
+
+use super::{Api, REQUEST_ID};
 
 /// tonic's message for a request message over the decoding limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
@@ -41,14 +43,24 @@ pub fn size_status(status: Status) -> Status {
     out
 }
 
-/// Adds [`Size`] to a service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SizeLayer;
+/// Adds [`Size`] to a service; with an [`Api`], the refusal is audited
+/// like any other (the caller identified from the request's credentials).
+#[derive(Debug, Clone, Default)]
+pub struct SizeLayer {
+    api: Option<Api>,
+}
+
+impl SizeLayer {
+    /// Rewrites and audits oversized-request refusals over `api`.
+    pub fn new(api: Api) -> Self {
+        Self { api: Some(api) }
+    }
+}
 
 impl<S> tower::Layer<S> for SizeLayer {
     type Service = Size<S>;
     fn layer(&self, inner: S) -> Size<S> {
-        Size { inner }
+        Size { inner, api: self.api.clone() }
     }
 }
 
@@ -56,6 +68,18 @@ impl<S> tower::Layer<S> for SizeLayer {
 #[derive(Debug, Clone)]
 pub struct Size<S> {
     inner: S,
+    api: Option<Api>,
+}
+
+/// Audits an oversized request's refusal as its caller's: an unidentified
+/// caller is audited (and aggregated) by `Api::caller` itself.
+async fn audit_refusal(api: Api, parts: http::request::Parts, message: String) {
+    let method = parts.uri.path().rsplit('/').next().unwrap_or_default().to_string();
+    let Some(op) = Operation::from_rpc(&method) else { return };
+    let req = tonic::Request::from_http(http::Request::from_parts(parts, ()));
+    if let Ok(caller) = api.caller(&req, op).await {
+        api.kms.refuse(&caller, op, KmsError::invalid("request", message)).await;
+    }
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for Size<S>
@@ -74,6 +98,18 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // Set by the observe layer (outside this one) on every request.
         let request_id = req.headers().get(REQUEST_ID).cloned();
+        // What identifying the caller needs (headers, peer address and
+        // certificates), kept in case the request is refused for its size.
+        let parts = self.api.as_ref().map(|_| {
+            let mut b = http::Request::builder().method(req.method().clone()).uri(req.uri().clone());
+            if let Some(h) = b.headers_mut() {
+                *h = req.headers().clone();
+            }
+            let mut p = b.body(()).expect("a copy of a valid request").into_parts().0;
+            p.extensions = req.extensions().clone();
+            p
+        });
+        let api = self.api.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
@@ -82,6 +118,11 @@ where
                 if let Some(status) = Status::from_header_map(resp.headers()) {
                     let rewritten = size_status(Status::new(status.code(), status.message()));
                     if rewritten.code() != Code::OutOfRange {
+                        if let (Some(api), Some(parts)) = (api, parts) {
+                            // Nothing was done, so the refusal need not wait
+                            // for its record (the response type is not Send).
+                            tokio::spawn(audit_refusal(api, parts, rewritten.message().to_string()));
+                        }
                         let headers = resp.headers_mut();
                         headers.remove("grpc-message");
                         if rewritten.add_header(headers).is_ok() {

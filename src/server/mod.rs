@@ -242,6 +242,7 @@ impl Prepared {
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward serving");
         let max = config.max_request_bytes;
         let limiter = api.limiter();
+        let size = crate::grpc::SizeLayer::new(api.clone());
         let routes = reflection
             .add_service(health)
             .add_service(KeyServiceServer::new(KeysApi(api.clone())).max_decoding_message_size(max))
@@ -254,7 +255,7 @@ impl Prepared {
             .layer(crate::observe::ObserveLayer::new(metrics, in_flight).refunding(limiter))
             // Inside observe (which gives every request its id): tonic's own
             // refusal of an oversized message, as Keyward reports it.
-            .layer(crate::grpc::SizeLayer)
+            .layer(size)
             .add_routes(routes)
             .serve_with_incoming_shutdown(accept::tcp(listener, "grpc", true), tasks.stopped());
         let served = tasks.run_main(main, shutdown).await;

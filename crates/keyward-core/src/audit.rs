@@ -78,6 +78,50 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, for [`Operation::from_rpc`].
+    const ALL: [Operation; 29] = [
+        Self::CreateKey,
+        Self::DescribeKey,
+        Self::ListKeys,
+        Self::RotateKey,
+        Self::EnableKey,
+        Self::DisableKey,
+        Self::CreateAlias,
+        Self::DeleteAlias,
+        Self::Encrypt,
+        Self::Decrypt,
+        Self::GenerateDataKey,
+        Self::GenerateDataKeyWithoutPlaintext,
+        Self::ReEncrypt,
+        Self::QueryAuditLog,
+        Self::VerifyAuditLog,
+        Self::DisableKeyVersion,
+        Self::EnableKeyVersion,
+        Self::ScheduleKeyVersionDestruction,
+        Self::RestoreKeyVersion,
+        Self::ScheduleKeyDeletion,
+        Self::CancelKeyDeletion,
+        Self::DestroyKey,
+        Self::DestroyKeyVersion,
+        Self::GenerateRandom,
+        Self::UpdateRotationPolicy,
+        Self::ListKeyVersions,
+        Self::MarkKeyVersionCompromised,
+        Self::GetAuditPublicKey,
+        Self::ExportAuditLog,
+    ];
+
+    /// The operation an RPC method name records (batch and stream RPCs
+    /// record their items as the single operation, e.g. ReEncrypt).
+    pub fn from_rpc(method: &str) -> Option<Self> {
+        let single = match method {
+            "GenerateDataKeyBatch" => "GenerateDataKey",
+            "BatchReEncrypt" | "ReEncryptStream" => "ReEncrypt",
+            m => m,
+        };
+        Self::ALL.into_iter().find(|o| o.as_str() == single)
+    }
+
     /// The RPC name, as recorded.
     pub fn as_str(&self) -> &'static str {
         match self {
