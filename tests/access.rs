@@ -271,6 +271,9 @@ async fn call_knows_every_rpc_of_the_descriptor() {
     for rpc in &all {
         let e = call(&nowhere, &rpc.method, "k", b"").await.expect_err("nothing listens");
         assert_eq!(e.code(), Code::Unavailable, "{}: {}", rpc.path(), e.message());
+        // Every RPC names the operation its refusals are audited as (the
+        // size layer audits oversized requests by it).
+        assert!(keyward_core::Operation::from_rpc(&rpc.method).is_some(), "{}", rpc.path());
     }
     // The streaming RPC is in the list the every-RPC test walks.
     assert!(all.iter().any(|r| r.method == "ReEncryptStream" && r.client_streaming && r.server_streaming));

@@ -297,28 +297,24 @@ async fn export_signed(
     loop {
         let req = pb::ExportAuditLogRequest { after_sequence: after, page_size: 1000 };
         let page = audit.export_audit_log(req).await.map_err(|s| c.rpc(s))?.into_inner();
-        let mut signed = page.checkpoints.into_iter().peekable();
-        for r in &page.records {
-            w.write_all(&export::record_line(r.sequence, &r.stored)).map_err(io)?;
-            records += 1;
-            while let Some(cp) = signed.next_if(|cp| cp.sequence <= r.sequence) {
-                let node_id = cp.node_id.parse().map_err(|_| {
-                    CliError::Input(format!(
-                        "checkpoint {}: node id {:?} is not a UUID",
-                        cp.sequence, cp.node_id
-                    ))
-                })?;
-                let cp = keyward_core::Checkpoint {
-                    seq: cp.sequence,
-                    record_hash: cp.record_hash,
-                    time_ms: cp.time_unix_ms,
-                    node_id,
-                    signature: cp.signature,
-                };
-                w.write_all(&export::checkpoint_line(&cp)).map_err(io)?;
-                checkpoints += 1;
-            }
+        let page_records: Vec<(u64, Vec<u8>)> =
+            page.records.into_iter().map(|r| (r.sequence, r.stored)).collect();
+        let mut signed = Vec::with_capacity(page.checkpoints.len());
+        for cp in page.checkpoints {
+            let node_id = cp.node_id.parse().map_err(|_| {
+                CliError::Input(format!("checkpoint {}: node id {:?} is not a UUID", cp.sequence, cp.node_id))
+            })?;
+            signed.push(keyward_core::Checkpoint {
+                seq: cp.sequence,
+                record_hash: cp.record_hash,
+                time_ms: cp.time_unix_ms,
+                node_id,
+                signature: cp.signature,
+            });
         }
+        w.write_all(&export::page_lines(&page_records, &signed)).map_err(io)?;
+        records += page_records.len() as u64;
+        checkpoints += signed.len() as u64;
         if page.next_after_sequence == 0 {
             break;
         }
@@ -458,7 +454,7 @@ mod offline {
     use std::io::Write;
     use std::path::Path;
 
-    use keyward_core::{Store, StoreError};
+    use keyward_core::Store;
     use keyward_store::format::export;
     use keyward_store::RocksStore;
 
@@ -492,54 +488,18 @@ mod offline {
             Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?)),
             None => Box::new(std::io::BufWriter::new(std::io::stdout())),
         };
-        let (mut records, mut checkpoints) = (0u64, 0u64);
-        store
-            .audit_view(&mut |view| {
-                let mut cps = Vec::new();
-                let mut bad = None;
-                view.scan_checkpoints(0, &mut |seq, c| match c {
-                    Ok(c) => {
-                        cps.push(c);
-                        true
-                    }
-                    Err(e) => {
-                        bad = Some(StoreError(format!("checkpoint {seq}: {}", e.0)));
-                        false
-                    }
-                })?;
-                if let Some(e) = bad {
-                    return Err(e);
-                }
-                let mut next = cps.iter().peekable();
-                let mut failed = None;
-                view.scan_records(1, &mut |seq, bytes| {
-                    let mut lines = export::record_line(seq, bytes);
-                    records += 1;
-                    while let Some(c) = next.next_if(|c| c.seq <= seq) {
-                        lines.extend(export::checkpoint_line(c));
-                        checkpoints += 1;
-                    }
-                    match w.write_all(&lines) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    }
-                })?;
-                for c in next {
-                    checkpoints += 1;
-                    if let Err(e) = w.write_all(&export::checkpoint_line(c)) {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                match failed {
-                    Some(e) => Err(StoreError(format!("writing export: {e}"))),
-                    None => Ok(()),
-                }
-            })
-            .map_err(|e| CliError::Input(e.0))?;
+        let (mut after, mut records, mut checkpoints) = (0u64, 0u64, 0u64);
+        loop {
+            let page =
+                keyward_core::export_audit_page(&store, after, 1000).map_err(|e| CliError::Input(e.0))?;
+            w.write_all(&export::page_lines(&page.records, &page.checkpoints)).map_err(io)?;
+            records += page.records.len() as u64;
+            checkpoints += page.checkpoints.len() as u64;
+            match page.next_after {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
         w.flush().map_err(io)?;
         eprintln!("exported {records} records and {checkpoints} signed checkpoints");
         Ok(())

@@ -98,12 +98,15 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // Set by the observe layer (outside this one) on every request.
         let request_id = req.headers().get(REQUEST_ID).cloned();
-        // What identifying the caller needs (headers, peer address and
-        // certificates), kept in case the request is refused for its size.
+        // What identifying the caller needs (its credentials, request id,
+        // peer address and certificates), kept in case the request is
+        // refused for its size: two headers, not the whole map.
         let parts = self.api.as_ref().map(|_| {
-            let mut b = http::Request::builder().method(req.method().clone()).uri(req.uri().clone());
-            if let Some(h) = b.headers_mut() {
-                *h = req.headers().clone();
+            let mut b = http::Request::builder().uri(req.uri().clone());
+            for name in ["authorization", REQUEST_ID] {
+                if let Some(v) = req.headers().get(name) {
+                    b = b.header(name, v.clone());
+                }
             }
             let mut p = b.body(()).expect("a copy of a valid request").into_parts().0;
             p.extensions = req.extensions().clone();

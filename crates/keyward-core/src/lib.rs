@@ -41,9 +41,9 @@ pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver, DEFAULT
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
-    AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,
-    ExportPage, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput, ReEncryptOutput,
-    RotationInput, VersionInfo, MAX_BATCH_ITEMS,
+    export_audit_page, AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput,
+    EncryptOutput, ExportPage, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput,
+    ReEncryptOutput, RotationInput, VersionInfo, MAX_BATCH_ITEMS,
 };
 pub use limits::Limits;
 pub use model::{

@@ -80,6 +80,24 @@ pub fn checkpoint_line(c: &Checkpoint) -> Vec<u8> {
     out
 }
 
+/// The export lines of a page: each record, and after it the checkpoints
+/// that cover it (`checkpoints` in sequence order; any beyond the last
+/// record come at the end).
+pub fn page_lines(records: &[(u64, Vec<u8>)], checkpoints: &[Checkpoint]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut signed = checkpoints.iter().peekable();
+    for (seq, bytes) in records {
+        out.extend(record_line(*seq, bytes));
+        while let Some(c) = signed.next_if(|c| c.seq <= *seq) {
+            out.extend(checkpoint_line(c));
+        }
+    }
+    for c in signed {
+        out.extend(checkpoint_line(c));
+    }
+    out
+}
+
 /// Reads an export. Blank lines are skipped; anything else that is not a
 /// record or checkpoint line is an error naming its line.
 pub fn parse(input: &[u8]) -> Result<Export, ExportError> {

@@ -28,7 +28,11 @@ pub struct ExportPage {
     pub next_after: Option<u64>,
 }
 
-fn export_page(store: &dyn Store, after_seq: u64, limit: usize) -> Result<ExportPage, StoreError> {
+/// One page of the signed export, read from one snapshot of `store`: the
+/// records after `after_seq` (at most `limit`) and the checkpoints among
+/// them. What `ExportAuditLog` returns, and what `keyward audit export
+/// --data-dir` pages through on a folder.
+pub fn export_audit_page(store: &dyn Store, after_seq: u64, limit: usize) -> Result<ExportPage, StoreError> {
     let mut page = ExportPage::default();
     store.audit_view(&mut |view| {
         let mut more = false;
@@ -176,7 +180,7 @@ impl Kms {
                     Err(e) => Err(e),
                     Ok(limit) => {
                         let store = self.store.clone();
-                        tokio::task::spawn_blocking(move || export_page(&*store, after_seq, limit))
+                        tokio::task::spawn_blocking(move || export_audit_page(&*store, after_seq, limit))
                             .await
                             .map_err(|e| KmsError::Internal(e.to_string()))
                             .and_then(|r| r.map_err(KmsError::Store))

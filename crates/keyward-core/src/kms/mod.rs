@@ -48,7 +48,7 @@ use crate::{
     KeyState, KmsError, Limits, Policy, Store, StoreError,
 };
 
-pub use audit::{AuditQueryInput, ExportPage};
+pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput,
 };
