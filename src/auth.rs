@@ -72,6 +72,8 @@ pub enum Authenticator {
         tokens: Vec<([u8; 32], Principal)>,
         /// (kind, normalized name) -> principal; each key claimed once.
         cert_names: BTreeMap<(CertNameKind, String), Principal>,
+        /// Every configured principal, by name.
+        principals: BTreeMap<String, Principal>,
     },
 }
 
@@ -94,7 +96,7 @@ impl Authenticator {
     ) -> Result<Principal, NoIdentity> {
         let (tokens, cert_names) = match self {
             Self::Dev(p) => return Ok(p.clone()),
-            Self::Configured { tokens, cert_names } => (tokens, cert_names),
+            Self::Configured { tokens, cert_names, .. } => (tokens, cert_names),
         };
         if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
             let names = client_cert_names(leaf)?;
@@ -232,7 +234,7 @@ mod tests {
                 ((*k, k.normalize(n)), Principal { name: p.to_string(), policy: Arc::new(Policy::default()) })
             })
             .collect();
-        Authenticator::Configured { tokens: Vec::new(), cert_names }
+        Authenticator::Configured { tokens: Vec::new(), cert_names, principals: BTreeMap::new() }
     }
 
     fn who(a: &Authenticator, c: tonic::transport::CertificateDer<'static>) -> Result<String, &'static str> {

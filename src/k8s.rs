@@ -69,13 +69,10 @@ impl KmsV2 {
     /// moved later does not move the plugin).
     pub fn new(kms: Arc<Kms>, key: &str, socket: &std::path::Path) -> Result<Self, KmsError> {
         let (id, _, _) = kms.peek_key(key)?;
-        let policy = Arc::new(Policy {
-            roles: [Role::User].into(),
-            grants: vec![Grant {
-                keys: vec![KeySelector::Id(id)],
-                permissions: [Permission::Encrypt, Permission::Decrypt].into(),
-            }],
-        });
+        let policy = Arc::new(Policy::new(
+            [Role::User].into(),
+            vec![Grant::new(vec![KeySelector::Id(id)], [Permission::Encrypt, Permission::Decrypt])],
+        ));
         let audit_ok = kms.audit_log().health();
         Ok(Self {
             kms,

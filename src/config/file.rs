@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// Who may connect and what they may do.
     #[serde(default)]
     pub principals: Vec<FilePrincipal>,
+    /// Runtime tokens (AccessService).
+    #[serde(default)]
+    pub access: FileAccess,
     /// Serve Prometheus metrics over HTTP here (`GET /metrics`); off by default.
     pub metrics_listen: Option<String>,
     /// Serve only `grpc.health.v1`, in plaintext, here (for kubelet gRPC
@@ -130,6 +133,20 @@ pub struct FileGrant {
     /// Operations: encrypt, decrypt, generate-data-key,
     /// generate-data-key-without-plaintext, re-encrypt-from, re-encrypt-to, or `*`.
     pub operations: Vec<String>,
+    /// The request's encryption context must be exactly these pairs.
+    pub context_equals: Option<std::collections::BTreeMap<String, String>>,
+    /// The request's encryption context must contain these pairs.
+    pub context_contains: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[access]`: runtime tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccess {
+    /// Lifetime of a token created without one, e.g. "1h" (default 1h).
+    pub default_token_ttl: Option<String>,
+    /// The longest lifetime a token may be given, e.g. "24h" (default 30 days).
+    pub max_token_ttl: Option<String>,
 }
 
 /// `[limits]`.

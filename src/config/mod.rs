@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyward_core::{AuditLogConfig, KmsConfig, Limits};
+use keyward_core::{AuditLogConfig, KmsConfig, Limits, TokenTtl};
 
 use crate::auth::Authenticator;
 
@@ -199,7 +199,8 @@ impl ServerConfig {
                 !p.cert_dns_names.is_empty() || !p.cert_uris.is_empty() || !p.cert_common_names.is_empty()
             })
             .map(|p| p.name.clone());
-        let auth = principals::authenticator(dev, file.principals)?;
+        let token_ttl = token_ttl(&file.access)?;
+        let (auth, bootstrap_principals) = principals::authenticator(dev, file.principals)?;
         if let (Some(name), false) = (cert_only, verifies_certs) {
             return Err(ConfigError::Invalid(format!(
                 "principals {name:?}: certificate names need [tls] client_ca_file (client certificates are not verified without it)"
@@ -228,7 +229,7 @@ impl ServerConfig {
             data_dir,
             root_key,
             max_request_bytes,
-            kms: KmsConfig { limits, audit, adopt_older_format: o.upgrade },
+            kms: KmsConfig { limits, audit, adopt_older_format: o.upgrade, bootstrap_principals, token_ttl },
             tls,
             allow_insecure,
             auth,
@@ -248,6 +249,33 @@ impl ServerConfig {
         )
         .expect("dev defaults are valid")
     }
+}
+
+/// `[access]`: how long runtime tokens live.
+fn token_ttl(a: &file::FileAccess) -> Result<TokenTtl, ConfigError> {
+    let d = TokenTtl::default();
+    let parse = |field: &str, v: &Option<String>, default: i64| -> Result<i64, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        let ms = humantime::parse_duration(v)
+            .map_err(|e| {
+                ConfigError::Invalid(format!("access.{field} {v:?}: {e} (say e.g. \"1h\" or \"15m\")"))
+            })?
+            .as_millis();
+        i64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms >= 1000)
+            .ok_or_else(|| ConfigError::Invalid(format!("access.{field} {v:?}: must be at least 1s")))
+    };
+    let max_ms = parse("max_token_ttl", &a.max_token_ttl, d.max_ms)?;
+    let default_ms = parse("default_token_ttl", &a.default_token_ttl, d.default_ms.min(max_ms))?;
+    if default_ms > max_ms {
+        return Err(ConfigError::Invalid(format!(
+            "access.default_token_ttl ({} s) is longer than access.max_token_ttl ({} s)",
+            default_ms / 1000,
+            max_ms / 1000
+        )));
+    }
+    Ok(TokenTtl { default_ms, max_ms })
 }
 
 /// `[limits]`: the use-case limits and the largest request message.

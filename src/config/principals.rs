@@ -4,16 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use keyward_core::{Grant, KeySelector, Permission, Policy, Role};
+use keyward_core::{ContextConstraint, Grant, KeySelector, Permission, Policy, Role};
 
 use super::file::FilePrincipal;
 use super::ConfigError;
 use crate::auth::{Authenticator, CertNameKind, Principal};
 
-/// The development principal with `dev`, else the configured ones.
-pub(super) fn authenticator(dev: bool, list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
+/// The development principal with `dev`, else the configured ones; and
+/// the bootstrap principals (name and policy) the AccessService shows.
+pub(super) fn authenticator(
+    dev: bool,
+    list: Vec<FilePrincipal>,
+) -> Result<(Authenticator, Vec<(String, Policy)>), ConfigError> {
     if !dev {
-        return configured(list);
+        let bootstrap = list.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let auth = configured(list)?;
+        let policies = bootstrap_policies(&auth, bootstrap);
+        return Ok((auth, policies));
     }
     if !list.is_empty() {
         return Err(ConfigError::Invalid(
@@ -21,7 +28,13 @@ pub(super) fn authenticator(dev: bool, list: Vec<FilePrincipal>) -> Result<Authe
                 .into(),
         ));
     }
-    Ok(Authenticator::dev())
+    Ok((Authenticator::dev(), Vec::new()))
+}
+
+/// Each configured principal's policy, by name.
+fn bootstrap_policies(auth: &Authenticator, names: Vec<String>) -> Vec<(String, Policy)> {
+    let Authenticator::Configured { principals, .. } = auth else { return Vec::new() };
+    names.into_iter().filter_map(|n| principals.get(&n).map(|p| (n, Policy::clone(&p.policy)))).collect()
 }
 
 /// Principal names the audit log uses for Keyward itself: `system` for
@@ -29,7 +42,7 @@ pub(super) fn authenticator(dev: bool, list: Vec<FilePrincipal>) -> Result<Authe
 /// `kube-apiserver` for the KMS v2 plugin's caller (and `kms-v2`, the
 /// plugin's name), `unauthenticated` for callers refused without an
 /// identity. A configured principal may not pose as any of them.
-const RESERVED: [&str; 5] = ["system", "dev", crate::auth::KMS_V2_PRINCIPAL, "kms-v2", "unauthenticated"];
+const RESERVED: [&str; 5] = keyward_core::RESERVED_PRINCIPALS;
 
 fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     if list.is_empty() {
@@ -40,6 +53,7 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     let mut tokens: Vec<([u8; 32], Principal)> = Vec::new();
     let mut cert_names: BTreeMap<(CertNameKind, String), Principal> = BTreeMap::new();
     let mut seen = BTreeSet::new();
+    let mut principals = BTreeMap::new();
     for p in list {
         let bad = |m: String| ConfigError::Invalid(format!("principals {:?}: {m}", p.name));
         if p.name.trim().is_empty() || !seen.insert(p.name.clone()) {
@@ -77,9 +91,18 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
                     permissions.insert(o.parse::<Permission>().map_err(bad)?);
                 }
             }
-            grants.push(Grant { keys, permissions });
+            let constraint = match (&g.context_equals, &g.context_contains) {
+                (None, None) => ContextConstraint::None,
+                (Some(e), None) => ContextConstraint::Equals(e.clone()),
+                (None, Some(c)) => ContextConstraint::Contains(c.clone()),
+                (Some(_), Some(_)) => {
+                    return Err(bad("a grant has context_equals or context_contains, not both".into()))
+                }
+            };
+            grants.push(Grant { keys, permissions, constraint });
         }
-        let principal = Principal { name: p.name.clone(), policy: Arc::new(Policy { roles, grants }) };
+        let principal = Principal { name: p.name.clone(), policy: Arc::new(Policy::new(roles, grants)) };
+        principals.insert(p.name.clone(), principal.clone());
         for h in &p.token_sha256 {
             let bytes: [u8; 32] = hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
                 bad("token_sha256 entries are 64 hex characters (keyward token create prints one)".into())
@@ -112,7 +135,7 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
             }
         }
     }
-    Ok(Authenticator::Configured { tokens, cert_names })
+    Ok(Authenticator::Configured { tokens, cert_names, principals })
 }
 
 /// What a configured certificate name must look like for its kind. Names

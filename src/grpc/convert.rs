@@ -129,5 +129,6 @@ pub fn record_to_pb(sealed: SealedRecord) -> pb::AuditRecord {
         source_key_version: r.source_key_version.unwrap_or_default(),
         previous_hash: r.prev_hash,
         hash,
+        target: r.target.unwrap_or_default(),
     }
 }

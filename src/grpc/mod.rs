@@ -5,6 +5,7 @@
 //! `KmsError` into a `tonic::Status` ([`to_status`]), and the only place that
 //! names both protobuf types and domain types.
 
+mod access;
 mod audit;
 mod convert;
 mod crypto;
@@ -19,6 +20,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Authenticator, NoIdentity};
 
+pub use access::AccessApi;
 pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
 pub use crypto::CryptoApi;
@@ -108,37 +110,65 @@ impl Api {
     /// threshold, counted into one record a second: `Kms::refuse`). Only an
     /// authenticated request spends the global rate limit: over it, the
     /// request is refused RESOURCE_EXHAUSTED before any work.
+    ///
+    /// A bearer token starting `kwt_` is a runtime token (AccessService),
+    /// checked against the directory as it is now; any other credential is
+    /// checked against the configuration. Either way the principal's policy
+    /// is looked up for this request (bootstrap grants plus runtime ones),
+    /// so a revoked grant or token is refused by the very next request.
     pub(crate) async fn caller<T>(&self, req: &Request<T>, op: Operation) -> Result<Caller, Status> {
         let request_id = request_id(req);
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let refused = |request_id: String, peer: String| Caller {
+            request_id,
+            principal: "unauthenticated".to_string(),
+            peer,
+            policy: Arc::new(Policy::default()),
+        };
+        let runtime = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| t.starts_with(keyward_core::TOKEN_PREFIX));
+        if let Some(token) = runtime {
+            return match self.kms.identify_token(token) {
+                Ok(id) => {
+                    self.admit(Caller { request_id, principal: id.principal, peer, policy: id.policy }, op)
+                        .await
+                }
+                Err(why) => {
+                    let caller = refused(request_id, peer);
+                    let err = self.kms.refuse_token(&caller, op, &why).await;
+                    Err(respond::<()>(&caller, Err(err)).expect_err("an error"))
+                }
+            };
+        }
         let certs = req.peer_certs();
         match self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
             Ok(p) => {
-                let caller = Caller { request_id, principal: p.name, peer, policy: p.policy };
-                if let Some(l) = &self.limiter {
-                    if !l.try_acquire() {
-                        // Audited like other refusals: one by one up to the
-                        // per-peer threshold, then one summary a second.
-                        let why =
-                            KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
-                        let err = self.kms.refuse(&caller, op, why).await;
-                        return Err(respond::<()>(&caller, Err(err)).expect_err("an error"));
-                    }
-                }
-                Ok(caller)
+                let policy = self.kms.policy_of(&p.name).unwrap_or(p.policy);
+                self.admit(Caller { request_id, principal: p.name, peer, policy }, op).await
             }
             Err(NoIdentity(why)) => {
-                let caller = Caller {
-                    request_id,
-                    principal: "unauthenticated".to_string(),
-                    peer,
-                    policy: Arc::new(Policy::default()),
-                };
+                let caller = refused(request_id, peer);
                 let err = self.kms.refuse(&caller, op, KmsError::Unauthenticated(why.to_string())).await;
                 Err(respond::<()>(&caller, Err(err)).expect_err("an error"))
             }
         }
+    }
+
+    /// Spends the global rate limit for an authenticated caller.
+    async fn admit(&self, caller: Caller, op: Operation) -> Result<Caller, Status> {
+        if let Some(l) = &self.limiter {
+            if !l.try_acquire() {
+                // Audited like other refusals: one by one up to the
+                // per-peer threshold, then one summary a second.
+                let why = KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
+                let err = self.kms.refuse(&caller, op, why).await;
+                return Err(respond::<()>(&caller, Err(err)).expect_err("an error"));
+            }
+        }
+        Ok(caller)
     }
 }
 

@@ -32,10 +32,11 @@ use tonic::service::Routes;
 use tonic::transport::Server as Transport;
 
 use crate::config::{load_root_key, ConfigError, ServerConfig};
-use crate::grpc::{Api, AuditApi, CryptoApi, KeysApi};
+use crate::grpc::{AccessApi, Api, AuditApi, CryptoApi, KeysApi};
 use crate::k8s::KmsV2;
 use crate::metrics::Metrics;
 use crate::pb;
+use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::crypto_service_server::CryptoServiceServer;
 use crate::pb::key_service_server::KeyServiceServer;
@@ -247,6 +248,7 @@ impl Prepared {
             .add_service(health)
             .add_service(KeyServiceServer::new(KeysApi(api.clone())).max_decoding_message_size(max))
             .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
+            .add_service(AccessServiceServer::new(AccessApi(api.clone())).max_decoding_message_size(max))
             .add_service(AuditServiceServer::new(AuditApi(api)).max_decoding_message_size(max));
         // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
         // delayed ACKs for ~40 ms (measured with keyward-bench).

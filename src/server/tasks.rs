@@ -131,11 +131,15 @@ impl Tasks {
                         kms.flush_refusals(false).await;
                         continue;
                     }
-                    _ = &mut stopped => return,
+                    _ = &mut stopped => {
+                        save_token_uses(&kms).await;
+                        return;
+                    }
                 }
                 if let Err(e) = kms.run_due().await {
                     tracing::error!(error = %e, "scheduled lifecycle work failed; retrying at the next tick");
                 }
+                save_token_uses(&kms).await;
             }
         }));
     }
@@ -174,5 +178,18 @@ impl Tasks {
             // Never aborted, so the only way it fails is a panic: pass it on.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+}
+
+/// Saves when runtime tokens were last used (once a minute, and at a stop),
+/// off the async threads: it is a synced write.
+async fn save_token_uses(kms: &Arc<Kms>) {
+    let kms = kms.clone();
+    match tokio::task::spawn_blocking(move || kms.save_token_uses()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "saving when tokens were last used failed; retrying in a minute")
+        }
+        Err(e) => tracing::warn!(error = %e, "saving when tokens were last used did not finish"),
     }
 }

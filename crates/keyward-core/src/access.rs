@@ -8,7 +8,8 @@
 //! ReEncrypt needs `re-encrypt-from` on the source key and `re-encrypt-to` on
 //! the destination key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::str::FromStr;
 
 use crate::{KeyId, KeyMeta};
@@ -121,13 +122,51 @@ impl FromStr for KeySelector {
     }
 }
 
+impl fmt::Display for KeySelector {
+    /// The form [`FromStr`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Id(id) => id.fmt(f),
+            Self::Alias(a) => f.write_str(a),
+            Self::Label(k, v) => write!(f, "label:{k}={v}"),
+        }
+    }
+}
+
 impl KeySelector {
-    fn covers(&self, meta: &KeyMeta, aliases: &dyn Fn() -> Vec<String>) -> bool {
+    /// Whether the selector covers the key (`aliases` lists its aliases).
+    pub fn covers(&self, meta: &KeyMeta, aliases: &dyn Fn() -> Vec<String>) -> bool {
         match self {
             Self::Any => true,
             Self::Id(id) => *id == meta.id,
             Self::Alias(a) => aliases().iter().any(|x| x == a),
             Self::Label(k, v) => meta.labels.get(k) == Some(v),
+        }
+    }
+}
+
+/// What a grant requires of a request's encryption context, like AWS KMS's
+/// grant constraints: nothing, exactly these pairs (`EncryptionContextEquals`),
+/// or at least these pairs (`EncryptionContextSubset`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ContextConstraint {
+    /// Any context.
+    #[default]
+    None,
+    /// The context must be exactly these pairs.
+    Equals(BTreeMap<String, String>),
+    /// The context must contain these pairs (and may hold others).
+    Contains(BTreeMap<String, String>),
+}
+
+impl ContextConstraint {
+    /// Whether a request with `context` meets the constraint.
+    pub fn admits(&self, context: &BTreeMap<String, String>) -> bool {
+        match self {
+            Self::None => true,
+            Self::Equals(want) => want == context,
+            Self::Contains(want) => want.iter().all(|(k, v)| context.get(k) == Some(v)),
         }
     }
 }
@@ -139,24 +178,78 @@ pub struct Grant {
     pub keys: Vec<KeySelector>,
     /// Which operations.
     pub permissions: BTreeSet<Permission>,
+    /// What the request's encryption context must hold.
+    pub constraint: ContextConstraint,
 }
 
-/// What one principal may do.
+impl Grant {
+    /// A grant without a context constraint.
+    pub fn new(keys: Vec<KeySelector>, permissions: impl IntoIterator<Item = Permission>) -> Self {
+        Self { keys, permissions: permissions.into_iter().collect(), constraint: ContextConstraint::None }
+    }
+}
+
+/// What one principal may do. Its grants are indexed by the key id they
+/// name, so a principal with thousands of grants is checked in constant time
+/// per key (grants by alias, label or `*` are checked one by one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
-    /// Roles held.
-    pub roles: BTreeSet<Role>,
-    /// Crypto grants (meaningful with the `user` role).
-    pub grants: Vec<Grant>,
+    roles: BTreeSet<Role>,
+    grants: Vec<Grant>,
+    /// Grant positions by the key ids their selectors name.
+    by_key: HashMap<KeyId, Vec<usize>>,
+    /// Grants with a selector that is not a key id.
+    others: Vec<usize>,
 }
 
 impl Policy {
+    /// A policy of these roles and grants.
+    pub fn new(roles: BTreeSet<Role>, grants: Vec<Grant>) -> Self {
+        let mut by_key: HashMap<KeyId, Vec<usize>> = HashMap::new();
+        let mut others = Vec::new();
+        for (i, g) in grants.iter().enumerate() {
+            let mut other = false;
+            for k in &g.keys {
+                match k {
+                    KeySelector::Id(id) => {
+                        let at = by_key.entry(*id).or_default();
+                        if at.last() != Some(&i) {
+                            at.push(i);
+                        }
+                    }
+                    _ => other = true,
+                }
+            }
+            if other {
+                others.push(i);
+            }
+        }
+        Self { roles, grants, by_key, others }
+    }
+
     /// Every role, every key, every operation (the development principal).
     pub fn everything() -> Self {
-        Self {
-            roles: [Role::Admin, Role::User, Role::Auditor].into(),
-            grants: vec![Grant { keys: vec![KeySelector::Any], permissions: Permission::ALL.into() }],
-        }
+        Self::new(
+            [Role::Admin, Role::User, Role::Auditor].into(),
+            vec![Grant::new(vec![KeySelector::Any], Permission::ALL)],
+        )
+    }
+
+    /// The same roles, with `extra` grants after these.
+    pub fn with_grants(&self, extra: impl IntoIterator<Item = Grant>) -> Self {
+        let mut grants = self.grants.clone();
+        grants.extend(extra);
+        Self::new(self.roles.clone(), grants)
+    }
+
+    /// The roles held.
+    pub fn roles(&self) -> &BTreeSet<Role> {
+        &self.roles
+    }
+
+    /// The grants, in order.
+    pub fn grants(&self) -> &[Grant] {
+        &self.grants
     }
 
     /// Whether the principal holds `role`.
@@ -164,9 +257,36 @@ impl Policy {
         self.roles.contains(&role)
     }
 
-    /// Whether the principal may use `perm` on the key. `aliases` lists the
-    /// key's aliases; it is called only if an alias selector needs it.
-    pub fn allows(&self, perm: Permission, meta: &KeyMeta, aliases: &dyn Fn() -> Vec<String>) -> bool {
+    /// Whether the principal may use `perm` on the key with this encryption
+    /// context. `aliases` lists the key's aliases; it is called only if an
+    /// alias selector needs it.
+    pub fn allows(
+        &self,
+        perm: Permission,
+        meta: &KeyMeta,
+        aliases: &dyn Fn() -> Vec<String>,
+        context: &BTreeMap<String, String>,
+    ) -> bool {
+        if !self.has(Role::User) {
+            return false;
+        }
+        let fits = |g: &Grant| g.permissions.contains(&perm) && g.constraint.admits(context);
+        let by_id = self.by_key.get(&meta.id).into_iter().flatten().any(|&i| fits(&self.grants[i]));
+        by_id
+            || self.others.iter().any(|&i| {
+                let g = &self.grants[i];
+                fits(g) && g.keys.iter().any(|k| k.covers(meta, aliases))
+            })
+    }
+
+    /// Whether some grant gives `perm` on the key, whatever the context:
+    /// tells a refusal for the context apart from one for the key.
+    pub fn allows_some_context(
+        &self,
+        perm: Permission,
+        meta: &KeyMeta,
+        aliases: &dyn Fn() -> Vec<String>,
+    ) -> bool {
         self.has(Role::User)
             && self
                 .grants
@@ -198,23 +318,60 @@ mod tests {
     fn grants_select_by_id_alias_label() {
         let m = meta();
         let aliases = || vec!["alias/pay".to_string()];
-        let p = |sel: &str, perm: Permission| Policy {
-            roles: [Role::User].into(),
-            grants: vec![Grant { keys: vec![sel.parse().unwrap()], permissions: [perm].into() }],
+        let none = BTreeMap::new();
+        let p = |sel: &str, perm: Permission| {
+            Policy::new([Role::User].into(), vec![Grant::new(vec![sel.parse().unwrap()], [perm])])
         };
-        assert!(p(&m.id.to_string(), Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases));
-        assert!(p("alias/pay", Permission::Decrypt).allows(Permission::Decrypt, &m, &aliases));
-        assert!(p("label:team=pay", Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases));
-        assert!(!p("label:team=ops", Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases));
-        assert!(!p("alias/other", Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases));
+        assert!(p(&m.id.to_string(), Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases, &none));
+        assert!(p("alias/pay", Permission::Decrypt).allows(Permission::Decrypt, &m, &aliases, &none));
+        assert!(p("label:team=pay", Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases, &none));
+        assert!(!p("label:team=ops", Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases, &none));
+        assert!(!p("alias/other", Permission::Encrypt).allows(Permission::Encrypt, &m, &aliases, &none));
         // Data keys with and without plaintext are separate.
         let np = p("*", Permission::GenerateDataKeyWithoutPlaintext);
-        assert!(np.allows(Permission::GenerateDataKeyWithoutPlaintext, &m, &aliases));
-        assert!(!np.allows(Permission::GenerateDataKey, &m, &aliases));
+        assert!(np.allows(Permission::GenerateDataKeyWithoutPlaintext, &m, &aliases, &none));
+        assert!(!np.allows(Permission::GenerateDataKey, &m, &aliases, &none));
         // Without the user role, grants mean nothing.
-        let mut no_role = p("*", Permission::Encrypt);
-        no_role.roles.clear();
-        assert!(!no_role.allows(Permission::Encrypt, &m, &aliases));
+        let no_role = Policy::new(BTreeSet::new(), p("*", Permission::Encrypt).grants().to_vec());
+        assert!(!no_role.allows(Permission::Encrypt, &m, &aliases, &none));
+    }
+
+    #[test]
+    fn context_constraints_equal_or_contain() {
+        let m = meta();
+        let aliases = Vec::new;
+        let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let with = |c: ContextConstraint| {
+            let mut g = Grant::new(vec![KeySelector::Id(m.id)], [Permission::Decrypt]);
+            g.constraint = c;
+            Policy::new([Role::User].into(), vec![g])
+        };
+        let eq = with(ContextConstraint::Equals(pairs(&[("tenant", "acme")])));
+        assert!(eq.allows(Permission::Decrypt, &m, &aliases, &pairs(&[("tenant", "acme")])));
+        assert!(!eq.allows(Permission::Decrypt, &m, &aliases, &pairs(&[("tenant", "acme"), ("x", "y")])));
+        assert!(!eq.allows(Permission::Decrypt, &m, &aliases, &pairs(&[])));
+        let has = with(ContextConstraint::Contains(pairs(&[("tenant", "acme")])));
+        assert!(has.allows(Permission::Decrypt, &m, &aliases, &pairs(&[("tenant", "acme"), ("x", "y")])));
+        assert!(!has.allows(Permission::Decrypt, &m, &aliases, &pairs(&[("tenant", "evil")])));
+        assert!(has.allows_some_context(Permission::Decrypt, &m, &aliases));
+    }
+
+    #[test]
+    fn many_grants_are_indexed_by_key() {
+        let m = meta();
+        let grants: Vec<Grant> = (0..10_000)
+            .map(|_| Grant::new(vec![KeySelector::Id(KeyId::generate())], [Permission::Encrypt]))
+            .chain([Grant::new(vec![KeySelector::Id(m.id)], [Permission::Encrypt])])
+            .collect();
+        let p = Policy::new([Role::User].into(), grants);
+        assert_eq!(p.others.len(), 0);
+        assert!(p.allows(Permission::Encrypt, &m, &Vec::new, &BTreeMap::new()));
+        assert!(!p.allows(Permission::Decrypt, &m, &Vec::new, &BTreeMap::new()));
+        for s in ["*", "alias/pay", "label:team=pay"] {
+            assert_eq!(s.parse::<KeySelector>().unwrap().to_string(), s);
+        }
     }
 
     #[test]

@@ -75,11 +75,31 @@ pub enum Operation {
     GetAuditPublicKey,
     /// The `ExportAuditLog` RPC.
     ExportAuditLog,
+    /// The `CreatePrincipal` RPC (AccessService).
+    CreatePrincipal,
+    /// The `DeletePrincipal` RPC (AccessService).
+    DeletePrincipal,
+    /// The `ListPrincipals` RPC (AccessService).
+    ListPrincipals,
+    /// The `CreateToken` RPC (AccessService).
+    CreateToken,
+    /// The `RevokeToken` RPC (AccessService).
+    RevokeToken,
+    /// The `RevokeAllTokens` RPC (AccessService).
+    RevokeAllTokens,
+    /// The `ListTokens` RPC (AccessService).
+    ListTokens,
+    /// The `CreateGrant` RPC (AccessService).
+    CreateGrant,
+    /// The `RevokeGrant` RPC (AccessService).
+    RevokeGrant,
+    /// The `ListGrants` RPC (AccessService).
+    ListGrants,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 29] = [
+    const ALL: [Operation; 39] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -109,6 +129,16 @@ impl Operation {
         Self::MarkKeyVersionCompromised,
         Self::GetAuditPublicKey,
         Self::ExportAuditLog,
+        Self::CreatePrincipal,
+        Self::DeletePrincipal,
+        Self::ListPrincipals,
+        Self::CreateToken,
+        Self::RevokeToken,
+        Self::RevokeAllTokens,
+        Self::ListTokens,
+        Self::CreateGrant,
+        Self::RevokeGrant,
+        Self::ListGrants,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -154,6 +184,16 @@ impl Operation {
             Self::MarkKeyVersionCompromised => "MarkKeyVersionCompromised",
             Self::GetAuditPublicKey => "GetAuditPublicKey",
             Self::ExportAuditLog => "ExportAuditLog",
+            Self::CreatePrincipal => "CreatePrincipal",
+            Self::DeletePrincipal => "DeletePrincipal",
+            Self::ListPrincipals => "ListPrincipals",
+            Self::CreateToken => "CreateToken",
+            Self::RevokeToken => "RevokeToken",
+            Self::RevokeAllTokens => "RevokeAllTokens",
+            Self::ListTokens => "ListTokens",
+            Self::CreateGrant => "CreateGrant",
+            Self::RevokeGrant => "RevokeGrant",
+            Self::ListGrants => "ListGrants",
         }
     }
 }
@@ -202,6 +242,9 @@ pub struct AuditEntry {
     pub source_key_id: Option<KeyId>,
     /// ReEncrypt's source version.
     pub source_key_version: Option<u32>,
+    /// What an access change concerned (`principal:<name>`, `token:<id>`,
+    /// `grant:<id>`), or the token a refused caller presented.
+    pub target: Option<String>,
     /// The encryption context (not secret by contract).
     pub context: BTreeMap<String, String>,
     /// Result.
@@ -234,6 +277,8 @@ pub struct AuditRecord {
     pub source_key_id: Option<String>,
     /// ReEncrypt source version.
     pub source_key_version: Option<u32>,
+    /// What an access change concerned (see [`AuditEntry::target`]).
+    pub target: Option<String>,
     /// Encryption context.
     pub context: BTreeMap<String, String>,
     /// `OK` or a gRPC code name.
@@ -259,6 +304,7 @@ impl AuditRecord {
             alias: entry.alias,
             source_key_id: entry.source_key_id.map(|k| k.to_string()),
             source_key_version: entry.source_key_version,
+            target: entry.target,
             context: entry.context,
             outcome: entry.outcome.code.to_string(),
             reason: entry.outcome.reason,

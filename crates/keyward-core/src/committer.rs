@@ -395,6 +395,8 @@ impl Writer {
                 if let Some(m) = job.mutation {
                     batch.keys.extend(m.batch.keys);
                     batch.aliases.extend(m.batch.aliases);
+                    batch.access.extend(m.batch.access);
+                    batch.token_uses.extend(m.batch.token_uses);
                     applies.push(m.apply);
                 }
                 replies.push((seq, job.reply));

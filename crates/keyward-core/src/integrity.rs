@@ -8,10 +8,14 @@
 
 use keyward_crypto::{RecordKey, RecordTag};
 
-use crate::{KeyId, KeyRecord, KeyState, VersionState};
+use crate::directory::AccessRecord;
+use crate::{ContextConstraint, KeyId, KeyRecord, KeyState, Role, VersionState};
 
 const KEY_DOMAIN: &[u8] = b"keyward key record v1";
 const ALIAS_DOMAIN: &[u8] = b"keyward alias v1";
+const PRINCIPAL_DOMAIN: &[u8] = b"keyward access principal v1";
+const TOKEN_DOMAIN: &[u8] = b"keyward access token v1";
+const GRANT_DOMAIN: &[u8] = b"keyward access grant v1";
 
 struct Canon(Vec<u8>);
 
@@ -116,6 +120,67 @@ pub(crate) fn alias_intact(k: &RecordKey, alias: &str, key: KeyId, tag: Option<&
     tag.is_some_and(|t| k.verify(ALIAS_DOMAIN, &alias_message(alias, key), t))
 }
 
+/// The domain and the bytes an access record's tag covers: every field.
+fn access_message(r: &AccessRecord) -> (&'static [u8], Vec<u8>) {
+    let mut c = Canon(Vec::with_capacity(128));
+    let domain = match r {
+        AccessRecord::Principal(p) => {
+            c.bytes(p.name.as_bytes()).u64(p.roles.len() as u64);
+            for role in &p.roles {
+                c.byte(match role {
+                    Role::Admin => 1,
+                    Role::User => 2,
+                    Role::Auditor => 3,
+                });
+            }
+            c.i64(p.created_ms);
+            PRINCIPAL_DOMAIN
+        }
+        AccessRecord::Token(t) => {
+            c.bytes(t.id.as_bytes()).bytes(t.principal.as_bytes()).bytes(&t.hash);
+            c.i64(t.created_ms).i64(t.expires_ms);
+            TOKEN_DOMAIN
+        }
+        AccessRecord::Grant(g) => {
+            c.bytes(g.id.as_bytes()).bytes(g.principal.as_bytes()).u64(g.grant.keys.len() as u64);
+            for k in &g.grant.keys {
+                c.bytes(k.to_string().as_bytes());
+            }
+            c.u64(g.grant.permissions.len() as u64);
+            for p in &g.grant.permissions {
+                c.bytes(p.as_str().as_bytes());
+            }
+            let (kind, pairs) = match &g.grant.constraint {
+                ContextConstraint::None => (0, None),
+                ContextConstraint::Equals(p) => (1, Some(p)),
+                ContextConstraint::Contains(p) => (2, Some(p)),
+            };
+            c.byte(kind);
+            if let Some(pairs) = pairs {
+                c.u64(pairs.len() as u64);
+                for (k, v) in pairs {
+                    c.bytes(k.as_bytes()).bytes(v.as_bytes());
+                }
+            }
+            c.i64(g.created_ms);
+            GRANT_DOMAIN
+        }
+    };
+    (domain, c.0)
+}
+
+/// The tag of an access record.
+pub(crate) fn tag_access(k: &RecordKey, r: &AccessRecord) -> RecordTag {
+    let (domain, m) = access_message(r);
+    k.tag(domain, &m)
+}
+
+/// Whether an access record's stored tag is its tag.
+pub(crate) fn access_intact(k: &RecordKey, r: &AccessRecord) -> bool {
+    let (domain, m) = access_message(r);
+    r.tag().is_some_and(|t| k.verify(domain, &m, t))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -210,5 +275,168 @@ mod tests {
         assert!(!alias_intact(&k, "alias/b", id, Some(&t)));
         assert!(!alias_intact(&k, "alias/a", KeyId::generate(), Some(&t)));
         assert!(!alias_intact(&k, "alias/a", id, None));
+    }
+
+    pub(super) fn access_records() -> Vec<AccessRecord> {
+        use crate::directory::{AccessId, GrantRecord, PrincipalRecord, TokenRecord};
+        use crate::{Grant, KeySelector, Permission};
+        let id: AccessId = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0".parse().unwrap();
+        let mut grant = Grant::new(
+            vec![KeySelector::Alias("alias/pay".into()), KeySelector::Label("team".into(), "pay".into())],
+            [Permission::Decrypt, Permission::Encrypt],
+        );
+        grant.constraint = ContextConstraint::Contains(BTreeMap::from([("tenant".into(), "acme".into())]));
+        vec![
+            AccessRecord::Principal(PrincipalRecord {
+                name: "payments-api".into(),
+                roles: [Role::User, Role::Auditor].into(),
+                created_ms: 1_700_000_000_000,
+                tag: None,
+            }),
+            AccessRecord::Token(TokenRecord {
+                id,
+                principal: "payments-api".into(),
+                hash: [0x5a; 32],
+                created_ms: 1_700_000_000_000,
+                expires_ms: 1_700_003_600_000,
+                tag: None,
+            }),
+            AccessRecord::Grant(GrantRecord {
+                id,
+                principal: "payments-api".into(),
+                grant,
+                created_ms: 1_700_000_000_000,
+                tag: None,
+            }),
+        ]
+    }
+
+    /// Frozen: every stored access record's tag depends on this encoding.
+    #[test]
+    fn golden_access_tags() {
+        let tags: Vec<String> =
+            access_records().iter().map(|r| hex::encode(tag_access(&rk(), r).0)).collect();
+        assert_eq!(tags, GOLDEN_ACCESS_TAGS);
+    }
+
+    // Computed independently with Python (hmac, hashlib, struct).
+    const GOLDEN_ACCESS_TAGS: [&str; 3] = [
+        "b23f38e92ab0e2ad562f281c18d643c12e3975b5a5fc2c7fb8dc7a6079ffeffd",
+        "bae4bdd1101ef801f3db8986e3bb18544d3a49b6b7b08e64a866503832775ee6",
+        "8ad01c29386194d8aa3dfc47a24c5a6e642dbb201f5d822b209211903cf7d041",
+    ];
+
+    #[test]
+    fn every_access_field_is_covered() {
+        use crate::directory::AccessId;
+        use crate::Permission;
+        let k = rk();
+        type Edit = Box<dyn Fn(&mut AccessRecord)>;
+        let edits: Vec<(usize, Edit)> = vec![
+            (
+                0,
+                Box::new(|r| {
+                    if let AccessRecord::Principal(p) = r {
+                        p.name.push('x')
+                    }
+                }),
+            ),
+            (
+                0,
+                Box::new(|r| {
+                    if let AccessRecord::Principal(p) = r {
+                        p.roles.insert(Role::Admin);
+                    }
+                }),
+            ),
+            (
+                0,
+                Box::new(|r| {
+                    if let AccessRecord::Principal(p) = r {
+                        p.created_ms += 1
+                    }
+                }),
+            ),
+            (
+                1,
+                Box::new(|r| {
+                    if let AccessRecord::Token(t) = r {
+                        t.expires_ms += 1
+                    }
+                }),
+            ),
+            (
+                1,
+                Box::new(|r| {
+                    if let AccessRecord::Token(t) = r {
+                        t.principal = "admin".into()
+                    }
+                }),
+            ),
+            (
+                1,
+                Box::new(|r| {
+                    if let AccessRecord::Token(t) = r {
+                        t.hash[0] ^= 1
+                    }
+                }),
+            ),
+            (
+                1,
+                Box::new(|r| {
+                    if let AccessRecord::Token(t) = r {
+                        t.id = AccessId::generate()
+                    }
+                }),
+            ),
+            (
+                2,
+                Box::new(|r| {
+                    if let AccessRecord::Grant(g) = r {
+                        g.principal = "admin".into()
+                    }
+                }),
+            ),
+            (
+                2,
+                Box::new(|r| {
+                    if let AccessRecord::Grant(g) = r {
+                        g.grant.permissions.insert(Permission::GenerateDataKey);
+                    }
+                }),
+            ),
+            (
+                2,
+                Box::new(|r| {
+                    if let AccessRecord::Grant(g) = r {
+                        g.grant.keys.push(crate::KeySelector::Any)
+                    }
+                }),
+            ),
+            (
+                2,
+                Box::new(|r| {
+                    if let AccessRecord::Grant(g) = r {
+                        g.grant.constraint = ContextConstraint::None
+                    }
+                }),
+            ),
+            (
+                2,
+                Box::new(|r| {
+                    if let AccessRecord::Grant(g) = r {
+                        g.grant.constraint =
+                            ContextConstraint::Equals(BTreeMap::from([("tenant".into(), "acme".into())]))
+                    }
+                }),
+            ),
+        ];
+        for (i, (which, edit)) in edits.iter().enumerate() {
+            let mut r = access_records()[*which].clone();
+            r.set_tag(tag_access(&k, &r));
+            assert!(access_intact(&k, &r));
+            edit(&mut r);
+            assert!(!access_intact(&k, &r), "edit {i} not detected");
+        }
     }
 }

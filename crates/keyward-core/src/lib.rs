@@ -15,6 +15,7 @@ mod audit;
 mod checkpoint;
 mod clock;
 mod committer;
+mod directory;
 mod error;
 mod ids;
 mod integrity;
@@ -28,7 +29,7 @@ pub mod testing;
 mod usage;
 mod verify;
 
-pub use access::{Grant, KeySelector, Permission, Policy, Role};
+pub use access::{ContextConstraint, Grant, KeySelector, Permission, Policy, Role};
 pub use audit::{
     hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Operation, Outcome,
     GENESIS_HASH,
@@ -38,12 +39,17 @@ pub use checkpoint::{
 };
 pub use clock::{Clock, SystemClock};
 pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver, DEFAULT_AUDIT_QUEUE_LIMIT};
+pub use directory::{
+    AccessChange, AccessId, AccessKey, AccessRecord, GrantRecord, PrincipalRecord, TokenRecord, TokenRefusal,
+    TOKEN_PREFIX,
+};
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     export_audit_page, AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput,
-    EncryptOutput, ExportPage, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, OpenError, ReEncryptInput,
-    ReEncryptOutput, RotationInput, VersionInfo, MAX_BATCH_ITEMS,
+    EncryptOutput, ExportPage, GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig,
+    NewToken, OpenError, PrincipalView, ReEncryptInput, ReEncryptOutput, RotationInput, TokenIdentity,
+    TokenTtl, TokenView, VersionInfo, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
 };
 pub use limits::Limits;
 pub use model::{

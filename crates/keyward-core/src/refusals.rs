@@ -112,6 +112,7 @@ fn drain(now: &mut Second, next: i64) -> Vec<AuditEntry> {
                 alias: None,
                 source_key_id: None,
                 source_key_version: None,
+                target: None,
                 context: Default::default(),
                 outcome: Outcome {
                     code,
@@ -147,6 +148,7 @@ mod tests {
             alias: None,
             source_key_id: None,
             source_key_version: None,
+            target: None,
             context: Default::default(),
             outcome: Outcome { code: "UNAUTHENTICATED", reason: "no credentials".into() },
         }

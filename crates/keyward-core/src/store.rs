@@ -3,6 +3,7 @@
 
 use keyward_crypto::RecordTag;
 
+use crate::directory::{AccessChange, AccessId, AccessRecord};
 use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, VersionUsage};
 use crate::{AuditSigner, Checkpoint, IndexEntry};
 
@@ -77,6 +78,10 @@ pub struct CommitBatch {
     /// The head's seal: a checkpoint of the new head, signed with every
     /// batch that moves it, kept (one value, overwritten) beside the head.
     pub head_seal: Option<Checkpoint>,
+    /// Principal, token and grant changes (AccessService).
+    pub access: Vec<AccessChange>,
+    /// When tokens were last used (Unix ms), overwriting what was stored.
+    pub token_uses: Vec<(AccessId, i64)>,
 }
 
 /// Where keys and the audit log live. Implementations: RocksDB (production,
@@ -102,6 +107,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// destruction does). Called once, by `Kms::open`, when
     /// [`Store::needs_upgrade`].
     fn upgrade(&self, keys: &[KeyRecord], aliases: &[AliasEntry]) -> Result<(), StoreError>;
+    /// Every stored principal, token and grant (AccessService).
+    fn load_access(&self) -> Result<Vec<AccessRecord>, StoreError>;
+    /// When each token was last used, as last stored.
+    fn load_token_uses(&self) -> Result<Vec<(AccessId, i64)>, StoreError>;
     /// Every version's usage totals.
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError>;
     /// The root-key check value, if one was stored.

@@ -125,6 +125,7 @@ mod tests {
             alias: None,
             source_key_id: None,
             source_key_version: None,
+            target: None,
             context: Default::default(),
             outcome: if ok {
                 Outcome::ok()

@@ -139,10 +139,7 @@ async fn every_refusal_is_recorded_with_the_key_it_concerned_and_its_code() {
     // A user with no grant at all, and no admin role.
     let user = keyward_core::Caller {
         principal: "user".into(),
-        policy: Arc::new(keyward_core::Policy {
-            roles: [keyward_core::Role::User].into(),
-            grants: Vec::new(),
-        }),
+        policy: Arc::new(keyward_core::Policy::new([keyward_core::Role::User].into(), Vec::new())),
         ..caller()
     };
     let check = |code: &str, alias: Option<&str>| {

@@ -22,10 +22,10 @@ fn user(peer: &str) -> Caller {
         request_id: "req-user".into(),
         principal: "user".into(),
         peer: peer.into(),
-        policy: Arc::new(Policy {
-            roles: BTreeSet::from([Role::User]),
-            grants: vec![Grant { keys: vec![KeySelector::Any], permissions: Permission::ALL.into() }],
-        }),
+        policy: Arc::new(Policy::new(
+            BTreeSet::from([Role::User]),
+            vec![Grant::new(vec![KeySelector::Any], Permission::ALL)],
+        )),
     }
 }
 

@@ -27,6 +27,8 @@ struct StoredRecord {
     source_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source_key_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     context: BTreeMap<String, String>,
     outcome: String,
@@ -55,6 +57,7 @@ pub fn encode(r: &AuditRecord) -> Vec<u8> {
         alias: r.alias.clone(),
         source_key_id: r.source_key_id.clone(),
         source_key_version: r.source_key_version,
+        target: r.target.clone(),
         context: r.context.clone(),
         outcome: r.outcome.clone(),
         reason: r.reason.clone(),
@@ -78,6 +81,7 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, StoreError> {
         alias: s.alias,
         source_key_id: s.source_key_id,
         source_key_version: s.source_key_version,
+        target: s.target,
         context: s.context,
         outcome: s.outcome,
         reason: s.reason,

@@ -289,6 +289,7 @@ mod tests {
                     alias: None,
                     source_key_id: None,
                     source_key_version: None,
+                    target: None,
                     context: BTreeMap::from([("line".into(), "a\nb".into())]),
                     outcome: "OK".into(),
                     reason: String::new(),

@@ -25,6 +25,7 @@
 //!
 //! Not stored but frozen too: the audit export, see [`export`].
 
+pub mod access;
 pub mod aliases;
 pub mod audit;
 pub mod checkpoint;

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use keyward_core::{AccessChange, AccessId, AccessKey, AccessRecord};
 use keyward_core::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
     SealedRecord, Store, StoreError, VersionUsage,
@@ -52,7 +53,8 @@ const CF_BY_KEY: &str = "audit_by_key";
 const CF_BY_PRINCIPAL: &str = "audit_by_principal";
 const CF_USAGE: &str = "usage";
 const CF_CHECKPOINTS: &str = "audit_checkpoints";
-const ALL_CFS: [&str; 9] = [
+const CF_ACCESS: &str = "access";
+const ALL_CFS: [&str; 10] = [
     CF_KEYS,
     CF_SECRETS,
     CF_ALIASES,
@@ -62,6 +64,7 @@ const ALL_CFS: [&str; 9] = [
     CF_BY_PRINCIPAL,
     CF_USAGE,
     CF_CHECKPOINTS,
+    CF_ACCESS,
 ];
 const AUDIT_SIGNER: &[u8] = b"audit_signer";
 const AUDIT_HEAD_SEAL: &[u8] = b"audit_head_seal";
@@ -371,6 +374,32 @@ impl Store for RocksStore {
         self.shred()
     }
 
+    fn load_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        // A folder opened read-only from before the AccessService has none.
+        let Some(cf) = self.db.cf_handle(CF_ACCESS) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(err)?;
+            if !format::access::is_use_key(&k) {
+                out.push(format::access::decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_token_uses(&self) -> Result<Vec<(AccessId, i64)>, StoreError> {
+        let Some(cf) = self.db.cf_handle(CF_ACCESS) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(b"u/", Direction::Forward)) {
+            let (k, v) = item.map_err(err)?;
+            if !format::access::is_use_key(&k) {
+                break;
+            }
+            out.push(format::access::decode_use(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
         self.db
             .iterator_cf(self.cf(CF_USAGE), IteratorMode::Start)
@@ -439,6 +468,25 @@ impl Store for RocksStore {
             let usage = self.cf(CF_USAGE);
             for (id, version, u) in &batch.usage {
                 b.put_cf(usage, format::usage::key(*id, *version), format::usage::encode(u));
+            }
+        }
+        if !batch.access.is_empty() || !batch.token_uses.is_empty() {
+            let access = self.cf(CF_ACCESS);
+            for c in &batch.access {
+                match c {
+                    AccessChange::Put(r) => {
+                        b.put_cf(access, format::access::key(&r.key()), format::access::encode(r)?)
+                    }
+                    AccessChange::Delete(k) => {
+                        b.delete_cf(access, format::access::key(k));
+                        if let AccessKey::Token(id) = k {
+                            b.delete_cf(access, format::access::use_key(id));
+                        }
+                    }
+                }
+            }
+            for (id, ms) in &batch.token_uses {
+                b.put_cf(access, format::access::use_key(id), ms.to_be_bytes());
             }
         }
         if let Some(h) = &batch.head {

@@ -66,6 +66,7 @@ fn records(
             alias: None,
             source_key_id: None,
             source_key_version: None,
+            target: None,
             context: BTreeMap::new(),
             outcome: if seq % 2 == 0 {
                 Outcome::ok()

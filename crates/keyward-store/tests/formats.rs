@@ -189,6 +189,7 @@ fn audit_record(seq: u64, prev_hash: String) -> AuditRecord {
         alias: None,
         source_key_id: None,
         source_key_version: None,
+        target: None,
         context: BTreeMap::new(),
         outcome: "OK".into(),
         reason: String::new(),
@@ -209,6 +210,7 @@ fn audit_record(seq: u64, prev_hash: String) -> AuditRecord {
             key_version: Some(2),
             source_key_id: Some(key),
             source_key_version: Some(1),
+            target: None,
             context: BTreeMap::from([("tenant".into(), "acme".into()), ("région".into(), "île".into())]),
             ..base
         },

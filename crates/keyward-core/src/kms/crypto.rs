@@ -110,9 +110,9 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::Encrypt);
         let result = async {
             let live = self.resolve(&mut entry, "key_id", key)?;
-            self.authorize(caller, Permission::Encrypt, &live)?;
             let ctx = self.context("encryption_context", context)?;
             entry.context = ctx.pairs().clone();
+            self.authorize(caller, Permission::Encrypt, &live, &ctx)?;
             if plaintext.len() > self.limits.max_plaintext_bytes {
                 return Err(KmsError::invalid(
                     "plaintext",
@@ -197,7 +197,7 @@ impl Kms {
                 entry.key_version = Some(header.version);
             }
         }
-        self.authorize(caller, perm, &live)?;
+        self.authorize(caller, perm, &live, ctx)?;
         let meta = live.meta();
         check_key_usable(meta)?;
         let vmeta = meta.version(header.version).ok_or_else(undecryptable)?;
@@ -235,9 +235,9 @@ impl Kms {
         let mut entry = self.entry(caller, op);
         let result = async {
             let live = self.resolve(&mut entry, "key_id", &input.key)?;
-            self.authorize(caller, perm, &live)?;
             let ctx = self.context("encryption_context", input.context)?;
             entry.context = ctx.pairs().clone();
+            self.authorize(caller, perm, &live, &ctx)?;
             let n = input.number_of_bytes.unwrap_or(32) as usize;
             if n == 0 || n > self.limits.max_data_key_bytes {
                 return Err(KmsError::invalid(
@@ -282,7 +282,9 @@ impl Kms {
                 ));
             }
             let live = self.resolve(&mut entry, "key_id", &input.key)?;
-            self.authorize(caller, perm, &live)?;
+            let ctx = self.context("encryption_context", input.context.clone())?;
+            entry.context = ctx.pairs().clone();
+            self.authorize(caller, perm, &live, &ctx)?;
             check_key_usable(live.meta())
         })();
         if let Err(e) = check {
@@ -302,11 +304,11 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::ReEncrypt);
         let result = async {
             let dest = self.resolve(&mut entry, "destination_key_id", &input.destination_key)?;
-            self.authorize(caller, Permission::ReEncryptTo, &dest)?;
-            let dest_alias = entry.alias.take();
             let src_ctx = self.context("source_encryption_context", input.source_context)?;
             let dst_ctx = self.context("destination_encryption_context", input.destination_context)?;
             entry.context = dst_ctx.pairs().clone();
+            self.authorize(caller, Permission::ReEncryptTo, &dest, &dst_ctx)?;
+            let dest_alias = entry.alias.take();
             let (src, src_version, plaintext) = self.open_ciphertext(
                 caller,
                 &mut entry,

@@ -25,6 +25,7 @@
 //! operations are serialised by one async mutex held until their write is
 //! applied, so two rotations can never both create version n+1.
 
+mod access;
 mod aliases;
 mod audit;
 mod crypto;
@@ -48,6 +49,10 @@ use crate::{
     KeyState, KmsError, Limits, Policy, Store, StoreError,
 };
 
+pub use access::{
+    GrantInput, GrantView, NewToken, PrincipalView, TokenIdentity, TokenTtl, TokenView, MAX_PRINCIPAL_NAME,
+    RESERVED_PRINCIPALS,
+};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput,
@@ -107,6 +112,11 @@ pub struct KmsConfig {
     /// folder that suddenly claims an older format is refused, since a
     /// downgrade would let a database writer have edits authenticated.
     pub adopt_older_format: bool,
+    /// The principals of the configuration file and their policies: read
+    /// only through the AccessService, which may add tokens and grants.
+    pub bootstrap_principals: Vec<(String, Policy)>,
+    /// Default and longest lifetime of runtime tokens.
+    pub token_ttl: TokenTtl,
 }
 
 /// A key with its version secrets unwrapped.
@@ -168,6 +178,8 @@ pub struct Kms {
     root: Arc<RootKey>,
     records: Arc<RecordKey>,
     state: Arc<RwLock<State>>,
+    access: Arc<RwLock<crate::directory::Directory>>,
+    token_ttl: TokenTtl,
     lifecycle: Arc<Mutex<()>>,
     audit: AuditLog,
     refusals: crate::refusals::RefusalBook,
@@ -245,6 +257,19 @@ impl Kms {
             }
             state.aliases.insert(a.alias, a.key);
         }
+        let access_records = store.load_access().map_err(OpenError::Store)?;
+        for r in &access_records {
+            if !integrity::access_intact(&records, r) {
+                let what = match r.key() {
+                    crate::AccessKey::Principal(n) => format!("principal {n:?}"),
+                    crate::AccessKey::Token(id) => format!("token {id}"),
+                    crate::AccessKey::Grant(id) => format!("grant {id}"),
+                };
+                return Err(OpenError::Tampered(what));
+            }
+        }
+        let directory = crate::directory::Directory::new(config.bootstrap_principals, access_records);
+        directory.restore_uses(&store.load_token_uses().map_err(OpenError::Store)?);
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
         signer::check_head(&*store)?;
         let (node_id, signing_key, audit_key) = signer::load_or_create(&*store, &root, upgrading)?;
@@ -258,6 +283,8 @@ impl Kms {
             root: Arc::new(root),
             records: Arc::new(records),
             state: Arc::new(RwLock::new(state)),
+            access: Arc::new(RwLock::new(directory)),
+            token_ttl: config.token_ttl,
             lifecycle: Arc::new(Mutex::new(())),
             audit,
             refusals: Default::default(),

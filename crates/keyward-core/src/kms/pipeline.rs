@@ -69,6 +69,7 @@ impl Kms {
             alias: None,
             source_key_id: None,
             source_key_version: None,
+            target: None,
             context: BTreeMap::new(),
             outcome: Outcome::ok(),
         }
@@ -133,25 +134,31 @@ impl Kms {
         }
     }
 
-    /// Refuses a caller whose grants do not allow `perm` on this key.
+    /// Refuses a caller whose grants do not allow `perm` on this key with
+    /// this encryption context.
     pub(super) fn authorize(
         &self,
         caller: &Caller,
         perm: Permission,
         live: &LiveKey,
+        context: &EncryptionContext,
     ) -> Result<(), KmsError> {
         let meta = live.meta();
         let aliases = || self.state.read().expect("state lock").aliases_of(meta.id);
-        if caller.policy.allows(perm, meta, &aliases) {
-            Ok(())
-        } else {
-            Err(KmsError::PermissionDenied(format!(
-                "{} may not {} with key {}",
-                caller.principal,
-                perm.as_str(),
-                meta.id
-            )))
+        if caller.policy.allows(perm, meta, &aliases, context.pairs()) {
+            return Ok(());
         }
+        let under = if caller.policy.allows_some_context(perm, meta, &aliases) {
+            " under this encryption context (a grant constrains it)"
+        } else {
+            ""
+        };
+        Err(KmsError::PermissionDenied(format!(
+            "{} may not {} with key {}{under}",
+            caller.principal,
+            perm.as_str(),
+            meta.id
+        )))
     }
 
     /// Validates an encryption context against the limits.

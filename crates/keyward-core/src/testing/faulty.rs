@@ -76,6 +76,12 @@ impl Store for FaultyStore {
         }
         self.inner.commit(batch)
     }
+    fn load_access(&self) -> Result<Vec<crate::directory::AccessRecord>, StoreError> {
+        self.inner.load_access()
+    }
+    fn load_token_uses(&self) -> Result<Vec<(crate::directory::AccessId, i64)>, StoreError> {
+        self.inner.load_token_uses()
+    }
     fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
         self.inner.query_audit(query)
     }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
+use crate::directory::{AccessChange, AccessId, AccessKey, AccessRecord};
 use crate::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
     SealedRecord, Store, StoreError, VersionUsage,
@@ -24,6 +25,8 @@ struct Inner {
     checkpoints: BTreeMap<u64, Checkpoint>,
     head_seal: Option<Checkpoint>,
     index: BTreeSet<IndexEntry>,
+    access: BTreeMap<AccessKey, AccessRecord>,
+    token_uses: BTreeMap<AccessId, i64>,
 }
 
 /// Keys and audit log in memory.
@@ -46,6 +49,11 @@ impl MemoryStore {
         f(self.inner().keys.get_mut(&id).expect("stored key"));
     }
 
+    /// Changes a stored access record behind the service's back (integrity tests).
+    pub fn tamper_access(&self, f: impl FnOnce(&mut BTreeMap<AccessKey, AccessRecord>)) {
+        f(&mut self.inner().access);
+    }
+
     /// Changes a stored alias behind the service's back (integrity tests).
     pub fn tamper_alias(&self, alias: &str, f: impl FnOnce(&mut AliasEntry)) {
         f(self.inner().aliases.get_mut(alias).expect("stored alias"));
@@ -65,6 +73,7 @@ impl Store for MemoryStore {
         w.opt_str(r.alias.as_deref());
         w.opt_str(r.source_key_id.as_deref());
         w.opt_u32(r.source_key_version);
+        w.opt_str(r.target.as_deref());
         w.u64(r.context.len() as u64);
         for (k, v) in &r.context {
             w.str(k);
@@ -87,6 +96,7 @@ impl Store for MemoryStore {
             let alias = r.opt_str()?;
             let source_key_id = r.opt_str()?;
             let source_key_version = r.opt_u32()?;
+            let target = r.opt_str()?;
             let mut context = BTreeMap::new();
             for _ in 0..r.u64()? {
                 context.insert(r.str()?, r.str()?);
@@ -104,6 +114,7 @@ impl Store for MemoryStore {
                 alias,
                 source_key_id,
                 source_key_version,
+                target,
                 context,
                 outcome,
                 reason,
@@ -130,6 +141,14 @@ impl Store for MemoryStore {
         inner.keys = keys.iter().map(|k| (k.meta.id, k.clone())).collect();
         inner.aliases = aliases.iter().map(|a| (a.alias.clone(), a.clone())).collect();
         Ok(())
+    }
+
+    fn load_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        Ok(self.inner().access.values().cloned().collect())
+    }
+
+    fn load_token_uses(&self) -> Result<Vec<(AccessId, i64)>, StoreError> {
+        Ok(self.inner().token_uses.iter().map(|(k, v)| (*k, *v)).collect())
     }
 
     fn load_usage(&self) -> Result<Vec<(KeyId, u32, VersionUsage)>, StoreError> {
@@ -172,6 +191,24 @@ impl Store for MemoryStore {
         }
         for (id, v, u) in &batch.usage {
             inner.usage.insert((*id, *v), *u);
+        }
+        for c in &batch.access {
+            match c {
+                AccessChange::Put(r) => {
+                    inner.access.insert(r.key(), r.clone());
+                }
+                AccessChange::Delete(k) => {
+                    inner.access.remove(k);
+                    if let AccessKey::Token(id) = k {
+                        inner.token_uses.remove(id);
+                    }
+                }
+            }
+        }
+        for (id, ms) in &batch.token_uses {
+            if inner.access.contains_key(&AccessKey::Token(*id)) {
+                inner.token_uses.insert(*id, *ms);
+            }
         }
         if let Some(h) = &batch.head {
             inner.head = Some(h.clone());
@@ -390,6 +427,7 @@ mod tests {
             alias: None,
             source_key_id: None,
             source_key_version: Some(1),
+            target: None,
             context: BTreeMap::from([("a".into(), "b".into())]),
             outcome: "OK".into(),
             reason: String::new(),
