@@ -29,7 +29,8 @@ pub(super) fn authenticator(dev: bool, list: Vec<FilePrincipal>) -> Result<Authe
 /// `kube-apiserver` for the KMS v2 plugin's caller (and `kms-v2`, the
 /// plugin's name), `unauthenticated` for callers refused without an
 /// identity. A configured principal may not pose as any of them.
-const RESERVED: [&str; 5] = ["system", "dev", crate::auth::KMS_V2_PRINCIPAL, "kms-v2", "unauthenticated"];
+pub(super) const RESERVED: [&str; 5] =
+    ["system", "dev", crate::auth::KMS_V2_PRINCIPAL, "kms-v2", "unauthenticated"];
 
 fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     if list.is_empty() {
@@ -40,6 +41,7 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     let mut tokens: Vec<([u8; 32], Principal)> = Vec::new();
     let mut cert_names: BTreeMap<(CertNameKind, String), Principal> = BTreeMap::new();
     let mut seen = BTreeSet::new();
+    let mut principals = BTreeMap::new();
     for p in list {
         let bad = |m: String| ConfigError::Invalid(format!("principals {:?}: {m}", p.name));
         if p.name.trim().is_empty() || !seen.insert(p.name.clone()) {
@@ -80,6 +82,7 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
             grants.push(Grant { keys, permissions });
         }
         let principal = Principal { name: p.name.clone(), policy: Arc::new(Policy { roles, grants }) };
+        principals.insert(p.name.clone(), principal.clone());
         for h in &p.token_sha256 {
             let bytes: [u8; 32] = hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
                 bad("token_sha256 entries are 64 hex characters (keyward token create prints one)".into())
@@ -112,7 +115,7 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
             }
         }
     }
-    Ok(Authenticator::Configured { tokens, cert_names })
+    Ok(Authenticator::Configured { tokens, cert_names, principals, jwt: None })
 }
 
 /// What a configured certificate name must look like for its kind. Names
