@@ -237,6 +237,18 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_out_example_in_deploy_validates() {
+        let text = include_str!("../../deploy/keyward.toml");
+        let start = text.find("# [[jwt_issuers]]").expect("the example");
+        let uncommented: String =
+            text[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let text = format!("{}\n{uncommented}", &text[..start]);
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert_eq!(c.jwt_issuers[0].rules[0].principal, "payments-service");
+    }
+
+    #[test]
     fn dev_mode_refuses_jwt_issuers() {
         let file: FileConfig = toml::from_str(ISSUER).unwrap();
         let o = Overrides { dev: true, ..Default::default() };
