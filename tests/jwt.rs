@@ -315,8 +315,14 @@ async fn every_bad_jwt_is_refused_unauthenticated_with_its_reason_and_audited() 
     // A huge token is refused, and the server keeps serving. (Past 16 KiB
     // the transport's header-list limit refuses it before Keyward sees it,
     // HTTP 431 or an h2 error; src/jwt.rs also refuses one unparsed.)
+    // (Each on its own connection: an h2 error ends that connection.)
     for huge in [format!("{}.{}.x", "a".repeat(20 * 1024), "b"), "e".repeat(200 * 1024)] {
-        assert!(encrypt(&s, &huge).await.is_err());
+        let own = common::connect(&s.addr).await;
+        let body = pb::EncryptRequest { key_id: "alias/payments".into(), ..Default::default() };
+        let refused = keyward::pb::crypto_service_client::CryptoServiceClient::new(own)
+            .encrypt(bearer(body, &huge))
+            .await;
+        assert!(refused.is_err());
     }
     encrypt(&s, &mint(&r, &claims(SA))).await.unwrap();
     assert_eq!(newest(&s).await.principal, "payments-api");
