@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use keyward_core::Policy;
 
+use crate::jwt::JwtIssuers;
+
 /// The principal the Kubernetes KMS v2 plugin records (`crate::k8s`).
 pub const KMS_V2_PRINCIPAL: &str = "kube-apiserver";
 use ring::digest::{digest, SHA256};
@@ -72,8 +74,10 @@ pub enum Authenticator {
         tokens: Vec<([u8; 32], Principal)>,
         /// (kind, normalized name) -> principal; each key claimed once.
         cert_names: BTreeMap<(CertNameKind, String), Principal>,
-        /// Every configured principal, by name.
+        /// Every configured principal by name (those a JWT may map to).
         principals: BTreeMap<String, Principal>,
+        /// `[[jwt_issuers]]`, once their JWKS files are read (`Server::build`).
+        jwt: Option<Arc<JwtIssuers>>,
     },
 }
 
@@ -94,9 +98,9 @@ impl Authenticator {
         authorization: Option<&str>,
         peer_certs: Option<&[tonic::transport::CertificateDer<'static>]>,
     ) -> Result<Principal, NoIdentity> {
-        let (tokens, cert_names) = match self {
+        let (tokens, cert_names, jwt) = match self {
             Self::Dev(p) => return Ok(p.clone()),
-            Self::Configured { tokens, cert_names, .. } => (tokens, cert_names),
+            Self::Configured { tokens, cert_names, jwt, .. } => (tokens, cert_names, jwt),
         };
         if let Some(leaf) = peer_certs.and_then(|c| c.first()) {
             let names = client_cert_names(leaf)?;
@@ -141,7 +145,38 @@ impl Authenticator {
                 found = Some(p);
             }
         }
-        found.cloned().ok_or(NoIdentity("the bearer token is not valid"))
+        match (found, jwt) {
+            (Some(p), _) => Ok(p.clone()),
+            // Workload identity: a JWT from a configured issuer (crate::jwt).
+            // The name may also be a runtime principal (AccessService):
+            // the edge looks its policy up, and refuses a name that is
+            // neither (`grpc::Api::caller`).
+            (None, Some(jwt)) if crate::jwt::looks_like_jwt(token) => {
+                let name = jwt.identify(token)?;
+                Ok(self
+                    .principal_named(&name)
+                    .unwrap_or(Principal { name, policy: Arc::new(Policy::default()) }))
+            }
+            (None, _) => Err(NoIdentity("the bearer token is not valid")),
+        }
+    }
+
+    /// The principal called `name`, as a token of it would identify it.
+    fn principal_named(&self, name: &str) -> Option<Principal> {
+        match self {
+            Self::Dev(_) => None,
+            Self::Configured { principals, .. } => principals.get(name).cloned(),
+        }
+    }
+
+    /// With the JWT issuers (none when `jwt` is empty) attached.
+    pub fn with_jwt(self, jwt: JwtIssuers) -> Self {
+        match self {
+            Self::Configured { tokens, cert_names, principals, .. } if !jwt.is_empty() => {
+                Self::Configured { tokens, cert_names, principals, jwt: Some(Arc::new(jwt)) }
+            }
+            other => other,
+        }
     }
 }
 
@@ -190,7 +225,12 @@ mod tests {
     fn configured() -> Authenticator {
         let p = Principal { name: "svc".into(), policy: Arc::new(Policy::default()) };
         let h: [u8; 32] = hex::decode(token_hash_hex("s3cret")).unwrap().try_into().unwrap();
-        Authenticator::Configured { tokens: vec![(h, p)], cert_names: BTreeMap::new() }
+        Authenticator::Configured {
+            tokens: vec![(h, p)],
+            cert_names: BTreeMap::new(),
+            principals: BTreeMap::new(),
+            jwt: None,
+        }
     }
 
     #[test]
@@ -234,7 +274,7 @@ mod tests {
                 ((*k, k.normalize(n)), Principal { name: p.to_string(), policy: Arc::new(Policy::default()) })
             })
             .collect();
-        Authenticator::Configured { tokens: Vec::new(), cert_names, principals: BTreeMap::new() }
+        Authenticator::Configured { tokens: Vec::new(), cert_names, principals: BTreeMap::new(), jwt: None }
     }
 
     fn who(a: &Authenticator, c: tonic::transport::CertificateDer<'static>) -> Result<String, &'static str> {

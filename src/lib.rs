@@ -25,6 +25,8 @@ pub mod config;
 pub mod grpc;
 #[cfg(feature = "server")]
 pub mod hardening;
+#[cfg(feature = "config")]
+pub mod jwt;
 #[cfg(feature = "server")]
 pub mod k8s;
 #[cfg(feature = "server")]

@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// Runtime tokens (AccessService).
     #[serde(default)]
     pub access: FileAccess,
+    /// Issuers whose JWTs identify workloads as principals (workload identity).
+    #[serde(default)]
+    pub jwt_issuers: Vec<FileJwtIssuer>,
     /// Serve Prometheus metrics over HTTP here (`GET /metrics`); off by default.
     pub metrics_listen: Option<String>,
     /// Serve only `grpc.health.v1`, in plaintext, here (for kubelet gRPC
@@ -147,6 +150,36 @@ pub struct FileAccess {
     pub default_token_ttl: Option<String>,
     /// The longest lifetime a token may be given, e.g. "24h" (default 30 days).
     pub max_token_ttl: Option<String>,
+}
+
+/// `[[jwt_issuers]]`: an issuer of JWTs that clients send as bearer tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJwtIssuer {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// A token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Its public keys, a JWKS document (re-read when it changes).
+    pub jwks_file: PathBuf,
+    /// Accepted signature algorithms (default RS256, ES256, EdDSA).
+    pub algorithms: Option<Vec<String>>,
+    /// Clock skew allowed for `exp` and `nbf` (default 30, at most 300).
+    pub leeway_seconds: Option<u64>,
+    /// Claims -> principal, first match wins.
+    #[serde(default)]
+    pub rules: Vec<FileJwtRule>,
+}
+
+/// `[[jwt_issuers.rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJwtRule {
+    /// The `[[principals]]` name a matching token identifies as.
+    pub principal: String,
+    /// Claims that must each equal these strings.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 /// `[limits]`.

@@ -4,9 +4,11 @@
 //! command-line flags ([`Overrides`], which are also the flags of `keyward
 //! server`). `--dev` fills in a local data folder and a generated
 //! development root key. By concern: [`file`] (the TOML shape), [`listeners`],
-//! [`tls`], [`principals`] (who may do what), [`root_key`].
+//! [`tls`], [`principals`] (who may do what), [`jwt`] (workload identity:
+//! JWT issuers and their rules), [`root_key`].
 
 mod file;
+mod jwt;
 mod listeners;
 mod principals;
 mod root_key;
@@ -22,8 +24,10 @@ use keyward_core::{AuditLogConfig, KmsConfig, Limits, TokenTtl};
 use crate::auth::Authenticator;
 
 pub use file::{
-    FileAudit, FileConfig, FileGrant, FileKmsV2, FileLimits, FileLog, FilePrincipal, FileTls, LogFormat,
+    FileAudit, FileConfig, FileGrant, FileJwtIssuer, FileJwtRule, FileKmsV2, FileLimits, FileLog,
+    FilePrincipal, FileTls, LogFormat,
 };
+pub use jwt::{ClaimRule, JwtIssuerConfig};
 pub use listeners::KmsV2Config;
 pub use root_key::{create_root_key_file, load_root_key, RootKeySource};
 pub use tls::TlsConfig;
@@ -132,6 +136,9 @@ pub struct ServerConfig {
     pub allow_insecure: bool,
     /// How callers are identified and what they may do.
     pub auth: Authenticator,
+    /// `[[jwt_issuers]]`, validated; their JWKS files are read by
+    /// `Server::build`, which attaches them to `auth`.
+    pub jwt_issuers: Vec<JwtIssuerConfig>,
     /// Transport limits.
     pub edge: EdgeLimits,
     /// The Kubernetes KMS v2 plugin, if enabled.
@@ -201,6 +208,7 @@ impl ServerConfig {
             .map(|p| p.name.clone());
         let token_ttl = token_ttl(&file.access)?;
         let (auth, bootstrap_principals) = principals::authenticator(dev, file.principals)?;
+        let jwt_issuers = jwt::issuers(dev, file.jwt_issuers)?;
         if let (Some(name), false) = (cert_only, verifies_certs) {
             return Err(ConfigError::Invalid(format!(
                 "principals {name:?}: certificate names need [tls] client_ca_file (client certificates are not verified without it)"
@@ -233,6 +241,7 @@ impl ServerConfig {
             tls,
             allow_insecure,
             auth,
+            jwt_issuers,
             edge,
             kms_v2,
             metrics_listen,

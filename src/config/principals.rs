@@ -42,7 +42,7 @@ fn bootstrap_policies(auth: &Authenticator, names: Vec<String>) -> Vec<(String, 
 /// `kube-apiserver` for the KMS v2 plugin's caller (and `kms-v2`, the
 /// plugin's name), `unauthenticated` for callers refused without an
 /// identity. A configured principal may not pose as any of them.
-const RESERVED: [&str; 5] = keyward_core::RESERVED_PRINCIPALS;
+pub(super) const RESERVED: [&str; 5] = keyward_core::RESERVED_PRINCIPALS;
 
 fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
     if list.is_empty() {
@@ -135,7 +135,7 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
             }
         }
     }
-    Ok(Authenticator::Configured { tokens, cert_names, principals })
+    Ok(Authenticator::Configured { tokens, cert_names, principals, jwt: None })
 }
 
 /// What a configured certificate name must look like for its kind. Names

@@ -146,7 +146,21 @@ impl Api {
         let certs = req.peer_certs();
         match self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
             Ok(p) => {
-                let policy = self.kms.policy_of(&p.name).unwrap_or(p.policy);
+                // The policy as it is now: bootstrap grants plus runtime
+                // ones. A name that is no principal (a JWT rule naming a
+                // deleted runtime principal) is refused.
+                let policy = match self.kms.policy_of(&p.name) {
+                    Some(policy) => policy,
+                    None if matches!(*self.auth, Authenticator::Dev(_)) => p.policy,
+                    None => {
+                        let caller = refused(request_id, peer);
+                        let why = KmsError::Unauthenticated(
+                            "the JWT maps to a principal that does not exist".into(),
+                        );
+                        let err = self.kms.refuse(&caller, op, why).await;
+                        return Err(respond::<()>(&caller, Err(err)).expect_err("an error"));
+                    }
+                };
                 self.admit(Caller { request_id, principal: p.name, peer, policy }, op).await
             }
             Err(NoIdentity(why)) => {

@@ -1,7 +1,8 @@
 //! Server bootstrap, in two named steps.
 //!
 //! [`Server::build`] does everything that can fail on a bad configuration or
-//! data folder: it reads and parses the TLS files, builds reflection, opens
+//! data folder: it reads and parses the TLS files and the JWT issuers' JWKS
+//! files, builds reflection, opens
 //! the data folder and root key, starts the `Kms` (and its audit writer) and
 //! resolves the KMS v2 plugin's key. Nothing is bound and no scheduled work
 //! runs yet. [`Prepared::serve`] then binds the side listeners (metrics,
@@ -82,6 +83,7 @@ impl Server {
     /// included); binds nothing.
     pub async fn build(config: ServerConfig) -> Result<Prepared, ServerError> {
         let transport = transport(&config)?;
+        let config = with_jwt_issuers(config)?;
         create_private_dir(&config.data_dir)?;
         let root = load_root_key(&config.root_key)?;
         let db_dir = config.data_dir.join("db");
@@ -98,6 +100,7 @@ impl Server {
         root: RootKey,
     ) -> Result<Prepared, ServerError> {
         let transport = transport(&config)?;
+        let config = with_jwt_issuers(config)?;
         Self::prepare(config, transport, store, root)
     }
 
@@ -136,6 +139,14 @@ impl Server {
         let api = Api::new(kms.clone(), config.auth.clone(), limiter);
         Ok(Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api })
     }
+}
+
+/// Reads the JWT issuers' JWKS files (an unusable one refuses to start) and
+/// attaches them to the authenticator.
+fn with_jwt_issuers(mut config: ServerConfig) -> Result<ServerConfig, ConfigError> {
+    let jwt = crate::jwt::JwtIssuers::load(&config.jwt_issuers)?;
+    config.auth = config.auth.with_jwt(jwt);
+    Ok(config)
 }
 
 /// A server built and validated, not yet serving: nothing is bound and no
