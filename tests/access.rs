@@ -8,6 +8,7 @@ mod common;
 
 use keyward::config::{FileConfig, Overrides};
 use keyward::pb;
+use keyward::pb::access_service_client::AccessServiceClient;
 use keyward::pb::audit_service_client::AuditServiceClient;
 use keyward::pb::crypto_service_client::CryptoServiceClient;
 use keyward::pb::key_service_client::KeyServiceClient;
@@ -67,7 +68,61 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
     let mut keys = KeyServiceClient::new(who.channel.clone());
     let mut crypto = CryptoServiceClient::new(who.channel.clone());
     let mut audit = AuditServiceClient::new(who.channel.clone());
+    let mut access = AccessServiceClient::new(who.channel.clone());
+    let grant = || pb::CreateGrantRequest {
+        principal: "user".into(),
+        keys: vec![key.into()],
+        operations: vec!["decrypt".into()],
+        ..Default::default()
+    };
     match rpc {
+        "CreatePrincipal" => access
+            .create_principal(who.req(pb::CreatePrincipalRequest {
+                name: "runtime-created".into(),
+                roles: vec!["user".into()],
+            }))
+            .await
+            .map(meta),
+        "DeletePrincipal" => {
+            access
+                .create_principal(who.req(pb::CreatePrincipalRequest {
+                    name: "runtime-deleted".into(),
+                    roles: vec!["user".into()],
+                }))
+                .await?;
+            access
+                .delete_principal(who.req(pb::DeletePrincipalRequest { name: "runtime-deleted".into() }))
+                .await
+                .map(meta)
+        }
+        "ListPrincipals" => access.list_principals(who.req(pb::ListPrincipalsRequest {})).await.map(meta),
+        "CreateToken" => access
+            .create_token(who.req(pb::CreateTokenRequest { principal: "auditor".into(), ttl: None }))
+            .await
+            .map(meta),
+        "RevokeToken" => {
+            let t = access
+                .create_token(who.req(pb::CreateTokenRequest { principal: "auditor".into(), ttl: None }))
+                .await?
+                .into_inner();
+            let token_id = t.info.unwrap().token_id;
+            access.revoke_token(who.req(pb::RevokeTokenRequest { token_id })).await.map(meta)
+        }
+        "RevokeAllTokens" => access
+            .revoke_all_tokens(who.req(pb::RevokeAllTokensRequest { principal: "auditor".into() }))
+            .await
+            .map(meta),
+        "ListTokens" => access.list_tokens(who.req(pb::ListTokensRequest::default())).await.map(meta),
+        "CreateGrant" => access.create_grant(who.req(grant())).await.map(meta),
+        "RevokeGrant" => {
+            let g = access.create_grant(who.req(grant())).await?.into_inner();
+            let grant_id = g.grant.unwrap().grant_id;
+            access.revoke_grant(who.req(pb::RevokeGrantRequest { grant_id })).await.map(meta)
+        }
+        "ListGrants" => access
+            .list_grants(who.req(pb::ListGrantsRequest { key_id: key.into(), ..Default::default() }))
+            .await
+            .map(meta),
         "CreateKey" => keys.create_key(who.req(pb::CreateKeyRequest::default())).await.map(meta),
         "DescribeKey" => {
             keys.describe_key(who.req(pb::DescribeKeyRequest { key_id: key.into() })).await.map(meta)
@@ -253,6 +308,7 @@ fn service_of(rpc: &Rpc) -> &'static str {
         "KeyService" => "keys",
         "CryptoService" => "crypto",
         "AuditService" => "audit",
+        "AccessService" => "access",
         other => {
             panic!("{}: service {other} is new to tests/access.rs: say which roles may call it", rpc.path())
         }
@@ -379,7 +435,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         }
         // Wrong role: everyone whose roles do not include this service's.
         let wrong: Vec<&Who> = match service {
-            "keys" => vec![&user, &auditor, &limited],
+            "keys" | "access" => vec![&user, &auditor, &limited],
             "crypto" => vec![&admin, &auditor],
             _ => vec![&admin, &user, &limited],
         };
@@ -397,7 +453,7 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         }
         // The authorized caller succeeds.
         let ok = match service {
-            "keys" => &admin,
+            "keys" | "access" => &admin,
             "crypto" => &user,
             _ => &auditor,
         };

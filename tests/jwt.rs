@@ -384,3 +384,45 @@ async fn an_unusable_jwks_file_refuses_to_start() {
         assert!(!dir.path().join("data").exists(), "{contents:?}");
     }
 }
+
+/// A rule may name a principal created at runtime (AccessService): the JWT
+/// for `ghost` is refused until `ghost` exists, then acts with its runtime
+/// grant, and is refused again once `ghost` is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_rule_may_name_a_runtime_principal() {
+    use keyward::pb::access_service_client::AccessServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let d = ed25519("ed-1");
+    let (s, key) = server(dir.path(), &[&d]).await;
+    let token = mint(&d, &claims("system:serviceaccount:payments:ghost"));
+    assert_status(encrypt(&s, &token).await, Code::Unauthenticated, "principal that does not exist");
+    let mut access = AccessServiceClient::new(s.channel.clone());
+    access
+        .create_principal(bearer(
+            pb::CreatePrincipalRequest { name: "ghost".into(), roles: vec!["user".into()] },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    assert_status(encrypt(&s, &token).await, Code::PermissionDenied, "ghost may not encrypt");
+    access
+        .create_grant(bearer(
+            pb::CreateGrantRequest {
+                principal: "ghost".into(),
+                keys: vec![key.clone()],
+                operations: vec!["encrypt".into()],
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    encrypt(&s, &token).await.unwrap();
+    assert_eq!(newest(&s).await.principal, "ghost");
+    access
+        .delete_principal(bearer(pb::DeletePrincipalRequest { name: "ghost".into() }, ADMIN_TOKEN))
+        .await
+        .unwrap();
+    assert_status(encrypt(&s, &token).await, Code::Unauthenticated, "principal that does not exist");
+    s.stop().await.unwrap();
+}
