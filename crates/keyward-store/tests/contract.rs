@@ -111,6 +111,7 @@ fn contract(store: Arc<dyn Store>) {
             usage: vec![(a, 1, usage(3)), (a, 2, usage(4)), (b, 1, usage(5))],
             checkpoint: None,
             head_seal: None,
+            ..Default::default()
         })
         .unwrap();
     let mut got = store.load_usage().unwrap();
@@ -247,6 +248,7 @@ fn rocksdb_store_keeps_everything_across_reopen() {
             usage: vec![(a, 1, usage(11))],
             checkpoint: None,
             head_seal: None,
+            ..Default::default()
         })
         .unwrap();
         s.set_root_check(b"rc").unwrap();
