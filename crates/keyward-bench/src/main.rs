@@ -5,6 +5,11 @@
 //! (zero bytes; no crypto, no audit), so the same client, the same protobufs
 //! and the same tonic stack measure the ceiling.
 //!
+//! `keyward-bench auth --keyward ADDR --grants N --tokens N` measures what
+//! the authorization check costs with many access objects stored: Encrypt
+//! (4 KiB) as a runtime principal with one grant, then again once N more
+//! grants on that principal and N more tokens exist, side by side in one run.
+//!
 //! `keyward-bench run --keyward ADDR --echo ADDR --concurrency N --seconds S`
 //! drives GenerateDataKey (32-byte keys), Encrypt (4 KiB) and Decrypt (4 KiB)
 //! against both, one after the other, and prints throughput, p50/p99/p999
@@ -51,6 +56,32 @@ enum Cmd {
         echo: String,
         /// Requests in flight (comma-separated list runs each in turn).
         #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
+        concurrency: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// HTTP/2 connections to spread the load over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// Measure the authorization check with many grants and tokens stored
+    /// (AccessService; the server's admin is the caller of `--admin-token`,
+    /// or anyone against `--dev`).
+    Auth {
+        /// Keyward address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        keyward: String,
+        /// Bearer token of an administrator (not needed against --dev).
+        #[arg(long, env = "KEYWARD_TOKEN")]
+        admin_token: Option<String>,
+        /// Grants to add to the measured principal.
+        #[arg(long, default_value_t = 10_000)]
+        grants: usize,
+        /// Tokens to add (for the measured principal).
+        #[arg(long, default_value_t = 10_000)]
+        tokens: usize,
+        /// Requests in flight (comma-separated list runs each in turn).
+        #[arg(long, default_value = "1,64", value_delimiter = ',')]
         concurrency: Vec<usize>,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5)]
@@ -207,6 +238,15 @@ async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>, String> {
     Ok(out)
 }
 
+/// A request with `token` as its bearer token, if one is given.
+fn with_token<T>(body: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(body);
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("ascii token"));
+    }
+    r
+}
+
 async fn drive(
     chans: &[Channel],
     op: Op,
@@ -215,6 +255,18 @@ async fn drive(
     concurrency: usize,
     secs: u64,
 ) -> Result_ {
+    drive_as(chans, op, key, ciphertext, concurrency, secs, None).await
+}
+
+async fn drive_as(
+    chans: &[Channel],
+    op: Op,
+    key: &str,
+    ciphertext: &[u8],
+    concurrency: usize,
+    secs: u64,
+    token: Option<&str>,
+) -> Result_ {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -222,7 +274,9 @@ async fn drive(
         let mut client = CryptoServiceClient::new(chans[i % chans.len()].clone());
         let key = key.to_string();
         let ct = ciphertext.to_vec();
+        let token = token.map(str::to_string);
         tasks.push(tokio::spawn(async move {
+            let token = token.as_deref();
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
             let mut errors = 0u64;
             let plaintext = vec![0x42u8; 4096];
@@ -230,23 +284,32 @@ async fn drive(
                 let t = Instant::now();
                 let ok = match op {
                     Op::DataKey => client
-                        .generate_data_key(pb::GenerateDataKeyRequest {
-                            key_id: key.clone(),
-                            number_of_bytes: Some(32),
-                            ..Default::default()
-                        })
+                        .generate_data_key(with_token(
+                            pb::GenerateDataKeyRequest {
+                                key_id: key.clone(),
+                                number_of_bytes: Some(32),
+                                ..Default::default()
+                            },
+                            token,
+                        ))
                         .await
                         .is_ok(),
                     Op::Encrypt => client
-                        .encrypt(pb::EncryptRequest {
-                            key_id: key.clone(),
-                            plaintext: plaintext.clone(),
-                            ..Default::default()
-                        })
+                        .encrypt(with_token(
+                            pb::EncryptRequest {
+                                key_id: key.clone(),
+                                plaintext: plaintext.clone(),
+                                ..Default::default()
+                            },
+                            token,
+                        ))
                         .await
                         .is_ok(),
                     Op::Decrypt => client
-                        .decrypt(pb::DecryptRequest { ciphertext: ct.clone(), ..Default::default() })
+                        .decrypt(with_token(
+                            pb::DecryptRequest { ciphertext: ct.clone(), ..Default::default() },
+                            token,
+                        ))
                         .await
                         .is_ok(),
                 };
@@ -357,6 +420,10 @@ fn main() -> std::process::ExitCode {
                 run(&keyward, &echo, &concurrency, seconds, connections).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
+            Cmd::Auth { keyward, admin_token, grants, tokens, concurrency, seconds, connections } => {
+                auth(&keyward, admin_token.as_deref(), grants, tokens, &concurrency, seconds, connections)
+                    .await
+            }
         }
     });
     match result {
@@ -431,5 +498,138 @@ async fn kms_v2(socket: std::path::PathBuf, sequential: usize, burst: usize) -> 
         ms(h.value_at_quantile(0.5)),
         ms(h.value_at_quantile(0.99))
     );
+    Ok(())
+}
+
+/// `keyward-bench auth`: Encrypt as a runtime principal with one grant, then
+/// with `grants` more grants on it and `tokens` more tokens stored.
+async fn auth(
+    keyward: &str,
+    admin: Option<&str>,
+    grants: usize,
+    tokens: usize,
+    levels: &[usize],
+    secs: u64,
+    conns: usize,
+) -> Result<(), String> {
+    use keyward::pb::access_service_client::AccessServiceClient;
+    let kw = channels(keyward, conns).await?;
+    let mut access = AccessServiceClient::new(kw[0].clone());
+    let key = KeyServiceClient::new(kw[0].clone())
+        .create_key(with_token(
+            pb::CreateKeyRequest { description: "keyward-bench auth".into(), ..Default::default() },
+            admin,
+        ))
+        .await
+        .map_err(|s| format!("CreateKey on {keyward}: {s}"))?
+        .into_inner()
+        .key
+        .ok_or("CreateKey returned no key")?
+        .key_id;
+    let name = format!("bench-{}", &key[..8]);
+    access
+        .create_principal(with_token(
+            pb::CreatePrincipalRequest { name: name.clone(), roles: vec!["user".into()] },
+            admin,
+        ))
+        .await
+        .map_err(|s| format!("CreatePrincipal: {s}"))?;
+    let grant = |key: String| pb::CreateGrantRequest {
+        principal: name.clone(),
+        keys: vec![key],
+        operations: vec!["encrypt".into(), "decrypt".into()],
+        ..Default::default()
+    };
+    access
+        .create_grant(with_token(grant(key.clone()), admin))
+        .await
+        .map_err(|s| format!("CreateGrant: {s}"))?;
+    let token = access
+        .create_token(with_token(pb::CreateTokenRequest { principal: name.clone(), ttl: None }, admin))
+        .await
+        .map_err(|s| format!("CreateToken: {s}"))?
+        .into_inner()
+        .token;
+    let measure = |label: &'static str| {
+        let (kw, key, token) = (kw.clone(), key.clone(), token.clone());
+        async move {
+            let mut rows = Vec::new();
+            for &c in levels {
+                let r = drive_as(&kw, Op::Encrypt, &key, &[], c, secs, Some(&token)).await;
+                println!(
+                    "{:<28} {:>5} | {:>9.0} {:>7} {:>7} {:>7} {:>5}",
+                    label,
+                    c,
+                    r.rps,
+                    ms(r.hist.value_at_quantile(0.5)),
+                    ms(r.hist.value_at_quantile(0.99)),
+                    ms(r.hist.value_at_quantile(0.999)),
+                    r.errors
+                );
+                rows.push(r);
+            }
+            rows
+        }
+    };
+    println!(
+        "keyward-bench auth: Encrypt(4 KiB) as a runtime principal; {secs}s per measurement; latency in ms"
+    );
+    println!(
+        "{:<28} {:>5} | {:>9} {:>7} {:>7} {:>7} {:>5}",
+        "stored", "conc", "req/s", "p50", "p99", "p999", "errs"
+    );
+    // Warm the connections and the server up before the first figure.
+    drive_as(&kw, Op::Encrypt, &key, &[], levels.iter().copied().max().unwrap_or(1), 1, Some(&token)).await;
+    let one = measure("1 grant, 1 token").await;
+    // Fill: many grants on the measured principal (each naming another key,
+    // indexed like any key grant) and many tokens, several requests at a time.
+    let started = Instant::now();
+    let mut next = 0usize;
+    while next < grants.max(tokens) {
+        let batch: Vec<_> = (next..(next + 64).min(grants.max(tokens)))
+            .map(|i| {
+                let mut access = access.clone();
+                let (grant_req, token_req) = (
+                    (i < grants).then(|| grant(uuid::Uuid::new_v4().to_string())),
+                    (i < tokens).then(|| pb::CreateTokenRequest { principal: name.clone(), ttl: None }),
+                );
+                let admin = admin.map(str::to_string);
+                tokio::spawn(async move {
+                    if let Some(g) = grant_req {
+                        access
+                            .create_grant(with_token(g, admin.as_deref()))
+                            .await
+                            .map_err(|s| s.to_string())?;
+                    }
+                    if let Some(t) = token_req {
+                        access
+                            .create_token(with_token(t, admin.as_deref()))
+                            .await
+                            .map_err(|s| s.to_string())?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        for t in batch {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        next += 64;
+    }
+    eprintln!("stored {grants} grants and {tokens} tokens in {:.1}s", started.elapsed().as_secs_f64());
+    let many = measure(if grants == 10_000 && tokens == 10_000 {
+        "+10k grants, +10k tokens"
+    } else {
+        "+N grants, +N tokens"
+    })
+    .await;
+    for ((c, a), b) in levels.iter().zip(&one).zip(&many) {
+        println!(
+            "ratio at {c:>3} in flight: req/s {:.3}, p50 {:.3}, p99 {:.3} (many / one)",
+            if a.rps > 0.0 { b.rps / a.rps } else { 0.0 },
+            b.hist.value_at_quantile(0.5) as f64 / a.hist.value_at_quantile(0.5).max(1) as f64,
+            b.hist.value_at_quantile(0.99) as f64 / a.hist.value_at_quantile(0.99).max(1) as f64,
+        );
+    }
     Ok(())
 }
