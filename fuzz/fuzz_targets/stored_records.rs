@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use keyward_format::{aliases, audit, keys, usage};
+use keyward_format::{access, aliases, audit, keys, usage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else { return };
-    match which % 7 {
+    match which % 8 {
         0 => {
             if let Ok(r) = keys::decode(bytes, BTreeMap::new()) {
                 let again = keys::encode(&r).expect("a decoded format-2 record has a tag");
@@ -45,6 +45,13 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(aliases::decode(name, &aliases::encode(&e).unwrap()).unwrap(), e);
             }
             let _ = aliases::decode_v1(name, value);
+        }
+        6 => {
+            if let Ok(r) = access::decode(bytes) {
+                let again = access::encode(&r).expect("a decoded access record has a tag");
+                assert_eq!(access::decode(&again).unwrap(), r);
+            }
+            let _ = access::decode_use(bytes, bytes);
         }
         _ => {
             if let Some((id, v)) = keys::decode_secret_key(bytes) {
