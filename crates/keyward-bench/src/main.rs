@@ -581,16 +581,43 @@ async fn auth(
     // Warm the connections and the server up before the first figure.
     drive_as(&kw, Op::Encrypt, &key, &[], levels.iter().copied().max().unwrap_or(1), 1, Some(&token)).await;
     let one = measure("1 grant, 1 token").await;
-    // Fill: many grants on the measured principal (each naming another key,
-    // indexed like any key grant) and many tokens, several requests at a time.
+    // Fill: many grants on the measured principal, each naming another key
+    // (made here: a grant names an existing key), and many tokens, several
+    // requests at a time.
     let started = Instant::now();
+    let mut keys_made = Vec::with_capacity(grants);
+    while keys_made.len() < grants {
+        let n = (grants - keys_made.len()).min(64);
+        let made: Vec<_> = (0..n)
+            .map(|_| {
+                let mut k = KeyServiceClient::new(kw[keys_made.len() % kw.len()].clone());
+                let admin = admin.map(str::to_string);
+                tokio::spawn(async move {
+                    let req = pb::CreateKeyRequest {
+                        description: "keyward-bench auth".into(),
+                        ..Default::default()
+                    };
+                    k.create_key(with_token(req, admin.as_deref()))
+                        .await
+                        .map_err(|s| format!("CreateKey: {s}"))?
+                        .into_inner()
+                        .key
+                        .map(|k| k.key_id)
+                        .ok_or_else(|| "CreateKey returned no key".to_string())
+                })
+            })
+            .collect();
+        for t in made {
+            keys_made.push(t.await.map_err(|e| e.to_string())??);
+        }
+    }
     let mut next = 0usize;
     while next < grants.max(tokens) {
         let batch: Vec<_> = (next..(next + 64).min(grants.max(tokens)))
             .map(|i| {
                 let mut access = access.clone();
                 let (grant_req, token_req) = (
-                    (i < grants).then(|| grant(uuid::Uuid::new_v4().to_string())),
+                    (i < grants).then(|| grant(keys_made[i].clone())),
                     (i < tokens).then(|| pb::CreateTokenRequest { principal: name.clone(), ttl: None }),
                 );
                 let admin = admin.map(str::to_string);

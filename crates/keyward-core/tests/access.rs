@@ -198,6 +198,12 @@ async fn only_admins_change_access_and_bad_input_names_its_field() {
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{field}: {e}");
         assert!(e.public_message().contains(field), "{field}: {}", e.public_message());
     }
+    // A key named by id or alias must exist.
+    for missing in [keyward_core::KeyId::generate().to_string(), "alias/typo".to_string()] {
+        let e =
+            kms.create_grant(&caller(), grant(vec![missing.as_str()], vec!["encrypt"])).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{missing}: {e}");
+    }
     // Bootstrap principals: read only, but they can be given tokens and grants.
     assert_eq!(
         kms.delete_principal(&caller(), "ops").await.unwrap_err().kind(),

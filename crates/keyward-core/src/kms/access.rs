@@ -404,6 +404,19 @@ impl Kms {
             if !dir.exists(&input.principal) {
                 return Err(KmsError::NotFound(format!("principal {:?}", input.principal)));
             }
+            // A key named by id or alias must exist now (a typo would grant
+            // nothing, silently); labels and `*` select whatever carries them.
+            {
+                let state = self.state.read().expect("state lock");
+                for k in &grant.keys {
+                    let r = match k {
+                        KeySelector::Id(id) => crate::KeyRef::Id(*id),
+                        KeySelector::Alias(a) => crate::KeyRef::Alias(a.clone()),
+                        KeySelector::Any | KeySelector::Label(..) => continue,
+                    };
+                    state.resolve(&r)?;
+                }
+            }
             // A grant of one key names it in the record, so the key's history shows it.
             if let [one] = input.keys.as_slice() {
                 note_in(&self.state.read().expect("state lock"), entry, one);
