@@ -115,26 +115,29 @@ fn grant_text(g: &pb::Grant) -> String {
     )
 }
 
+/// A column's width: its widest cell or its header.
+fn widest(cells: impl Iterator<Item = usize>, header: &str) -> usize {
+    cells.max().unwrap_or(0).max(header.len())
+}
+
 /// `grant list` as a table.
 fn grants_text(gs: &[pb::Grant]) -> String {
     if gs.is_empty() {
         return "no grants".to_string();
     }
-    let width = gs.iter().map(|g| g.principal.len()).max().unwrap_or(0).max(9);
-    let header = format!(
-        "{:<36}  {:<width$}  {:<40}  {:<40}  CONSTRAINT",
-        "GRANT ID", "PRINCIPAL", "KEYS", "OPERATIONS"
+    let keys: Vec<String> = gs.iter().map(|g| g.keys.join(",")).collect();
+    let ops: Vec<String> = gs.iter().map(|g| g.operations.join(",")).collect();
+    let (wp, wk, wo) = (
+        widest(gs.iter().map(|g| g.principal.len()), "PRINCIPAL"),
+        widest(keys.iter().map(String::len), "KEYS"),
+        widest(ops.iter().map(String::len), "OPERATIONS"),
     );
-    let rows = gs.iter().map(|g| {
-        format!(
-            "{:<36}  {:<width$}  {:<40}  {:<40}  {}",
-            id_text(g),
-            g.principal,
-            g.keys.join(","),
-            g.operations.join(","),
-            constraint(g)
-        )
-    });
+    let row = |id: &str, principal: &str, keys: &str, ops: &str, constraint: &str| {
+        format!("{id:<36}  {principal:<wp$}  {keys:<wk$}  {ops:<wo$}  {constraint}")
+    };
+    let header = row("GRANT ID", "PRINCIPAL", "KEYS", "OPERATIONS", "CONSTRAINT");
+    let rows =
+        gs.iter().enumerate().map(|(i, g)| row(id_text(g), &g.principal, &keys[i], &ops[i], &constraint(g)));
     std::iter::once(header).chain(rows).collect::<Vec<_>>().join("\n")
 }
 
@@ -185,5 +188,37 @@ impl ClientCommand for GrantArgs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_as_a_table() {
+        let runtime = pb::Grant {
+            grant_id: "70d31222-6679-449f-a122-1bab3c4e8bac".into(),
+            principal: "payments-api".into(),
+            keys: vec!["alias/payments".into()],
+            operations: vec!["encrypt".into(), "decrypt".into()],
+            context_contains: [("tenant".to_string(), "acme".to_string()), ("a".into(), "b".into())].into(),
+            ..Default::default()
+        };
+        let config = pb::Grant {
+            principal: "ops".into(),
+            keys: vec!["*".into()],
+            operations: vec!["*".into()],
+            ..Default::default()
+        };
+        let text = grants_text(&[runtime, config]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("GRANT ID") && lines[0].ends_with("CONSTRAINT"), "{text}");
+        assert!(lines[1].ends_with("context contains a=b,tenant=acme"), "{text}");
+        assert!(lines[2].starts_with("(configuration file)") && lines[2].ends_with("none"), "{text}");
+        let at = |l: &str| l.find("KEYS").or_else(|| l.find("alias/")).or_else(|| l.find('*')).unwrap();
+        assert_eq!(at(lines[0]), at(lines[1]), "columns line up:\n{text}");
+        assert_eq!(at(lines[1]), at(lines[2]), "columns line up:\n{text}");
+        assert_eq!(grants_text(&[]), "no grants");
     }
 }
