@@ -469,6 +469,9 @@ fn shell_completions_for_bash_zsh_and_fish() {
             ok(Command::new(env!("CARGO_BIN_EXE_keyward")).args(["completions", shell]).output().unwrap());
         assert!(out.contains(marker), "{shell}: {}", &out[..out.len().min(200)]);
         assert!(out.contains("rewrap") && out.contains("rotation-policy"), "{shell} completes subcommands");
+        for access in ["principal", "grant", "revoke-all", "server-side", "context-equals"] {
+            assert!(out.contains(access), "{shell} completes the access commands: {access}");
+        }
     }
     let bad = Command::new(env!("CARGO_BIN_EXE_keyward")).args(["completions", "tcsh"]).output().unwrap();
     assert!(!bad.status.success());
@@ -517,4 +520,272 @@ fn connection_flags_before_or_after_the_subcommand() {
     assert!(named(&["key", "list", "--addr", &after]).contains(&after));
     assert!(named(&["--addr", &before, "--output", "json", "key", "list", "--addr", &after]).contains(&after));
     assert!(named(&["encrypt", "--key", "k", "--plaintext", "x", "--addr", &after]).contains(&after));
+}
+
+/// Runs the CLI against `addr` with `token` as KEYWARD_TOKEN.
+fn keyward_as(addr: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("KEYWARD_ADDR", addr)
+        .env("KEYWARD_TOKEN", token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A failed run's stderr.
+#[track_caller]
+fn fails(o: Output) -> String {
+    assert!(!o.status.success(), "succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8(o.stderr).unwrap()
+}
+
+/// Starts `keyward server --config` with one configuration-file principal,
+/// `security-team` (admin), whose token `keyward token create` made offline;
+/// returns the server, its address and the admin token.
+fn config_server(dir: &std::path::Path) -> (std::process::Child, String, String) {
+    let root = dir.join("root.key");
+    ok(Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("root-key")
+        .arg("create")
+        .arg(&root)
+        .output()
+        .unwrap());
+    // The offline `token create` as it always was: a kw_ token and the line for the file.
+    let made = ok(Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["token", "create", "--principal", "security-team"])
+        .output()
+        .unwrap());
+    let lines: Vec<&str> = made.lines().collect();
+    let token = lines[1].trim().to_string();
+    assert!(token.starts_with("kw_") && token.len() == 67, "{made}");
+    let hash_line = lines.iter().find(|l| l.trim_start().starts_with("token_sha256 = [\"")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nroot_key_file = {:?}\n\n[[principals]]\nname = \"security-team\"\nroles = [\"admin\"]\n{}\n",
+            dir.join("data"),
+            root,
+            hash_line.trim()
+        ),
+    )
+    .unwrap();
+    let server = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("http://127.0.0.1:{port}");
+    for _ in 0..400 {
+        if keyward_as(&addr, &token, &["key", "list"]).status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    (server, addr, token)
+}
+
+/// The README's runtime access workflow with the CLI: a principal, a grant
+/// of one key under a context constraint, a short-lived token that works
+/// inside the constraint and not outside it, then revoked; the listings in
+/// JSON carry every field and never a token; the principal deleted.
+#[test]
+fn runtime_access_workflow_principal_grant_token_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, admin) = config_server(dir.path());
+    let run = |args: &[&str]| keyward_as(&addr, &admin, args);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(run(&all))).unwrap()
+    };
+    let key = json(&["key", "create", "--alias", "alias/payments"])["key_id"].as_str().unwrap().to_string();
+
+    let created = ok(run(&["principal", "create", "payments-api", "--role", "user"]));
+    assert!(created.contains("name:      payments-api") && created.contains("bootstrap: false"), "{created}");
+    let grant = ok(run(&[
+        "grant",
+        "create",
+        "--principal",
+        "payments-api",
+        "--key",
+        &key,
+        "--operation",
+        "encrypt",
+        "--operation",
+        "decrypt",
+        "--context-equals",
+        "tenant=acme",
+    ]));
+    assert!(grant.contains("context equals tenant=acme") && grant.contains("encrypt, decrypt"), "{grant}");
+
+    let t = json(&["token", "create", "--principal", "payments-api", "--ttl", "15m"]);
+    let token = t["token"].as_str().unwrap().to_string();
+    let token_id = t["token_id"].as_str().unwrap().to_string();
+    assert!(token.starts_with("kwt_"), "{t}");
+    assert_eq!(t["principal"], "payments-api");
+    let created = humantime::parse_rfc3339(t["create_time"].as_str().unwrap()).unwrap();
+    let expires = humantime::parse_rfc3339(t["expire_time"].as_str().unwrap()).unwrap();
+    assert_eq!(expires.duration_since(created).unwrap(), std::time::Duration::from_secs(900));
+    assert_eq!(t["last_used_time"], "");
+
+    let encrypt = |tenant: &str| {
+        keyward_as(
+            &addr,
+            &token,
+            &["encrypt", "--key", &key, "--plaintext", "card 4111", "--context", &format!("tenant={tenant}")],
+        )
+    };
+    let ct = ok(encrypt("acme"));
+    assert!(!ct.trim().is_empty());
+    let err = fails(encrypt("evil"));
+    assert!(err.contains("PermissionDenied") && err.contains("payments-api"), "{err}");
+
+    let listed = ok(run(&["--output", "json", "token", "list"]));
+    assert!(!listed.contains(&token) && !listed.contains(token.rsplit('_').next().unwrap()), "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let tokens = listed["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1, "{listed}");
+    assert_eq!(tokens[0]["token_id"], token_id.as_str());
+    assert_eq!(tokens[0]["principal"], "payments-api");
+    assert_eq!(tokens[0]["expire_time"], t["expire_time"]);
+    assert!(tokens[0].get("token").is_none());
+    let table = ok(run(&["token", "list", "--principal", "payments-api"]));
+    assert!(table.starts_with("TOKEN ID") && table.contains(&token_id) && !table.contains(&token), "{table}");
+
+    let revoked = ok(run(&["token", "revoke", &token_id]));
+    assert!(revoked.contains(&token_id), "{revoked}");
+    let err = fails(encrypt("acme"));
+    assert!(err.contains("Unauthenticated"), "{err}");
+
+    let grants = json(&["grant", "list", "--principal", "payments-api"]);
+    let g = &grants["grants"][0];
+    assert_eq!(grants["grants"].as_array().unwrap().len(), 1, "{grants}");
+    assert_eq!(g["keys"], serde_json::json!([key]));
+    assert_eq!(g["operations"], serde_json::json!(["encrypt", "decrypt"]));
+    assert_eq!(g["context_equals"], serde_json::json!({ "tenant": "acme" }));
+    assert_eq!(g["context_contains"], serde_json::json!({}));
+    assert!(humantime::parse_rfc3339(g["create_time"].as_str().unwrap()).is_ok(), "{g}");
+    let by_alias = json(&["grant", "list", "--key", "alias/payments"]);
+    assert_eq!(by_alias["grants"][0]["grant_id"], g["grant_id"], "a grant is found by the key's alias");
+
+    let principals = json(&["principal", "list"]);
+    let find = |name: &str| {
+        principals["principals"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap()
+    };
+    let (boot, runtime) = (find("security-team"), find("payments-api"));
+    assert_eq!((boot["bootstrap"].as_bool(), runtime["bootstrap"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(boot["roles"], serde_json::json!(["admin"]));
+    assert_eq!(runtime["roles"], serde_json::json!(["user"]));
+    assert_eq!((runtime["grant_count"].as_u64(), runtime["token_count"].as_u64()), (Some(1), Some(0)));
+    let table = ok(run(&["principal", "list"]));
+    assert!(table.starts_with("NAME") && table.contains("bootstrap") && table.contains("runtime"), "{table}");
+
+    // A second token, revoked with every other one of the principal.
+    let second = json(&["token", "create", "--principal", "payments-api", "--server-side"]);
+    let ttl = humantime::parse_rfc3339(second["expire_time"].as_str().unwrap())
+        .unwrap()
+        .duration_since(humantime::parse_rfc3339(second["create_time"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(ttl, std::time::Duration::from_secs(3600), "the server's default time to live");
+    let all = json(&["token", "revoke-all", "--principal", "payments-api"]);
+    assert_eq!((all["principal"].as_str(), all["revoked"].as_u64()), (Some("payments-api"), Some(1)));
+    assert!(ok(run(&["token", "revoke-all", "--principal", "payments-api"])).contains("revoked 0 tokens"));
+
+    // The configuration file's principal is read-only here.
+    let err = fails(run(&["principal", "delete", "security-team"]));
+    assert!(err.contains("FailedPrecondition") && err.contains("configuration file"), "{err}");
+    let deleted = ok(run(&["principal", "delete", "payments-api"]));
+    assert!(deleted.contains("payments-api"), "{deleted}");
+    let left = json(&["principal", "list"]);
+    assert_eq!(left["principals"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(json(&["grant", "list", "--principal", "payments-api"])["grants"], serde_json::json!([]));
+    // `revoke` is an alias of `delete`.
+    ok(run(&["principal", "create", "temp", "--role", "auditor"]));
+    assert_eq!(json(&["principal", "revoke", "temp"])["deleted"], "temp");
+
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
+}
+
+/// Bad input is refused naming the field: by the CLI for a time to live, by
+/// the server for an operation; the offline `token create` is unchanged.
+#[test]
+fn access_commands_refuse_bad_input_naming_the_field() {
+    let offline = ok(Command::new(env!("CARGO_BIN_EXE_keyward")).args(["token", "create"]).output().unwrap());
+    let lines: Vec<&str> = offline.lines().collect();
+    assert!(lines[0].contains("my-service"), "{offline}");
+    let token = lines[1].trim();
+    assert!(token.starts_with("kw_") && token.len() == 67, "{offline}");
+    assert!(offline.contains("add to the [[principals]] entry named \"my-service\""), "{offline}");
+    let hash = lines[3].trim().strip_prefix("token_sha256 = [\"").unwrap().strip_suffix("\"]").unwrap();
+    assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{offline}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, admin) = config_server(dir.path());
+    let run = |args: &[&str]| keyward_as(&addr, &admin, args);
+    ok(run(&["principal", "create", "payments-api", "--role", "user"]));
+    for ttl in ["0s", "banana"] {
+        let o = run(&["token", "create", "--principal", "payments-api", "--ttl", ttl]);
+        assert_eq!(o.status.code(), Some(2), "a usage error, like other bad flags");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--ttl") && err.contains(ttl), "{ttl}: {err}");
+    }
+    let err = fails(run(&["token", "create", "--principal", "payments-api", "--ttl", "1000d"]));
+    assert!(err.contains("InvalidArgument") && err.contains("ttl") && err.contains("max_token_ttl"), "{err}");
+    let err = fails(run(&["token", "create", "--ttl", "15m"]));
+    assert!(err.contains("--principal"), "{err}");
+    let err = fails(run(&[
+        "grant",
+        "create",
+        "--principal",
+        "payments-api",
+        "--key",
+        "alias/payments",
+        "--operation",
+        "banana",
+    ]));
+    assert!(err.contains("InvalidArgument") && err.contains("operations") && err.contains("banana"), "{err}");
+    let err = fails(run(&[
+        "grant",
+        "create",
+        "--principal",
+        "payments-api",
+        "--key",
+        "*",
+        "--operation",
+        "*",
+        "--context-equals",
+        "a=b",
+        "--context-contains",
+        "c=d",
+    ]));
+    assert!(err.contains("--context-equals") && err.contains("--context-contains"), "{err}");
+    let err = fails(run(&["token", "revoke", "not-an-id"]));
+    assert!(err.contains("InvalidArgument") && err.contains("token_id"), "{err}");
+    // Without the admin role: refused, with the server's code.
+    let user = serde_json::from_str::<serde_json::Value>(&ok(run(&[
+        "--output",
+        "json",
+        "token",
+        "create",
+        "--principal",
+        "payments-api",
+        "--ttl",
+        "1h",
+    ])))
+    .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = fails(keyward_as(&addr, &user, &["principal", "list"]));
+    assert!(err.contains("PermissionDenied") && err.contains(&addr), "{err}");
+    assert!(!err.contains(&user), "{err}");
+
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
 }

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use super::render::Output;
 use super::CliError;
 use crate::checksum::{context_crc, crc};
+use crate::pb::access_service_client::AccessServiceClient;
 use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::crypto_service_client::CryptoServiceClient;
 use crate::pb::key_service_client::KeyServiceClient;
@@ -185,6 +186,11 @@ impl Client {
     /// The AuditService stub.
     pub(crate) fn audit(&self) -> AuditServiceClient<Authed> {
         AuditServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// The AccessService stub.
+    pub(crate) fn access(&self) -> AccessServiceClient<Authed> {
+        AccessServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// The CRC32C to send for `bytes` (unless checksums are off).

@@ -9,8 +9,9 @@
 //!
 //! The client commands need only the generated code and [`crate::checksum`].
 //! The commands that need the server's modules (`server`, `root-key`,
-//! `token`, offline `audit verify --data-dir`) are behind the `server`
-//! feature; nothing on the server side imports this module.
+//! offline `audit verify --data-dir`) are behind the `server` feature, and
+//! the offline `token create` (the hash for the configuration file) behind
+//! `config`; nothing on the server side imports this module.
 
 mod alias;
 mod audit;
@@ -18,15 +19,16 @@ mod client;
 mod completions;
 mod crypto;
 mod data_key;
+mod grant;
 mod input;
 mod key;
+mod principal;
 mod render;
 mod rewrap;
 #[cfg(feature = "server")]
 mod root_key;
 #[cfg(feature = "server")]
 mod server;
-#[cfg(feature = "server")]
 mod token;
 mod version;
 
@@ -41,13 +43,14 @@ pub use client::{Bearer, ClientArgs, ClientFlags, Connection};
 pub use completions::CompletionsArgs;
 pub use crypto::{DecryptArgs, EncryptArgs, ReEncryptArgs};
 pub use data_key::{DataKeyArgs, RandomArgs};
+pub use grant::{GrantArgs, GrantCommand};
 pub use key::{KeyArgs, KeyCommand, RotationArgs};
+pub use principal::{PrincipalArgs, PrincipalCommand, RoleName};
 pub use render::Output;
 pub use rewrap::RewrapArgs;
 #[cfg(feature = "server")]
 pub use root_key::RootKeyCommand;
-#[cfg(feature = "server")]
-pub use token::TokenCommand;
+pub use token::{TokenArgs, TokenCommand};
 pub use version::VersionCommand;
 
 /// Keyward: a key management service over gRPC.
@@ -72,10 +75,13 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand, name = "root-key")]
     RootKey(RootKeyCommand),
-    /// Create bearer tokens for the configuration.
-    #[cfg(feature = "server")]
-    #[command(subcommand)]
-    Token(TokenCommand),
+    /// Bearer tokens: for the configuration file (offline), or runtime
+    /// tokens on the server that expire (create --ttl, list, revoke).
+    Token(TokenArgs),
+    /// Runtime principals on the server (create, list, delete).
+    Principal(PrincipalArgs),
+    /// Runtime grants of keys to principals (create, list, revoke).
+    Grant(GrantArgs),
     /// Create, inspect and change keys.
     Key(KeyArgs),
     /// Create and delete aliases.
@@ -135,8 +141,6 @@ impl Cli {
             Command::Server(o) => server::run(&o),
             #[cfg(feature = "server")]
             Command::RootKey(c) => finish(c.run()),
-            #[cfg(feature = "server")]
-            Command::Token(c) => finish(c.run()),
             Command::Completions(c) => {
                 c.run();
                 ExitCode::SUCCESS
@@ -150,6 +154,9 @@ impl Cli {
             Command::ReEncrypt(a) => client(&top, a),
             Command::Rewrap(a) => client(&top, a),
             Command::Audit(a) => client(&top, a),
+            Command::Token(a) => client(&top, a),
+            Command::Principal(a) => client(&top, a),
+            Command::Grant(a) => client(&top, a),
         }
     }
 }
