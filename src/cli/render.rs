@@ -228,6 +228,7 @@ pub(crate) fn record_json(r: &pb::AuditRecord) -> Value {
         "alias": r.alias,
         "source_key_id": r.source_key_id,
         "source_key_version": r.source_key_version,
+        "target": r.target,
         "encryption_context": r.encryption_context,
         "outcome": r.outcome,
         "reason": r.reason,
@@ -243,8 +244,12 @@ pub(crate) fn records_text(r: &pb::QueryAuditLogResponse) -> String {
         "SEQ", "TIME", "OPERATION", "OUTCOME", "KEY", "PRINCIPAL"
     );
     let rows = r.records.iter().map(|x| {
-        let key =
-            if x.key_id.is_empty() { "-".to_string() } else { format!("{} v{}", x.key_id, x.key_version) };
+        // The key, else what an access change concerned (principal:, token:, grant:).
+        let key = match (x.key_id.is_empty(), x.target.is_empty()) {
+            (false, _) => format!("{} v{}", x.key_id, x.key_version),
+            (true, false) => x.target.clone(),
+            (true, true) => "-".to_string(),
+        };
         let reason = if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) };
         format!(
             "{:>6}  {}  {:<32} {:<20} {}  {}{}",
