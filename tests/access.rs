@@ -83,7 +83,17 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             }))
             .await
             .map(meta),
+        // The revocations are tried first, so a refused caller is refused
+        // (and audited) by the RPC under test; the owner then gets NOT_FOUND
+        // and makes what it revokes.
         "DeletePrincipal" => {
+            match access
+                .delete_principal(who.req(pb::DeletePrincipalRequest { name: "runtime-deleted".into() }))
+                .await
+            {
+                Err(e) if e.code() != Code::NotFound => return Err(e),
+                _ => {}
+            }
             access
                 .create_principal(who.req(pb::CreatePrincipalRequest {
                     name: "runtime-deleted".into(),
@@ -101,6 +111,11 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             .await
             .map(meta),
         "RevokeToken" => {
+            let unknown = pb::RevokeTokenRequest { token_id: "00000000-0000-4000-8000-000000000000".into() };
+            match access.revoke_token(who.req(unknown)).await {
+                Err(e) if e.code() != Code::NotFound => return Err(e),
+                _ => {}
+            }
             let t = access
                 .create_token(who.req(pb::CreateTokenRequest { principal: "auditor".into(), ttl: None }))
                 .await?
@@ -115,6 +130,11 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
         "ListTokens" => access.list_tokens(who.req(pb::ListTokensRequest::default())).await.map(meta),
         "CreateGrant" => access.create_grant(who.req(grant())).await.map(meta),
         "RevokeGrant" => {
+            let unknown = pb::RevokeGrantRequest { grant_id: "00000000-0000-4000-8000-000000000000".into() };
+            match access.revoke_grant(who.req(unknown)).await {
+                Err(e) if e.code() != Code::NotFound => return Err(e),
+                _ => {}
+            }
             let g = access.create_grant(who.req(grant())).await?.into_inner();
             let grant_id = g.grant.unwrap().grant_id;
             access.revoke_grant(who.req(pb::RevokeGrantRequest { grant_id })).await.map(meta)
@@ -505,6 +525,14 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         }
     }
     assert_eq!(denied.len(), refusals, "one record per refusal");
+    // ... each under the operation that was refused (every RPC was refused for a wrong role).
+    for rpc in rpcs::all() {
+        let op = keyward_core::Operation::from_rpc(&rpc.method).unwrap().as_str();
+        assert!(
+            denied.iter().any(|r| r.operation == op && r.outcome == "PERMISSION_DENIED"),
+            "no PERMISSION_DENIED record of {op}"
+        );
+    }
     assert!(denied.iter().any(|r| r.principal == "unauthenticated" && r.outcome == "UNAUTHENTICATED"));
     assert!(denied.iter().any(|r| r.principal == "limited" && r.operation == "GenerateDataKey"));
     assert!(denied.iter().any(|r| r.principal == "user" && r.key_id == other && r.operation == "Encrypt"));

@@ -394,6 +394,30 @@ mod tests {
         let file: FileConfig = toml::from_str(text).unwrap();
         let c = ServerConfig::from_parts(file, &Overrides::default()).unwrap();
         assert!(matches!(c.root_key, RootKeySource::File(_)));
+        assert_eq!(c.kms.token_ttl, TokenTtl { default_ms: 3_600_000, max_ms: 720 * 3_600_000 });
+        assert_eq!(c.kms.bootstrap_principals.len(), 3);
+    }
+
+    #[test]
+    fn token_lifetimes_are_checked_naming_the_field() {
+        let ttl = |text: &str| {
+            let file: FileConfig = toml::from_str(&format!("[access]\n{text}")).unwrap();
+            token_ttl(&file.access).map_err(|e| e.to_string())
+        };
+        assert_eq!(ttl("").unwrap(), TokenTtl::default());
+        assert_eq!(
+            ttl("max_token_ttl = \"30m\"").unwrap(),
+            TokenTtl { default_ms: 1_800_000, max_ms: 1_800_000 }
+        );
+        for (text, needle) in [
+            ("max_token_ttl = \"banana\"", "access.max_token_ttl"),
+            ("default_token_ttl = \"0s\"", "access.default_token_ttl"),
+            ("default_token_ttl = \"2h\"\nmax_token_ttl = \"1h\"", "longer than access.max_token_ttl"),
+        ] {
+            let e = ttl(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        assert!(toml::from_str::<FileConfig>("[access]\nttl = \"1h\"").is_err(), "unknown fields refused");
     }
 
     #[test]

@@ -91,6 +91,21 @@ fn configured(list: Vec<FilePrincipal>) -> Result<Authenticator, ConfigError> {
                     permissions.insert(o.parse::<Permission>().map_err(bad)?);
                 }
             }
+            if [&g.context_equals, &g.context_contains]
+                .iter()
+                .any(|c| c.as_ref().is_some_and(|m| m.is_empty()))
+            {
+                return Err(bad(
+                    "a grant's context_equals or context_contains names at least one pair".into()
+                ));
+            }
+            if [&g.context_equals, &g.context_contains]
+                .iter()
+                .flat_map(|c| c.iter().flat_map(|m| m.keys()))
+                .any(String::is_empty)
+            {
+                return Err(bad("a grant's context constraint has an empty key".into()));
+            }
             let constraint = match (&g.context_equals, &g.context_contains) {
                 (None, None) => ContextConstraint::None,
                 (Some(e), None) => ContextConstraint::Equals(e.clone()),

@@ -232,17 +232,23 @@ impl CryptoService for CryptoApi {
         &self,
         req: Request<Streaming<pb::ReEncryptRequest>>,
     ) -> Result<Response<Self::ReEncryptStreamStream>, Status> {
-        let c = Arc::new(self.0.caller(&req, Operation::ReEncrypt).await?);
+        let (c, cred) = self.0.caller_with_credential(&req, Operation::ReEncrypt).await?;
+        let (c, cred) = (Arc::new(c), Arc::new(cred));
         let api = self.0.clone();
         let caller = c.clone();
         let results = req
             .into_inner()
             .enumerate()
             .map(move |(i, item)| {
-                let (api, c) = (api.clone(), c.clone());
+                let (api, c, cred) = (api.clone(), c.clone(), cred.clone());
                 async move {
                     match item {
-                        Ok(r) => Ok(item_result(&api, &c, i, r).await),
+                        // Each item is a request: its caller's credential and
+                        // policy are checked again, as they stand now.
+                        Ok(r) => Ok(match api.recheck(&c, &cred, Operation::ReEncrypt).await {
+                            Ok(now) => item_result(&api, &now, i, r).await,
+                            Err(e) => item_error(i, &e),
+                        }),
                         // A broken or oversized item ends the stream; its
                         // status (in the trailers) carries the request id too.
                         Err(status) => {
@@ -315,17 +321,19 @@ async fn re_encrypt_one(
 
 /// One item of a batch or stream: its own audit record, its own result.
 async fn item_result(api: &Api, c: &Caller, index: usize, r: pb::ReEncryptRequest) -> pb::ReEncryptResult {
-    let result = match re_encrypt_one(api, c, r).await {
-        Ok(ok) => pb::re_encrypt_result::Result::Ok(ok),
-        Err(e) => {
-            let status = to_status(&e);
-            pb::re_encrypt_result::Result::Error(pb::ItemError {
-                code: status.code() as i32,
-                message: status.message().to_string(),
-            })
+    match re_encrypt_one(api, c, r).await {
+        Ok(ok) => {
+            pb::ReEncryptResult { index: index as u32, result: Some(pb::re_encrypt_result::Result::Ok(ok)) }
         }
-    };
-    pb::ReEncryptResult { index: index as u32, result: Some(result) }
+        Err(e) => item_error(index, &e),
+    }
+}
+
+/// An item's refusal.
+fn item_error(index: usize, e: &KmsError) -> pb::ReEncryptResult {
+    let status = to_status(e);
+    let error = pb::ItemError { code: status.code() as i32, message: status.message().to_string() };
+    pb::ReEncryptResult { index: index as u32, result: Some(pb::re_encrypt_result::Result::Error(error)) }
 }
 
 /// A checksum the request may carry: field name, the value sent, and how to

@@ -117,24 +117,36 @@ impl Api {
     /// is looked up for this request (bootstrap grants plus runtime ones),
     /// so a revoked grant or token is refused by the very next request.
     pub(crate) async fn caller<T>(&self, req: &Request<T>, op: Operation) -> Result<Caller, Status> {
+        self.caller_with_credential(req, op).await.map(|(c, _)| c)
+    }
+
+    /// As [`Api::caller`], with what identified the caller, so that a
+    /// long-lived stream can check it again for each item ([`Api::recheck`]).
+    pub(crate) async fn caller_with_credential<T>(
+        &self,
+        req: &Request<T>,
+        op: Operation,
+    ) -> Result<(Caller, Credential), Status> {
         let request_id = request_id(req);
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let refused = |request_id: String, peer: String| Caller {
-            request_id,
-            principal: "unauthenticated".to_string(),
-            peer,
-            policy: Arc::new(Policy::default()),
-        };
+        let certs = req.peer_certs();
         let runtime = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| t.starts_with(keyward_core::TOKEN_PREFIX));
-        if let Some(token) = runtime {
+        // A client certificate naming a principal wins over a bearer token,
+        // as it does for configured tokens.
+        let by_cert = match (&certs, runtime) {
+            (Some(c), Some(_)) => self.auth.identify(None, Some(c.as_slice())).ok(),
+            _ => None,
+        };
+        if let (Some(token), None) = (runtime, &by_cert) {
             return match self.kms.identify_token(token) {
                 Ok(id) => {
-                    self.admit(Caller { request_id, principal: id.principal, peer, policy: id.policy }, op)
-                        .await
+                    let caller = Caller { request_id, principal: id.principal, peer, policy: id.policy };
+                    let cred = Credential::Runtime(Arc::new(zeroize::Zeroizing::new(token.to_string())));
+                    Ok((self.admit(caller, op).await?, cred))
                 }
                 Err(why) => {
                     let caller = refused(request_id, peer);
@@ -143,30 +155,71 @@ impl Api {
                 }
             };
         }
-        let certs = req.peer_certs();
-        match self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
+        let identified = match by_cert {
+            Some(p) => Ok(p),
+            None => self.auth.identify(authorization, certs.as_deref().map(|c| c.as_slice())),
+        };
+        match identified {
             Ok(p) => {
-                // The policy as it is now: bootstrap grants plus runtime
-                // ones. A name that is no principal (a JWT rule naming a
-                // deleted runtime principal) is refused.
-                let policy = match self.kms.policy_of(&p.name) {
-                    Some(policy) => policy,
-                    None if matches!(*self.auth, Authenticator::Dev(_)) => p.policy,
-                    None => {
-                        let caller = refused(request_id, peer);
-                        let why = KmsError::Unauthenticated(
-                            "the JWT maps to a principal that does not exist".into(),
-                        );
-                        let err = self.kms.refuse(&caller, op, why).await;
-                        return Err(respond::<()>(&caller, Err(err)).expect_err("an error"));
-                    }
-                };
-                self.admit(Caller { request_id, principal: p.name, peer, policy }, op).await
+                let caller = Caller { request_id, principal: p.name, peer, policy: p.policy };
+                let dev = matches!(*self.auth, Authenticator::Dev(_));
+                let cred = if dev { Credential::Fixed } else { Credential::Named };
+                let caller = self
+                    .current(caller, &cred, op)
+                    .await
+                    .map_err(|(c, e)| respond::<()>(&c, Err(e)).expect_err("an error"))?;
+                Ok((self.admit(caller, op).await?, cred))
             }
             Err(NoIdentity(why)) => {
                 let caller = refused(request_id, peer);
                 let err = self.kms.refuse(&caller, op, KmsError::Unauthenticated(why.to_string())).await;
                 Err(respond::<()>(&caller, Err(err)).expect_err("an error"))
+            }
+        }
+    }
+
+    /// The caller of a stream's later item, as its credential stands now: a
+    /// revoked or expired token, a deleted principal or a revoked grant
+    /// stops applying to the very next item. Refusals are audited.
+    pub(crate) async fn recheck(
+        &self,
+        caller: &Caller,
+        cred: &Credential,
+        op: Operation,
+    ) -> Result<Caller, KmsError> {
+        match cred {
+            Credential::Runtime(token) => match self.kms.identify_token(token) {
+                Ok(id) => Ok(Caller { principal: id.principal, policy: id.policy, ..caller.clone() }),
+                Err(why) => {
+                    let refused = refused(caller.request_id.clone(), caller.peer.clone());
+                    Err(self.kms.refuse_token(&refused, op, &why).await)
+                }
+            },
+            Credential::Named | Credential::Fixed => {
+                self.current(caller.clone(), cred, op).await.map_err(|(_, e)| e)
+            }
+        }
+    }
+
+    /// `caller` with its principal's policy as it is now (bootstrap grants
+    /// plus runtime ones). A name that is no principal (a JWT rule naming a
+    /// deleted runtime principal) is refused, audited.
+    async fn current(
+        &self,
+        caller: Caller,
+        cred: &Credential,
+        op: Operation,
+    ) -> Result<Caller, (Caller, KmsError)> {
+        if matches!(cred, Credential::Fixed) {
+            return Ok(caller);
+        }
+        match self.kms.policy_of(&caller.principal) {
+            Some(policy) => Ok(Caller { policy, ..caller }),
+            None => {
+                let refused = refused(caller.request_id, caller.peer);
+                let why = KmsError::Unauthenticated("the JWT maps to a principal that does not exist".into());
+                let err = self.kms.refuse(&refused, op, why).await;
+                Err((refused, err))
             }
         }
     }
@@ -184,6 +237,33 @@ impl Api {
         }
         Ok(caller)
     }
+}
+
+/// What identified a caller (see [`Api::recheck`]).
+#[derive(Clone)]
+pub(crate) enum Credential {
+    /// A runtime token, checked against the directory each time.
+    Runtime(Arc<zeroize::Zeroizing<String>>),
+    /// A configured token, certificate or JWT: the principal's policy is
+    /// looked up each time.
+    Named,
+    /// The development principal.
+    Fixed,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Runtime(_) => "Runtime(REDACTED)",
+            Self::Named => "Named",
+            Self::Fixed => "Fixed",
+        })
+    }
+}
+
+/// The caller a refusal before identification is recorded as.
+fn refused(request_id: String, peer: String) -> Caller {
+    Caller { request_id, principal: "unauthenticated".to_string(), peer, policy: Arc::new(Policy::default()) }
 }
 
 /// A global token bucket shared by every connection.

@@ -176,6 +176,8 @@ pub enum AccessChange {
 pub(crate) struct LiveToken {
     pub record: TokenRecord,
     pub last_used_ms: AtomicI64,
+    /// The last use as last saved (0: none).
+    pub saved_ms: AtomicI64,
 }
 
 impl LiveToken {
@@ -311,17 +313,21 @@ impl Directory {
         Ok((live.record.principal.clone(), policy, id))
     }
 
-    /// Applies committed changes and recomputes the policies they touch.
+    /// Applies committed changes and recomputes the policies they touch
+    /// (a token changes no policy: it is looked up by itself).
     pub fn apply(&mut self, changes: Vec<AccessChange>) {
         let mut touched = BTreeSet::new();
         for c in changes {
             match c {
                 AccessChange::Put(r) => {
-                    touched.insert(self.owner(&r));
+                    if !matches!(r, AccessRecord::Token(_)) {
+                        touched.insert(self.owner(&r));
+                    }
                     self.put(r);
                 }
                 AccessChange::Delete(k) => {
-                    if let Some(owner) = self.remove(&k) {
+                    let token = matches!(k, AccessKey::Token(_));
+                    if let Some(owner) = self.remove(&k).filter(|_| !token) {
                         touched.insert(owner);
                     }
                 }
@@ -347,7 +353,8 @@ impl Directory {
             }
             AccessRecord::Token(t) => {
                 self.tokens_of.entry(t.principal.clone()).or_default().insert(t.id);
-                let live = LiveToken { record: t, last_used_ms: AtomicI64::new(0) };
+                let live =
+                    LiveToken { record: t, last_used_ms: AtomicI64::new(0), saved_ms: AtomicI64::new(0) };
                 self.tokens.insert(live.record.id, Arc::new(live));
             }
             AccessRecord::Grant(g) => {
@@ -402,9 +409,24 @@ impl Directory {
         self.tokens.get(id)
     }
 
-    /// Every token's last use (for persisting them).
-    pub fn token_uses(&self) -> Vec<(AccessId, i64)> {
-        self.tokens.values().filter_map(|t| t.last_used().map(|u| (t.record.id, u))).collect()
+    /// The last uses of the tokens used since they were last saved.
+    pub fn unsaved_uses(&self) -> Vec<(AccessId, i64)> {
+        self.tokens
+            .values()
+            .filter_map(|t| {
+                let used = t.last_used_ms.load(Ordering::Relaxed);
+                (used != 0 && used != t.saved_ms.load(Ordering::Relaxed)).then_some((t.record.id, used))
+            })
+            .collect()
+    }
+
+    /// Notes that these last uses are saved.
+    pub fn mark_saved(&self, uses: &[(AccessId, i64)]) {
+        for (id, ms) in uses {
+            if let Some(t) = self.tokens.get(id) {
+                t.saved_ms.store(*ms, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Restores stored last uses at open.
@@ -412,6 +434,7 @@ impl Directory {
         for (id, ms) in uses {
             if let Some(t) = self.tokens.get(id) {
                 t.last_used_ms.store(*ms, Ordering::Relaxed);
+                t.saved_ms.store(*ms, Ordering::Relaxed);
             }
         }
     }

@@ -48,7 +48,7 @@ async fn a_runtime_principal_gets_a_token_and_a_constrained_grant_and_loses_them
     assert!(t.token.starts_with("kwt_"));
     assert_eq!(t.view.expires_ms - t.view.created_ms, 15 * 60_000);
     assert!(!format!("{t:?}").contains(t.token.as_str()), "the token never prints");
-    assert_eq!(newest(&store).target, Some(format!("token:{}", t.view.id)));
+    assert_eq!(newest(&store).target, Some(format!("token:{} principal:payments-api", t.view.id)));
     let user = as_token(&kms, &t.token).unwrap();
     assert_eq!(user.principal, "payments-api");
 
@@ -72,7 +72,13 @@ async fn a_runtime_principal_gets_a_token_and_a_constrained_grant_and_loses_them
         .unwrap();
     let r = newest(&store);
     assert_eq!(r.key_id.as_deref(), Some(k.as_str()), "a grant of one key names it");
-    assert_eq!(r.target, Some(format!("grant:{}", g.id.unwrap())));
+    assert_eq!(
+        r.target,
+        Some(format!(
+            "grant:{} principal:payments-api keys:{k} operations:encrypt,decrypt context_equals:tenant=acme",
+            g.id.unwrap()
+        ))
+    );
 
     // The policy is looked up per request: the same caller value is stale,
     // a fresh identification sees the grant.
@@ -98,8 +104,9 @@ async fn a_runtime_principal_gets_a_token_and_a_constrained_grant_and_loses_them
     assert_eq!(tokens.len(), 1);
     assert!(tokens[0].last_used_ms.is_some());
 
-    // Revoking the grant: the next request is refused.
+    // Revoking the grant: the next request is refused; the record says what it allowed.
     kms.revoke_grant(&caller(), &g.id.unwrap().to_string()).await.unwrap();
+    assert!(newest(&store).target.unwrap().contains("principal:payments-api keys:"));
     let user = as_token(&kms, &t.token).unwrap();
     let e =
         kms.encrypt(&user, &k, Plaintext::new(b"x".to_vec()), ctx(&[("tenant", "acme")])).await.unwrap_err();
@@ -247,14 +254,18 @@ async fn access_survives_a_restart_and_a_tampered_record_refuses_to_start() {
         .await
         .unwrap();
         let t = kms.create_token(&caller(), "svc", None).await.unwrap();
+        clock.advance_ms(5);
         as_token(&kms, &t.token).unwrap();
         kms.save_token_uses().unwrap();
         (t.token.to_string(), k)
     };
+    let saved_use = 1_700_000_000_005;
+    clock.advance_ms(1_000);
     let kms = open(&store, &clock);
+    // Before any use after the restart: what was saved.
+    assert_eq!(kms.list_tokens(&caller(), None).await.unwrap()[0].last_used_ms, Some(saved_use));
     let user = as_token(&kms, &token).unwrap();
     kms.encrypt(&user, &k, Plaintext::new(b"x".to_vec()), HashMap::new()).await.unwrap();
-    assert!(kms.list_tokens(&caller(), None).await.unwrap()[0].last_used_ms.is_some(), "last use was saved");
     drop(kms);
 
     // Someone with write access to the disk widens the grant: refused at open.
@@ -275,4 +286,36 @@ async fn access_survives_a_restart_and_a_tampered_record_refuses_to_start() {
         Err(OpenError::Tampered(what)) => assert!(what.starts_with("grant "), "{what}"),
         other => panic!("expected Tampered, got {:?}", other.map(drop)),
     }
+}
+
+/// A configuration principal removed from the file leaves its runtime
+/// tokens and grants refused; a runtime principal later made with its name
+/// does not bring them back.
+#[tokio::test]
+async fn a_removed_bootstrap_principals_leftovers_do_not_come_back() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at(1_700_000_000_000);
+    let boot = || KmsConfig {
+        bootstrap_principals: vec![("contractor".into(), Policy::new([Role::User].into(), vec![]))],
+        ..Default::default()
+    };
+    let token = {
+        let kms = open_with(&store, &clock, boot());
+        let k = key(&kms).await;
+        let g = GrantInput {
+            principal: "contractor".into(),
+            keys: vec![k],
+            operations: vec!["encrypt".into()],
+            ..Default::default()
+        };
+        kms.create_grant(&caller(), g).await.unwrap();
+        kms.create_token(&caller(), "contractor", None).await.unwrap().token.to_string()
+    };
+    // The file no longer lists it.
+    let kms = open(&store, &clock);
+    assert!(matches!(as_token(&kms, &token).unwrap_err(), TokenRefusal::NoPrincipal(_)));
+    kms.create_principal(&caller(), "contractor", &["user".into()]).await.unwrap();
+    assert_eq!(as_token(&kms, &token).unwrap_err(), TokenRefusal::Invalid);
+    assert!(kms.list_grants(&caller(), Some("contractor"), None).await.unwrap().is_empty());
+    assert!(kms.list_tokens(&caller(), Some("contractor")).await.unwrap().is_empty());
 }

@@ -145,6 +145,30 @@ fn validate_name(field: &'static str, name: &str) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// A token as an audit record names it: its id and whose it is.
+fn token_target(id: AccessId, principal: &str) -> String {
+    crate::bounded(&format!("token:{id} principal:{principal}"), 256)
+}
+
+/// A grant as an audit record names it: id, principal, and what it allows,
+/// so a reviewer can tell what a revoked grant had allowed.
+fn grant_target(id: AccessId, principal: &str, g: &Grant) -> String {
+    let keys: Vec<String> = g.keys.iter().map(ToString::to_string).collect();
+    let ops: Vec<&str> = g.permissions.iter().map(|p| p.as_str()).collect();
+    let mut s =
+        format!("grant:{id} principal:{principal} keys:{} operations:{}", keys.join(","), ops.join(","));
+    let (kind, pairs) = match &g.constraint {
+        ContextConstraint::None => ("", None),
+        ContextConstraint::Equals(p) => ("context_equals", Some(p)),
+        ContextConstraint::Contains(p) => ("context_contains", Some(p)),
+    };
+    if let Some(pairs) = pairs {
+        let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s.push_str(&format!(" {kind}:{}", pairs.join(",")));
+    }
+    crate::bounded(&s, 1024)
+}
+
 fn principal_target(name: &str) -> Option<String> {
     // Unvalidated names are not echoed into the record unbounded.
     let name = crate::bounded(name, MAX_PRINCIPAL_NAME);
@@ -179,14 +203,21 @@ impl Kms {
         }
     }
 
-    /// Saves when tokens were last used (the sweeper calls it every minute).
+    /// Saves when tokens were last used, for those used since the last save
+    /// (the sweeper calls it every minute, and at a stop). It holds the
+    /// lifecycle lock, so no revocation is committed between reading the
+    /// directory and writing (which would bring a revoked token's entry
+    /// back); if a change holds the lock, it skips this round.
     pub fn save_token_uses(&self) -> Result<(), KmsError> {
-        let uses = self.access.read().expect("access lock").token_uses();
+        let Ok(_guard) = self.lifecycle.try_lock() else { return Ok(()) };
+        let uses = self.access.read().expect("access lock").unsaved_uses();
         if uses.is_empty() {
             return Ok(());
         }
-        let batch = CommitBatch { token_uses: uses, ..Default::default() };
-        self.store.commit(&batch).map_err(KmsError::Store)
+        let batch = CommitBatch { token_uses: uses.clone(), ..Default::default() };
+        self.store.commit(&batch).map_err(KmsError::Store)?;
+        self.access.read().expect("access lock").mark_saved(&uses);
+        Ok(())
     }
 
     /// `CreatePrincipal`.
@@ -213,6 +244,16 @@ impl Kms {
             if dir.exists(name) {
                 return Err(KmsError::AlreadyExists(format!("principal {name:?}")));
             }
+            // Tokens and grants left by a principal of the same name that is
+            // gone (removed from the configuration file) must not come back
+            // to life with the new one: they are deleted in the same write.
+            let mut changes: Vec<AccessChange> = dir
+                .tokens_of(name)
+                .into_iter()
+                .map(|id| AccessChange::Delete(AccessKey::Token(id)))
+                .collect();
+            changes
+                .extend(dir.grants_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Grant(id))));
             let record =
                 PrincipalRecord { name: name.to_string(), roles: roles.clone(), created_ms: now, tag: None };
             let view = PrincipalView {
@@ -223,7 +264,8 @@ impl Kms {
                 tokens: 0,
                 grants: 0,
             };
-            Ok((vec![AccessChange::Put(AccessRecord::Principal(record))], view))
+            changes.push(AccessChange::Put(AccessRecord::Principal(record)));
+            Ok((changes, view))
         })
         .await
     }
@@ -317,7 +359,7 @@ impl Kms {
                 ));
             }
             let (id, token, hash) = crate::directory::new_token()?;
-            entry.target = Some(format!("token:{id}"));
+            entry.target = Some(token_target(id, principal));
             let record = TokenRecord {
                 id,
                 principal: principal.to_string(),
@@ -342,11 +384,12 @@ impl Kms {
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<(), KmsError> {
         let parsed = id.parse::<AccessId>();
         let target = parsed.as_ref().ok().map(|id| format!("token:{id}"));
-        self.access_change(caller, Operation::RevokeToken, target, |_, dir, _| {
+        self.access_change(caller, Operation::RevokeToken, target, |entry, dir, _| {
             let id = parsed.map_err(|_| KmsError::invalid("token_id", "expected a token id (a UUID)"))?;
-            if dir.token(&id).is_none() {
+            let Some(t) = dir.token(&id) else {
                 return Err(KmsError::NotFound(format!("token {id}")));
-            }
+            };
+            entry.target = Some(token_target(id, &t.record.principal));
             Ok((vec![AccessChange::Delete(AccessKey::Token(id))], ()))
         })
         .await
@@ -354,17 +397,25 @@ impl Kms {
 
     /// `RevokeAllTokens`: every runtime token of a principal; how many.
     pub async fn revoke_all_tokens(&self, caller: &Caller, principal: &str) -> Result<usize, KmsError> {
-        self.access_change(caller, Operation::RevokeAllTokens, principal_target(principal), |_, dir, _| {
-            if principal.is_empty() {
-                return Err(KmsError::invalid("principal", "must not be empty"));
-            }
-            if !dir.exists(principal) && dir.tokens_of(principal).is_empty() {
-                return Err(KmsError::NotFound(format!("principal {principal:?}")));
-            }
-            let ids = dir.tokens_of(principal);
-            let n = ids.len();
-            Ok((ids.into_iter().map(|id| AccessChange::Delete(AccessKey::Token(id))).collect(), n))
-        })
+        self.access_change(
+            caller,
+            Operation::RevokeAllTokens,
+            principal_target(principal),
+            |entry, dir, _| {
+                if principal.is_empty() {
+                    return Err(KmsError::invalid("principal", "must not be empty"));
+                }
+                if !dir.exists(principal) && dir.tokens_of(principal).is_empty() {
+                    return Err(KmsError::NotFound(format!("principal {principal:?}")));
+                }
+                let ids = dir.tokens_of(principal);
+                let n = ids.len();
+                if let Some(t) = entry.target.as_mut() {
+                    t.push_str(&format!(" tokens:{n}"));
+                }
+                Ok((ids.into_iter().map(|id| AccessChange::Delete(AccessKey::Token(id))).collect(), n))
+            },
+        )
         .await
     }
 
@@ -422,7 +473,7 @@ impl Kms {
                 note_in(&self.state.read().expect("state lock"), entry, one);
             }
             let id = AccessId::generate();
-            entry.target = Some(format!("grant:{id}"));
+            entry.target = Some(grant_target(id, &input.principal, &grant));
             let record = GrantRecord {
                 id,
                 principal: input.principal.clone(),
@@ -491,11 +542,12 @@ impl Kms {
     pub async fn revoke_grant(&self, caller: &Caller, id: &str) -> Result<(), KmsError> {
         let parsed = id.parse::<AccessId>();
         let target = parsed.as_ref().ok().map(|id| format!("grant:{id}"));
-        self.access_change(caller, Operation::RevokeGrant, target, |_, dir, _| {
+        self.access_change(caller, Operation::RevokeGrant, target, |entry, dir, _| {
             let id = parsed.map_err(|_| KmsError::invalid("grant_id", "expected a grant id (a UUID)"))?;
-            if !dir.grants.contains_key(&id) {
+            let Some(g) = dir.grants.get(&id) else {
                 return Err(KmsError::NotFound(format!("grant {id}")));
-            }
+            };
+            entry.target = Some(grant_target(id, &g.principal, &g.grant));
             Ok((vec![AccessChange::Delete(AccessKey::Grant(id))], ()))
         })
         .await

@@ -110,6 +110,7 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::Encrypt);
         let result = async {
             let live = self.resolve(&mut entry, "key_id", key)?;
+            self.pre_authorize(caller, Permission::Encrypt, &live)?;
             let ctx = self.context("encryption_context", context)?;
             entry.context = ctx.pairs().clone();
             self.authorize(caller, Permission::Encrypt, &live, &ctx)?;
@@ -235,6 +236,7 @@ impl Kms {
         let mut entry = self.entry(caller, op);
         let result = async {
             let live = self.resolve(&mut entry, "key_id", &input.key)?;
+            self.pre_authorize(caller, perm, &live)?;
             let ctx = self.context("encryption_context", input.context)?;
             entry.context = ctx.pairs().clone();
             self.authorize(caller, perm, &live, &ctx)?;
@@ -282,6 +284,7 @@ impl Kms {
                 ));
             }
             let live = self.resolve(&mut entry, "key_id", &input.key)?;
+            self.pre_authorize(caller, perm, &live)?;
             let ctx = self.context("encryption_context", input.context.clone())?;
             entry.context = ctx.pairs().clone();
             self.authorize(caller, perm, &live, &ctx)?;
@@ -304,6 +307,7 @@ impl Kms {
         let mut entry = self.entry(caller, Operation::ReEncrypt);
         let result = async {
             let dest = self.resolve(&mut entry, "destination_key_id", &input.destination_key)?;
+            self.pre_authorize(caller, Permission::ReEncryptTo, &dest)?;
             let src_ctx = self.context("source_encryption_context", input.source_context)?;
             let dst_ctx = self.context("destination_encryption_context", input.destination_context)?;
             entry.context = dst_ctx.pairs().clone();

@@ -134,6 +134,30 @@ impl Kms {
         }
     }
 
+    /// Refuses a caller no grant of which allows `perm` on this key under
+    /// any context: decided before the request's context is even read, so
+    /// a caller without access learns nothing about the context limits and
+    /// its refusal is a PERMISSION_DENIED like any other. [`Kms::authorize`]
+    /// then checks the context constraints.
+    pub(super) fn pre_authorize(
+        &self,
+        caller: &Caller,
+        perm: Permission,
+        live: &LiveKey,
+    ) -> Result<(), KmsError> {
+        let meta = live.meta();
+        let aliases = || self.state.read().expect("state lock").aliases_of(meta.id);
+        if caller.policy.allows_some_context(perm, meta, &aliases) {
+            return Ok(());
+        }
+        Err(KmsError::PermissionDenied(format!(
+            "{} may not {} with key {}",
+            caller.principal,
+            perm.as_str(),
+            meta.id
+        )))
+    }
+
     /// Refuses a caller whose grants do not allow `perm` on this key with
     /// this encryption context.
     pub(super) fn authorize(
