@@ -550,8 +550,8 @@ async fn auth(
         .map_err(|s| format!("CreateToken: {s}"))?
         .into_inner()
         .token;
-    let measure = |label: &'static str| {
-        let (kw, key, token) = (kw.clone(), key.clone(), token.clone());
+    let measure = |label: &'static str, token: String| {
+        let (kw, key) = (kw.clone(), key.clone());
         async move {
             let mut rows = Vec::new();
             for &c in levels {
@@ -580,7 +580,7 @@ async fn auth(
     );
     // Warm the connections and the server up before the first figure.
     drive_as(&kw, Op::Encrypt, &key, &[], levels.iter().copied().max().unwrap_or(1), 1, Some(&token)).await;
-    let one = measure("1 grant, 1 token").await;
+    let one = measure("1 grant, 1 token", token.clone()).await;
     // Fill: many grants on the measured principal, each naming another key
     // (made here: a grant names an existing key), and many tokens, several
     // requests at a time.
@@ -644,18 +644,50 @@ async fn auth(
         next += 64;
     }
     eprintln!("stored {grants} grants and {tokens} tokens in {:.1}s", started.elapsed().as_secs_f64());
-    let many = measure(if grants == 10_000 && tokens == 10_000 {
+    // A control measured after the fill too: another principal with one
+    // grant, so what the fill changed besides the measured principal's
+    // grants (a bigger store, RocksDB compacting) is in both figures.
+    let control = format!("{name}-control");
+    access
+        .create_principal(with_token(
+            pb::CreatePrincipalRequest { name: control.clone(), roles: vec!["user".into()] },
+            admin,
+        ))
+        .await
+        .map_err(|s| format!("CreatePrincipal: {s}"))?;
+    let mut g = grant(key.clone());
+    g.principal = control.clone();
+    access.create_grant(with_token(g, admin)).await.map_err(|s| format!("CreateGrant: {s}"))?;
+    let control_token = access
+        .create_token(with_token(pb::CreateTokenRequest { principal: control, ttl: None }, admin))
+        .await
+        .map_err(|s| format!("CreateToken: {s}"))?
+        .into_inner()
+        .token;
+    let label = if grants == 10_000 && tokens == 10_000 {
         "+10k grants, +10k tokens"
     } else {
         "+N grants, +N tokens"
-    })
-    .await;
-    for ((c, a), b) in levels.iter().zip(&one).zip(&many) {
+    };
+    let many = measure(label, token.clone()).await;
+    let after = measure("control: 1 grant, after fill", control_token.clone()).await;
+    let many2 = measure(label, token.clone()).await;
+    let after2 = measure("control: 1 grant, after fill", control_token).await;
+    let rate = |x: &Result_| x.rps;
+    for (i, c) in levels.iter().enumerate() {
+        let (a, b) = (&one[i], &many[i]);
         println!(
-            "ratio at {c:>3} in flight: req/s {:.3}, p50 {:.3}, p99 {:.3} (many / one)",
+            "ratio at {c:>3} in flight: many / one before the fill: req/s {:.3}, p50 {:.3}, p99 {:.3}",
             if a.rps > 0.0 { b.rps / a.rps } else { 0.0 },
             b.hist.value_at_quantile(0.5) as f64 / a.hist.value_at_quantile(0.5).max(1) as f64,
             b.hist.value_at_quantile(0.99) as f64 / a.hist.value_at_quantile(0.99).max(1) as f64,
+        );
+        let (m, k) = (rate(&many[i]) + rate(&many2[i]), rate(&after[i]) + rate(&after2[i]));
+        let p50 = |x: &Result_| x.hist.value_at_quantile(0.5) as f64;
+        println!(
+            "ratio at {c:>3} in flight: many / control after the fill (two rounds each): req/s {:.3}, p50 {:.3}",
+            if k > 0.0 { m / k } else { 0.0 },
+            (p50(&many[i]) + p50(&many2[i])) / (p50(&after[i]) + p50(&after2[i])).max(1.0),
         );
     }
     Ok(())
