@@ -49,7 +49,8 @@ pub use kms::{
     export_audit_page, AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput,
     EncryptOutput, ExportPage, GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig,
     NewToken, OpenError, PrincipalView, ReEncryptInput, ReEncryptOutput, RotationInput, TokenIdentity,
-    TokenTtl, TokenView, VersionInfo, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
+    TokenTtl, TokenView, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
+    RESERVED_PRINCIPALS,
 };
 pub use limits::Limits;
 pub use model::{

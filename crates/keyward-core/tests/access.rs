@@ -319,3 +319,33 @@ async fn a_removed_bootstrap_principals_leftovers_do_not_come_back() {
     assert!(kms.list_grants(&caller(), Some("contractor"), None).await.unwrap().is_empty());
     assert!(kms.list_tokens(&caller(), Some("contractor")).await.unwrap().is_empty());
 }
+
+/// Expired tokens are refused "token expired" for a day, then the sweeper
+/// deletes them, each audited as a RevokeToken by `system`.
+#[tokio::test]
+async fn expired_tokens_are_purged_a_day_after_expiry() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at(1_700_000_000_000);
+    let kms = open(&store, &clock);
+    kms.create_principal(&caller(), "svc", &["user".into()]).await.unwrap();
+    let short = kms.create_token(&caller(), "svc", Some(60_000)).await.unwrap();
+    let long = kms.create_token(&caller(), "svc", Some(7 * 24 * 3_600_000)).await.unwrap();
+    clock.advance_ms(60_000 + keyward_core::EXPIRED_TOKEN_RETENTION_MS - 1);
+    kms.run_due().await.unwrap();
+    assert_eq!(kms.list_tokens(&caller(), None).await.unwrap().len(), 2, "still listed within the day");
+    assert_eq!(as_token(&kms, &short.token).unwrap_err(), TokenRefusal::Expired(short.view.id));
+    clock.advance_ms(1);
+    assert_eq!(kms.run_due().await.unwrap(), 1);
+    let left = kms.list_tokens(&caller(), None).await.unwrap();
+    assert_eq!(left.iter().map(|t| t.id).collect::<Vec<_>>(), vec![long.view.id]);
+    let r = store
+        .query_audit(&AuditQuery { operation: Some("RevokeToken".into()), limit: 10, ..Default::default() })
+        .unwrap()
+        .records;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].record.principal, "system");
+    assert_eq!(r[0].record.target, Some(format!("token:{} principal:svc expired", short.view.id)));
+    // Nothing left to do: no further record.
+    assert_eq!(kms.run_due().await.unwrap(), 0);
+    as_token(&kms, &long.token).unwrap();
+}

@@ -26,6 +26,10 @@ use crate::{
 /// whatever the case or surrounding spaces.
 pub const RESERVED_PRINCIPALS: [&str; 5] = ["system", "dev", "kube-apiserver", "kms-v2", "unauthenticated"];
 
+/// How long an expired token stays listed (and refused as "token expired")
+/// before the sweeper deletes it: one day.
+pub const EXPIRED_TOKEN_RETENTION_MS: i64 = 24 * 3_600_000;
+
 /// Longest principal name.
 pub const MAX_PRINCIPAL_NAME: usize = 128;
 
@@ -220,6 +224,45 @@ impl Kms {
         Ok(())
     }
 
+    /// Deletes the tokens that expired more than
+    /// [`EXPIRED_TOKEN_RETENTION_MS`] ago, each audited as a `RevokeToken`
+    /// by `system` (target `token:<id> principal:<name> expired`), so stored
+    /// tokens do not grow without bound. Called by [`Kms::run_due`].
+    pub(super) async fn purge_expired_tokens(&self, system: &Caller, now: i64) -> Result<usize, KmsError> {
+        let due: Vec<AccessId> = {
+            let dir = self.access.read().expect("access lock");
+            dir.tokens
+                .values()
+                .filter(|t| t.record.expires_ms.saturating_add(EXPIRED_TOKEN_RETENTION_MS) <= now)
+                .map(|t| t.record.id)
+                .collect()
+        };
+        let mut done = 0;
+        for id in due {
+            let purged = self
+                .access_change(
+                    system,
+                    Operation::RevokeToken,
+                    Some(format!("token:{id}")),
+                    false,
+                    |entry, dir, now| {
+                        // Re-checked under the lock: an administrator may have revoked it meanwhile.
+                        let Some(t) = dir.token(&id) else {
+                            return Ok((Vec::new(), false));
+                        };
+                        if t.record.expires_ms.saturating_add(EXPIRED_TOKEN_RETENTION_MS) > now {
+                            return Ok((Vec::new(), false));
+                        }
+                        entry.target = Some(format!("{} expired", token_target(id, &t.record.principal)));
+                        Ok((vec![AccessChange::Delete(AccessKey::Token(id))], true))
+                    },
+                )
+                .await?;
+            done += usize::from(purged);
+        }
+        Ok(done)
+    }
+
     /// `CreatePrincipal`.
     pub async fn create_principal(
         &self,
@@ -227,7 +270,7 @@ impl Kms {
         name: &str,
         roles: &[String],
     ) -> Result<PrincipalView, KmsError> {
-        self.access_change(caller, Operation::CreatePrincipal, principal_target(name), |_, dir, now| {
+        self.access_change(caller, Operation::CreatePrincipal, principal_target(name), true, |_, dir, now| {
             validate_name("name", name)?;
             if roles.is_empty() {
                 return Err(KmsError::invalid("roles", "give at least one role (admin, user, auditor)"));
@@ -272,7 +315,7 @@ impl Kms {
 
     /// `DeletePrincipal`: a runtime principal, with every token and grant it has.
     pub async fn delete_principal(&self, caller: &Caller, name: &str) -> Result<(), KmsError> {
-        self.access_change(caller, Operation::DeletePrincipal, principal_target(name), |_, dir, _| {
+        self.access_change(caller, Operation::DeletePrincipal, principal_target(name), true, |_, dir, _| {
             if name.is_empty() {
                 return Err(KmsError::invalid("name", "must not be empty"));
             }
@@ -340,43 +383,49 @@ impl Kms {
         ttl_ms: Option<i64>,
     ) -> Result<NewToken, KmsError> {
         let ttl = self.token_ttl;
-        self.access_change(caller, Operation::CreateToken, principal_target(principal), |entry, dir, now| {
-            if principal.is_empty() {
-                return Err(KmsError::invalid("principal", "must not be empty"));
-            }
-            if !dir.exists(principal) {
-                return Err(KmsError::NotFound(format!("principal {principal:?}")));
-            }
-            let ttl_ms = ttl_ms.unwrap_or(ttl.default_ms);
-            if ttl_ms <= 0 || ttl_ms > ttl.max_ms {
-                return Err(KmsError::invalid(
-                    "ttl",
-                    format!(
-                        "must be more than 0 and at most {} s (the server's max_token_ttl), got {} s",
-                        ttl.max_ms / 1000,
-                        ttl_ms / 1000
-                    ),
-                ));
-            }
-            let (id, token, hash) = crate::directory::new_token()?;
-            entry.target = Some(token_target(id, principal));
-            let record = TokenRecord {
-                id,
-                principal: principal.to_string(),
-                hash,
-                created_ms: now,
-                expires_ms: now.saturating_add(ttl_ms),
-                tag: None,
-            };
-            let view = TokenView {
-                id,
-                principal: principal.to_string(),
-                created_ms: record.created_ms,
-                expires_ms: record.expires_ms,
-                last_used_ms: None,
-            };
-            Ok((vec![AccessChange::Put(AccessRecord::Token(record))], NewToken { token, view }))
-        })
+        self.access_change(
+            caller,
+            Operation::CreateToken,
+            principal_target(principal),
+            true,
+            |entry, dir, now| {
+                if principal.is_empty() {
+                    return Err(KmsError::invalid("principal", "must not be empty"));
+                }
+                if !dir.exists(principal) {
+                    return Err(KmsError::NotFound(format!("principal {principal:?}")));
+                }
+                let ttl_ms = ttl_ms.unwrap_or(ttl.default_ms);
+                if ttl_ms <= 0 || ttl_ms > ttl.max_ms {
+                    return Err(KmsError::invalid(
+                        "ttl",
+                        format!(
+                            "must be more than 0 and at most {} s (the server's max_token_ttl), got {} s",
+                            ttl.max_ms / 1000,
+                            ttl_ms / 1000
+                        ),
+                    ));
+                }
+                let (id, token, hash) = crate::directory::new_token()?;
+                entry.target = Some(token_target(id, principal));
+                let record = TokenRecord {
+                    id,
+                    principal: principal.to_string(),
+                    hash,
+                    created_ms: now,
+                    expires_ms: now.saturating_add(ttl_ms),
+                    tag: None,
+                };
+                let view = TokenView {
+                    id,
+                    principal: principal.to_string(),
+                    created_ms: record.created_ms,
+                    expires_ms: record.expires_ms,
+                    last_used_ms: None,
+                };
+                Ok((vec![AccessChange::Put(AccessRecord::Token(record))], NewToken { token, view }))
+            },
+        )
         .await
     }
 
@@ -384,7 +433,7 @@ impl Kms {
     pub async fn revoke_token(&self, caller: &Caller, id: &str) -> Result<(), KmsError> {
         let parsed = id.parse::<AccessId>();
         let target = parsed.as_ref().ok().map(|id| format!("token:{id}"));
-        self.access_change(caller, Operation::RevokeToken, target, |entry, dir, _| {
+        self.access_change(caller, Operation::RevokeToken, target, true, |entry, dir, _| {
             let id = parsed.map_err(|_| KmsError::invalid("token_id", "expected a token id (a UUID)"))?;
             let Some(t) = dir.token(&id) else {
                 return Err(KmsError::NotFound(format!("token {id}")));
@@ -401,6 +450,7 @@ impl Kms {
             caller,
             Operation::RevokeAllTokens,
             principal_target(principal),
+            true,
             |entry, dir, _| {
                 if principal.is_empty() {
                     return Err(KmsError::invalid("principal", "must not be empty"));
@@ -450,7 +500,7 @@ impl Kms {
     /// `CreateGrant`.
     pub async fn create_grant(&self, caller: &Caller, input: GrantInput) -> Result<GrantView, KmsError> {
         let target = principal_target(&input.principal);
-        self.access_change(caller, Operation::CreateGrant, target, |entry, dir, now| {
+        self.access_change(caller, Operation::CreateGrant, target, true, |entry, dir, now| {
             let grant = self.parse_grant(&input)?;
             if !dir.exists(&input.principal) {
                 return Err(KmsError::NotFound(format!("principal {:?}", input.principal)));
@@ -542,7 +592,7 @@ impl Kms {
     pub async fn revoke_grant(&self, caller: &Caller, id: &str) -> Result<(), KmsError> {
         let parsed = id.parse::<AccessId>();
         let target = parsed.as_ref().ok().map(|id| format!("grant:{id}"));
-        self.access_change(caller, Operation::RevokeGrant, target, |entry, dir, _| {
+        self.access_change(caller, Operation::RevokeGrant, target, true, |entry, dir, _| {
             let id = parsed.map_err(|_| KmsError::invalid("grant_id", "expected a grant id (a UUID)"))?;
             let Some(g) = dir.grants.get(&id) else {
                 return Err(KmsError::NotFound(format!("grant {id}")));
@@ -618,6 +668,7 @@ impl Kms {
         caller: &Caller,
         op: Operation,
         target: Option<String>,
+        record_noop: bool,
         prepare: impl FnOnce(&mut AuditEntry, &Directory, i64) -> Result<(Vec<AccessChange>, T), KmsError>,
     ) -> Result<T, KmsError> {
         let mut entry = self.entry(caller, op);
@@ -638,6 +689,11 @@ impl Kms {
                 return self.finish(entry, Err(e)).await;
             }
         };
+        if changes.is_empty() && !record_noop {
+            // The system re-checked work someone else already did.
+            drop(guard);
+            return Ok(output);
+        }
         for c in &mut changes {
             if let AccessChange::Put(r) = c {
                 let tag = integrity::tag_access(&self.records, r);

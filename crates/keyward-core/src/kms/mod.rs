@@ -50,8 +50,8 @@ use crate::{
 };
 
 pub use access::{
-    GrantInput, GrantView, NewToken, PrincipalView, TokenIdentity, TokenTtl, TokenView, MAX_PRINCIPAL_NAME,
-    RESERVED_PRINCIPALS,
+    GrantInput, GrantView, NewToken, PrincipalView, TokenIdentity, TokenTtl, TokenView,
+    EXPIRED_TOKEN_RETENTION_MS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
 };
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use crypto::{

@@ -32,6 +32,7 @@ impl Kms {
         let due = self.find_due(now);
         let system = Caller::system(format!("system-{now}"));
         let mut done = 0;
+        done += self.purge_expired_tokens(&system, now).await?;
         for (id, what) in due {
             let result = match what {
                 Due::Rotate => self.rotate_if_due(&system, id).await,
