@@ -47,6 +47,7 @@ async fn audit_write_failure_fails_closed_and_recovers() {
     let s = TestServer::start_with(dir.path(), config, Some((Arc::new(faulty), root))).await;
     assert_eq!(health(&s, "").await, ServingStatus::Serving as i32);
     assert_eq!(health(&s, "keyward.v1.CryptoService").await, ServingStatus::Serving as i32);
+    assert_eq!(health(&s, "keyward.v1.AccessService").await, ServingStatus::Serving as i32);
     let id = s.create_key("").await;
     let mut crypto = s.crypto();
     let req = || pb::GenerateDataKeyRequest { key_id: id.clone(), ..Default::default() };
@@ -235,6 +236,7 @@ async fn reflection_lists_every_service_and_describes_them() {
         "keyward.v1.KeyService",
         "keyward.v1.CryptoService",
         "keyward.v1.AuditService",
+        "keyward.v1.AccessService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");

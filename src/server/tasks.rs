@@ -98,9 +98,13 @@ impl Tasks {
                 } else {
                     ServingStatus::NotServing
                 };
-                for name in
-                    ["", "keyward.v1.KeyService", "keyward.v1.CryptoService", "keyward.v1.AuditService"]
-                {
+                for name in [
+                    "",
+                    "keyward.v1.KeyService",
+                    "keyward.v1.CryptoService",
+                    "keyward.v1.AuditService",
+                    "keyward.v1.AccessService",
+                ] {
                     reporter.set_service_status(name, status).await;
                 }
                 tokio::select! {
