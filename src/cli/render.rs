@@ -30,10 +30,12 @@ pub(crate) fn print(output: Output, json: Value, text: String) {
 /// RFC 3339 with milliseconds, or empty when absent.
 pub(crate) fn time_str(t: &Option<prost_types::Timestamp>) -> String {
     match t {
-        Some(t) if t.seconds >= 0 => {
-            let st = UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32);
+        // humantime formats years up to 9999; past that, the raw seconds.
+        Some(t) if (0..253_402_300_800).contains(&t.seconds) => {
+            let st = UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.clamp(0, 999_999_999) as u32);
             humantime::format_rfc3339_millis(st).to_string()
         }
+        Some(t) if t.seconds > 0 => format!("{}s after 1970", t.seconds),
         _ => String::new(),
     }
 }
@@ -263,4 +265,19 @@ pub(crate) fn records_text(r: &pb::QueryAuditLogResponse) -> String {
         )
     });
     std::iter::once(header).chain(rows).chain(next_page(&r.next_page_token)).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_past_year_9999_do_not_panic() {
+        let t = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        assert_eq!(time_str(&t(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time_str(&t(253_402_300_799)), "9999-12-31T23:59:59.000Z");
+        assert_eq!(time_str(&t(253_402_300_800)), "253402300800s after 1970");
+        assert_eq!(time_str(&t(-1)), "");
+        assert_eq!(time_str(&None), "");
+    }
 }

@@ -53,6 +53,8 @@ fn failed(e: ServerError) -> ExitCode {
         ServerError::Open(keyward_core::OpenError::AuditHead(_)) => ExitCode::from(64),
         // A key record or alias changed outside Keyward (its tag fails).
         ServerError::Open(keyward_core::OpenError::Tampered(_)) => ExitCode::from(64),
+        // A configuration principal clashes with a runtime one.
+        ServerError::Open(keyward_core::OpenError::PrincipalClash(_)) => ExitCode::from(64),
         // An older stored format without --upgrade, or an audit key gone missing.
         ServerError::Open(keyward_core::OpenError::NeedsUpgrade | keyward_core::OpenError::AuditKey(_)) => {
             ExitCode::from(64)

@@ -260,6 +260,9 @@ impl ServerConfig {
     }
 }
 
+/// The longest `max_token_ttl`: a year (and a day).
+const MAX_TOKEN_TTL_MS: i64 = 366 * 24 * 3_600_000;
+
 /// `[access]`: how long runtime tokens live.
 fn token_ttl(a: &file::FileAccess) -> Result<TokenTtl, ConfigError> {
     let d = TokenTtl::default();
@@ -270,10 +273,9 @@ fn token_ttl(a: &file::FileAccess) -> Result<TokenTtl, ConfigError> {
                 ConfigError::Invalid(format!("access.{field} {v:?}: {e} (say e.g. \"1h\" or \"15m\")"))
             })?
             .as_millis();
-        i64::try_from(ms)
-            .ok()
-            .filter(|ms| *ms >= 1000)
-            .ok_or_else(|| ConfigError::Invalid(format!("access.{field} {v:?}: must be at least 1s")))
+        i64::try_from(ms).ok().filter(|ms| (1000..=MAX_TOKEN_TTL_MS).contains(ms)).ok_or_else(|| {
+            ConfigError::Invalid(format!("access.{field} {v:?}: must be between 1s and 366days"))
+        })
     };
     let max_ms = parse("max_token_ttl", &a.max_token_ttl, d.max_ms)?;
     let default_ms = parse("default_token_ttl", &a.default_token_ttl, d.default_ms.min(max_ms))?;
@@ -412,6 +414,7 @@ mod tests {
         for (text, needle) in [
             ("max_token_ttl = \"banana\"", "access.max_token_ttl"),
             ("default_token_ttl = \"0s\"", "access.default_token_ttl"),
+            ("max_token_ttl = \"100000y\"", "between 1s and 366days"),
             ("default_token_ttl = \"2h\"\nmax_token_ttl = \"1h\"", "longer than access.max_token_ttl"),
         ] {
             let e = ttl(text).unwrap_err();

@@ -119,6 +119,17 @@ impl Server {
         let in_flight = Arc::new(AtomicUsize::new(0));
         kms_config.audit.in_flight = Some(in_flight.clone());
         let kms = Arc::new(Kms::open(store, root, Arc::new(SystemClock), kms_config)?);
+        for (issuer, rule) in
+            config.jwt_issuers.iter().flat_map(|i| i.rules.iter().map(move |r| (&i.issuer, r)))
+        {
+            if kms.policy_of(&rule.principal).is_none() {
+                tracing::warn!(
+                    issuer = %issuer,
+                    principal = %rule.principal,
+                    "a [[jwt_issuers.rules]] entry names a principal that exists neither in the configuration file nor at runtime: its JWTs are refused until an administrator creates it"
+                );
+            }
+        }
         let plugin = match &config.kms_v2 {
             None => None,
             Some(k) => match KmsV2::new(kms.clone(), &k.key, &k.socket) {

@@ -349,3 +349,37 @@ async fn expired_tokens_are_purged_a_day_after_expiry() {
     assert_eq!(kms.run_due().await.unwrap(), 0);
     as_token(&kms, &long.token).unwrap();
 }
+
+/// A principal added to the configuration file under the name of a runtime
+/// principal would inherit its tokens and grants: the start is refused.
+#[tokio::test]
+async fn a_configuration_principal_named_like_a_runtime_one_refuses_to_start() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at(1_700_000_000_000);
+    {
+        let kms = open(&store, &clock);
+        kms.create_principal(&caller(), "ops", &["user".into()]).await.unwrap();
+        kms.create_token(&caller(), "ops", None).await.unwrap();
+    }
+    let config = KmsConfig {
+        bootstrap_principals: vec![("ops".into(), Policy::new([Role::Auditor].into(), vec![]))],
+        ..Default::default()
+    };
+    let opened = Kms::open(
+        store.clone(),
+        keyward_crypto::RootKey::from_bytes(&[9; 32]).unwrap(),
+        Arc::new(clock.clone()),
+        config,
+    );
+    match opened {
+        Err(e @ OpenError::PrincipalClash(_)) => {
+            assert!(
+                e.to_string().contains("\"ops\"") && e.to_string().contains("keyward principal delete ops"),
+                "{e}"
+            )
+        }
+        other => panic!("expected PrincipalClash, got {:?}", other.map(drop)),
+    }
+    // Without the clash it opens as before.
+    open(&store, &clock);
+}

@@ -268,6 +268,19 @@ impl Kms {
                 return Err(OpenError::Tampered(what));
             }
         }
+        // A principal in the configuration file and one created at runtime
+        // under the same name would merge (the runtime one's tokens and
+        // grants would go to the file's): refuse, naming it.
+        if let Some(clash) = access_records.iter().find_map(|r| match r {
+            crate::AccessRecord::Principal(p)
+                if config.bootstrap_principals.iter().any(|(n, _)| *n == p.name) =>
+            {
+                Some(p.name.clone())
+            }
+            _ => None,
+        }) {
+            return Err(OpenError::PrincipalClash(clash));
+        }
         let directory = crate::directory::Directory::new(config.bootstrap_principals, access_records);
         directory.restore_uses(&store.load_token_uses().map_err(OpenError::Store)?);
         let usage = Arc::new(UsageBook::load(store.load_usage().map_err(OpenError::Store)?));
@@ -354,6 +367,9 @@ pub enum OpenError {
     /// something other than this service (or under another root key).
     #[error("{0} fails its integrity check (its tag does not match its contents): it was changed outside Keyward; refusing to load it. Restore the data folder from a backup, or investigate")]
     Tampered(String),
+    /// A configuration-file principal has the name of a runtime principal.
+    #[error("principal {0:?} is in the configuration file and was also created at runtime (AccessService); the two would merge. Remove it from the file, start, delete the runtime one (keyward principal delete {0}), then add it back; or give the file's another name")]
+    PrincipalClash(String),
     /// The audit chain head is missing or behind the newest record.
     #[error("{0}; refusing to start (continuing would overwrite audit records)")]
     AuditHead(String),
