@@ -11,6 +11,7 @@
 //! | `aliases.rs` | CreateAlias, DeleteAlias |
 //! | `scheduled.rs` | `run_due`: the work the clock makes due |
 //! | `audit.rs` | QueryAuditLog, VerifyAuditLog |
+//! | `access.rs` | AccessService: principals, tokens, grants; the per-request policy and token lookups; expired-token purge |
 //! | `refusals.rs` | how refusals are recorded: one by one, or counted past a per-peer threshold |
 //!
 //! Each method builds an [`AuditEntry`](crate::AuditEntry) as it goes (key,
