@@ -16,16 +16,10 @@ use keyward::pb::access_service_client::AccessServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use common::{assert_status, ctx, TestServer};
+use common::{assert_status, bearer, ctx, TestServer};
 
 const ADMIN_TOKEN: &str = "kw_admin_token_for_runtime_access";
 const AUDITOR_TOKEN: &str = "kw_auditor_token_for_runtime_access";
-
-fn bearer<T>(body: T, token: &str) -> Request<T> {
-    let mut r = Request::new(body);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 fn config(dir: &Path, extra: &str) -> keyward::ServerConfig {
     let root = dir.join("root.key");

@@ -19,9 +19,9 @@ use keyward::pb;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
-use tonic::{Code, Request};
+use tonic::Code;
 
-use common::{assert_status, TestServer};
+use common::{assert_status, bearer, TestServer};
 
 const ISS: &str = "https://kubernetes.default.svc.cluster.local";
 const SA: &str = "system:serviceaccount:payments:api";
@@ -175,12 +175,6 @@ async fn server(dir: &Path, signers: &[&Signer]) -> (TestServer, String) {
         .unwrap()
         .key_id;
     (s, key)
-}
-
-fn bearer<T>(body: T, token: &str) -> Request<T> {
-    let mut r = Request::new(body);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
 }
 
 async fn encrypt(s: &TestServer, token: &str) -> Result<pb::EncryptResponse, tonic::Status> {

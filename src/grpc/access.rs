@@ -1,6 +1,6 @@
 //! `keyward.v1.AccessService`: principals, tokens and grants at runtime.
 
-use keyward_core::{ContextConstraint, GrantInput, GrantView, Operation, PrincipalView, Role, TokenView};
+use keyward_core::{ContextConstraint, GrantInput, GrantView, Operation, PrincipalView, TokenView};
 use tonic::{Request, Response, Status};
 
 use super::convert::{duration_ms, given, timestamp};
@@ -11,19 +11,10 @@ use crate::pb::{self, access_service_server::AccessService};
 #[derive(Debug, Clone)]
 pub struct AccessApi(pub Api);
 
-fn role_name(r: &Role) -> String {
-    match r {
-        Role::Admin => "admin",
-        Role::User => "user",
-        Role::Auditor => "auditor",
-    }
-    .to_string()
-}
-
 fn principal_to_pb(p: PrincipalView) -> pb::Principal {
     pb::Principal {
         name: p.name,
-        roles: p.roles.iter().map(role_name).collect(),
+        roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
         bootstrap: p.bootstrap,
         create_time: p.created_ms.map(timestamp),
         token_count: u32::try_from(p.tokens).unwrap_or(u32::MAX),

@@ -111,6 +111,13 @@ pub async fn connect(addr: &str) -> Channel {
     panic!("server at {addr} did not come up");
 }
 
+/// A request carrying `token` as its bearer token.
+pub fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
 pub fn ctx(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }

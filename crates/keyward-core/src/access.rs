@@ -25,6 +25,17 @@ pub enum Role {
     Auditor,
 }
 
+impl Role {
+    /// The name configuration, API and stored records use.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::User => "user",
+            Self::Auditor => "auditor",
+        }
+    }
+}
+
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

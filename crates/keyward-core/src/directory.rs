@@ -283,6 +283,14 @@ impl Directory {
         self.tokens_of.get(name).map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
+    /// Deletions of every token and grant of a principal (for deleting it,
+    /// or for clearing what a removed one left behind).
+    pub fn delete_holdings_of(&self, name: &str) -> Vec<AccessChange> {
+        let tokens = self.tokens_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Token(id)));
+        let grants = self.grants_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Grant(id)));
+        tokens.chain(grants).collect()
+    }
+
     /// A principal's grant ids.
     pub fn grants_of(&self, name: &str) -> Vec<AccessId> {
         self.grants_of.get(name).map(|s| s.iter().copied().collect()).unwrap_or_default()

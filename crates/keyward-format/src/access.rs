@@ -46,14 +46,6 @@ enum Stored {
     },
 }
 
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Admin => "admin",
-        Role::User => "user",
-        Role::Auditor => "auditor",
-    }
-}
-
 /// The store key of an access object.
 pub fn key(k: &AccessKey) -> Vec<u8> {
     match k {
@@ -88,7 +80,7 @@ pub fn encode(r: &AccessRecord) -> Result<Vec<u8>, StoreError> {
     let stored = match r {
         AccessRecord::Principal(p) => Stored::Principal {
             name: p.name.clone(),
-            roles: p.roles.iter().map(|r| role_name(*r).to_string()).collect(),
+            roles: p.roles.iter().map(|r| r.as_str().to_string()).collect(),
             created_ms: p.created_ms,
             tag,
         },

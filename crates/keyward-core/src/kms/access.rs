@@ -290,13 +290,7 @@ impl Kms {
             // Tokens and grants left by a principal of the same name that is
             // gone (removed from the configuration file) must not come back
             // to life with the new one: they are deleted in the same write.
-            let mut changes: Vec<AccessChange> = dir
-                .tokens_of(name)
-                .into_iter()
-                .map(|id| AccessChange::Delete(AccessKey::Token(id)))
-                .collect();
-            changes
-                .extend(dir.grants_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Grant(id))));
+            let mut changes = dir.delete_holdings_of(name);
             let record =
                 PrincipalRecord { name: name.to_string(), roles: roles.clone(), created_ms: now, tag: None };
             let view = PrincipalView {
@@ -327,13 +321,7 @@ impl Kms {
             if !dir.principals.contains_key(name) {
                 return Err(KmsError::NotFound(format!("principal {name:?}")));
             }
-            let mut changes: Vec<AccessChange> = dir
-                .tokens_of(name)
-                .into_iter()
-                .map(|id| AccessChange::Delete(AccessKey::Token(id)))
-                .collect();
-            changes
-                .extend(dir.grants_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Grant(id))));
+            let mut changes = dir.delete_holdings_of(name);
             changes.push(AccessChange::Delete(AccessKey::Principal(name.to_string())));
             Ok((changes, ()))
         })
