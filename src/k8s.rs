@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keyward_core::{
-    Caller, Grant, KeyId, KeySelector, KeyState, Kms, KmsError, Operation, Permission, Policy, Role,
+    Caller, Edge, Grant, KeyId, KeySelector, KeyState, Kms, KmsError, Operation, Permission, Policy, Role,
 };
 use keyward_crypto::{CiphertextHeader, Plaintext, HEADER_LEN};
 use tokio::sync::watch;
@@ -98,7 +98,13 @@ impl KmsV2 {
             if sane_request_id(uid) { uid.to_string() } else { uuid::Uuid::new_v4().to_string() };
         // Log lines of this call carry the id its audit record has.
         tracing::Span::current().record("uid", request_id.as_str());
-        Caller { request_id, principal: PRINCIPAL.into(), peer, policy: self.policy.clone() }
+        Caller {
+            request_id,
+            principal: PRINCIPAL.into(),
+            peer,
+            edge: Edge::KmsV2,
+            policy: self.policy.clone(),
+        }
     }
 
     /// What `Status` reports; from memory only.

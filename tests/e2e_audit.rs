@@ -45,6 +45,22 @@ async fn query_audit_log_by_alias_returns_the_keys_records_newest_first() {
     assert_eq!(enc.key_version, 1);
     assert_eq!(enc.encryption_context, c);
     assert!(enc.peer.starts_with("127.0.0.1:"));
+    assert!(page.records.iter().all(|r| r.edge == "grpc"), "every record names its edge");
+    // The edge filter: nothing here came through the AWS edge.
+    let aws = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(aws.records.is_empty());
+    let bad = s
+        .audit()
+        .query_audit_log(pb::QueryAuditLogRequest { edge: "carrier-pigeon".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("edge"), "{}", bad.message());
     let refused = page.records.iter().filter(|r| r.outcome == "FAILED_PRECONDITION").count();
     assert!(refused >= 6, "refused requests are recorded too ({refused})");
     s.stop().await.unwrap();

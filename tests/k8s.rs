@@ -112,6 +112,7 @@ async fn kube_apiserver_can_seal_rotate_and_unseal() {
         .iter()
         .any(|r| r.request_id == "uid-dec-1" && r.operation == "Decrypt" && r.outcome == "OK"));
     assert!(records.iter().all(|r| r.peer.starts_with("unix:")), "{records:?}");
+    assert!(records.iter().all(|r| r.edge == "kms-v2"), "{records:?}");
     assert_eq!(records.iter().filter(|r| r.outcome == "INVALID_ARGUMENT").count(), 6);
 
     // Start-up decrypt storm: latency of sequential and concurrent Decrypt, printed.

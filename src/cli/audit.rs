@@ -82,6 +82,9 @@ pub struct AuditFilter {
     /// Outcome (OK or a gRPC code name such as NOT_FOUND).
     #[arg(long)]
     pub outcome: Option<String>,
+    /// Edge the request came through: grpc, kms-v2, aws-kms, vault-transit, system.
+    #[arg(long)]
+    pub edge: Option<String>,
     /// Records at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
     #[arg(long)]
     pub since: Option<String>,
@@ -125,7 +128,7 @@ pub struct AuditExportArgs {
 impl AuditFilter {
     /// No filter given.
     fn is_empty(&self) -> bool {
-        [&self.key, &self.principal, &self.operation, &self.outcome, &self.since, &self.until]
+        [&self.key, &self.principal, &self.operation, &self.outcome, &self.edge, &self.since, &self.until]
             .iter()
             .all(|f| f.is_none())
     }
@@ -141,6 +144,7 @@ impl AuditFilter {
             principal: self.principal.clone().unwrap_or_default(),
             operation: self.operation.clone().unwrap_or_default(),
             outcome: self.outcome.clone().unwrap_or_default(),
+            edge: self.edge.clone().unwrap_or_default(),
             start_time: rfc3339("since", &self.since)?,
             end_time: rfc3339("until", &self.until)?,
             page_size,

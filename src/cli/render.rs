@@ -224,6 +224,7 @@ pub(crate) fn record_json(r: &pb::AuditRecord) -> Value {
         "request_id": r.request_id,
         "principal": r.principal,
         "peer": r.peer,
+        "edge": r.edge,
         "operation": r.operation,
         "key_id": r.key_id,
         "key_version": r.key_version,
@@ -242,8 +243,8 @@ pub(crate) fn record_json(r: &pb::AuditRecord) -> Value {
 /// `audit query` as a table.
 pub(crate) fn records_text(r: &pb::QueryAuditLogResponse) -> String {
     let header = format!(
-        "{:>6}  {:<24}  {:<32} {:<20} {}  {}",
-        "SEQ", "TIME", "OPERATION", "OUTCOME", "KEY", "PRINCIPAL"
+        "{:>6}  {:<24}  {:<13} {:<32} {:<20} {}  {}",
+        "SEQ", "TIME", "EDGE", "OPERATION", "OUTCOME", "KEY", "PRINCIPAL"
     );
     let rows = r.records.iter().map(|x| {
         // The key, else what an access change concerned (principal:, token:, grant:).
@@ -254,9 +255,10 @@ pub(crate) fn records_text(r: &pb::QueryAuditLogResponse) -> String {
         };
         let reason = if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) };
         format!(
-            "{:>6}  {}  {:<32} {:<20} {}  {}{}",
+            "{:>6}  {}  {:<13} {:<32} {:<20} {}  {}{}",
             x.sequence,
             time_str(&x.time),
+            if x.edge.is_empty() { "-" } else { &x.edge },
             x.operation,
             x.outcome,
             key,

@@ -24,6 +24,7 @@ impl AuditService for AuditApi {
             principal: given(r.principal),
             operation: given(r.operation),
             outcome: given(r.outcome),
+            edge: given(r.edge),
             start_ms: r.start_time.as_ref().map(millis),
             end_ms: r.end_time.as_ref().map(millis),
             page_size: nonzero(r.page_size),

@@ -130,5 +130,6 @@ pub fn record_to_pb(sealed: SealedRecord) -> pb::AuditRecord {
         previous_hash: r.prev_hash,
         hash,
         target: r.target.unwrap_or_default(),
+        edge: r.edge.unwrap_or_default(),
     }
 }

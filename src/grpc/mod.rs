@@ -14,7 +14,7 @@ mod size;
 
 use std::sync::Arc;
 
-use keyward_core::{Caller, ErrorKind, Kms, KmsError, Operation, Policy};
+use keyward_core::{Caller, Edge, ErrorKind, Kms, KmsError, Operation, Policy};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
@@ -144,7 +144,13 @@ impl Api {
         if let (Some(token), None) = (runtime, &by_cert) {
             return match self.kms.identify_token(token) {
                 Ok(id) => {
-                    let caller = Caller { request_id, principal: id.principal, peer, policy: id.policy };
+                    let caller = Caller {
+                        request_id,
+                        principal: id.principal,
+                        peer,
+                        edge: Edge::Grpc,
+                        policy: id.policy,
+                    };
                     let cred = Credential::Runtime(Arc::new(zeroize::Zeroizing::new(token.to_string())));
                     Ok((self.admit(caller, op).await?, cred))
                 }
@@ -161,7 +167,8 @@ impl Api {
         };
         match identified {
             Ok(p) => {
-                let caller = Caller { request_id, principal: p.name, peer, policy: p.policy };
+                let caller =
+                    Caller { request_id, principal: p.name, peer, edge: Edge::Grpc, policy: p.policy };
                 let dev = matches!(*self.auth, Authenticator::Dev(_));
                 let cred = if dev { Credential::Fixed } else { Credential::Named };
                 let caller = self
@@ -263,7 +270,13 @@ impl std::fmt::Debug for Credential {
 
 /// The caller a refusal before identification is recorded as.
 fn refused(request_id: String, peer: String) -> Caller {
-    Caller { request_id, principal: "unauthenticated".to_string(), peer, policy: Arc::new(Policy::default()) }
+    Caller {
+        request_id,
+        principal: "unauthenticated".to_string(),
+        peer,
+        edge: Edge::Grpc,
+        policy: Arc::new(Policy::default()),
+    }
 }
 
 /// A global token bucket shared by every connection.

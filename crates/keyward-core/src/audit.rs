@@ -95,11 +95,17 @@ pub enum Operation {
     RevokeGrant,
     /// The `ListGrants` RPC (AccessService).
     ListGrants,
+    /// The `CreateAccessKey` RPC (AccessService).
+    CreateAccessKey,
+    /// The `ListAccessKeys` RPC (AccessService).
+    ListAccessKeys,
+    /// The `RevokeAccessKey` RPC (AccessService).
+    RevokeAccessKey,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 39] = [
+    const ALL: [Operation; 42] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -139,6 +145,9 @@ impl Operation {
         Self::CreateGrant,
         Self::RevokeGrant,
         Self::ListGrants,
+        Self::CreateAccessKey,
+        Self::ListAccessKeys,
+        Self::RevokeAccessKey,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -194,7 +203,53 @@ impl Operation {
             Self::CreateGrant => "CreateGrant",
             Self::RevokeGrant => "RevokeGrant",
             Self::ListGrants => "ListGrants",
+            Self::CreateAccessKey => "CreateAccessKey",
+            Self::ListAccessKeys => "ListAccessKeys",
+            Self::RevokeAccessKey => "RevokeAccessKey",
         }
+    }
+}
+
+/// Where a request came in: recorded in every new audit record's `edge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Edge {
+    /// The gRPC services.
+    Grpc,
+    /// The Kubernetes KMS v2 plugin socket.
+    KmsV2,
+    /// The AWS KMS JSON API.
+    AwsKms,
+    /// The Vault Transit HTTP API.
+    VaultTransit,
+    /// The server's own scheduled and automatic work (no edge).
+    System,
+}
+
+impl Edge {
+    /// Every edge.
+    pub const ALL: [Edge; 5] = [Self::Grpc, Self::KmsV2, Self::AwsKms, Self::VaultTransit, Self::System];
+
+    /// The recorded name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::KmsV2 => "kms-v2",
+            Self::AwsKms => "aws-kms",
+            Self::VaultTransit => "vault-transit",
+            Self::System => "system",
+        }
+    }
+}
+
+impl std::str::FromStr for Edge {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown edge {s:?} (one of {})",
+                Self::ALL.iter().map(Edge::as_str).collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 }
 
@@ -230,6 +285,8 @@ pub struct AuditEntry {
     pub principal: String,
     /// From where.
     pub peer: String,
+    /// Through which edge.
+    pub edge: Edge,
     /// What.
     pub operation: Operation,
     /// The key used (the destination key for ReEncrypt).
@@ -265,6 +322,9 @@ pub struct AuditRecord {
     pub principal: String,
     /// Peer address.
     pub peer: String,
+    /// The edge the request came through (`None` in records written
+    /// before edges were recorded).
+    pub edge: Option<String>,
     /// Operation name.
     pub operation: String,
     /// Key id (destination key for ReEncrypt).
@@ -298,6 +358,7 @@ impl AuditRecord {
             request_id: entry.request_id,
             principal: entry.principal,
             peer: entry.peer,
+            edge: Some(entry.edge.as_str().to_string()),
             operation: entry.operation.as_str().to_string(),
             key_id: entry.key_id.map(|k| k.to_string()),
             key_version: entry.key_version,
@@ -338,6 +399,8 @@ pub struct AuditQuery {
     pub operation: Option<String>,
     /// Records with this outcome code.
     pub outcome: Option<String>,
+    /// Records that came through this edge.
+    pub edge: Option<String>,
     /// Records at or after this time, Unix ms.
     pub start_ms: Option<i64>,
     /// Records before this time, Unix ms.
@@ -362,6 +425,7 @@ impl AuditQuery {
             && self.principal.as_ref().is_none_or(|p| &r.principal == p)
             && self.operation.as_ref().is_none_or(|o| &r.operation == o)
             && self.outcome.as_ref().is_none_or(|o| &r.outcome == o)
+            && self.edge.as_ref().is_none_or(|e| r.edge.as_ref() == Some(e))
             && self.start_ms.is_none_or(|s| r.time_ms >= s)
             && self.end_ms.is_none_or(|e| r.time_ms < e)
     }

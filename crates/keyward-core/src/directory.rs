@@ -112,6 +112,53 @@ pub struct GrantRecord {
     pub tag: Option<RecordTag>,
 }
 
+/// An access key: what AWS SigV4 clients sign requests with. SigV4 needs
+/// the secret on the verifying side, so it is kept sealed under the root key
+/// (bound to the id), not hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// Its id (`KWAK` and 16 base-32 characters: AWS's 20-character shape).
+    pub id: String,
+    /// Whose it is.
+    pub principal: String,
+    /// The secret, sealed under the root key.
+    pub sealed_secret: keyward_crypto::SealedAccessSecret,
+    /// When it was created, Unix ms.
+    pub created_ms: i64,
+    /// Its integrity tag.
+    pub tag: Option<RecordTag>,
+}
+
+/// The prefix of every access key id.
+pub const ACCESS_KEY_PREFIX: &str = "KWAK";
+/// Length of an access key id.
+pub const ACCESS_KEY_ID_LEN: usize = 20;
+/// Length of an access key's secret (AWS's shape: 40 characters of the
+/// base64 alphabet, 240 random bits).
+pub const ACCESS_SECRET_LEN: usize = 40;
+
+/// Whether `id` has the shape of an access key id.
+pub fn is_access_key_id(id: &str) -> bool {
+    id.len() == ACCESS_KEY_ID_LEN
+        && id.starts_with(ACCESS_KEY_PREFIX)
+        && id.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// A new access key's id and secret (each character from one random byte:
+/// 256 is a multiple of both alphabets' sizes, so every character is uniform).
+pub(crate) fn new_access_key() -> Result<(String, zeroize::Zeroizing<String>), keyward_crypto::CryptoError> {
+    const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut raw = zeroize::Zeroizing::new([0u8; ACCESS_KEY_ID_LEN - 4 + ACCESS_SECRET_LEN]);
+    keyward_crypto::random_bytes(&mut raw[..])?;
+    let (id_bytes, secret_bytes) = raw.split_at(ACCESS_KEY_ID_LEN - 4);
+    let mut id = String::from(ACCESS_KEY_PREFIX);
+    id.extend(id_bytes.iter().map(|b| BASE32[usize::from(b & 31)] as char));
+    let secret =
+        zeroize::Zeroizing::new(secret_bytes.iter().map(|b| BASE64[usize::from(b & 63)] as char).collect());
+    Ok((id, secret))
+}
+
 /// One stored access object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessRecord {
@@ -121,15 +168,18 @@ pub enum AccessRecord {
     Token(TokenRecord),
     /// A grant.
     Grant(GrantRecord),
+    /// An access key.
+    AccessKey(AccessKeyRecord),
 }
 
 impl AccessRecord {
     /// Where the store keeps it.
-    pub fn key(&self) -> AccessKey {
+    pub fn key(&self) -> AccessRecordKey {
         match self {
-            Self::Principal(p) => AccessKey::Principal(p.name.clone()),
-            Self::Token(t) => AccessKey::Token(t.id),
-            Self::Grant(g) => AccessKey::Grant(g.id),
+            Self::Principal(p) => AccessRecordKey::Principal(p.name.clone()),
+            Self::Token(t) => AccessRecordKey::Token(t.id),
+            Self::Grant(g) => AccessRecordKey::Grant(g.id),
+            Self::AccessKey(k) => AccessRecordKey::AccessKey(k.id.clone()),
         }
     }
 
@@ -139,6 +189,7 @@ impl AccessRecord {
             Self::Principal(p) => p.tag.as_ref(),
             Self::Token(t) => t.tag.as_ref(),
             Self::Grant(g) => g.tag.as_ref(),
+            Self::AccessKey(k) => k.tag.as_ref(),
         }
     }
 
@@ -147,19 +198,22 @@ impl AccessRecord {
             Self::Principal(p) => p.tag = Some(tag),
             Self::Token(t) => t.tag = Some(tag),
             Self::Grant(g) => g.tag = Some(tag),
+            Self::AccessKey(k) => k.tag = Some(tag),
         }
     }
 }
 
 /// The identity of a stored access object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum AccessKey {
+pub enum AccessRecordKey {
     /// A principal, by name.
     Principal(String),
     /// A token, by id.
     Token(AccessId),
     /// A grant, by id.
     Grant(AccessId),
+    /// An access key, by id.
+    AccessKey(String),
 }
 
 /// An access change inside a commit.
@@ -168,7 +222,7 @@ pub enum AccessChange {
     /// Write (or replace) a record.
     Put(AccessRecord),
     /// Remove a record.
-    Delete(AccessKey),
+    Delete(AccessRecordKey),
 }
 
 /// A token in memory, with when it was last used.
@@ -235,6 +289,8 @@ pub(crate) struct Directory {
     pub principals: BTreeMap<String, PrincipalRecord>,
     pub tokens: HashMap<AccessId, Arc<LiveToken>>,
     pub grants: BTreeMap<AccessId, GrantRecord>,
+    pub access_keys: BTreeMap<String, AccessKeyRecord>,
+    access_keys_of: BTreeMap<String, BTreeSet<String>>,
     tokens_of: BTreeMap<String, BTreeSet<AccessId>>,
     grants_of: BTreeMap<String, BTreeSet<AccessId>>,
     /// The effective policy of every principal, bootstrap or runtime.
@@ -286,9 +342,20 @@ impl Directory {
     /// Deletions of every token and grant of a principal (for deleting it,
     /// or for clearing what a removed one left behind).
     pub fn delete_holdings_of(&self, name: &str) -> Vec<AccessChange> {
-        let tokens = self.tokens_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Token(id)));
-        let grants = self.grants_of(name).into_iter().map(|id| AccessChange::Delete(AccessKey::Grant(id)));
-        tokens.chain(grants).collect()
+        let tokens =
+            self.tokens_of(name).into_iter().map(|id| AccessChange::Delete(AccessRecordKey::Token(id)));
+        let grants =
+            self.grants_of(name).into_iter().map(|id| AccessChange::Delete(AccessRecordKey::Grant(id)));
+        let keys = self
+            .access_keys_of(name)
+            .into_iter()
+            .map(|id| AccessChange::Delete(AccessRecordKey::AccessKey(id)));
+        tokens.chain(grants).chain(keys).collect()
+    }
+
+    /// A principal's access key ids.
+    pub fn access_keys_of(&self, name: &str) -> Vec<String> {
+        self.access_keys_of.get(name).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// A principal's grant ids.
@@ -328,13 +395,13 @@ impl Directory {
         for c in changes {
             match c {
                 AccessChange::Put(r) => {
-                    if !matches!(r, AccessRecord::Token(_)) {
+                    if !matches!(r, AccessRecord::Token(_) | AccessRecord::AccessKey(_)) {
                         touched.insert(self.owner(&r));
                     }
                     self.put(r);
                 }
                 AccessChange::Delete(k) => {
-                    let token = matches!(k, AccessKey::Token(_));
+                    let token = matches!(k, AccessRecordKey::Token(_) | AccessRecordKey::AccessKey(_));
                     if let Some(owner) = self.remove(&k).filter(|_| !token) {
                         touched.insert(owner);
                     }
@@ -351,6 +418,7 @@ impl Directory {
             AccessRecord::Principal(p) => p.name.clone(),
             AccessRecord::Token(t) => t.principal.clone(),
             AccessRecord::Grant(g) => g.principal.clone(),
+            AccessRecord::AccessKey(k) => k.principal.clone(),
         }
     }
 
@@ -369,14 +437,18 @@ impl Directory {
                 self.grants_of.entry(g.principal.clone()).or_default().insert(g.id);
                 self.grants.insert(g.id, g);
             }
+            AccessRecord::AccessKey(k) => {
+                self.access_keys_of.entry(k.principal.clone()).or_default().insert(k.id.clone());
+                self.access_keys.insert(k.id.clone(), k);
+            }
         }
     }
 
     /// Removes a record; returns the principal it belonged to.
-    fn remove(&mut self, k: &AccessKey) -> Option<String> {
+    fn remove(&mut self, k: &AccessRecordKey) -> Option<String> {
         match k {
-            AccessKey::Principal(n) => self.principals.remove(n).map(|p| p.name),
-            AccessKey::Token(id) => {
+            AccessRecordKey::Principal(n) => self.principals.remove(n).map(|p| p.name),
+            AccessRecordKey::Token(id) => {
                 let t = self.tokens.remove(id)?;
                 let owner = t.record.principal.clone();
                 if let Some(s) = self.tokens_of.get_mut(&owner) {
@@ -384,12 +456,19 @@ impl Directory {
                 }
                 Some(owner)
             }
-            AccessKey::Grant(id) => {
+            AccessRecordKey::Grant(id) => {
                 let g = self.grants.remove(id)?;
                 if let Some(s) = self.grants_of.get_mut(&g.principal) {
                     s.remove(id);
                 }
                 Some(g.principal)
+            }
+            AccessRecordKey::AccessKey(id) => {
+                let k = self.access_keys.remove(id)?;
+                if let Some(s) = self.access_keys_of.get_mut(&k.principal) {
+                    s.remove(id);
+                }
+                Some(k.principal)
             }
         }
     }
@@ -481,7 +560,7 @@ mod tests {
         for bad in ["", "kwt_", "kwt_x_y", "kw_abc", &token[..20]] {
             assert_eq!(d.identify(bad, 0).unwrap_err(), TokenRefusal::Invalid, "{bad:?}");
         }
-        d.apply(vec![AccessChange::Delete(AccessKey::Token(id))]);
+        d.apply(vec![AccessChange::Delete(AccessRecordKey::Token(id))]);
         assert_eq!(d.identify(&token, 0).unwrap_err(), TokenRefusal::Invalid);
     }
 
@@ -505,9 +584,9 @@ mod tests {
             tag: None,
         }))]);
         assert_eq!(d.policy("svc").unwrap().grants().len(), 1);
-        d.apply(vec![AccessChange::Delete(AccessKey::Grant(gid))]);
+        d.apply(vec![AccessChange::Delete(AccessRecordKey::Grant(gid))]);
         assert!(d.policy("svc").unwrap().grants().is_empty());
-        d.apply(vec![AccessChange::Delete(AccessKey::Principal("svc".into()))]);
+        d.apply(vec![AccessChange::Delete(AccessRecordKey::Principal("svc".into()))]);
         assert!(d.policy("svc").is_none());
     }
 }

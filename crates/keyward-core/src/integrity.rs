@@ -16,6 +16,7 @@ const ALIAS_DOMAIN: &[u8] = b"keyward alias v1";
 const PRINCIPAL_DOMAIN: &[u8] = b"keyward access principal v1";
 const TOKEN_DOMAIN: &[u8] = b"keyward access token v1";
 const GRANT_DOMAIN: &[u8] = b"keyward access grant v1";
+const ACCESS_KEY_DOMAIN: &[u8] = b"keyward access key v1";
 
 struct Canon(Vec<u8>);
 
@@ -165,6 +166,11 @@ fn access_message(r: &AccessRecord) -> (&'static [u8], Vec<u8>) {
             c.i64(g.created_ms);
             GRANT_DOMAIN
         }
+        AccessRecord::AccessKey(k) => {
+            c.bytes(k.id.as_bytes()).bytes(k.principal.as_bytes()).bytes(k.sealed_secret.as_bytes());
+            c.i64(k.created_ms);
+            ACCESS_KEY_DOMAIN
+        }
     };
     (domain, c.0)
 }
@@ -308,6 +314,15 @@ mod tests {
                 created_ms: 1_700_000_000_000,
                 tag: None,
             }),
+            AccessRecord::AccessKey(crate::AccessKeyRecord {
+                id: "KWAKABCDEFGHIJKLMNOP".into(),
+                principal: "payments-api".into(),
+                sealed_secret: keyward_crypto::SealedAccessSecret::from_stored(
+                    [&[1u8][..], &(0..12).collect::<Vec<u8>>(), &[0x5a; 56]].concat(),
+                ),
+                created_ms: 1_700_000_000_000,
+                tag: None,
+            }),
         ]
     }
 
@@ -320,10 +335,11 @@ mod tests {
     }
 
     // Computed independently with Python (hmac, hashlib, struct).
-    const GOLDEN_ACCESS_TAGS: [&str; 3] = [
+    const GOLDEN_ACCESS_TAGS: [&str; 4] = [
         "b23f38e92ab0e2ad562f281c18d643c12e3975b5a5fc2c7fb8dc7a6079ffeffd",
         "bae4bdd1101ef801f3db8986e3bb18544d3a49b6b7b08e64a866503832775ee6",
         "8ad01c29386194d8aa3dfc47a24c5a6e642dbb201f5d822b209211903cf7d041",
+        "19b2dfb3d4ac37a2c36c5a7aa8d0cd3c19f800e752dbb787989685602f78ad43",
     ];
 
     #[test]
@@ -427,6 +443,38 @@ mod tests {
                     if let AccessRecord::Grant(g) = r {
                         g.grant.constraint =
                             ContextConstraint::Equals(BTreeMap::from([("tenant".into(), "acme".into())]))
+                    }
+                }),
+            ),
+            (
+                3,
+                Box::new(|r| {
+                    if let AccessRecord::AccessKey(k) = r {
+                        k.id = "KWAKABCDEFGHIJKLMNOQ".into()
+                    }
+                }),
+            ),
+            (
+                3,
+                Box::new(|r| {
+                    if let AccessRecord::AccessKey(k) = r {
+                        k.principal = "mallory".into()
+                    }
+                }),
+            ),
+            (
+                3,
+                Box::new(|r| {
+                    if let AccessRecord::AccessKey(k) = r {
+                        k.sealed_secret = keyward_crypto::SealedAccessSecret::from_stored(vec![1; 69])
+                    }
+                }),
+            ),
+            (
+                3,
+                Box::new(|r| {
+                    if let AccessRecord::AccessKey(k) = r {
+                        k.created_ms += 1
                     }
                 }),
             ),

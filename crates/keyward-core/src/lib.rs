@@ -31,8 +31,8 @@ mod verify;
 
 pub use access::{ContextConstraint, Grant, KeySelector, Permission, Policy, Role};
 pub use audit::{
-    hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Operation, Outcome,
-    GENESIS_HASH,
+    hash_bytes as record_hash, AuditEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, Edge, Operation,
+    Outcome, GENESIS_HASH,
 };
 pub use checkpoint::{
     checkpoint_signed_bytes, index_entries, AuditSigner, Checkpoint, IndexEntry, NodeId, CHECKPOINT_TAG,
@@ -40,17 +40,18 @@ pub use checkpoint::{
 pub use clock::{Clock, SystemClock};
 pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver, DEFAULT_AUDIT_QUEUE_LIMIT};
 pub use directory::{
-    AccessChange, AccessId, AccessKey, AccessRecord, GrantRecord, PrincipalRecord, TokenRecord, TokenRefusal,
+    is_access_key_id, AccessChange, AccessId, AccessKeyRecord, AccessRecord, AccessRecordKey, GrantRecord,
+    PrincipalRecord, TokenRecord, TokenRefusal, ACCESS_KEY_ID_LEN, ACCESS_KEY_PREFIX, ACCESS_SECRET_LEN,
     TOKEN_PREFIX,
 };
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
-    export_audit_page, AuditQueryInput, Caller, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput,
-    EncryptOutput, ExportPage, GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig,
-    NewToken, OpenError, PrincipalView, ReEncryptInput, ReEncryptOutput, RotationInput, TokenIdentity,
-    TokenTtl, TokenView, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
-    RESERVED_PRINCIPALS,
+    export_audit_page, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, AuditQueryInput, Caller,
+    CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput,
+    GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
+    PrincipalView, ReEncryptInput, ReEncryptOutput, RotationInput, TokenIdentity, TokenTtl, TokenView,
+    VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
 };
 pub use limits::Limits;
 pub use model::{

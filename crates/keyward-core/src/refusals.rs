@@ -33,8 +33,8 @@ pub(crate) enum Verdict {
     Counted,
 }
 
-/// (peer IP, principal, operation name, code).
-type Kind = (String, String, &'static str, &'static str);
+/// (peer IP, principal, edge, operation name, code).
+type Kind = (String, String, crate::Edge, &'static str, &'static str);
 
 struct Tally {
     operation: Operation,
@@ -68,8 +68,13 @@ impl RefusalBook {
         // A refusal stamped just before a later one that got here first
         // counts in the later one's second (no going back, no split second).
         let ended = if second > now.second { drain(&mut now, second) } else { Vec::new() };
-        let mut kind =
-            (peer_ip(&entry.peer), entry.principal.clone(), entry.operation.as_str(), entry.outcome.code);
+        let mut kind = (
+            peer_ip(&entry.peer),
+            entry.principal.clone(),
+            entry.edge,
+            entry.operation.as_str(),
+            entry.outcome.code,
+        );
         if !now.kinds.contains_key(&kind) && now.kinds.len() >= REFUSAL_PEERS {
             kind.0 = OTHER_PEERS.to_string();
         }
@@ -99,13 +104,14 @@ fn drain(now: &mut Second, next: i64) -> Vec<AuditEntry> {
         .kinds
         .into_iter()
         .filter(|(_, t)| t.refused > REFUSALS_AUDITED_PER_SECOND)
-        .map(|((peer, principal, _, code), t)| {
+        .map(|((peer, principal, edge, _, code), t)| {
             let n = t.refused - REFUSALS_AUDITED_PER_SECOND;
             AuditEntry {
                 time_ms: ended.second * 1000,
                 request_id: uuid::Uuid::new_v4().to_string(),
                 principal,
                 peer,
+                edge,
                 operation: t.operation,
                 key_id: None,
                 key_version: None,
@@ -142,6 +148,7 @@ mod tests {
             request_id: "r".into(),
             principal: "unauthenticated".into(),
             peer: peer.into(),
+            edge: crate::Edge::Grpc,
             operation: Operation::Encrypt,
             key_id: None,
             key_version: None,

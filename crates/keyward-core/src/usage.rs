@@ -119,6 +119,7 @@ mod tests {
             request_id: String::new(),
             principal: "p".into(),
             peer: String::new(),
+            edge: crate::Edge::Grpc,
             operation: op,
             key_id: Some(id),
             key_version: Some(v),

@@ -17,7 +17,13 @@ use keyward_crypto::Plaintext;
 
 fn as_token(kms: &Kms, token: &str) -> Result<Caller, TokenRefusal> {
     let id = kms.identify_token(token)?;
-    Ok(Caller { request_id: "req-t".into(), principal: id.principal, peer: String::new(), policy: id.policy })
+    Ok(Caller {
+        request_id: "req-t".into(),
+        principal: id.principal,
+        peer: String::new(),
+        edge: keyward_core::Edge::Grpc,
+        policy: id.policy,
+    })
 }
 
 fn newest(store: &Arc<dyn Store>) -> keyward_core::AuditRecord {
@@ -382,4 +388,116 @@ async fn a_configuration_principal_named_like_a_runtime_one_refuses_to_start() {
     }
     // Without the clash it opens as before.
     open(&store, &clock);
+}
+
+/// Access keys (AWS SigV4 credentials): created for a principal with the
+/// secret shown once, looked up with the secret for the verifier, listed
+/// without it, revoked at once, gone with their principal, kept across a
+/// restart, and a tampered one refuses to start.
+#[tokio::test]
+async fn access_keys_are_created_looked_up_revoked_and_survive_a_restart() {
+    let mem = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = mem.clone();
+    let clock = ManualClock::at(1_700_000_000_000);
+    let kms = open(&store, &clock);
+    kms.create_principal(&caller(), "svc", &["user".into()]).await.unwrap();
+    let k = kms.create_access_key(&caller(), "svc").await.unwrap();
+    assert!(keyward_core::is_access_key_id(&k.view.id), "{}", k.view.id);
+    assert_eq!(k.secret.len(), keyward_core::ACCESS_SECRET_LEN);
+    assert!(!format!("{k:?}").contains(k.secret.as_str()), "the secret never prints");
+    let r = newest(&store);
+    assert_eq!(r.operation, "CreateAccessKey");
+    assert_eq!(r.target, Some(format!("access_key:{} principal:svc", k.view.id)));
+    let id = kms.identify_access_key(&k.view.id).unwrap();
+    assert_eq!((id.principal.as_str(), &id.secret[..]), ("svc", k.secret.as_bytes()));
+    assert!(!format!("{id:?}").contains(k.secret.as_str()));
+    // The secret is stored sealed, never in the clear.
+    let stored = store.load_access().unwrap();
+    let sealed = stored
+        .iter()
+        .find_map(|r| match r {
+            AccessRecord::AccessKey(a) => Some(a.sealed_secret.as_bytes().to_vec()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!sealed.windows(k.secret.len()).any(|w| w == k.secret.as_bytes()));
+
+    // Non-admins may not create, list or revoke; bad input names its field.
+    let user = Caller {
+        principal: "u".into(),
+        policy: Arc::new(Policy::new([Role::User].into(), vec![])),
+        ..caller()
+    };
+    assert_eq!(kms.create_access_key(&user, "svc").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    assert_eq!(kms.list_access_keys(&user, None).await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    assert_eq!(
+        kms.revoke_access_key(&user, &k.view.id).await.unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    let e = kms.create_access_key(&caller(), "nobody").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = kms.revoke_access_key(&caller(), "not-a-key").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.public_message().contains("access_key_id"), "{}", e.public_message());
+    assert_eq!(
+        kms.revoke_access_key(&caller(), "KWAKAAAAAAAAAAAAAAAA").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    for bad in ["", "KWAK", "kwakaaaaaaaaaaaaaaaa", "AKIAIOSFODNN7EXAMPLE", "KWAKAAAAAAAAAAAAAAA1"] {
+        assert_eq!(kms.identify_access_key(bad).unwrap_err(), keyward_core::AccessKeyRefusal::Unknown);
+    }
+
+    // A second key; listing shows ids, never secrets.
+    let k2 = kms.create_access_key(&caller(), "svc").await.unwrap();
+    let listed = kms.list_access_keys(&caller(), Some("svc")).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(kms.list_access_keys(&caller(), Some("other")).await.unwrap().is_empty());
+
+    // Revoked: the very next lookup fails.
+    kms.revoke_access_key(&caller(), &k.view.id).await.unwrap();
+    assert_eq!(newest(&store).target, Some(format!("access_key:{} principal:svc", k.view.id)));
+    assert_eq!(kms.identify_access_key(&k.view.id).unwrap_err(), keyward_core::AccessKeyRefusal::Unknown);
+
+    // Across a restart, the other still works with the same secret.
+    drop(kms);
+    let kms = open(&store, &clock);
+    assert_eq!(&kms.identify_access_key(&k2.view.id).unwrap().secret[..], k2.secret.as_bytes());
+    // Under another root key the sealed secret does not open.
+    drop(kms);
+    let other_root = Kms::open(
+        Arc::new(MemoryStore::new()),
+        keyward_crypto::RootKey::from_bytes(&[7; 32]).unwrap(),
+        Arc::new(clock.clone()),
+        KmsConfig::default(),
+    )
+    .unwrap();
+    assert!(other_root.identify_access_key(&k2.view.id).is_err());
+    let kms = open(&store, &clock);
+
+    // Deleting the principal deletes its access keys in the same write.
+    kms.delete_principal(&caller(), "svc").await.unwrap();
+    assert!(kms.list_access_keys(&caller(), None).await.unwrap().is_empty());
+    assert!(kms.identify_access_key(&k2.view.id).is_err());
+
+    // A tampered access key record (moved to another principal) refuses to start.
+    kms.create_principal(&caller(), "svc2", &["user".into()]).await.unwrap();
+    kms.create_access_key(&caller(), "svc2").await.unwrap();
+    drop(kms);
+    mem.tamper_access(|records| {
+        for r in records.values_mut() {
+            if let AccessRecord::AccessKey(a) = r {
+                a.principal = "admin".into();
+            }
+        }
+    });
+    let opened = Kms::open(
+        store.clone(),
+        keyward_crypto::RootKey::from_bytes(&[9; 32]).unwrap(),
+        Arc::new(clock.clone()),
+        KmsConfig::default(),
+    );
+    match opened {
+        Err(OpenError::Tampered(what)) => assert!(what.starts_with("access key "), "{what}"),
+        other => panic!("expected Tampered, got {:?}", other.map(drop)),
+    }
 }

@@ -151,6 +151,7 @@ async fn key_deletion_schedule_cancel_and_destroy() {
     assert_eq!(kms.run_due().await.unwrap(), 1);
     let r = last_record(&store).await;
     assert_eq!((r.operation.as_str(), r.principal.as_str()), ("DestroyKey", "system"));
+    assert_eq!(r.edge.as_deref(), Some("system"), "scheduled work names no edge of its own");
     let stored = store.load_keys().unwrap().remove(0);
     assert!(stored.wrapped.is_empty(), "every version's material is erased");
     assert_eq!(stored.meta.state, KeyState::Destroyed);

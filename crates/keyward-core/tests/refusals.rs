@@ -22,6 +22,7 @@ fn user(peer: &str) -> Caller {
         request_id: "req-user".into(),
         principal: "user".into(),
         peer: peer.into(),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::new(
             BTreeSet::from([Role::User]),
             vec![Grant::new(vec![KeySelector::Any], Permission::ALL)],
@@ -108,6 +109,7 @@ async fn past_the_threshold_a_seconds_refusals_from_one_peer_become_one_record()
         request_id: format!("req-{port}"),
         principal: "unauthenticated".into(),
         peer: format!("192.0.2.7:{port}"),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::default()),
     };
     const FLOOD: u16 = 250;

@@ -27,7 +27,7 @@ pub use mac::{RecordKey, RecordTag, RECORD_TAG_LEN};
 pub use random::random_bytes;
 pub use secret::{DataKey, Plaintext, RootKey, VersionSecret, SECRET_LEN};
 pub use signing::{AuditPublicKey, AuditSigningKey, SealedSigningKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-pub use wrap::{RootCheck, WrappedVersionSecret};
+pub use wrap::{RootCheck, SealedAccessSecret, WrappedVersionSecret};
 
 /// A key id as 16 raw bytes (the UUID of the key). The crypto layer does not
 /// interpret it beyond binding it into headers and AAD.

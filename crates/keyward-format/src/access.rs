@@ -1,5 +1,6 @@
-//! Principals, tokens and grants of the AccessService (column family
-//! `access`). Keys: `p/<name>`, `t/<16-byte id>`, `g/<16-byte id>`, and
+//! Principals, tokens, grants and access keys of the AccessService (column
+//! family `access`). Keys: `p/<name>`, `t/<16-byte id>`, `g/<16-byte id>`,
+//! `a/<access key id>`, and
 //! `u/<16-byte token id>` for when a token was last used (8 bytes, big-endian
 //! Unix ms; not authenticated: it drives nothing). Values: JSON objects with
 //! the field order below, the tag as 64 hex digits.
@@ -7,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use keyward_core::{
-    AccessId, AccessKey, AccessRecord, ContextConstraint, Grant, GrantRecord, KeySelector, Permission,
-    PrincipalRecord, Role, StoreError, TokenRecord,
+    AccessId, AccessKeyRecord, AccessRecord, AccessRecordKey, ContextConstraint, Grant, GrantRecord,
+    KeySelector, Permission, PrincipalRecord, Role, StoreError, TokenRecord,
 };
 use keyward_crypto::RecordTag;
 use serde::{Deserialize, Serialize};
@@ -44,14 +45,24 @@ enum Stored {
         created_ms: i64,
         tag: String,
     },
+    #[serde(rename = "access_key")]
+    AccessKey {
+        id: String,
+        principal: String,
+        /// The secret sealed under the root key, hex.
+        sealed_secret: String,
+        created_ms: i64,
+        tag: String,
+    },
 }
 
 /// The store key of an access object.
-pub fn key(k: &AccessKey) -> Vec<u8> {
+pub fn key(k: &AccessRecordKey) -> Vec<u8> {
     match k {
-        AccessKey::Principal(n) => [b"p/".as_slice(), n.as_bytes()].concat(),
-        AccessKey::Token(id) => [b"t/".as_slice(), id.as_bytes()].concat(),
-        AccessKey::Grant(id) => [b"g/".as_slice(), id.as_bytes()].concat(),
+        AccessRecordKey::Principal(n) => [b"p/".as_slice(), n.as_bytes()].concat(),
+        AccessRecordKey::Token(id) => [b"t/".as_slice(), id.as_bytes()].concat(),
+        AccessRecordKey::Grant(id) => [b"g/".as_slice(), id.as_bytes()].concat(),
+        AccessRecordKey::AccessKey(id) => [b"a/".as_slice(), id.as_bytes()].concat(),
     }
 }
 
@@ -109,6 +120,13 @@ pub fn encode(r: &AccessRecord) -> Result<Vec<u8>, StoreError> {
                 tag,
             }
         }
+        AccessRecord::AccessKey(k) => Stored::AccessKey {
+            id: k.id.clone(),
+            principal: k.principal.clone(),
+            sealed_secret: hex::encode(k.sealed_secret.as_bytes()),
+            created_ms: k.created_ms,
+            tag,
+        },
     };
     Ok(serde_json::to_vec(&stored).expect("access record serialises"))
 }
@@ -180,6 +198,19 @@ pub fn decode(bytes: &[u8]) -> Result<AccessRecord, StoreError> {
                 id: id(&i)?,
                 principal,
                 grant: Grant { keys, permissions, constraint },
+                created_ms,
+                tag: Some(tag(&t)?),
+            })
+        }
+        Stored::AccessKey { id, principal, sealed_secret, created_ms, tag: t } => {
+            if !keyward_core::is_access_key_id(&id) {
+                return Err(corrupt("access key id", "not an access key id"));
+            }
+            let sealed = hex::decode(&sealed_secret).map_err(|e| corrupt("access key secret", e))?;
+            AccessRecord::AccessKey(AccessKeyRecord {
+                id,
+                principal,
+                sealed_secret: keyward_crypto::SealedAccessSecret::from_stored(sealed),
                 created_ms,
                 tag: Some(tag(&t)?),
             })

@@ -16,6 +16,8 @@ struct StoredRecord {
     request_id: String,
     principal: String,
     peer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edge: Option<String>,
     operation: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
@@ -51,6 +53,7 @@ pub fn encode(r: &AuditRecord) -> Vec<u8> {
         request_id: r.request_id.clone(),
         principal: r.principal.clone(),
         peer: r.peer.clone(),
+        edge: r.edge.clone(),
         operation: r.operation.clone(),
         key_id: r.key_id.clone(),
         key_version: r.key_version,
@@ -75,6 +78,7 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, StoreError> {
         request_id: s.request_id,
         principal: s.principal,
         peer: s.peer,
+        edge: s.edge,
         operation: s.operation,
         key_id: s.key_id,
         key_version: s.key_version,

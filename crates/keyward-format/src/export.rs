@@ -283,6 +283,7 @@ mod tests {
                     request_id: format!("r{seq}"),
                     principal: "p \"quoted\" \u{e9}".into(),
                     peer: String::new(),
+                    edge: Some("grpc".into()),
                     operation: "Encrypt".into(),
                     key_id: None,
                     key_version: None,

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use keyward_core::{AccessChange, AccessId, AccessKey, AccessRecord};
+use keyward_core::{AccessChange, AccessId, AccessRecord, AccessRecordKey};
 use keyward_core::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
     SealedRecord, Store, StoreError, VersionUsage,
@@ -479,7 +479,7 @@ impl Store for RocksStore {
                     }
                     AccessChange::Delete(k) => {
                         b.delete_cf(access, format::access::key(k));
-                        if let AccessKey::Token(id) = k {
+                        if let AccessRecordKey::Token(id) = k {
                             b.delete_cf(access, format::access::use_key(id));
                         }
                     }

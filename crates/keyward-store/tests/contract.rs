@@ -60,6 +60,7 @@ fn records(
             request_id: format!("r{seq}"),
             principal: principal.to_string(),
             peer: "127.0.0.1:1".into(),
+            edge: keyward_core::Edge::Grpc,
             operation: if key_id.is_some() { Operation::Encrypt } else { Operation::ListKeys },
             key_id: *key_id,
             key_version: key_id.map(|_| 1),

@@ -136,6 +136,7 @@ async fn the_keys_aliases_usage_and_chain_are_as_written_and_ciphertexts_decrypt
         request_id: "fixture".into(),
         principal: "admin".into(),
         peer: String::new(),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::everything()),
     };
     for (file, context, plaintext) in [

@@ -183,6 +183,7 @@ fn audit_record(seq: u64, prev_hash: String) -> AuditRecord {
         request_id: format!("req-{seq}"),
         principal: "alice".into(),
         peer: "127.0.0.1:40000".into(),
+        edge: None,
         operation: String::new(),
         key_id: None,
         key_version: None,
@@ -255,6 +256,83 @@ fn a_short_audit_chain_matches_its_golden_bytes_and_verifies() {
     assert_eq!(report.records_checked, 3);
 }
 
+#[test]
+fn records_with_an_edge_match_their_golden_bytes_and_chain_onto_format_1_records() {
+    let v1 = cases(include_str!("vectors/audit_chain_v1.txt"));
+    let vectors = cases(include_str!("vectors/audit_edge_v1.txt"));
+    assert_eq!(vectors.len(), 2);
+    let mut prev = GENESIS_HASH.to_string();
+    let mut sealed = Vec::new();
+    for seq in 1..=3 {
+        let record = audit_record(seq, prev.clone());
+        let bytes = format::audit::encode(&record);
+        let s = SealedRecord { record, bytes };
+        prev = s.hash();
+        sealed.push(s);
+    }
+    assert_eq!(prev, v1[2]["hash"]);
+    let key = "a1a1a1a1-a1a1-4a1a-8a1a-a1a1a1a1a1a1".to_string();
+    let edge_fields = |seq: u64, base: AuditRecord, key: String| match seq {
+        4 => AuditRecord {
+            principal: "svc".into(),
+            peer: "127.0.0.1:40001".into(),
+            edge: Some("aws-kms".into()),
+            operation: "Encrypt".into(),
+            key_id: Some(key.clone()),
+            key_version: Some(2),
+            context: BTreeMap::from([("aws-crypto-public-key".into(), "AxyZ".into())]),
+            ..base
+        },
+        _ => AuditRecord {
+            principal: "ops".into(),
+            peer: String::new(),
+            edge: Some("grpc".into()),
+            operation: "CreateGrant".into(),
+            target: Some(
+                "grant:0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f principal:svc keys:* operations:Encrypt".into(),
+            ),
+            ..base
+        },
+    };
+    let edge_record = |seq: u64, prev_hash: String| {
+        let base = AuditRecord {
+            seq,
+            time_ms: 1_700_000_000_000 + seq as i64,
+            request_id: format!("req-{seq}"),
+            key_id: None,
+            key_version: None,
+            alias: None,
+            source_key_id: None,
+            source_key_version: None,
+            target: None,
+            context: BTreeMap::new(),
+            outcome: "OK".into(),
+            reason: String::new(),
+            ..audit_record(3, prev_hash)
+        };
+        edge_fields(seq, base, key.clone())
+    };
+    for v in &vectors {
+        let seq: u64 = v["seq"].parse().unwrap();
+        let record = edge_record(seq, prev.clone());
+        let bytes = format::audit::encode(&record);
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), v["bytes"], "record {seq}");
+        assert_eq!(format::audit::decode(v["bytes"].as_bytes()).unwrap(), record, "record {seq}");
+        let s = SealedRecord { record, bytes };
+        assert_eq!(s.hash(), v["hash"], "record {seq}");
+        prev = s.hash();
+        sealed.push(s);
+    }
+    // Old and new records in one chain, in a real data folder, verify.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RocksStore::open(dir.path()).unwrap());
+    let head = AuditHead { seq: 5, hash: prev };
+    store.commit(&CommitBatch { audit: sealed, head: Some(head), ..Default::default() }).unwrap();
+    let report = keyward_core::verify_chain(&*store).unwrap();
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.records_checked, 5);
+}
+
 fn access_records() -> Vec<keyward_core::AccessRecord> {
     use keyward_core::{
         AccessRecord, ContextConstraint, Grant, GrantRecord, KeySelector, Permission, PrincipalRecord, Role,
@@ -323,8 +401,28 @@ fn access_records_match_their_golden_vectors() {
 }
 
 #[test]
+fn access_keys_match_their_golden_vector() {
+    let v = cases(include_str!("vectors/access_key_v1.txt")).remove(0);
+    let r = keyward_core::AccessRecord::AccessKey(keyward_core::AccessKeyRecord {
+        id: "KWAKABCDEFGHIJKLMNOP".into(),
+        principal: "payments-api".into(),
+        sealed_secret: keyward_crypto::SealedAccessSecret::from_stored(
+            [&[1u8][..], &(0..12).collect::<Vec<u8>>(), &[0x5a; 56]].concat(),
+        ),
+        created_ms: 1_700_000_000_000,
+        tag: Some(RecordTag([0xab; 32])),
+    });
+    assert_eq!(hex::encode(format::access::key(&r.key())), v["key"]);
+    assert_eq!(String::from_utf8(format::access::encode(&r).unwrap()).unwrap(), v["bytes"]);
+    assert_eq!(format::access::decode(v["bytes"].as_bytes()).unwrap(), r);
+    // An id of another shape is corruption, not an access key.
+    let bad = v["bytes"].replace("KWAKABCDEFGHIJKLMNOP", "kwak0000");
+    assert!(format::access::decode(bad.as_bytes()).is_err());
+}
+
+#[test]
 fn rocksdb_keeps_access_records_and_token_uses_across_reopen() {
-    use keyward_core::{AccessChange, AccessKey};
+    use keyward_core::{AccessChange, AccessRecordKey};
     let dir = tempfile::tempdir().unwrap();
     let records = access_records();
     let id: keyward_core::AccessId = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0".parse().unwrap();
@@ -346,7 +444,7 @@ fn rocksdb_keeps_access_records_and_token_uses_across_reopen() {
     assert_eq!(s.load_token_uses().unwrap(), vec![(id, 42)]);
     // Deleting a token deletes its last use too.
     let batch =
-        CommitBatch { access: vec![AccessChange::Delete(AccessKey::Token(id))], ..Default::default() };
+        CommitBatch { access: vec![AccessChange::Delete(AccessRecordKey::Token(id))], ..Default::default() };
     s.commit(&batch).unwrap();
     assert!(s.load_token_uses().unwrap().is_empty());
     assert_eq!(s.load_access().unwrap().len(), 2);

@@ -18,6 +18,7 @@ fn caller() -> Caller {
         request_id: "shred".into(),
         principal: "admin".into(),
         peer: String::new(),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::everything()),
     }
 }

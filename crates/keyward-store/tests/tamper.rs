@@ -16,6 +16,7 @@ fn caller(i: usize) -> Caller {
         request_id: format!("r{i}"),
         principal: "tester".into(),
         peer: "127.0.0.1:9".into(),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::everything()),
     }
 }

@@ -17,6 +17,7 @@ fn caller() -> Caller {
         request_id: "tamper".into(),
         principal: "admin".into(),
         peer: String::new(),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::everything()),
     }
 }

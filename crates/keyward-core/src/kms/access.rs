@@ -15,9 +15,9 @@ use super::{pipeline::note_in, Caller, Kms};
 use crate::committer::Mutation;
 use crate::directory::{Directory, TokenRefusal};
 use crate::{
-    integrity, AccessChange, AccessId, AccessKey, AccessRecord, AuditEntry, CommitBatch, ContextConstraint,
-    Grant, GrantRecord, KeySelector, KmsError, Operation, Permission, Policy, PrincipalRecord, Role,
-    TokenRecord,
+    integrity, AccessChange, AccessId, AccessRecord, AccessRecordKey, AuditEntry, CommitBatch,
+    ContextConstraint, Grant, GrantRecord, KeySelector, KmsError, Operation, Permission, Policy,
+    PrincipalRecord, Role, TokenRecord,
 };
 
 /// Principal names Keyward itself records: `system` (scheduled work), `dev`
@@ -173,7 +173,7 @@ fn grant_target(id: AccessId, principal: &str, g: &Grant) -> String {
     crate::bounded(&s, 1024)
 }
 
-fn principal_target(name: &str) -> Option<String> {
+pub(super) fn principal_target(name: &str) -> Option<String> {
     // Unvalidated names are not echoed into the record unbounded.
     let name = crate::bounded(name, MAX_PRINCIPAL_NAME);
     Some(format!("principal:{name}"))
@@ -254,7 +254,7 @@ impl Kms {
                             return Ok((Vec::new(), false));
                         }
                         entry.target = Some(format!("{} expired", token_target(id, &t.record.principal)));
-                        Ok((vec![AccessChange::Delete(AccessKey::Token(id))], true))
+                        Ok((vec![AccessChange::Delete(AccessRecordKey::Token(id))], true))
                     },
                 )
                 .await?;
@@ -322,7 +322,7 @@ impl Kms {
                 return Err(KmsError::NotFound(format!("principal {name:?}")));
             }
             let mut changes = dir.delete_holdings_of(name);
-            changes.push(AccessChange::Delete(AccessKey::Principal(name.to_string())));
+            changes.push(AccessChange::Delete(AccessRecordKey::Principal(name.to_string())));
             Ok((changes, ()))
         })
         .await
@@ -427,7 +427,7 @@ impl Kms {
                 return Err(KmsError::NotFound(format!("token {id}")));
             };
             entry.target = Some(token_target(id, &t.record.principal));
-            Ok((vec![AccessChange::Delete(AccessKey::Token(id))], ()))
+            Ok((vec![AccessChange::Delete(AccessRecordKey::Token(id))], ()))
         })
         .await
     }
@@ -451,7 +451,7 @@ impl Kms {
                 if let Some(t) = entry.target.as_mut() {
                     t.push_str(&format!(" tokens:{n}"));
                 }
-                Ok((ids.into_iter().map(|id| AccessChange::Delete(AccessKey::Token(id))).collect(), n))
+                Ok((ids.into_iter().map(|id| AccessChange::Delete(AccessRecordKey::Token(id))).collect(), n))
             },
         )
         .await
@@ -586,7 +586,7 @@ impl Kms {
                 return Err(KmsError::NotFound(format!("grant {id}")));
             };
             entry.target = Some(grant_target(id, &g.principal, &g.grant));
-            Ok((vec![AccessChange::Delete(AccessKey::Grant(id))], ()))
+            Ok((vec![AccessChange::Delete(AccessRecordKey::Grant(id))], ()))
         })
         .await
     }
@@ -651,7 +651,7 @@ impl Kms {
     /// decides over the current directory; the changes, tagged, are written
     /// with the record in one synced batch and applied to the directory on
     /// the writer thread before the answer is released.
-    async fn access_change<T>(
+    pub(super) async fn access_change<T>(
         &self,
         caller: &Caller,
         op: Operation,

@@ -79,6 +79,9 @@ pub struct AuditQueryInput {
     pub operation: Option<String>,
     /// Records with this outcome code.
     pub outcome: Option<String>,
+    /// Records that came through this edge (`grpc`, `kms-v2`, `aws-kms`,
+    /// `vault-transit`, `system`).
+    pub edge: Option<String>,
     /// Records at or after this time, Unix ms.
     pub start_ms: Option<i64>,
     /// Records before this time, Unix ms.
@@ -129,11 +132,15 @@ impl Kms {
                     return Err(KmsError::invalid("start_time", "must not be after end_time"));
                 }
             }
+            if let Some(e) = &input.edge {
+                e.parse::<crate::Edge>().map_err(|m| KmsError::invalid("edge", m))?;
+            }
             let query = AuditQuery {
                 key_id,
                 principal: input.principal,
                 operation: input.operation,
                 outcome: input.outcome,
+                edge: input.edge,
                 start_ms: input.start_ms,
                 end_ms: input.end_ms,
                 limit,

@@ -27,6 +27,7 @@
 //! applied, so two rotations can never both create version n+1.
 
 mod access;
+mod access_keys;
 mod aliases;
 mod audit;
 mod crypto;
@@ -46,14 +47,15 @@ use tokio::sync::Mutex;
 
 use crate::usage::UsageBook;
 use crate::{
-    integrity, AliasChange, AliasEntry, AuditLog, AuditLogConfig, Clock, KeyId, KeyMeta, KeyRecord, KeyRef,
-    KeyState, KmsError, Limits, Policy, Store, StoreError,
+    integrity, AliasChange, AliasEntry, AuditLog, AuditLogConfig, Clock, Edge, KeyId, KeyMeta, KeyRecord,
+    KeyRef, KeyState, KmsError, Limits, Policy, Store, StoreError,
 };
 
 pub use access::{
     GrantInput, GrantView, NewToken, PrincipalView, TokenIdentity, TokenTtl, TokenView,
     EXPIRED_TOKEN_RETENTION_MS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
 };
+pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAccessKey};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput,
@@ -74,6 +76,8 @@ pub struct Caller {
     pub principal: String,
     /// The peer address.
     pub peer: String,
+    /// The edge the request came through.
+    pub edge: Edge,
     /// What the principal may do.
     pub policy: Arc<Policy>,
 }
@@ -85,6 +89,7 @@ impl Caller {
             request_id,
             principal: "system".into(),
             peer: String::new(),
+            edge: Edge::System,
             policy: Arc::new(Policy::everything()),
         }
     }
@@ -262,9 +267,10 @@ impl Kms {
         for r in &access_records {
             if !integrity::access_intact(&records, r) {
                 let what = match r.key() {
-                    crate::AccessKey::Principal(n) => format!("principal {n:?}"),
-                    crate::AccessKey::Token(id) => format!("token {id}"),
-                    crate::AccessKey::Grant(id) => format!("grant {id}"),
+                    crate::AccessRecordKey::Principal(n) => format!("principal {n:?}"),
+                    crate::AccessRecordKey::Token(id) => format!("token {id}"),
+                    crate::AccessRecordKey::Grant(id) => format!("grant {id}"),
+                    crate::AccessRecordKey::AccessKey(id) => format!("access key {id}"),
                 };
                 return Err(OpenError::Tampered(what));
             }

@@ -63,6 +63,7 @@ impl Kms {
             request_id: caller.request_id.clone(),
             principal: caller.principal.clone(),
             peer: caller.peer.clone(),
+            edge: caller.edge,
             operation: op,
             key_id: None,
             key_version: None,

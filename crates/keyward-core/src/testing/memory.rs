@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use crate::directory::{AccessChange, AccessId, AccessKey, AccessRecord};
+use crate::directory::{AccessChange, AccessId, AccessRecord, AccessRecordKey};
 use crate::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
     SealedRecord, Store, StoreError, VersionUsage,
@@ -25,7 +25,7 @@ struct Inner {
     checkpoints: BTreeMap<u64, Checkpoint>,
     head_seal: Option<Checkpoint>,
     index: BTreeSet<IndexEntry>,
-    access: BTreeMap<AccessKey, AccessRecord>,
+    access: BTreeMap<AccessRecordKey, AccessRecord>,
     token_uses: BTreeMap<AccessId, i64>,
 }
 
@@ -50,7 +50,7 @@ impl MemoryStore {
     }
 
     /// Changes a stored access record behind the service's back (integrity tests).
-    pub fn tamper_access(&self, f: impl FnOnce(&mut BTreeMap<AccessKey, AccessRecord>)) {
+    pub fn tamper_access(&self, f: impl FnOnce(&mut BTreeMap<AccessRecordKey, AccessRecord>)) {
         f(&mut self.inner().access);
     }
 
@@ -74,6 +74,7 @@ impl Store for MemoryStore {
         w.opt_str(r.source_key_id.as_deref());
         w.opt_u32(r.source_key_version);
         w.opt_str(r.target.as_deref());
+        w.opt_str(r.edge.as_deref());
         w.u64(r.context.len() as u64);
         for (k, v) in &r.context {
             w.str(k);
@@ -97,6 +98,7 @@ impl Store for MemoryStore {
             let source_key_id = r.opt_str()?;
             let source_key_version = r.opt_u32()?;
             let target = r.opt_str()?;
+            let edge = r.opt_str()?;
             let mut context = BTreeMap::new();
             for _ in 0..r.u64()? {
                 context.insert(r.str()?, r.str()?);
@@ -108,6 +110,7 @@ impl Store for MemoryStore {
                 request_id,
                 principal,
                 peer,
+                edge,
                 operation,
                 key_id,
                 key_version,
@@ -199,14 +202,14 @@ impl Store for MemoryStore {
                 }
                 AccessChange::Delete(k) => {
                     inner.access.remove(k);
-                    if let AccessKey::Token(id) = k {
+                    if let AccessRecordKey::Token(id) = k {
                         inner.token_uses.remove(id);
                     }
                 }
             }
         }
         for (id, ms) in &batch.token_uses {
-            if inner.access.contains_key(&AccessKey::Token(*id)) {
+            if inner.access.contains_key(&AccessRecordKey::Token(*id)) {
                 inner.token_uses.insert(*id, *ms);
             }
         }
@@ -421,6 +424,7 @@ mod tests {
             request_id: "r".into(),
             principal: "p".into(),
             peer: String::new(),
+            edge: Some("vault-transit".into()),
             operation: "Encrypt".into(),
             key_id: Some("k".into()),
             key_version: Some(2),

@@ -17,6 +17,7 @@ pub fn caller() -> Caller {
         request_id: "req-1".into(),
         principal: "admin".into(),
         peer: String::new(),
+        edge: keyward_core::Edge::Grpc,
         policy: Arc::new(Policy::everything()),
     }
 }
