@@ -19,6 +19,8 @@ pub mod pb;
 
 #[cfg(feature = "config")]
 pub mod auth;
+#[cfg(feature = "server")]
+pub mod aws;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "server")]
@@ -27,6 +29,8 @@ pub mod grpc;
 pub mod hardening;
 #[cfg(feature = "config")]
 pub mod jwt;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(feature = "server")]
 pub mod k8s;
 #[cfg(feature = "server")]

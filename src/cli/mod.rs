@@ -13,6 +13,7 @@
 //! the offline `token create` (the hash for the configuration file) behind
 //! `config`; nothing on the server side imports this module.
 
+mod access_key;
 mod alias;
 mod audit;
 mod client;
@@ -37,6 +38,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use access_key::{AccessKeyArgs, AccessKeyCommand};
 pub use alias::{AliasArgs, AliasCommand};
 pub use audit::{AuditArgs, AuditCommand, AuditExportArgs, AuditFilter, AuditQueryArgs};
 pub use client::{Bearer, ClientArgs, ClientFlags, Connection};
@@ -82,6 +84,8 @@ pub enum Command {
     Principal(PrincipalArgs),
     /// Runtime grants of keys to principals (create, list, revoke).
     Grant(GrantArgs),
+    /// Access keys for AWS SigV4 clients on the AWS KMS edge (create, list, revoke).
+    AccessKey(AccessKeyArgs),
     /// Create, inspect and change keys.
     Key(KeyArgs),
     /// Create and delete aliases.
@@ -157,6 +161,7 @@ impl Cli {
             Command::Token(a) => client(&top, a),
             Command::Principal(a) => client(&top, a),
             Command::Grant(a) => client(&top, a),
+            Command::AccessKey(a) => client(&top, a),
         }
     }
 }

@@ -45,9 +45,36 @@ pub struct FileConfig {
     pub health_listen: Option<String>,
     /// The Kubernetes KMS v2 plugin.
     pub kms_v2: Option<FileKmsV2>,
+    /// The AWS KMS JSON API (for boto3, aws-cli, the AWS SDKs, SOPS).
+    pub aws_kms: Option<FileAwsKms>,
+    /// The Vault Transit HTTP API (for hvac, SOPS, Vault agents).
+    pub vault_transit: Option<FileVaultTransit>,
     /// Logging.
     #[serde(default)]
     pub log: FileLog,
+}
+
+/// `[aws_kms]`: serve the AWS KMS JSON API over HTTP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAwsKms {
+    /// Address, e.g. 127.0.0.1:8900 (plaintext only on loopback, else TLS
+    /// with `[tls]`'s certificate).
+    pub listen: Option<String>,
+    /// The region in ARNs and in the signature scope (default `keyward-1`).
+    pub region: Option<String>,
+    /// The 12-digit account in ARNs (default 000000000000).
+    pub account_id: Option<String>,
+}
+
+/// `[vault_transit]`: serve the Vault Transit HTTP API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileVaultTransit {
+    /// Address, e.g. 127.0.0.1:8200.
+    pub listen: Option<String>,
+    /// The mount path (default `transit`).
+    pub mount: Option<String>,
 }
 
 /// `[kms_v2]`: serve the Kubernetes KMS v2 API on a unix socket.

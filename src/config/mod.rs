@@ -7,6 +7,7 @@
 //! [`tls`], [`principals`] (who may do what), [`jwt`] (workload identity:
 //! JWT issuers and their rules), [`root_key`].
 
+mod edges;
 mod file;
 mod jwt;
 mod listeners;
@@ -27,6 +28,7 @@ pub use file::{
     FileAudit, FileConfig, FileGrant, FileJwtIssuer, FileJwtRule, FileKmsV2, FileLimits, FileLog,
     FilePrincipal, FileTls, LogFormat,
 };
+pub use edges::{AwsKmsConfig, VaultTransitConfig, DEFAULT_ACCOUNT, DEFAULT_REGION};
 pub use jwt::{ClaimRule, JwtIssuerConfig};
 pub use listeners::KmsV2Config;
 pub use root_key::{create_root_key_file, load_root_key, RootKeySource};
@@ -87,6 +89,12 @@ pub struct Overrides {
     /// Serve only grpc.health.v1 in plaintext here (for kubelet probes), e.g. 0.0.0.0:8081.
     #[arg(long)]
     pub health_listen: Option<String>,
+    /// Serve the AWS KMS JSON API (boto3, aws-cli, the AWS SDKs, SOPS) here, e.g. 127.0.0.1:8900.
+    #[arg(long)]
+    pub aws_kms_listen: Option<String>,
+    /// Serve the Vault Transit API (hvac, SOPS, Vault agents) here, e.g. 127.0.0.1:8200.
+    #[arg(long)]
+    pub vault_listen: Option<String>,
     /// Log line format (the level comes from RUST_LOG or [log] level).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -147,6 +155,10 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve plaintext health checks only, if anywhere.
     pub health_listen: Option<SocketAddr>,
+    /// The AWS KMS JSON API, if served.
+    pub aws_kms: Option<AwsKmsConfig>,
+    /// The Vault Transit API, if served.
+    pub vault_transit: Option<VaultTransitConfig>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -226,6 +238,16 @@ impl ServerConfig {
             o.health_listen.clone().or(file.health_listen),
             "0.0.0.0:8081",
         )?;
+        let aws_kms = edges::aws_kms(o.aws_kms_listen.clone(), file.aws_kms)?;
+        let vault_transit = edges::vault_transit(o.vault_listen.clone(), file.vault_transit)?;
+        for (field, addr) in [
+            ("aws_kms.listen", aws_kms.as_ref().map(|a| a.listen)),
+            ("vault_transit.listen", vault_transit.as_ref().map(|v| v.listen)),
+        ] {
+            if let Some(addr) = addr {
+                edges::check_listener(field, addr, tls.is_some(), allow_insecure, dev)?;
+            }
+        }
         let log =
             LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
         if let Some(l) = &log.level {
@@ -246,6 +268,8 @@ impl ServerConfig {
             kms_v2,
             metrics_listen,
             health_listen,
+            aws_kms,
+            vault_transit,
             log,
         })
     }

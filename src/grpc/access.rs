@@ -1,6 +1,8 @@
 //! `keyward.v1.AccessService`: principals, tokens and grants at runtime.
 
-use keyward_core::{ContextConstraint, GrantInput, GrantView, Operation, PrincipalView, TokenView};
+use keyward_core::{
+    AccessKeyView, ContextConstraint, GrantInput, GrantView, Operation, PrincipalView, TokenView,
+};
 use tonic::{Request, Response, Status};
 
 use super::convert::{duration_ms, given, timestamp};
@@ -29,6 +31,14 @@ fn token_to_pb(t: TokenView) -> pb::TokenInfo {
         create_time: Some(timestamp(t.created_ms)),
         expire_time: Some(timestamp(t.expires_ms)),
         last_used_time: t.last_used_ms.map(timestamp),
+    }
+}
+
+fn access_key_to_pb(k: AccessKeyView) -> pb::AccessKeyInfo {
+    pb::AccessKeyInfo {
+        access_key_id: k.id,
+        principal: k.principal,
+        create_time: Some(timestamp(k.created_ms)),
     }
 }
 
@@ -172,5 +182,44 @@ impl AccessService for AccessApi {
             &c,
             out.map(|gs| pb::ListGrantsResponse { grants: gs.into_iter().map(grant_to_pb).collect() }),
         )
+    }
+
+    async fn create_access_key(
+        &self,
+        req: Request<pb::CreateAccessKeyRequest>,
+    ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
+        let c = self.0.caller(&req, Operation::CreateAccessKey).await?;
+        let out = self.0.kms.create_access_key(&c, &req.into_inner().principal).await;
+        respond(
+            &c,
+            out.map(|k| pb::CreateAccessKeyResponse {
+                secret_access_key: k.secret.to_string(),
+                info: Some(access_key_to_pb(k.view)),
+            }),
+        )
+    }
+
+    async fn list_access_keys(
+        &self,
+        req: Request<pb::ListAccessKeysRequest>,
+    ) -> Result<Response<pb::ListAccessKeysResponse>, Status> {
+        let c = self.0.caller(&req, Operation::ListAccessKeys).await?;
+        let principal = given(req.into_inner().principal);
+        let out = self.0.kms.list_access_keys(&c, principal.as_deref()).await;
+        respond(
+            &c,
+            out.map(|ks| pb::ListAccessKeysResponse {
+                access_keys: ks.into_iter().map(access_key_to_pb).collect(),
+            }),
+        )
+    }
+
+    async fn revoke_access_key(
+        &self,
+        req: Request<pb::RevokeAccessKeyRequest>,
+    ) -> Result<Response<pb::RevokeAccessKeyResponse>, Status> {
+        let c = self.0.caller(&req, Operation::RevokeAccessKey).await?;
+        let out = self.0.kms.revoke_access_key(&c, &req.into_inner().access_key_id).await;
+        respond(&c, out.map(|()| pb::RevokeAccessKeyResponse {}))
     }
 }

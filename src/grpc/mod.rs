@@ -302,7 +302,7 @@ impl RateLimiter {
         s.0 = (s.0 + 1.0).min(self.burst);
     }
 
-    fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(&self) -> bool {
         let mut s = self.state.lock().expect("limiter lock");
         let now = std::time::Instant::now();
         s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second).min(self.burst);

@@ -111,6 +111,13 @@ impl Server {
         root: RootKey,
     ) -> Result<Prepared, ServerError> {
         let reflection = reflection()?;
+        // The HTTP edges' TLS, read now so a bad file refuses to start.
+        let edge_tls = match (&config.tls, config.aws_kms.is_some()) {
+            (Some(t), true) => Some(crate::http::tls_acceptor(t)?),
+            _ => None,
+        };
+        let dev = matches!(config.auth, crate::auth::Authenticator::Dev(_));
+        let aws_dev = (dev && config.aws_kms.is_some()).then(|| crate::aws::DevAccessKey::of(&root));
         let metrics = config.metrics_listen.map(|_| Arc::new(Metrics::new()));
         let mut kms_config = config.kms.clone();
         if let Some(m) = &metrics {
@@ -147,8 +154,12 @@ impl Server {
         };
         let limiter =
             config.edge.rate.map(|(rate, burst)| Arc::new(crate::grpc::RateLimiter::new(rate, burst)));
+        let aws = config.aws_kms.as_ref().map(|a| {
+            let arns = crate::aws::Arns { region: a.region.clone(), account: a.account_id.clone() };
+            Arc::new(crate::aws::AwsKms::new(kms.clone(), arns, limiter.clone(), aws_dev))
+        });
         let api = Api::new(kms.clone(), config.auth.clone(), limiter);
-        Ok(Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api })
+        Ok(Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api, aws, edge_tls })
     }
 }
 
@@ -171,6 +182,8 @@ pub struct Prepared {
     in_flight: Arc<AtomicUsize>,
     plugin: Option<KmsV2>,
     api: Api,
+    aws: Option<Arc<crate::aws::AwsKms>>,
+    edge_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -187,8 +200,8 @@ impl Prepared {
 
     /// Gives up without serving: stops the audit writer and releases the store.
     pub fn close(self) {
-        let Prepared { kms, plugin, api, .. } = self;
-        drop((api, plugin));
+        let Prepared { kms, plugin, api, aws, .. } = self;
+        drop((api, plugin, aws));
         close(kms);
     }
 
@@ -210,7 +223,7 @@ impl Prepared {
                 return Err(e);
             }
         };
-        let Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api } = self;
+        let Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api, aws, edge_tls } = self;
         let drain = Drain::new();
         let mut tasks = tasks::Tasks::new();
         let health = tasks.health(&kms);
@@ -247,6 +260,30 @@ impl Prepared {
                 }
                 let _ = std::fs::remove_file(&socket);
             });
+        }
+        if let (Some(l), Some(aws), Some(a)) = (sockets.aws_kms, aws, &config.aws_kms) {
+            let settings = crate::http::EdgeSettings {
+                name: "aws_kms",
+                tls: edge_tls.clone(),
+                max_body: crate::aws::MAX_BODY,
+                request_timeout: config.edge.request_timeout,
+                in_flight: in_flight.clone(),
+            };
+            tracing::info!(
+                addr = ?l.local_addr().ok(),
+                region = %a.region,
+                account = %a.account_id,
+                tls = settings.tls.is_some(),
+                "AWS KMS API serving"
+            );
+            if let Some(d) = aws.dev_access_key() {
+                tracing::warn!(
+                    access_key_id = %d.id,
+                    secret_access_key = %d.secret.as_str(),
+                    "DEVELOPMENT MODE: the AWS KMS API accepts this development access key (principal \"dev\", every role); never use it outside development"
+                );
+            }
+            tasks.listener("aws_kms", crate::http::serve(l, settings, aws.handler(), tasks.stop()));
         }
         tasks.sweeper(kms.clone());
 

@@ -27,6 +27,7 @@ pub(super) struct Sockets {
     pub(super) metrics: Option<TcpListener>,
     pub(super) health: Option<TcpListener>,
     pub(super) kms_v2: Option<UnixListener>,
+    pub(super) aws_kms: Option<TcpListener>,
 }
 
 impl Sockets {
@@ -47,7 +48,13 @@ impl Sockets {
                 })?),
                 None => None,
             };
-        Ok(Self { metrics, health, kms_v2 })
+        let aws_kms = match &config.aws_kms {
+            Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
+                ConfigError::Invalid(format!("aws_kms.listen {}: {e}", a.listen))
+            })?),
+            None => None,
+        };
+        Ok(Self { metrics, health, kms_v2, aws_kms })
     }
 }
 

@@ -101,11 +101,15 @@ pub enum Operation {
     ListAccessKeys,
     /// The `RevokeAccessKey` RPC (AccessService).
     RevokeAccessKey,
+    /// `UpdateAlias` (AWS KMS edge): an alias pointed at another key.
+    UpdateAlias,
+    /// `UpdateKeyLabels` (AWS KMS edge's TagResource and UntagResource).
+    UpdateKeyLabels,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 42] = [
+    const ALL: [Operation; 44] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -148,6 +152,8 @@ impl Operation {
         Self::CreateAccessKey,
         Self::ListAccessKeys,
         Self::RevokeAccessKey,
+        Self::UpdateAlias,
+        Self::UpdateKeyLabels,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -206,6 +212,8 @@ impl Operation {
             Self::CreateAccessKey => "CreateAccessKey",
             Self::ListAccessKeys => "ListAccessKeys",
             Self::RevokeAccessKey => "RevokeAccessKey",
+            Self::UpdateAlias => "UpdateAlias",
+            Self::UpdateKeyLabels => "UpdateKeyLabels",
         }
     }
 }

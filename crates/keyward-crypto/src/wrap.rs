@@ -184,9 +184,33 @@ impl RootKey {
     }
 }
 
+impl RootKey {
+    /// 32 bytes derived from the root key under `label` (HKDF-SHA256),
+    /// for the development credentials `--dev` prints (the AWS edge's dev
+    /// access key, the Vault edge's dev token): stable across restarts of
+    /// one data folder, different for every root key. Labels must start
+    /// with `keyward/v1/dev-` so no production key can be derived here.
+    /// `None` for any other label.
+    pub fn derive_dev_credential(&self, label: &str) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        label
+            .starts_with("keyward/v1/dev-")
+            .then(|| derive_key(self.expose_secret(), &[], &[label.as_bytes()]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_credentials_are_stable_and_distinct() {
+        let a = RootKey::from_bytes(&[1; 32]).unwrap();
+        let x = a.derive_dev_credential("keyward/v1/dev-aws").unwrap();
+        assert_eq!(*x, *a.derive_dev_credential("keyward/v1/dev-aws").unwrap());
+        assert_ne!(*x, *a.derive_dev_credential("keyward/v1/dev-vault").unwrap());
+        assert_ne!(*x, *RootKey::from_bytes(&[2; 32]).unwrap().derive_dev_credential("keyward/v1/dev-aws").unwrap());
+        assert!(a.derive_dev_credential("keyward/v1/wrap-key").is_none(), "only dev labels");
+    }
 
     #[test]
     fn access_secrets_open_only_under_their_root_and_id() {

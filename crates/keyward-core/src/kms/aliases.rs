@@ -1,5 +1,5 @@
-//! Aliases: CreateAlias and DeleteAlias. An alias names one key; the key is
-//! never touched by either.
+//! Aliases: CreateAlias, UpdateAlias and DeleteAlias. An alias names one
+//! key; the key is never touched by any of them.
 
 use super::pipeline::{note_in, resolve_in, Plan};
 use super::{Caller, KeyView, Kms};
@@ -31,6 +31,39 @@ impl Kms {
             let mut output = p.state.view(meta);
             output.aliases.push(alias.to_string());
             output.aliases.sort();
+            let aliases = vec![AliasChange::set(alias, meta.id)];
+            Ok(Plan::Change { keys: Vec::new(), aliases, output })
+        })
+        .await
+    }
+
+    /// `UpdateAlias`: points an existing alias at another key, in one write
+    /// (AWS KMS's UpdateAlias).
+    pub async fn update_alias(&self, caller: &Caller, alias: &str, key: &str) -> Result<KeyView, KmsError> {
+        self.lifecycle(caller, Operation::UpdateAlias, |p| {
+            note_in(p.state, p.entry, key);
+            if crate::validate_alias("alias", alias).is_ok() {
+                p.entry.alias = Some(alias.to_string());
+            }
+            self.require(caller, Role::Admin, "manage aliases")?;
+            crate::validate_alias("alias", alias)?;
+            if !p.state.aliases.contains_key(alias) {
+                return Err(KmsError::NotFound(alias.to_string()));
+            }
+            let live = resolve_in(p.state, p.entry, "key_id", key)?;
+            let meta = live.meta();
+            if matches!(meta.state, KeyState::Destroyed | KeyState::PendingDeletion) {
+                return Err(KmsError::FailedPrecondition(format!(
+                    "key {} is {}",
+                    meta.id,
+                    meta.state.as_str()
+                )));
+            }
+            let mut output = p.state.view(meta);
+            if !output.aliases.iter().any(|a| a == alias) {
+                output.aliases.push(alias.to_string());
+                output.aliases.sort();
+            }
             let aliases = vec![AliasChange::set(alias, meta.id)];
             Ok(Plan::Change { keys: Vec::new(), aliases, output })
         })

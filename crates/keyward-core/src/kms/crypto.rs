@@ -11,6 +11,11 @@ use keyward_crypto::{CiphertextHeader, CryptoError, DataKey, EncryptionContext, 
 use super::{check_key_usable, Caller, Kms, LiveKey, MAX_BATCH_ITEMS};
 use crate::{AuditEntry, KeyId, KeyRef, KmsError, Operation, Permission, Role, VersionState};
 
+/// The reason of the `InvalidArgument` a Decrypt or ReEncrypt gets when
+/// the key it names is not the one its ciphertext was made under (edges
+/// that have their own error for it, AWS's IncorrectKeyException, match it).
+pub const WRONG_KEY: &str = "the ciphertext was not made under this key";
+
 /// Result of `Encrypt`.
 #[derive(Debug)]
 pub struct EncryptOutput {
@@ -180,7 +185,7 @@ impl Kms {
             entry.alias = r.alias().map(str::to_string);
             let pinned = self.state.read().expect("state lock").resolve(&r)?;
             if pinned.meta().id != id {
-                return Err(KmsError::invalid(pin_field, "the ciphertext was not made under this key"));
+                return Err(KmsError::invalid(pin_field, WRONG_KEY));
             }
         }
         // An unknown key in the header is reported like any other bad

@@ -160,6 +160,30 @@ impl Kms {
         .await
     }
 
+    /// `UpdateKeyLabels`: sets the labels in `set` and removes those named
+    /// in `remove` (AWS KMS's TagResource and UntagResource). Labels stay
+    /// bounded as at CreateKey.
+    pub async fn update_key_labels(
+        &self,
+        caller: &Caller,
+        key: &str,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    ) -> Result<KeyView, KmsError> {
+        self.change_meta(caller, Operation::UpdateKeyLabels, key, None, move |meta, _| {
+            let mut labels = meta.labels.clone();
+            for k in &remove {
+                labels.remove(k);
+            }
+            labels.extend(set);
+            validate_labels(&labels)?;
+            let changed = labels != meta.labels;
+            meta.labels = labels;
+            Ok(changed)
+        })
+        .await
+    }
+
     /// `ScheduleKeyDeletion`: unusable at once; after `days` (7..=30,
     /// default 30) every version's material is erased.
     pub async fn schedule_key_deletion(

@@ -58,6 +58,7 @@ pub use access::{
 pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAccessKey};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use crypto::{
+    WRONG_KEY,
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput,
 };
 pub use keys::{CreateKeyInput, KeyPage};

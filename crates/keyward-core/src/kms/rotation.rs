@@ -69,6 +69,30 @@ impl Kms {
         .await
     }
 
+    /// Sets only the rotation period (AWS KMS's EnableKeyRotation and
+    /// DisableKeyRotation), keeping the usage cap; recorded as
+    /// `UpdateRotationPolicy`. The same period again changes nothing.
+    pub async fn update_rotation_period(
+        &self,
+        caller: &Caller,
+        key: &str,
+        period_ms: Option<i64>,
+    ) -> Result<KeyView, KmsError> {
+        self.change_meta(caller, Operation::UpdateRotationPolicy, key, None, move |meta, now| {
+            if meta.rotation.period_ms == period_ms {
+                return Ok(false);
+            }
+            let input = RotationInput {
+                period_ms,
+                next_rotation_ms: None,
+                max_encryptions_per_version: meta.rotation.max_encryptions_per_version,
+            };
+            meta.rotation = input.validate(now)?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// `UpdateRotationPolicy`: sets (or, with `None`s, clears) the rotation
     /// period and the usage cap. A period schedules the next rotation at
     /// `next_rotation_ms`, or one period from now.

@@ -1,0 +1,117 @@
+//! The HTTP edges' settings: `[aws_kms]` (the AWS KMS JSON API) and
+//! `[vault_transit]` (the Vault Transit API), from the file and the flags
+//! `--aws-kms-listen` and `--vault-listen`. Like the gRPC listener, each is
+//! plaintext only on loopback; elsewhere it needs `[tls]` (or
+//! `allow_insecure`), and `--dev` keeps it on loopback.
+
+use std::net::SocketAddr;
+
+use super::file::{FileAwsKms, FileVaultTransit};
+use super::listeners::socket_addr;
+use super::ConfigError;
+
+/// The AWS KMS edge, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKmsConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The region of its ARNs and signature scope.
+    pub region: String,
+    /// The 12-digit account of its ARNs.
+    pub account_id: String,
+}
+
+/// The Vault Transit edge, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultTransitConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The mount path (`/v1/<mount>/...`).
+    pub mount: String,
+}
+
+/// The default region: one that no AWS endpoint answers, so a client that
+/// misses the endpoint override fails instead of reaching AWS.
+pub const DEFAULT_REGION: &str = "keyward-1";
+/// The default account in ARNs.
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
+/// `[aws_kms]` and `--aws-kms-listen`: on when either gives an address.
+pub(super) fn aws_kms(flag: Option<String>, file: Option<FileAwsKms>) -> Result<Option<AwsKmsConfig>, ConfigError> {
+    let file = file.unwrap_or_default();
+    let Some(listen) = flag.or(file.listen) else {
+        if file.region.is_some() || file.account_id.is_some() {
+            return Err(ConfigError::Invalid(
+                "aws_kms: give aws_kms.listen (or --aws-kms-listen) to serve the AWS KMS API".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let listen = socket_addr("aws_kms.listen", &listen, "127.0.0.1:8900")?;
+    let region = file.region.unwrap_or_else(|| DEFAULT_REGION.into());
+    let region_ok = (1..=32).contains(&region.len())
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if !region_ok {
+        return Err(ConfigError::Invalid(format!(
+            "aws_kms.region {region:?}: 1 to 32 lowercase letters, digits and inner hyphens, like keyward-1"
+        )));
+    }
+    let account_id = file.account_id.unwrap_or_else(|| DEFAULT_ACCOUNT.into());
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfigError::Invalid(format!("aws_kms.account_id {account_id:?}: must be 12 digits")));
+    }
+    Ok(Some(AwsKmsConfig { listen, region, account_id }))
+}
+
+/// `[vault_transit]` and `--vault-listen`.
+pub(super) fn vault_transit(
+    flag: Option<String>,
+    file: Option<FileVaultTransit>,
+) -> Result<Option<VaultTransitConfig>, ConfigError> {
+    let file = file.unwrap_or_default();
+    let Some(listen) = flag.or(file.listen) else {
+        if file.mount.is_some() {
+            return Err(ConfigError::Invalid(
+                "vault_transit: give vault_transit.listen (or --vault-listen) to serve the Vault Transit API".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let listen = socket_addr("vault_transit.listen", &listen, "127.0.0.1:8200")?;
+    let mount = file.mount.unwrap_or_else(|| "transit".into());
+    let mount_ok = (1..=64).contains(&mount.len())
+        && mount.split('/').all(|seg| {
+            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && !["sys", "auth"].contains(&mount.as_str());
+    if !mount_ok {
+        return Err(ConfigError::Invalid(format!(
+            "vault_transit.mount {mount:?}: 1 to 64 characters of letters, digits, - and _ in /-separated segments, not sys or auth"
+        )));
+    }
+    Ok(Some(VaultTransitConfig { listen, mount }))
+}
+
+/// Refuses an edge listening in plaintext off loopback (unless allowed), or
+/// off loopback at all in development mode.
+pub(super) fn check_listener(
+    field: &str,
+    addr: SocketAddr,
+    tls: bool,
+    allow_insecure: bool,
+    dev: bool,
+) -> Result<(), ConfigError> {
+    if dev && !addr.ip().is_loopback() {
+        return Err(ConfigError::Invalid(format!(
+            "{field}: --dev may only listen on loopback, not {addr}"
+        )));
+    }
+    if !tls && !allow_insecure && !addr.ip().is_loopback() {
+        return Err(ConfigError::Invalid(format!(
+            "{field}: {addr} is not a loopback address; configure [tls] or set allow_insecure = true"
+        )));
+    }
+    Ok(())
+}
