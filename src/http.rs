@@ -92,7 +92,8 @@ pub(crate) fn tls_acceptor(t: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, C
     let certs = CertificateDer::pem_file_iter(&t.cert_file)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| bad("cannot read the certificate chain", &t.cert_file, &e))?;
-    let key = PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| bad("cannot read the key", &t.key_file, &e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| bad("cannot read the key", &t.key_file, &e))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -140,13 +141,11 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             match settings.tls.clone() {
                 None => connection(stream, peer, settings, handler, stop).await,
-                Some(tls) => {
-                    match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(s)) => connection(s, peer, settings, handler, stop).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
+                Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(s)) => connection(s, peer, settings, handler, stop).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
             drop(slot);
         });

@@ -27,10 +27,10 @@ pub mod config;
 pub mod grpc;
 #[cfg(feature = "server")]
 pub mod hardening;
-#[cfg(feature = "config")]
-pub mod jwt;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "config")]
+pub mod jwt;
 #[cfg(feature = "server")]
 pub mod k8s;
 #[cfg(feature = "server")]
@@ -43,6 +43,6 @@ pub mod observe;
 pub mod server;
 
 #[cfg(feature = "server")]
-pub use config::ServerConfig;
+pub use config::{AwsKmsConfig, ServerConfig, VaultTransitConfig};
 #[cfg(feature = "server")]
 pub use server::{run, run_with_store, Prepared, Server, ServerError};

@@ -138,7 +138,8 @@ impl Body {
                 KmsError::invalid(field, "each tag must be {\"TagKey\": ..., \"TagValue\": ...}")
             })?);
             let k = t.str("TagKey", 1, 128)?;
-            let v = t.opt_str("TagValue", 0, 256)?.ok_or_else(|| KmsError::invalid("TagValue", "is required"))?;
+            let v =
+                t.opt_str("TagValue", 0, 256)?.ok_or_else(|| KmsError::invalid("TagValue", "is required"))?;
             out.insert(k, v);
         }
         Ok(out)
@@ -160,7 +161,10 @@ impl Body {
     pub fn only(&self, field: &'static str, allowed: &[&str]) -> Result<Option<String>, KmsError> {
         let Some(v) = self.opt_str(field, 1, 64)? else { return Ok(None) };
         if !allowed.contains(&v.as_str()) {
-            return Err(KmsError::invalid(field, format!("{v:?} is not supported here (supported: {allowed:?})")));
+            return Err(KmsError::invalid(
+                field,
+                format!("{v:?} is not supported here (supported: {allowed:?})"),
+            ));
         }
         Ok(Some(v))
     }
@@ -241,15 +245,24 @@ mod tests {
         assert_eq!(a.key_ref("KeyId", &a.alias("alias/a/b:c")).unwrap(), "alias/a/b:c");
         let other_region = format!("arn:aws:kms:us-east-1:000000000000:key/{id}");
         assert!(matches!(a.key_ref("KeyId", &other_region), Err(KmsError::NotFound(_))));
-        for bad in ["arn:aws:s3:keyward-1:000000000000:key/x", "arn:aws:kms", "arn:aws:kms:keyward-1:000000000000:grant/x"] {
-            assert!(matches!(a.key_ref("KeyId", bad), Err(KmsError::InvalidArgument { field: "KeyId", .. })), "{bad}");
+        for bad in [
+            "arn:aws:s3:keyward-1:000000000000:key/x",
+            "arn:aws:kms",
+            "arn:aws:kms:keyward-1:000000000000:grant/x",
+        ] {
+            assert!(
+                matches!(a.key_ref("KeyId", bad), Err(KmsError::InvalidArgument { field: "KeyId", .. })),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn fields_are_typed_and_bounded_and_errors_name_them() {
-        let b = Body::parse(br#"{"KeyId":"","Plaintext":"AAAA","N":2000,"Ctx":{"a":1},"T":[{"TagKey":"k"}],"Null":null}"#)
-            .unwrap();
+        let b = Body::parse(
+            br#"{"KeyId":"","Plaintext":"AAAA","N":2000,"Ctx":{"a":1},"T":[{"TagKey":"k"}],"Null":null}"#,
+        )
+        .unwrap();
         let field = |e: KmsError| match e {
             KmsError::InvalidArgument { field, .. } => field,
             other => panic!("{other:?}"),

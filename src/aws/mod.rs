@@ -86,13 +86,17 @@ impl AwsError {
     /// as AWS spells it).
     fn of(e: &KmsError) -> Self {
         match e {
-            KmsError::InvalidArgument { reason, .. } if reason == keyward_core::WRONG_KEY => {
-                Self::new(400, "IncorrectKeyException", "The key ID in the request does not identify the key that encrypted the ciphertext")
-            }
+            KmsError::InvalidArgument { reason, .. } if reason == keyward_core::WRONG_KEY => Self::new(
+                400,
+                "IncorrectKeyException",
+                "The key ID in the request does not identify the key that encrypted the ciphertext",
+            ),
             KmsError::InvalidArgument { field, reason } => {
                 Self::new(400, "ValidationException", format!("{}: {reason}", aws_field(field)))
             }
-            KmsError::InvalidCiphertext(_) => Self::new(400, "InvalidCiphertextException", e.public_message()),
+            KmsError::InvalidCiphertext(_) => {
+                Self::new(400, "InvalidCiphertextException", e.public_message())
+            }
             KmsError::NotFound(_) => Self::new(404, "NotFoundException", e.public_message()),
             KmsError::AlreadyExists(_) => Self::new(409, "AlreadyExistsException", e.public_message()),
             KmsError::FailedPrecondition(m) if m.starts_with("key ") && m.ends_with(" is disabled") => {
@@ -106,7 +110,9 @@ impl AwsError {
             }
             KmsError::ResourceExhausted(_) => Self::new(400, "LimitExceededException", e.public_message()),
             KmsError::AuditUnavailable(_) => Self::new(503, "DependencyTimeoutException", e.public_message()),
-            KmsError::Store(_) | KmsError::Internal(_) => Self::new(500, "KMSInternalException", e.public_message()),
+            KmsError::Store(_) | KmsError::Internal(_) => {
+                Self::new(500, "KMSInternalException", e.public_message())
+            }
         }
     }
 }
@@ -202,7 +208,14 @@ impl AwsKms {
     async fn handle(&self, req: EdgeRequest) -> EdgeResponse {
         let request_id = req.request_id.clone();
         let (status, body) = match self.answer(req).await {
-            Ok(v) => (200, if v.as_object().is_some_and(|o| o.is_empty()) { Vec::new() } else { v.to_string().into_bytes() }),
+            Ok(v) => (
+                200,
+                if v.as_object().is_some_and(|o| o.is_empty()) {
+                    Vec::new()
+                } else {
+                    v.to_string().into_bytes()
+                },
+            ),
             Err(e) => (e.status, json!({ "__type": e.kind, "message": e.message }).to_string().into_bytes()),
         };
         http::Response::builder()
@@ -232,17 +245,28 @@ impl AwsKms {
             return Err(AwsError::new(
                 400,
                 "SerializationException",
-                format!("Content-Type must be {CONTENT_TYPE}, not {:?}", keyward_core::bounded(content_type, 64)),
+                format!(
+                    "Content-Type must be {CONTENT_TYPE}, not {:?}",
+                    keyward_core::bounded(content_type, 64)
+                ),
             ));
         }
         let op = operation(&name);
         let body = match body {
             Ok(b) => b,
             Err(BodyError::TooLarge(n)) => {
-                return Err(AwsError::new(413, "ValidationException", format!("request body: at most {n} bytes")))
+                return Err(AwsError::new(
+                    413,
+                    "ValidationException",
+                    format!("request body: at most {n} bytes"),
+                ))
             }
             Err(BodyError::Unreadable) => {
-                return Err(AwsError::new(400, "SerializationException", "the request body could not be read"))
+                return Err(AwsError::new(
+                    400,
+                    "SerializationException",
+                    "the request body could not be read",
+                ))
             }
         };
         let refused = Caller {
@@ -263,7 +287,8 @@ impl AwsKms {
                         return Err(AwsError::of(&KmsError::AuditUnavailable(a)));
                     }
                 }
-                let status = if matches!(e, sigv4::SigError::MissingAuthorization | sigv4::SigError::NotSigV4) {
+                let status = if matches!(e, sigv4::SigError::MissingAuthorization | sigv4::SigError::NotSigV4)
+                {
                     403
                 } else {
                     400
@@ -300,9 +325,11 @@ impl AwsKms {
     ) -> Result<Caller, sigv4::SigError> {
         let auth = sigv4::authorization_from_headers(&head.headers)?;
         let (principal, policy, secret) = match &self.dev {
-            Some(d) if d.id == auth.access_key_id => {
-                ("dev".to_string(), Arc::new(Policy::everything()), zeroize::Zeroizing::new(d.secret.as_bytes().to_vec()))
-            }
+            Some(d) if d.id == auth.access_key_id => (
+                "dev".to_string(),
+                Arc::new(Policy::everything()),
+                zeroize::Zeroizing::new(d.secret.as_bytes().to_vec()),
+            ),
             _ => match self.kms.identify_access_key(&auth.access_key_id) {
                 Ok(k) => (k.principal, k.policy, k.secret),
                 Err(_) => return Err(sigv4::SigError::UnrecognizedClient),

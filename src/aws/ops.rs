@@ -170,10 +170,14 @@ impl Ops<'_> {
         let spec = body.only("KeySpec", &["AES_256", "AES_128"])?;
         let n = match (bytes, spec.as_deref()) {
             (Some(_), Some(_)) => {
-                return Err(KmsError::invalid("KeySpec", "give either KeySpec or NumberOfBytes, not both").into())
+                return Err(
+                    KmsError::invalid("KeySpec", "give either KeySpec or NumberOfBytes, not both").into()
+                )
             }
             (None, None) => {
-                return Err(KmsError::invalid("KeySpec", "give KeySpec (AES_256, AES_128) or NumberOfBytes").into())
+                return Err(
+                    KmsError::invalid("KeySpec", "give KeySpec (AES_256, AES_128) or NumberOfBytes").into()
+                )
             }
             (Some(n), None) => n as u32,
             (None, Some("AES_128")) => 16,
@@ -246,7 +250,10 @@ impl Ops<'_> {
         }
         body.opt_bool("BypassPolicyLockoutSafetyCheck")?;
         body.refuse_given(&[
-            ("Policy", "key policies are not supported: access is Keyward's roles and grants (keyward grant create)"),
+            (
+                "Policy",
+                "key policies are not supported: access is Keyward's roles and grants (keyward grant create)",
+            ),
             ("CustomKeyStoreId", "custom key stores are not supported"),
             ("XksKeyId", "external key stores are not supported"),
         ])?;
@@ -378,7 +385,8 @@ impl Ops<'_> {
         let key = self.key(&body, "KeyId")?;
         let v = audited(self.kms.describe_key(self.caller, &key).await)?;
         let r = &v.meta.rotation;
-        let mut out = json!({ "KeyId": self.arns.key(v.meta.id), "KeyRotationEnabled": r.period_ms.is_some() });
+        let mut out =
+            json!({ "KeyId": self.arns.key(v.meta.id), "KeyRotationEnabled": r.period_ms.is_some() });
         if let Some(p) = r.period_ms {
             out["RotationPeriodInDays"] = json!(p / DAY_MS);
         }
@@ -399,7 +407,9 @@ impl Ops<'_> {
         let limit = body.opt_int("Limit", 1, 1000)?.unwrap_or(100) as usize;
         let marker = body.opt_str("Marker", 1, 1024)?;
         let after: u32 = match &marker {
-            Some(m) => m.parse().map_err(|_| KmsError::invalid("Marker", "is not a marker this endpoint gave"))?,
+            Some(m) => {
+                m.parse().map_err(|_| KmsError::invalid("Marker", "is not a marker this endpoint gave"))?
+            }
             None => 1,
         };
         let versions = audited(self.kms.list_key_versions(self.caller, &key).await)?;

@@ -96,7 +96,8 @@ pub enum SigError {
     UnrecognizedClient,
 }
 
-const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check \
+const MISMATCH: &str =
+    "The request signature we calculated does not match the signature you provided. Check \
     your AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
 impl SigError {
@@ -297,7 +298,11 @@ pub fn verify(
     let scope = format!("{}/{region}/{service}/aws4_request", auth.date);
     let sts = string_to_sign(&timestamp, &scope, &creq);
     let expected = signature(secret, &auth.date, region, service, sts.as_bytes());
-    if bool::from(expected.ct_eq(&auth.signature)) { Ok(()) } else { Err(SigError::SignatureMismatch) }
+    if bool::from(expected.ct_eq(&auth.signature)) {
+        Ok(())
+    } else {
+        Err(SigError::SignatureMismatch)
+    }
 }
 
 /// The canonical request, as bytes (a header value may hold non-ASCII octets). Fails when a
@@ -941,7 +946,8 @@ mod tests {
         );
         assert!(format!("{a:?}").contains("AKIDEXAMPLE"));
         // No spaces after the commas, components in another order.
-        let tight = "AWS4-HMAC-SHA256 Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31,\
+        let tight =
+            "AWS4-HMAC-SHA256 Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31,\
             SignedHeaders=host;x-amz-date,Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request";
         assert_eq!(parse_authorization(tight), Ok(a));
     }

@@ -111,7 +111,11 @@ impl ClientCommand for AccessKeyArgs {
                     .revoke_access_key(pb::RevokeAccessKeyRequest { access_key_id: access_key_id.clone() })
                     .await
                     .map_err(|s| c.rpc(s))?;
-                print(output, json!({ "revoked": access_key_id }), format!("revoked access key {access_key_id}"));
+                print(
+                    output,
+                    json!({ "revoked": access_key_id }),
+                    format!("revoked access key {access_key_id}"),
+                );
             }
         }
         Ok(())

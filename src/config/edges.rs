@@ -37,7 +37,10 @@ pub const DEFAULT_REGION: &str = "keyward-1";
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
 
 /// `[aws_kms]` and `--aws-kms-listen`: on when either gives an address.
-pub(super) fn aws_kms(flag: Option<String>, file: Option<FileAwsKms>) -> Result<Option<AwsKmsConfig>, ConfigError> {
+pub(super) fn aws_kms(
+    flag: Option<String>,
+    file: Option<FileAwsKms>,
+) -> Result<Option<AwsKmsConfig>, ConfigError> {
     let file = file.unwrap_or_default();
     let Some(listen) = flag.or(file.listen) else {
         if file.region.is_some() || file.account_id.is_some() {
@@ -74,7 +77,8 @@ pub(super) fn vault_transit(
     let Some(listen) = flag.or(file.listen) else {
         if file.mount.is_some() {
             return Err(ConfigError::Invalid(
-                "vault_transit: give vault_transit.listen (or --vault-listen) to serve the Vault Transit API".into(),
+                "vault_transit: give vault_transit.listen (or --vault-listen) to serve the Vault Transit API"
+                    .into(),
             ));
         }
         return Ok(None);
@@ -104,9 +108,7 @@ pub(super) fn check_listener(
     dev: bool,
 ) -> Result<(), ConfigError> {
     if dev && !addr.ip().is_loopback() {
-        return Err(ConfigError::Invalid(format!(
-            "{field}: --dev may only listen on loopback, not {addr}"
-        )));
+        return Err(ConfigError::Invalid(format!("{field}: --dev may only listen on loopback, not {addr}")));
     }
     if !tls && !allow_insecure && !addr.ip().is_loopback() {
         return Err(ConfigError::Invalid(format!(

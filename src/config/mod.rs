@@ -24,11 +24,11 @@ use keyward_core::{AuditLogConfig, KmsConfig, Limits, TokenTtl};
 
 use crate::auth::Authenticator;
 
+pub use edges::{AwsKmsConfig, VaultTransitConfig, DEFAULT_ACCOUNT, DEFAULT_REGION};
 pub use file::{
     FileAudit, FileConfig, FileGrant, FileJwtIssuer, FileJwtRule, FileKmsV2, FileLimits, FileLog,
     FilePrincipal, FileTls, LogFormat,
 };
-pub use edges::{AwsKmsConfig, VaultTransitConfig, DEFAULT_ACCOUNT, DEFAULT_REGION};
 pub use jwt::{ClaimRule, JwtIssuerConfig};
 pub use listeners::KmsV2Config;
 pub use root_key::{create_root_key_file, load_root_key, RootKeySource};

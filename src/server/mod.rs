@@ -223,7 +223,8 @@ impl Prepared {
                 return Err(e);
             }
         };
-        let Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api, aws, edge_tls } = self;
+        let Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api, aws, edge_tls } =
+            self;
         let drain = Drain::new();
         let mut tasks = tasks::Tasks::new();
         let health = tasks.health(&kms);

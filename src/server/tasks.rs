@@ -49,9 +49,11 @@ impl Sockets {
                 None => None,
             };
         let aws_kms = match &config.aws_kms {
-            Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
-                ConfigError::Invalid(format!("aws_kms.listen {}: {e}", a.listen))
-            })?),
+            Some(a) => Some(
+                TcpListener::bind(a.listen)
+                    .await
+                    .map_err(|e| ConfigError::Invalid(format!("aws_kms.listen {}: {e}", a.listen)))?,
+            ),
             None => None,
         };
         Ok(Self { metrics, health, kms_v2, aws_kms })

@@ -208,7 +208,10 @@ mod tests {
         let x = a.derive_dev_credential("keyward/v1/dev-aws").unwrap();
         assert_eq!(*x, *a.derive_dev_credential("keyward/v1/dev-aws").unwrap());
         assert_ne!(*x, *a.derive_dev_credential("keyward/v1/dev-vault").unwrap());
-        assert_ne!(*x, *RootKey::from_bytes(&[2; 32]).unwrap().derive_dev_credential("keyward/v1/dev-aws").unwrap());
+        assert_ne!(
+            *x,
+            *RootKey::from_bytes(&[2; 32]).unwrap().derive_dev_credential("keyward/v1/dev-aws").unwrap()
+        );
         assert!(a.derive_dev_credential("keyward/v1/wrap-key").is_none(), "only dev labels");
     }
 

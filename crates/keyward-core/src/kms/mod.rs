@@ -58,8 +58,7 @@ pub use access::{
 pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAccessKey};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use crypto::{
-    WRONG_KEY,
-    DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput,
+    DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput, WRONG_KEY,
 };
 pub use keys::{CreateKeyInput, KeyPage};
 pub use rotation::RotationInput;

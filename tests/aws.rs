@@ -1,0 +1,258 @@
+//! The AWS KMS edge against the unmodified clients (boto3, aws-cli, the AWS
+//! Encryption SDK, SOPS; tests/clients/), each pointed at Keyward only by
+//! AWS_ENDPOINT_URL_KMS and the usual credential variables, over a real
+//! server with RocksDB in a temporary folder; and what the edge shares with
+//! the others: one ciphertext format, the audit log (edge `aws-kms`, the
+//! response's request id), access keys revoked at once.
+
+mod common;
+
+use std::path::Path;
+
+use common::clients::{self, free_port};
+use common::TestServer;
+use keyward::pb;
+use keyward::pb::access_service_client::AccessServiceClient;
+use keyward::{AwsKmsConfig, ServerConfig};
+
+const REGION: &str = "keyward-1";
+const ACCOUNT: &str = "111122223333";
+
+fn arn(id: &str) -> String {
+    format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{id}")
+}
+
+/// A development server with the AWS edge on a free loopback port.
+async fn start(dir: &Path) -> (TestServer, String) {
+    let port = free_port();
+    let mut config = ServerConfig::dev(dir);
+    config.aws_kms = Some(AwsKmsConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        region: REGION.into(),
+        account_id: ACCOUNT.into(),
+    });
+    let s = TestServer::start_with(dir, config, None).await;
+    (s, format!("http://127.0.0.1:{port}"))
+}
+
+/// A key with an alias and labels; its id.
+async fn key(s: &TestServer, alias: &str, labels: &[(&str, &str)]) -> String {
+    s.keys()
+        .create_key(pb::CreateKeyRequest {
+            alias: alias.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+        .key_id
+}
+
+/// A runtime principal with `roles`, a grant of `operations` on `keys`, and
+/// an access key: (id, secret).
+async fn principal(
+    s: &TestServer,
+    name: &str,
+    roles: &[&str],
+    keys: &[&str],
+    ops: &[&str],
+) -> (String, String) {
+    let mut access = AccessServiceClient::new(s.channel.clone());
+    access
+        .create_principal(pb::CreatePrincipalRequest {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        })
+        .await
+        .unwrap();
+    access
+        .create_grant(pb::CreateGrantRequest {
+            principal: name.into(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            operations: ops.iter().map(|o| o.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let k = access
+        .create_access_key(pb::CreateAccessKeyRequest { principal: name.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    (k.info.unwrap().access_key_id, k.secret_access_key)
+}
+
+fn aws_env(endpoint: &str, (akid, secret): &(String, String)) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_KMS", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", akid.clone()),
+        ("AWS_SECRET_ACCESS_KEY", secret.clone()),
+        ("AWS_DEFAULT_REGION", REGION.into()),
+        ("AWS_REGION", REGION.into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+async fn run_script(script: &'static str, home: &Path, vars: Vec<(&'static str, String)>) -> String {
+    let home = home.to_path_buf();
+    tokio::task::spawn_blocking(move || clients::run(script, &home, &vars)).await.unwrap()
+}
+
+async fn records(s: &TestServer, filter: pb::QueryAuditLogRequest) -> Vec<pb::AuditRecord> {
+    s.audit()
+        .query_audit_log(pb::QueryAuditLogRequest { page_size: 1000, ..filter })
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+}
+
+/// Every client's scenario: boto3 (success paths in all four key-id forms,
+/// contexts, data keys, rotation, disable, deletion, tags, a key without a
+/// grant, unknown keys), bad credentials, the Encryption SDK in strict mode
+/// with a 1 MiB message, aws-cli, SOPS with --kms, and malformed requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmodified_aws_clients_run_their_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (s, endpoint) = start(dir.path()).await;
+    let app = key(&s, "alias/app", &[("team", "e2e")]).await;
+    let other = key(&s, "alias/other", &[]).await;
+    // May manage keys and use the ones labelled team=e2e (the scripts label
+    // the keys they create so), but not `other`.
+    let creds = principal(&s, "ci-app", &["admin", "user"], &["label:team=e2e"], &["*"]).await;
+    let mut vars = aws_env(&endpoint, &creds);
+    vars.extend([
+        ("KEYWARD_KEY_ARN", arn(&app)),
+        ("KEYWARD_KEY_ALIAS", "alias/app".to_string()),
+        ("KEYWARD_OTHER_KEY_ARN", arn(&other)),
+    ]);
+    let mut admin = vars.clone();
+    admin.push(("KEYWARD_ADMIN", "1".into()));
+    let out = run_script("aws_boto3.py", home.path(), admin).await;
+    assert!(out.contains("CancelKeyDeletion leaves the key Disabled"), "{out}");
+    for script in
+        ["aws_bad_credentials.py", "aws_esdk_strict.py", "aws_bad_input.py", "aws_cli.sh", "sops_kms.sh"]
+    {
+        run_script(script, home.path(), vars.clone()).await;
+    }
+
+    // Everything came through the AWS edge, as ci-app (refusals as
+    // unauthenticated), into one intact chain.
+    let aws = records(&s, pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() }).await;
+    assert!(aws.len() > 100, "{} records", aws.len());
+    assert!(aws.iter().all(|r| r.principal == "ci-app" || r.principal == "unauthenticated"));
+    for (op, outcome) in [
+        ("Encrypt", "OK"),
+        ("Decrypt", "OK"),
+        ("GenerateDataKey", "OK"),
+        ("Encrypt", "PERMISSION_DENIED"),
+        ("Decrypt", "INVALID_ARGUMENT"),
+        ("Encrypt", "UNAUTHENTICATED"),
+        ("RotateKey", "OK"),
+        ("UpdateKeyLabels", "OK"),
+        ("UpdateAlias", "OK"),
+    ] {
+        assert!(aws.iter().any(|r| r.operation == op && r.outcome == outcome), "no {op} {outcome} record");
+    }
+    assert!(s.audit_count().await > 0);
+    s.stop().await.unwrap();
+}
+
+/// One ciphertext format across edges; the response's request id is its
+/// audit record's; a revoked access key is refused by the very next
+/// request; a deleted grant too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (s, endpoint) = start(dir.path()).await;
+    let app = key(&s, "alias/app", &[]).await;
+    let creds = principal(&s, "svc", &["user"], &[&app], &["encrypt", "decrypt"]).await;
+    let vars = aws_env(&endpoint, &creds);
+
+    // boto3 encrypts; gRPC decrypts with the same context.
+    let code = "import boto3, base64\nk = boto3.client('kms')\n\
+         r = k.encrypt(KeyId='alias/app', Plaintext=b'across edges', EncryptionContext={'tenant': 'acme'})\n\
+         print(base64.b64encode(r['CiphertextBlob']).decode(), r['ResponseMetadata']['RequestId'], r['KeyId'])"
+        .to_string();
+    let out = {
+        let (code, home, vars) = (code.clone(), home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(&code, &home, &vars)).await.unwrap().unwrap()
+    };
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    let [ct, request_id, key_arn] = parts[..] else { panic!("{out}") };
+    assert_eq!(key_arn, arn(&app));
+    use base64::Engine as _;
+    let ct = base64::engine::general_purpose::STANDARD.decode(ct).unwrap();
+    let plain = s
+        .crypto()
+        .decrypt(pb::DecryptRequest {
+            ciphertext: ct,
+            encryption_context: common::ctx(&[("tenant", "acme")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.plaintext, b"across edges");
+
+    // The response's x-amzn-RequestId is the id of its audit record.
+    let rec = records(&s, pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() }).await;
+    let r = rec.iter().find(|r| r.request_id == request_id).expect("the Encrypt's record");
+    assert_eq!((r.operation.as_str(), r.principal.as_str(), r.edge.as_str()), ("Encrypt", "svc", "aws-kms"));
+    assert_eq!(r.key_id, app);
+    assert_eq!(r.alias, "alias/app");
+
+    // gRPC encrypts; boto3 decrypts.
+    let ct = s
+        .crypto()
+        .encrypt(pb::EncryptRequest {
+            key_id: app.clone(),
+            plaintext: b"the other way".to_vec(),
+            encryption_context: common::ctx(&[("k", "v")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let code = format!(
+        "import boto3, base64\nk = boto3.client('kms')\n\
+         print(k.decrypt(CiphertextBlob=base64.b64decode('{}'), EncryptionContext={{'k': 'v'}})['Plaintext'].decode())",
+        base64::engine::general_purpose::STANDARD.encode(&ct)
+    );
+    let py = |code: String| {
+        let (home, vars) = (home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(&code, &home, &vars))
+    };
+    assert_eq!(py(code).await.unwrap().unwrap().trim(), "the other way");
+
+    // Revoked: the very next request is refused, and the refusal is audited.
+    let mut access = AccessServiceClient::new(s.channel.clone());
+    access.revoke_access_key(pb::RevokeAccessKeyRequest { access_key_id: creds.0.clone() }).await.unwrap();
+    let code = "import boto3\nfrom botocore.exceptions import ClientError\n\
+                try:\n    boto3.client('kms').encrypt(KeyId='alias/app', Plaintext=b'x')\n\
+                except ClientError as e:\n    print(e.response['Error']['Code'])\n"
+        .to_string();
+    assert_eq!(py(code).await.unwrap().unwrap().trim(), "UnrecognizedClientException");
+    let refused = records(
+        &s,
+        pb::QueryAuditLogRequest {
+            edge: "aws-kms".into(),
+            outcome: "UNAUTHENTICATED".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        refused.iter().any(|r| r.operation == "Encrypt" && r.principal == "unauthenticated"),
+        "{refused:?}"
+    );
+    let listed = access.list_access_keys(pb::ListAccessKeysRequest::default()).await.unwrap().into_inner();
+    assert!(listed.access_keys.is_empty());
+    s.stop().await.unwrap();
+}
