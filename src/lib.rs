@@ -41,6 +41,8 @@ pub mod metrics;
 pub mod observe;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod vault;
 
 #[cfg(feature = "server")]
 pub use config::{AwsKmsConfig, ServerConfig, VaultTransitConfig};

@@ -112,12 +112,13 @@ impl Server {
     ) -> Result<Prepared, ServerError> {
         let reflection = reflection()?;
         // The HTTP edges' TLS, read now so a bad file refuses to start.
-        let edge_tls = match (&config.tls, config.aws_kms.is_some()) {
+        let edge_tls = match (&config.tls, config.aws_kms.is_some() || config.vault_transit.is_some()) {
             (Some(t), true) => Some(crate::http::tls_acceptor(t)?),
             _ => None,
         };
         let dev = matches!(config.auth, crate::auth::Authenticator::Dev(_));
         let aws_dev = (dev && config.aws_kms.is_some()).then(|| crate::aws::DevAccessKey::of(&root));
+        let vault_dev = (dev && config.vault_transit.is_some()).then(|| crate::vault::DevToken::of(&root));
         let metrics = config.metrics_listen.map(|_| Arc::new(Metrics::new()));
         let mut kms_config = config.kms.clone();
         if let Some(m) = &metrics {
@@ -158,8 +159,29 @@ impl Server {
             let arns = crate::aws::Arns { region: a.region.clone(), account: a.account_id.clone() };
             Arc::new(crate::aws::AwsKms::new(kms.clone(), arns, limiter.clone(), aws_dev))
         });
+        let vault = config.vault_transit.as_ref().map(|v| {
+            Arc::new(crate::vault::VaultTransit::new(
+                kms.clone(),
+                config.auth.clone(),
+                v.mount.clone(),
+                limiter.clone(),
+                vault_dev,
+            ))
+        });
         let api = Api::new(kms.clone(), config.auth.clone(), limiter);
-        Ok(Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api, aws, edge_tls })
+        Ok(Prepared {
+            config,
+            transport,
+            reflection,
+            kms,
+            metrics,
+            in_flight,
+            plugin,
+            api,
+            aws,
+            vault,
+            edge_tls,
+        })
     }
 }
 
@@ -183,6 +205,7 @@ pub struct Prepared {
     plugin: Option<KmsV2>,
     api: Api,
     aws: Option<Arc<crate::aws::AwsKms>>,
+    vault: Option<Arc<crate::vault::VaultTransit>>,
     edge_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -200,8 +223,8 @@ impl Prepared {
 
     /// Gives up without serving: stops the audit writer and releases the store.
     pub fn close(self) {
-        let Prepared { kms, plugin, api, aws, .. } = self;
-        drop((api, plugin, aws));
+        let Prepared { kms, plugin, api, aws, vault, .. } = self;
+        drop((api, plugin, aws, vault));
         close(kms);
     }
 
@@ -223,8 +246,19 @@ impl Prepared {
                 return Err(e);
             }
         };
-        let Prepared { config, transport, reflection, kms, metrics, in_flight, plugin, api, aws, edge_tls } =
-            self;
+        let Prepared {
+            config,
+            transport,
+            reflection,
+            kms,
+            metrics,
+            in_flight,
+            plugin,
+            api,
+            aws,
+            vault,
+            edge_tls,
+        } = self;
         let drain = Drain::new();
         let mut tasks = tasks::Tasks::new();
         let health = tasks.health(&kms);
@@ -285,6 +319,28 @@ impl Prepared {
                 );
             }
             tasks.listener("aws_kms", crate::http::serve(l, settings, aws.handler(), tasks.stop()));
+        }
+        if let (Some(l), Some(vault), Some(v)) = (sockets.vault, vault, &config.vault_transit) {
+            let settings = crate::http::EdgeSettings {
+                name: "vault_transit",
+                tls: edge_tls.clone(),
+                max_body: crate::vault::MAX_BODY,
+                request_timeout: config.edge.request_timeout,
+                in_flight: in_flight.clone(),
+            };
+            tracing::info!(
+                addr = ?l.local_addr().ok(),
+                mount = %v.mount,
+                tls = settings.tls.is_some(),
+                "Vault Transit API serving"
+            );
+            if let Some(t) = vault.dev_token() {
+                tracing::warn!(
+                    token = %t.0.as_str(),
+                    "DEVELOPMENT MODE: the Vault Transit API accepts this development token as X-Vault-Token (principal \"dev\", every role); never use it outside development"
+                );
+            }
+            tasks.listener("vault_transit", crate::http::serve(l, settings, vault.handler(), tasks.stop()));
         }
         tasks.sweeper(kms.clone());
 

@@ -28,6 +28,7 @@ pub(super) struct Sockets {
     pub(super) health: Option<TcpListener>,
     pub(super) kms_v2: Option<UnixListener>,
     pub(super) aws_kms: Option<TcpListener>,
+    pub(super) vault: Option<TcpListener>,
 }
 
 impl Sockets {
@@ -56,7 +57,15 @@ impl Sockets {
             ),
             None => None,
         };
-        Ok(Self { metrics, health, kms_v2, aws_kms })
+        let vault = match &config.vault_transit {
+            Some(v) => Some(
+                TcpListener::bind(v.listen)
+                    .await
+                    .map_err(|e| ConfigError::Invalid(format!("vault_transit.listen {}: {e}", v.listen)))?,
+            ),
+            None => None,
+        };
+        Ok(Self { metrics, health, kms_v2, aws_kms, vault })
     }
 }
 

@@ -1,0 +1,364 @@
+//! The Vault Transit HTTP API (`/v1/<mount>/...`, plus `sys/health` and
+//! `auth/token/lookup-self`) for unmodified Vault clients (hvac, SOPS's
+//! `--hc-vault-transit`, Vault agents): a thin translation over the same
+//! `Kms` use cases as every other edge.
+//!
+//! A Vault key name is the Keyward alias `alias/<name>`; a Vault ciphertext
+//! is `vault:v<N>:<base64 of the Keyward ciphertext>` (N, the version inside,
+//! is checked); `associated_data` is the encryption context
+//! `{"associated_data": "<the base64 text as sent>"}`. Callers send a
+//! Keyward bearer token as `X-Vault-Token` (or `Authorization: Bearer`);
+//! in `--dev`, the development token printed at start acts as `dev`. Every
+//! request that touches a key is audited with edge `vault-transit`, its
+//! refusals included; errors are `{"errors": [...]}` with Vault's codes.
+
+mod ops;
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use keyward_core::{Caller, Edge, Kms, KmsError, Operation, Policy};
+use serde_json::{json, Value};
+
+use crate::auth::Authenticator;
+use crate::http::{BodyError, EdgeRequest, EdgeResponse, Handler};
+
+/// Largest request body: a batch of ciphertexts.
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
+
+/// The development token (`--dev`): derived from the development root key,
+/// stable for one data folder; acts as principal `dev` with every role.
+pub(crate) struct DevToken(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for DevToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevToken(REDACTED)")
+    }
+}
+
+impl DevToken {
+    /// The development token of a root key.
+    pub fn of(root: &keyward_crypto::RootKey) -> Self {
+        let b = root.derive_dev_credential("keyward/v1/dev-vault-token").expect("a dev label");
+        Self(zeroize::Zeroizing::new(format!("kwdev_{}", hex::encode(&b[..20]))))
+    }
+}
+
+/// A Vault error: status and messages.
+#[derive(Debug)]
+pub(crate) struct VaultError {
+    status: u16,
+    errors: Vec<String>,
+}
+
+impl VaultError {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self { status, errors: vec![message.into()] }
+    }
+
+    fn denied() -> Self {
+        Self::new(403, "permission denied")
+    }
+
+    /// The Vault error for a use-case error.
+    fn of(e: &KmsError) -> Self {
+        match e {
+            KmsError::Unauthenticated(_) => Self::denied(),
+            KmsError::PermissionDenied(m) => Self::new(403, format!("permission denied: {m}")),
+            KmsError::NotFound(_) => {
+                Self::new(400, format!("encryption key not found: {}", e.public_message()))
+            }
+            KmsError::InvalidCiphertext(_) => {
+                Self::new(400, "invalid ciphertext: it does not open under this key and associated data")
+            }
+            KmsError::ResourceExhausted(_) => Self::new(429, e.public_message()),
+            KmsError::AuditUnavailable(_) | KmsError::Store(_) | KmsError::Internal(_) => {
+                Self::new(500, e.public_message())
+            }
+            _ => Self::new(400, e.public_message()),
+        }
+    }
+}
+
+/// The Vault Transit edge.
+pub(crate) struct VaultTransit {
+    kms: Arc<Kms>,
+    auth: Authenticator,
+    mount: String,
+    limiter: Option<Arc<crate::grpc::RateLimiter>>,
+    dev: Option<DevToken>,
+}
+
+impl std::fmt::Debug for VaultTransit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultTransit")
+            .field("mount", &self.mount)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request asks for, once routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Health,
+    LookupSelf,
+    ListKeys,
+    CreateKey(String),
+    ReadKey(String),
+    ConfigKey(String),
+    RotateKey(String),
+    Encrypt(String),
+    Decrypt(String),
+    Rewrap(String),
+    DataKey { plaintext: bool, name: String },
+    Random(Option<String>),
+}
+
+impl Route {
+    /// The operation its refusals are recorded as (`None`: touches no key).
+    fn operation(&self) -> Option<Operation> {
+        Some(match self {
+            Self::Health | Self::LookupSelf => return None,
+            Self::ListKeys => Operation::ListKeys,
+            Self::CreateKey(_) => Operation::CreateKey,
+            Self::ReadKey(_) => Operation::DescribeKey,
+            Self::ConfigKey(_) => Operation::UpdateRotationPolicy,
+            Self::RotateKey(_) => Operation::RotateKey,
+            Self::Encrypt(_) => Operation::Encrypt,
+            Self::Decrypt(_) => Operation::Decrypt,
+            Self::Rewrap(_) => Operation::ReEncrypt,
+            Self::DataKey { plaintext: true, .. } => Operation::GenerateDataKey,
+            Self::DataKey { plaintext: false, .. } => Operation::GenerateDataKeyWithoutPlaintext,
+            Self::Random(_) => Operation::GenerateRandom,
+        })
+    }
+}
+
+/// Routes `method path?query` under `mount`.
+pub(crate) fn route(
+    mount: &str,
+    method: &http::Method,
+    path: &str,
+    query: &str,
+) -> Result<Route, VaultError> {
+    let list = method.as_str() == "LIST" || query.split('&').any(|q| q == "list=true" || q == "list=1");
+    let read = *method == http::Method::GET && !list;
+    let write = matches!(method.as_str(), "POST" | "PUT");
+    let unsupported = || VaultError::new(405, format!("unsupported operation: {method} {path}"));
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return Err(VaultError::new(404, format!("no handler for route {path:?}")));
+    };
+    match rest {
+        "sys/health" => {
+            return if *method == http::Method::GET || *method == http::Method::HEAD {
+                Ok(Route::Health)
+            } else {
+                Err(unsupported())
+            }
+        }
+        "auth/token/lookup-self" => {
+            return if read || write { Ok(Route::LookupSelf) } else { Err(unsupported()) }
+        }
+        _ => {}
+    }
+    let Some(rest) = rest.strip_prefix(mount).and_then(|r| r.strip_prefix('/')) else {
+        return Err(VaultError::new(404, format!("no handler for route {path:?}")));
+    };
+    let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let name = |s: &str| -> Result<String, VaultError> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err(VaultError::new(
+                400,
+                format!(
+                    "invalid key name {:?}: 1 to 128 letters, digits, - _ .",
+                    keyward_core::bounded(s, 64)
+                ),
+            ))
+        }
+    };
+    let r = match (segs.as_slice(), list, read, write) {
+        (["keys"], true, _, _) => Route::ListKeys,
+        (["keys", n], false, true, _) => Route::ReadKey(name(n)?),
+        (["keys", n], false, _, true) => Route::CreateKey(name(n)?),
+        (["keys", n, "config"], false, _, true) => Route::ConfigKey(name(n)?),
+        (["keys", n, "rotate"], false, _, true) => Route::RotateKey(name(n)?),
+        (["encrypt", n], false, _, true) => Route::Encrypt(name(n)?),
+        (["decrypt", n], false, _, true) => Route::Decrypt(name(n)?),
+        (["rewrap", n], false, _, true) => Route::Rewrap(name(n)?),
+        (["datakey", "plaintext", n], false, _, true) => Route::DataKey { plaintext: true, name: name(n)? },
+        (["datakey", "wrapped", n], false, _, true) => Route::DataKey { plaintext: false, name: name(n)? },
+        (["random"], false, _, true) => Route::Random(None),
+        (["random", b], false, _, true) => Route::Random(Some(b.to_string())),
+        (["random", "platform" | "seal" | "all", b], false, _, true) => Route::Random(Some(b.to_string())),
+        (["keys" | "encrypt" | "decrypt" | "rewrap" | "datakey" | "random", ..], ..) => {
+            return Err(unsupported())
+        }
+        _ => return Err(VaultError::new(404, format!("no handler for route {path:?}"))),
+    };
+    Ok(r)
+}
+
+impl VaultTransit {
+    /// The edge over `kms` at `/v1/<mount>/`.
+    pub fn new(
+        kms: Arc<Kms>,
+        auth: Authenticator,
+        mount: String,
+        limiter: Option<Arc<crate::grpc::RateLimiter>>,
+        dev: Option<DevToken>,
+    ) -> Self {
+        Self { kms, auth, mount, limiter, dev }
+    }
+
+    /// The development token, in `--dev`.
+    pub fn dev_token(&self) -> Option<&DevToken> {
+        self.dev.as_ref()
+    }
+
+    /// The handler the HTTP listener runs.
+    pub fn handler(self: Arc<Self>) -> Handler {
+        Arc::new(move |req| {
+            let edge = self.clone();
+            Box::pin(async move { edge.handle(req).await })
+        })
+    }
+
+    async fn handle(&self, req: EdgeRequest) -> EdgeResponse {
+        let request_id = req.request_id.clone();
+        let (status, body) = match self.answer(req).await {
+            Ok((status, data)) => (
+                status,
+                json!({
+                    "request_id": request_id,
+                    "lease_id": "",
+                    "renewable": false,
+                    "lease_duration": 0,
+                    "data": data,
+                    "wrap_info": null,
+                    "warnings": null,
+                    "auth": null,
+                }),
+            ),
+            Err(e) => (e.status, json!({ "errors": e.errors })),
+        };
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-request-id", &request_id)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("valid response parts")
+    }
+
+    /// The data of a successful answer, with its status, or the error.
+    async fn answer(&self, req: EdgeRequest) -> Result<(u16, Value), VaultError> {
+        let EdgeRequest { head, body, peer, request_id } = req;
+        let route = route(&self.mount, &head.method, head.uri.path(), head.uri.query().unwrap_or(""))?;
+        if route == Route::Health {
+            return Ok((200, ops::health()));
+        }
+        let body = match body {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(n)) => {
+                return Err(VaultError::new(413, format!("request body: at most {n} bytes")))
+            }
+            Err(BodyError::Unreadable) => {
+                return Err(VaultError::new(400, "the request body could not be read"))
+            }
+        };
+        let refused = Caller {
+            request_id,
+            principal: "unauthenticated".into(),
+            peer: peer.to_string(),
+            edge: Edge::VaultTransit,
+            policy: Arc::new(Policy::default()),
+        };
+        let token = head
+            .headers
+            .get("x-vault-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .or_else(|| {
+                head.headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .map(str::trim)
+            })
+            .filter(|t| !t.is_empty());
+        let identity = self.identify(token, refused.clone());
+        let caller = match identity {
+            Ok(c) => c,
+            Err(why) => {
+                if let Some(op) = route.operation() {
+                    if let KmsError::AuditUnavailable(a) =
+                        self.kms.refuse(&refused, op, KmsError::Unauthenticated(why)).await
+                    {
+                        return Err(VaultError::of(&KmsError::AuditUnavailable(a)));
+                    }
+                }
+                return Err(VaultError::denied());
+            }
+        };
+        if route == Route::LookupSelf {
+            return Ok((200, ops::lookup_self(&caller, token.unwrap_or(""))));
+        }
+        let op = route.operation().expect("key routes have an operation");
+        if let Some(l) = &self.limiter {
+            if !l.try_acquire() {
+                let why = KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
+                return Err(VaultError::of(&self.kms.refuse(&caller, op, why).await));
+            }
+        }
+        let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) | Err(_) => {
+                    let e = KmsError::invalid("body", "must be a JSON object");
+                    return Err(VaultError::of(&self.kms.refuse(&caller, op, e).await));
+                }
+            }
+        };
+        ops::run(&self.kms, &caller, route, op, parsed).await
+    }
+
+    /// The caller a token stands for: a runtime token (`kwt_`), a configured
+    /// one, a JWT, or in `--dev` the development token.
+    fn identify(&self, token: Option<&str>, refused: Caller) -> Result<Caller, String> {
+        let Some(token) = token else { return Err("missing client token (X-Vault-Token)".into()) };
+        if let Some(d) = &self.dev {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(token.as_bytes(), d.0.as_bytes())) {
+                return Ok(Caller {
+                    principal: "dev".into(),
+                    policy: Arc::new(Policy::everything()),
+                    ..refused
+                });
+            }
+        }
+        if token.starts_with(keyward_core::TOKEN_PREFIX) {
+            return match self.kms.identify_token(token) {
+                Ok(id) => Ok(Caller { principal: id.principal, policy: id.policy, ..refused }),
+                Err(why) => Err(why.message().to_string()),
+            };
+        }
+        if matches!(self.auth, Authenticator::Dev(_)) {
+            // In development mode only the development token (and runtime tokens) work here.
+            return Err("not the development token".into());
+        }
+        match self.auth.identify(Some(&format!("Bearer {token}")), None) {
+            Ok(p) => match self.kms.policy_of(&p.name) {
+                Some(policy) => Ok(Caller { principal: p.name, policy, ..refused }),
+                None => Err("the token's principal does not exist".into()),
+            },
+            Err(e) => Err(e.0.to_string()),
+        }
+    }
+}
