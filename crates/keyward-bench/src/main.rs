@@ -10,6 +10,11 @@
 //! (4 KiB) as a runtime principal with one grant, then again once N more
 //! grants on that principal and N more tokens exist, side by side in one run.
 //!
+//! `keyward-bench edges --keyward ADDR --aws URL --vault URL [--openbao URL]`
+//! drives GenerateDataKey through gRPC, the AWS KMS API and the Vault
+//! Transit API of one Keyward (and OpenBao's transit, as a reference) in the
+//! same run, and prints each edge's ratio to gRPC.
+//!
 //! `keyward-bench run --keyward ADDR --echo ADDR --concurrency N --seconds S`
 //! drives GenerateDataKey (32-byte keys), Encrypt (4 KiB) and Decrypt (4 KiB)
 //! against both, one after the other, and prints throughput, p50/p99/p999
@@ -20,6 +25,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod edges;
 use hdrhistogram::Histogram;
 use keyward::pb;
 use keyward::pb::crypto_service_client::CryptoServiceClient;
@@ -87,6 +94,51 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
         /// HTTP/2 connections to spread the load over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// GenerateDataKey (32 B) through every edge of one Keyward, side by
+    /// side: gRPC, the AWS KMS API (SigV4-signed), the Vault Transit API;
+    /// and OpenBao's transit engine if `--openbao` is given. Against a
+    /// `--dev` server: the AWS access key and Vault token it printed.
+    Edges {
+        /// Keyward's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        keyward: String,
+        /// Keyward's AWS KMS endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8900")]
+        aws: String,
+        /// Access key id for the AWS endpoint.
+        #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+        aws_access_key_id: String,
+        /// Secret access key for the AWS endpoint.
+        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+        aws_secret_access_key: String,
+        /// Region of the AWS endpoint.
+        #[arg(long, default_value = "keyward-1")]
+        aws_region: String,
+        /// Keyward's Vault Transit endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8200")]
+        vault: String,
+        /// Token for the Vault endpoint.
+        #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
+        vault_token: String,
+        /// Keyward's Vault mount.
+        #[arg(long, default_value = "transit")]
+        vault_mount: String,
+        /// OpenBao (or Vault) with a transit engine at `transit/`, for reference.
+        #[arg(long)]
+        openbao: Option<String>,
+        /// OpenBao's token.
+        #[arg(long, default_value = "root")]
+        openbao_token: String,
+        /// Requests in flight (comma-separated list runs each in turn).
+        #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
+        concurrency: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// HTTP/2 connections for gRPC.
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
@@ -420,6 +472,42 @@ fn main() -> std::process::ExitCode {
                 run(&keyward, &echo, &concurrency, seconds, connections).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
+            Cmd::Edges {
+                keyward,
+                aws,
+                aws_access_key_id,
+                aws_secret_access_key,
+                aws_region,
+                vault,
+                vault_token,
+                vault_mount,
+                openbao,
+                openbao_token,
+                concurrency,
+                seconds,
+                connections,
+            } => {
+                let aws = edges::Aws {
+                    endpoint: aws,
+                    access_key_id: aws_access_key_id,
+                    secret: aws_secret_access_key,
+                    region: aws_region,
+                    key: String::new(),
+                };
+                let vault = edges::Vault {
+                    endpoint: vault,
+                    token: vault_token,
+                    mount: vault_mount,
+                    key: String::new(),
+                };
+                let bao = openbao.map(|endpoint| edges::Vault {
+                    endpoint,
+                    token: openbao_token,
+                    mount: "transit".into(),
+                    key: "keyward-bench".into(),
+                });
+                edges_run(&keyward, aws, vault, bao, &concurrency, seconds, connections).await
+            }
             Cmd::Auth { keyward, admin_token, grants, tokens, concurrency, seconds, connections } => {
                 auth(&keyward, admin_token.as_deref(), grants, tokens, &concurrency, seconds, connections)
                     .await
@@ -689,6 +777,89 @@ async fn auth(
             if k > 0.0 { m / k } else { 0.0 },
             (p50(&many[i]) + p50(&many2[i])) / (p50(&after[i]) + p50(&after2[i])).max(1.0),
         );
+    }
+    Ok(())
+}
+
+/// `keyward-bench edges`.
+async fn edges_run(
+    keyward: &str,
+    mut aws: edges::Aws,
+    mut vault: edges::Vault,
+    bao: Option<edges::Vault>,
+    levels: &[usize],
+    secs: u64,
+    conns: usize,
+) -> Result<(), String> {
+    let kw = channels(keyward, conns).await?;
+    // One key for every edge: an alias is a Vault key name.
+    let name = format!("bench-{}", std::process::id());
+    let key = KeyServiceClient::new(kw[0].clone())
+        .create_key(pb::CreateKeyRequest {
+            description: "keyward-bench edges".into(),
+            alias: format!("alias/{name}"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| format!("CreateKey on {keyward}: {s}"))?
+        .into_inner()
+        .key
+        .ok_or("CreateKey returned no key")?
+        .key_id;
+    aws.key = key.clone();
+    vault.key = name;
+    let http = edges::client();
+    let check = |m: &edges::Measured, what: &str| match &m.first_error {
+        Some(e) if m.hist.is_empty() => Err(format!("{what}: every request failed: {e}")),
+        _ => Ok(()),
+    };
+    if let Some(b) = &bao {
+        let req =
+            hyper::Request::post(format!("{}/v1/transit/keys/{}", b.endpoint.trim_end_matches('/'), b.key))
+                .header("x-vault-token", &b.token)
+                .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+                .map_err(|e| e.to_string())?;
+        let resp = http.request(req).await.map_err(|e| format!("OpenBao at {}: {e}", b.endpoint))?;
+        if !resp.status().is_success() {
+            return Err(format!("OpenBao: creating transit key {} answered {}", b.key, resp.status()));
+        }
+    }
+    println!("keyward-bench edges: GenerateDataKey (32 B), {secs}s per measurement; latency in ms");
+    println!(
+        "{:<14} {:>5} | {:>9} {:>7} {:>7} {:>7} {:>6} | {:>8}",
+        "edge", "conc", "req/s", "p50", "p99", "p999", "errs", "/ gRPC"
+    );
+    for &c in levels {
+        let g = drive(&kw, Op::DataKey, &key, &[], c, secs).await;
+        let row = |edge: &str, m: &edges::Measured, grpc: f64| {
+            println!(
+                "{:<14} {:>5} | {:>9.0} {:>7} {:>7} {:>7} {:>6} | {:>8.2}",
+                edge,
+                c,
+                m.rps,
+                ms(m.hist.value_at_quantile(0.5)),
+                ms(m.hist.value_at_quantile(0.99)),
+                ms(m.hist.value_at_quantile(0.999)),
+                m.errors,
+                if grpc > 0.0 { m.rps / grpc } else { 0.0 },
+            )
+        };
+        let grpc = edges::Measured { rps: g.rps, hist: g.hist, errors: g.errors, first_error: None };
+        row("grpc", &grpc, grpc.rps);
+        let a = aws.clone();
+        let m = edges::drive(&http, std::sync::Arc::new(move || edges::aws_request(&a)), c, secs).await;
+        check(&m, "aws-kms")?;
+        row("aws-kms", &m, grpc.rps);
+        let v = vault.clone();
+        let m = edges::drive(&http, std::sync::Arc::new(move || edges::vault_request(&v)), c, secs).await;
+        check(&m, "vault-transit")?;
+        row("vault-transit", &m, grpc.rps);
+        if let Some(b) = &bao {
+            let b = b.clone();
+            let m = edges::drive(&http, std::sync::Arc::new(move || edges::vault_request(&b)), c, secs).await;
+            check(&m, "openbao")?;
+            row("openbao", &m, grpc.rps);
+        }
     }
     Ok(())
 }
