@@ -99,6 +99,12 @@ impl std::fmt::Debug for VaultTransit {
     }
 }
 
+/// A successful answer: `data` inside Vault's envelope, or a bare body.
+enum Answer {
+    Data(Value),
+    Bare(Value),
+}
+
 /// What a request asks for, once routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
@@ -233,7 +239,9 @@ impl VaultTransit {
     async fn handle(&self, req: EdgeRequest) -> EdgeResponse {
         let request_id = req.request_id.clone();
         let (status, body) = match self.answer(req).await {
-            Ok((status, data)) => (
+            // sys/health answers without the envelope, as Vault does.
+            Ok((status, Answer::Bare(v))) => (status, v),
+            Ok((status, Answer::Data(data))) => (
                 status,
                 json!({
                     "request_id": request_id,
@@ -257,11 +265,11 @@ impl VaultTransit {
     }
 
     /// The data of a successful answer, with its status, or the error.
-    async fn answer(&self, req: EdgeRequest) -> Result<(u16, Value), VaultError> {
+    async fn answer(&self, req: EdgeRequest) -> Result<(u16, Answer), VaultError> {
         let EdgeRequest { head, body, peer, request_id } = req;
         let route = route(&self.mount, &head.method, head.uri.path(), head.uri.query().unwrap_or(""))?;
         if route == Route::Health {
-            return Ok((200, ops::health()));
+            return Ok((200, Answer::Bare(ops::health())));
         }
         let body = match body {
             Ok(b) => b,
@@ -307,7 +315,7 @@ impl VaultTransit {
             }
         };
         if route == Route::LookupSelf {
-            return Ok((200, ops::lookup_self(&caller, token.unwrap_or(""))));
+            return Ok((200, Answer::Data(ops::lookup_self(&caller, token.unwrap_or("")))));
         }
         let op = route.operation().expect("key routes have an operation");
         if let Some(l) = &self.limiter {
@@ -327,7 +335,7 @@ impl VaultTransit {
                 }
             }
         };
-        ops::run(&self.kms, &caller, route, op, parsed).await
+        ops::run(&self.kms, &caller, route, op, parsed).await.map(|(s, d)| (s, Answer::Data(d)))
     }
 
     /// The caller a token stands for: a runtime token (`kwt_`), a configured

@@ -44,6 +44,8 @@ enum Failure {
     Edge(KmsError),
     /// A batch with failed items: 400 with every item's result.
     Batch(Vec<Value>),
+    /// A key read that found nothing (already audited): 404, no message.
+    Missing,
 }
 
 impl From<KmsError> for Failure {
@@ -217,18 +219,10 @@ pub(super) async fn run(
     match result {
         Ok(v) => Ok((200, v)),
         Err(Failure::Audited(e)) => Err(VaultError::of(&e)),
+        Err(Failure::Missing) => Err(VaultError { status: 404, errors: Vec::new() }),
         Err(Failure::Edge(e)) => Err(VaultError::of(&kms.refuse(caller, op, e).await)),
-        Err(Failure::Batch(results)) => Err(VaultError {
-            status: 400,
-            errors: results
-                .iter()
-                .filter_map(|r| r.get("error").and_then(Value::as_str).map(str::to_string))
-                .take(1)
-                .chain(std::iter::once(
-                    serde_json::to_string(&json!({ "batch_results": results })).unwrap_or_default(),
-                ))
-                .collect(),
-        }),
+        // As Vault: the whole envelope, every item's result, status 400.
+        Err(Failure::Batch(results)) => Ok((400, json!({ "batch_results": results }))),
     }
 }
 
@@ -242,10 +236,11 @@ impl Ops<'_> {
     fn key_data(&self, v: &KeyView) -> Value {
         let m = &v.meta;
         let name = v.aliases.first().and_then(|a| a.strip_prefix("alias/")).unwrap_or("");
+        let min = min_decryption_version(v);
         let keys: Map<String, Value> = m
             .versions
             .iter()
-            .filter(|x| x.state != VersionState::Destroyed)
+            .filter(|x| x.version >= min && x.state != VersionState::Destroyed)
             .map(|x| (x.version.to_string(), json!(x.created_ms / 1000)))
             .collect();
         json!({
@@ -254,7 +249,7 @@ impl Ops<'_> {
             "keys": keys,
             "latest_version": m.primary_version,
             "min_available_version": 0,
-            "min_decryption_version": min_decryption_version(v),
+            "min_decryption_version": min,
             "min_encryption_version": 0,
             "deletion_allowed": m.labels.get(DELETION_ALLOWED).is_some_and(|v| v == "true"),
             "derived": false,
@@ -325,8 +320,12 @@ impl Ops<'_> {
     }
 
     async fn read_key(&self, name: &str) -> Result<Value, Failure> {
-        let v = audited(self.kms.describe_key(self.caller, &alias(name)).await)?;
-        Ok(self.key_data(&v))
+        match self.kms.describe_key(self.caller, &alias(name)).await {
+            Ok(v) => Ok(self.key_data(&v)),
+            // As Vault: an unknown key reads as 404 with no message.
+            Err(KmsError::NotFound(_)) => Err(Failure::Missing),
+            Err(e) => Err(Failure::Audited(e)),
+        }
     }
 
     /// `keys/:name/config`: `min_decryption_version` (versions below it are
@@ -408,7 +407,7 @@ impl Ops<'_> {
             let Some(obj) = item.as_object() else {
                 return Err(KmsError::invalid("batch_input", "must be a list of objects").into());
             };
-            let reference = obj.get("reference").cloned();
+            let reference = obj.get("reference").cloned().unwrap_or_else(|| json!(""));
             let mut r = match one(obj.clone()).await {
                 Ok(v) => v,
                 Err(f) => {
@@ -416,14 +415,18 @@ impl Ops<'_> {
                     let e = match f {
                         Failure::Audited(e) => VaultError::of(&e),
                         Failure::Edge(e) => VaultError::of(&self.kms.refuse(self.caller, op, e).await),
-                        Failure::Batch(_) => VaultError::new(400, "nested batch"),
+                        Failure::Batch(_) | Failure::Missing => {
+                            VaultError::new(400, "encryption key not found")
+                        }
                     };
-                    json!({ "error": e.errors.join("; ") })
+                    let mut r = json!({ "error": e.errors.join("; ") });
+                    if op == Operation::Decrypt {
+                        r["plaintext"] = json!("");
+                    }
+                    r
                 }
             };
-            if let Some(reference) = reference {
-                r["reference"] = reference;
-            }
+            r["reference"] = reference;
             results.push(r);
         }
         if failed {
@@ -441,6 +444,7 @@ impl Ops<'_> {
             return Err(KmsError::invalid("type", "only aes256-gcm96").into());
         }
         let key = alias(&name);
+        self.upsert(&name).await?;
         if let Some(v) = key_version.filter(|v| *v != 0) {
             // Only the latest version encrypts (Vault's min_encryption_version 0).
             let (_, _, primary) = self.kms.peek_key(&key).map_err(Failure::Edge)?;
@@ -456,6 +460,25 @@ impl Ops<'_> {
         Ok(
             json!({ "ciphertext": vault_ciphertext(&out.ciphertext, out.key_version), "key_version": out.key_version }),
         )
+    }
+
+    /// As Vault's encrypt: a key that does not exist is created first, if
+    /// the caller may create keys (Vault's `create` capability is Keyward's
+    /// admin role); otherwise the encrypt is refused as for any unknown key.
+    async fn upsert(&self, name: &str) -> Result<(), Failure> {
+        let exists = !matches!(self.kms.peek_key(&alias(name)), Err(KmsError::NotFound(_)));
+        if exists || !self.caller.policy.has(keyward_core::Role::Admin) {
+            return Ok(());
+        }
+        let input = CreateKeyInput {
+            alias: Some(alias(name)),
+            description: format!("Vault Transit key {name} (created by an encrypt)"),
+            ..Default::default()
+        };
+        match self.kms.create_key(self.caller, input).await {
+            Ok(_) | Err(KmsError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(Failure::Audited(e)),
+        }
     }
 
     async fn decrypt(&self, name: String, m: Map<String, Value>) -> Result<Value, Failure> {

@@ -1,0 +1,216 @@
+//! The Vault Transit edge against the unmodified clients (hvac; SOPS with
+//! --hc-vault-transit; tests/clients/), pointed at Keyward only by VAULT_ADDR
+//! and VAULT_TOKEN, over a real server with RocksDB in a temporary folder;
+//! and what it shares with the other edges: the Keyward ciphertext inside
+//! `vault:v<N>:` (with associated_data as the encryption context), the
+//! audit log (edge `vault-transit`), tokens revoked at once.
+
+mod common;
+
+use std::path::Path;
+
+use base64::Engine as _;
+use common::clients::{self, free_port};
+use common::TestServer;
+use keyward::pb;
+use keyward::pb::access_service_client::AccessServiceClient;
+use keyward::{ServerConfig, VaultTransitConfig};
+
+/// A development server with the Vault edge on a free loopback port.
+async fn start(dir: &Path) -> (TestServer, String) {
+    let port = free_port();
+    let mut config = ServerConfig::dev(dir);
+    config.vault_transit = Some(VaultTransitConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        mount: "transit".into(),
+    });
+    let s = TestServer::start_with(dir, config, None).await;
+    (s, format!("http://127.0.0.1:{port}"))
+}
+
+/// A runtime principal with `roles` and a grant of every operation on
+/// `keys`; a runtime token for it.
+async fn principal(s: &TestServer, name: &str, roles: &[&str], keys: &[&str]) -> String {
+    let mut access = AccessServiceClient::new(s.channel.clone());
+    access
+        .create_principal(pb::CreatePrincipalRequest {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        })
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        access
+            .create_grant(pb::CreateGrantRequest {
+                principal: name.into(),
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                operations: vec!["*".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    access
+        .create_token(pb::CreateTokenRequest { principal: name.into(), ttl: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+async fn run_script(script: &'static str, home: &Path, vars: Vec<(&'static str, String)>) -> String {
+    let home = home.to_path_buf();
+    tokio::task::spawn_blocking(move || clients::run(script, &home, &vars)).await.unwrap()
+}
+
+async fn records(s: &TestServer, filter: pb::QueryAuditLogRequest) -> Vec<pb::AuditRecord> {
+    s.audit()
+        .query_audit_log(pb::QueryAuditLogRequest { page_size: 1000, ..filter })
+        .await
+        .unwrap()
+        .into_inner()
+        .records
+}
+
+/// hvac (keys, config, rotation, min_decryption_version, batches,
+/// associated data, data keys, random, bad token, a key without a grant,
+/// unknown keys, Vault's upsert for an admin) and SOPS (encrypt, decrypt,
+/// rotate, a bad token, an altered file, a key without a grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmodified_vault_clients_run_their_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (s, addr) = start(dir.path()).await;
+    s.create_key("alias/denied").await;
+    s.create_key("alias/sops").await;
+    // The first may manage keys and use any; the second only the sops key.
+    let admin = principal(&s, "vault-admin", &["admin", "user"], &["*"]).await;
+    let user = principal(&s, "vault-user", &["user"], &["alias/sops"]).await;
+    let vars = vec![
+        ("VAULT_ADDR", addr.clone()),
+        ("VAULT_TOKEN", admin.clone()),
+        ("KEYWARD_DENIED_KEY", "denied".to_string()),
+        ("KEYWARD_DENIED_TOKEN", user.clone()),
+    ];
+    let out = run_script("vault_hvac.py", home.path(), vars).await;
+    assert!(out.contains("upsert"), "{out}");
+    let vars = vec![
+        ("VAULT_ADDR", addr.clone()),
+        ("VAULT_TOKEN", user.clone()),
+        ("KEYWARD_VAULT_KEY", "sops".to_string()),
+        ("KEYWARD_DENIED_KEY", "denied".to_string()),
+    ];
+    run_script("vault_sops.sh", home.path(), vars).await;
+
+    let v =
+        records(&s, pb::QueryAuditLogRequest { edge: "vault-transit".into(), ..Default::default() }).await;
+    assert!(v.len() > 40, "{} records", v.len());
+    for (op, principal, outcome) in [
+        ("CreateKey", "vault-admin", "OK"),
+        ("Encrypt", "vault-admin", "OK"),
+        ("Decrypt", "vault-user", "OK"),
+        ("ReEncrypt", "vault-admin", "OK"),
+        ("RotateKey", "vault-admin", "OK"),
+        ("DisableKeyVersion", "vault-admin", "OK"),
+        ("GenerateDataKey", "vault-admin", "OK"),
+        ("GenerateDataKeyWithoutPlaintext", "vault-admin", "OK"),
+        ("Encrypt", "vault-user", "PERMISSION_DENIED"),
+        ("Encrypt", "unauthenticated", "UNAUTHENTICATED"),
+        ("Decrypt", "vault-admin", "INVALID_ARGUMENT"),
+    ] {
+        assert!(
+            v.iter().any(|r| r.operation == op && r.principal == principal && r.outcome == outcome),
+            "no {op} {principal} {outcome} record"
+        );
+    }
+    assert!(s.audit_count().await > 0);
+    s.stop().await.unwrap();
+}
+
+/// The Keyward ciphertext inside `vault:v<N>:` decrypts through gRPC with
+/// `{"associated_data": <as sent>}` (and with an empty context when none
+/// was sent); N must be the version inside; a revoked token is refused by
+/// the very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (s, addr) = start(dir.path()).await;
+    let key = s.create_key("alias/app").await;
+    let token = principal(&s, "svc", &["user"], &["alias/app"]).await;
+    let vars = vec![("VAULT_ADDR", addr.clone()), ("VAULT_TOKEN", token.clone())];
+    let py = |code: &str| {
+        let (code, home, vars) = (code.to_string(), home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(&code, &home, &vars))
+    };
+    let out = py("import hvac, base64\nc = hvac.Client()\n\
+                  a = c.secrets.transit.encrypt_data(name='app', plaintext=base64.b64encode(b'with ad').decode(), associated_data='YWFk')\n\
+                  b = c.secrets.transit.encrypt_data(name='app', plaintext=base64.b64encode(b'without').decode())\n\
+                  print(a['data']['ciphertext'], b['data']['ciphertext'], a['request_id'])")
+    .await
+    .unwrap()
+    .unwrap();
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    let [with_ad, without, request_id] = parts[..] else { panic!("{out}") };
+    let inner = |v: &str| {
+        let rest = v.strip_prefix("vault:v1:").unwrap_or_else(|| panic!("{v}"));
+        base64::engine::general_purpose::STANDARD.decode(rest).unwrap()
+    };
+    let decrypt = |ct: Vec<u8>, ctx: &[(&str, &str)]| {
+        let mut c = s.crypto();
+        let req =
+            pb::DecryptRequest { ciphertext: ct, encryption_context: common::ctx(ctx), ..Default::default() };
+        async move { c.decrypt(req).await }
+    };
+    let p = decrypt(inner(with_ad), &[("associated_data", "YWFk")]).await.unwrap().into_inner();
+    assert_eq!((p.plaintext.as_slice(), p.key_id.as_str()), (b"with ad".as_slice(), key.as_str()));
+    assert!(decrypt(inner(with_ad), &[]).await.is_err(), "the associated data is bound");
+    assert_eq!(decrypt(inner(without), &[]).await.unwrap().into_inner().plaintext, b"without");
+
+    // The record of that encrypt: the response's request id, the edge, the principal.
+    let rec =
+        records(&s, pb::QueryAuditLogRequest { edge: "vault-transit".into(), ..Default::default() }).await;
+    let r = rec.iter().find(|r| r.request_id == request_id).expect("the encrypt's record");
+    assert_eq!(
+        (r.operation.as_str(), r.principal.as_str(), r.alias.as_str()),
+        ("Encrypt", "svc", "alias/app")
+    );
+    assert_eq!(r.encryption_context, common::ctx(&[("associated_data", "YWFk")]));
+
+    // The version prefix must be the version inside.
+    let forged = with_ad.replacen("vault:v1:", "vault:v2:", 1);
+    let code = format!(
+        "import hvac\nc = hvac.Client()\ntry:\n    c.secrets.transit.decrypt_data(name='app', ciphertext='{forged}', associated_data='YWFk')\n\
+         except hvac.exceptions.InvalidRequest as e:\n    print('refused', e.errors)\n"
+    );
+    let out = py(&code).await.unwrap().unwrap();
+    assert!(out.starts_with("refused") && out.contains("version"), "{out}");
+
+    // A gRPC ciphertext is a Vault ciphertext once prefixed.
+    let ct = s
+        .crypto()
+        .encrypt(pb::EncryptRequest {
+            key_id: key.clone(),
+            plaintext: b"from grpc".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let code = format!(
+        "import hvac, base64\nc = hvac.Client()\n\
+         print(base64.b64decode(c.secrets.transit.decrypt_data(name='app', ciphertext='vault:v1:{}')['data']['plaintext']).decode())",
+        base64::engine::general_purpose::STANDARD.encode(&ct)
+    );
+    assert_eq!(py(&code).await.unwrap().unwrap().trim(), "from grpc");
+
+    // Revoked: the next request is refused 403, audited.
+    let mut access = AccessServiceClient::new(s.channel.clone());
+    access.revoke_all_tokens(pb::RevokeAllTokensRequest { principal: "svc".into() }).await.unwrap();
+    let code = "import hvac\nc = hvac.Client()\nprint(c.is_authenticated())\ntry:\n    c.secrets.transit.encrypt_data(name='app', plaintext='eA==')\n\
+                except hvac.exceptions.Forbidden as e:\n    print('forbidden', e.errors)\n";
+    let out = py(code).await.unwrap().unwrap();
+    assert_eq!(out.trim(), "False\nforbidden ['permission denied']");
+    s.stop().await.unwrap();
+}
