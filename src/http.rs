@@ -22,8 +22,12 @@ use crate::config::{ConfigError, TlsConfig};
 
 /// Most connections one edge holds open at once; past it, accepting waits.
 const MAX_CONNECTIONS: usize = 1024;
-/// How long a client may take to send a request's headers.
+/// Most connections from one IP address; past it, a new one is closed at
+/// once (so one peer cannot take every slot).
+const MAX_CONNECTIONS_PER_IP: usize = 64;
+/// How long a client may take to send a request's headers, or its body.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request as an edge sees it: head, body (or why it was not read), peer,
 /// and the request id its audit record and response carry.
@@ -55,6 +59,10 @@ pub(crate) type EdgeResponse = http::Response<Full<Bytes>>;
 pub(crate) type Handler =
     Arc<dyn Fn(EdgeRequest) -> Pin<Box<dyn Future<Output = EdgeResponse> + Send>> + Send + Sync>;
 
+/// The edge's own answer when a request ran out of time (in its error
+/// shape, carrying the request id).
+pub(crate) type TimedOut = Arc<dyn Fn(&str) -> EdgeResponse + Send + Sync>;
+
 /// How an edge listener serves.
 #[derive(Clone)]
 pub(crate) struct EdgeSettings {
@@ -68,6 +76,8 @@ pub(crate) struct EdgeSettings {
     pub request_timeout: Duration,
     /// Requests being handled, shared with the audit writer.
     pub in_flight: Arc<AtomicUsize>,
+    /// The answer to a request that ran out of time.
+    pub timed_out: TimedOut,
 }
 
 impl std::fmt::Debug for EdgeSettings {
@@ -114,6 +124,7 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     let mut backoff = crate::server::accept::Backoff::new(settings.name);
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -135,10 +146,15 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let Some(ip_slot) = IpSlot::take(&per_ip, peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         while connections.try_join_next().is_some() {}
         let (settings, handler, stop) = (settings.clone(), handler.clone(), stop.clone());
         connections.spawn(async move {
+            let _ip_slot = ip_slot;
             match settings.tls.clone() {
                 None => connection(stream, peer, settings, handler, stop).await,
                 Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
@@ -152,6 +168,55 @@ pub(crate) async fn serve(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// One of an IP address's connections, released on drop.
+struct IpSlot {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    fn take(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<Self> {
+        let mut m = map.lock().expect("connection table lock");
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Self { map: map.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().expect("connection table lock");
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A request being handled, counted for the audit writer while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One HTTP/1 connection; closes gracefully on stop.
@@ -172,6 +237,9 @@ async fn connection<S>(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        // A client that half-closes after its request still gets its answer
+        // (and the request is not dropped half done).
+        .half_close(true)
         .max_buf_size(64 * 1024)
         .serve_connection(io, service);
     tokio::pin!(conn);
@@ -187,8 +255,10 @@ async fn connection<S>(
     }
 }
 
-/// Reads the body within the limit and the time, then runs the handler
-/// inside a span naming the request id.
+/// Reads the body within its own deadline and the limit, then runs the
+/// handler to completion in a task of its own, inside a span naming the
+/// request id: a client that goes away cannot cancel a request half done
+/// (its audit record is written either way).
 async fn one_request(
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
@@ -199,35 +269,30 @@ async fn one_request(
     let span = tracing::info_span!("request", request_id = %request_id, edge = settings.name);
     let (head, body) = req.into_parts();
     let max = settings.max_body;
-    let timeout = settings.request_timeout;
-    let in_flight = settings.in_flight.clone();
-    async move {
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let read = async {
-            match Limited::new(body, max).collect().await {
-                Ok(b) => Ok(b.to_bytes()),
-                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                    Err(BodyError::TooLarge(max))
-                }
-                Err(_) => Err(BodyError::Unreadable),
+    let read = async {
+        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(BodyError::TooLarge(max))
             }
-        };
-        let answered = tokio::time::timeout(timeout, async {
-            let body = read.await;
-            handler(EdgeRequest { head, body, peer, request_id }).await
-        })
-        .await;
-        in_flight.fetch_sub(1, Ordering::Relaxed);
-        answered.unwrap_or_else(|_| {
-            http::Response::builder()
-                .status(http::StatusCode::SERVICE_UNAVAILABLE)
-                .header("content-type", "text/plain")
-                .body(Full::new(Bytes::from_static(b"request timed out\n")))
-                .expect("static response")
-        })
+            Ok(Err(_)) | Err(_) => Err(BodyError::Unreadable),
+        }
+    };
+    let body = read.instrument(span.clone()).await;
+    let in_flight = InFlight::enter(&settings.in_flight);
+    let handling = handler(EdgeRequest { head, body, peer, request_id: request_id.clone() });
+    let handled = tokio::spawn(
+        async move {
+            let _counted = in_flight;
+            handling.await
+        }
+        .instrument(span),
+    );
+    let answered = tokio::time::timeout(settings.request_timeout, handled).await;
+    match answered {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(_)) | Err(_) => (settings.timed_out)(&request_id),
     }
-    .instrument(span)
-    .await
 }
 
 /// Resolves once stop has been signalled.

@@ -32,6 +32,7 @@ async fn start(dir: &Path) -> (TestServer, String) {
         account_id: ACCOUNT.into(),
     });
     let s = TestServer::start_with(dir, config, None).await;
+    clients::wait_for(port).await;
     (s, format!("http://127.0.0.1:{port}"))
 }
 
@@ -254,5 +255,92 @@ async fn the_aws_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
     );
     let listed = access.list_access_keys(pb::ListAccessKeysRequest::default()).await.unwrap().into_inner();
     assert!(listed.access_keys.is_empty());
+    s.stop().await.unwrap();
+}
+
+/// A request as raw bytes, signed with an access key id nobody has.
+fn unknown_key_request(port: u16) -> String {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=KWAKAAAAAAAAAAAAAAAA/20261202/{REGION}/kms/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={}",
+        "0".repeat(64)
+    );
+    format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         X-Amz-Target: TrentService.Encrypt\r\nX-Amz-Date: 20261202T000000Z\r\nAuthorization: {auth}\r\n\
+         Content-Length: 2\r\n\r\n{{}}"
+    )
+}
+
+/// A client that sends a request and goes away at once does not cancel it
+/// half done: each refusal is still audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_does_not_lose_the_audit_record() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, endpoint) = start(dir.path()).await;
+    let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    // Each sends its request and half-closes (no more to say, no wait for
+    // the answer), as a client that gives up does.
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        c.write_all(unknown_key_request(port).as_bytes()).await.unwrap();
+        c.shutdown().await.unwrap();
+        open.push(c);
+    }
+    let filter = || pb::QueryAuditLogRequest {
+        edge: "aws-kms".into(),
+        outcome: "UNAUTHENTICATED".into(),
+        ..Default::default()
+    };
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = records(&s, filter()).await.len();
+        if seen >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 5, "every refusal is recorded, hung up or not");
+    drop(open);
+    s.stop().await.unwrap();
+}
+
+/// One address cannot hold every connection of the edge: past 64, a new
+/// one is closed at once; the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (s, endpoint) = start(dir.path()).await;
+    let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    // 64 connections that send half a request and stall.
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{").await.unwrap();
+        stalled.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The 65th is closed without an answer (read returns end of stream).
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = extra.write_all(unknown_key_request(port).as_bytes()).await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), extra.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once, got {:?} {:?}",
+        n,
+        String::from_utf8_lossy(&buf)
+    );
+    // Once they go, the same address is served again.
+    drop(stalled);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    c.write_all(unknown_key_request(port).as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
     s.stop().await.unwrap();
 }

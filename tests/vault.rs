@@ -25,6 +25,7 @@ async fn start(dir: &Path) -> (TestServer, String) {
         mount: "transit".into(),
     });
     let s = TestServer::start_with(dir, config, None).await;
+    clients::wait_for(port).await;
     (s, format!("http://127.0.0.1:{port}"))
 }
 

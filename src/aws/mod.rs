@@ -69,6 +69,12 @@ impl DevAccessKey {
     }
 }
 
+/// The answer to a request that ran out of time (what it did, if anything,
+/// is in its audit record under this request id).
+pub(crate) fn timed_out(request_id: &str) -> EdgeResponse {
+    AwsError::new(503, "DependencyTimeoutException", "the request timed out; retry").response(request_id)
+}
+
 /// An AWS error: status, `__type` and message.
 #[derive(Debug)]
 pub(crate) struct AwsError {
@@ -80,6 +86,16 @@ pub(crate) struct AwsError {
 impl AwsError {
     fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
         Self { status, kind, message: message.into() }
+    }
+
+    fn response(&self, request_id: &str) -> EdgeResponse {
+        let body = json!({ "__type": self.kind, "message": self.message }).to_string();
+        http::Response::builder()
+            .status(self.status)
+            .header("content-type", CONTENT_TYPE)
+            .header("x-amzn-requestid", request_id)
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response parts")
     }
 
     /// The AWS error for a use-case error (the message names the field
@@ -311,7 +327,14 @@ impl AwsKms {
         }
         let parsed = match input::Body::parse(&body) {
             Ok(b) => b,
-            Err(e) => return Err(AwsError::of(&self.kms.refuse(&caller, op, e).await)),
+            Err(e) => {
+                let message = e.public_message();
+                let e = self.kms.refuse(&caller, op, e).await;
+                return Err(match e {
+                    KmsError::InvalidArgument { .. } => AwsError::new(400, "SerializationException", message),
+                    other => AwsError::of(&other),
+                });
+            }
         };
         ops::run(&self.kms, &self.arns, &caller, &name, op, parsed).await
     }
@@ -324,6 +347,11 @@ impl AwsKms {
         refused: Caller,
     ) -> Result<Caller, sigv4::SigError> {
         let auth = sigv4::authorization_from_headers(&head.headers)?;
+        // The operation is in a header: unsigned, a replayed request could
+        // be turned into another operation. Every AWS SDK signs it.
+        if !auth.signed_headers.iter().any(|h| h == "x-amz-target") {
+            return Err(sigv4::SigError::HeaderNotSigned("x-amz-target"));
+        }
         let (principal, policy, secret) = match &self.dev {
             Some(d) if d.id == auth.access_key_id => (
                 "dev".to_string(),

@@ -303,6 +303,7 @@ impl Prepared {
                 max_body: crate::aws::MAX_BODY,
                 request_timeout: config.edge.request_timeout,
                 in_flight: in_flight.clone(),
+                timed_out: Arc::new(crate::aws::timed_out),
             };
             tracing::info!(
                 addr = ?l.local_addr().ok(),
@@ -327,6 +328,7 @@ impl Prepared {
                 max_body: crate::vault::MAX_BODY,
                 request_timeout: config.edge.request_timeout,
                 in_flight: in_flight.clone(),
+                timed_out: Arc::new(crate::vault::timed_out),
             };
             tracing::info!(
                 addr = ?l.local_addr().ok(),

@@ -45,6 +45,16 @@ impl DevToken {
     }
 }
 
+/// The answer to a request that ran out of time.
+pub(crate) fn timed_out(request_id: &str) -> EdgeResponse {
+    http::Response::builder()
+        .status(503)
+        .header("content-type", "application/json")
+        .header("x-request-id", request_id)
+        .body(Full::new(Bytes::from(json!({ "errors": ["the request timed out; retry"] }).to_string())))
+        .expect("valid response parts")
+}
+
 /// A Vault error: status and messages.
 #[derive(Debug)]
 pub(crate) struct VaultError {

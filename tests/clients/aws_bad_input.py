@@ -68,8 +68,8 @@ def expect(step, status, kind, field, target, body, **kw):
 
 def main():
     global STEPS
-    expect("bad JSON", 400, "ValidationException", "body", "Encrypt", b'{"KeyId": ')
-    expect("a JSON array", 400, "ValidationException", "body", "Encrypt", b"[1, 2]")
+    expect("bad JSON", 400, "SerializationException", "body", "Encrypt", b'{"KeyId": ')
+    expect("a JSON array", 400, "SerializationException", "body", "Encrypt", b"[1, 2]")
     expect("Plaintext of the wrong type", 400, "ValidationException", "Plaintext", "Encrypt",
            json.dumps({"KeyId": KEY, "Plaintext": 12}).encode())
     expect("Plaintext that is not base64", 400, "ValidationException", "Plaintext", "Encrypt",

@@ -75,3 +75,15 @@ pub fn python(code: &str, home: &Path, vars: &[(&str, String)]) -> Result<String
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Waits until something listens on loopback `port` (a side listener is
+/// bound after the gRPC one the test harness connects to first).
+pub async fn wait_for(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
