@@ -143,6 +143,26 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             .list_grants(who.req(pb::ListGrantsRequest { key_id: key.into(), ..Default::default() }))
             .await
             .map(meta),
+        "CreateAccessKey" => access
+            .create_access_key(who.req(pb::CreateAccessKeyRequest { principal: "auditor".into() }))
+            .await
+            .map(meta),
+        "ListAccessKeys" => {
+            access.list_access_keys(who.req(pb::ListAccessKeysRequest::default())).await.map(meta)
+        }
+        "RevokeAccessKey" => {
+            let unknown = pb::RevokeAccessKeyRequest { access_key_id: "KWAKAAAAAAAAAAAAAAAA".into() };
+            match access.revoke_access_key(who.req(unknown)).await {
+                Err(e) if e.code() != Code::NotFound => return Err(e),
+                _ => {}
+            }
+            let k = access
+                .create_access_key(who.req(pb::CreateAccessKeyRequest { principal: "auditor".into() }))
+                .await?
+                .into_inner();
+            let access_key_id = k.info.unwrap().access_key_id;
+            access.revoke_access_key(who.req(pb::RevokeAccessKeyRequest { access_key_id })).await.map(meta)
+        }
         "CreateKey" => keys.create_key(who.req(pb::CreateKeyRequest::default())).await.map(meta),
         "DescribeKey" => {
             keys.describe_key(who.req(pb::DescribeKeyRequest { key_id: key.into() })).await.map(meta)
