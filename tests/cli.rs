@@ -712,6 +712,57 @@ fn runtime_access_workflow_principal_grant_token_revoke() {
     assert!(server.wait().unwrap().success());
 }
 
+/// `keyward access-key`: create prints the id and secret once (JSON carries
+/// every field), list never shows a secret, revoke takes it away, bad ids
+/// are refused naming the field.
+#[test]
+fn access_key_commands_create_list_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr, admin) = config_server(dir.path());
+    let run = |args: &[&str]| keyward_as(&addr, &admin, args);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(run(&all))).unwrap()
+    };
+    ok(run(&["principal", "create", "sops-ci", "--role", "user"]));
+    let k = json(&["access-key", "create", "--principal", "sops-ci"]);
+    let id = k["access_key_id"].as_str().unwrap().to_string();
+    let secret = k["secret_access_key"].as_str().unwrap().to_string();
+    assert!(id.starts_with("KWAK") && id.len() == 20, "{k}");
+    assert_eq!(secret.len(), 40, "{k}");
+    assert_eq!(k["principal"], "sops-ci");
+    assert!(humantime::parse_rfc3339(k["create_time"].as_str().unwrap()).is_ok(), "{k}");
+    let text = ok(run(&["access-key", "create", "--principal", "sops-ci"]));
+    assert!(
+        text.contains("access key id:")
+            && text.contains("secret access key:")
+            && text.contains("shown only now"),
+        "{text}"
+    );
+
+    let listed = ok(run(&["--output", "json", "access-key", "list", "--principal", "sops-ci"]));
+    assert!(!listed.contains(&secret), "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["access_keys"].as_array().unwrap().len(), 2, "{listed}");
+    assert!(listed["access_keys"].as_array().unwrap().iter().all(|k| k.get("secret_access_key").is_none()));
+    let table = ok(run(&["access-key", "list"]));
+    assert!(table.starts_with("ACCESS KEY ID") && table.contains(&id), "{table}");
+
+    assert_eq!(json(&["access-key", "revoke", &id])["revoked"], id.as_str());
+    let table = ok(run(&["access-key", "list"]));
+    assert!(!table.contains(&id), "{table}");
+    let err = fails(run(&["access-key", "revoke", &id]));
+    assert!(err.contains("NotFound"), "{err}");
+    let err = fails(run(&["access-key", "revoke", "not-a-key"]));
+    assert!(err.contains("InvalidArgument") && err.contains("access_key_id"), "{err}");
+    let err = fails(run(&["access-key", "create", "--principal", "nobody"]));
+    assert!(err.contains("NotFound") && err.contains("nobody"), "{err}");
+
+    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(server.wait().unwrap().success());
+}
+
 /// Bad input is refused naming the field: by the CLI for a time to live, by
 /// the server for an operation; the offline `token create` is unchanged.
 #[test]

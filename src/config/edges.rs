@@ -117,3 +117,62 @@ pub(super) fn check_listener(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(
+        listen: Option<&str>,
+        region: Option<&str>,
+        account: Option<&str>,
+    ) -> Result<Option<AwsKmsConfig>, ConfigError> {
+        let file = FileAwsKms {
+            listen: listen.map(Into::into),
+            region: region.map(Into::into),
+            account_id: account.map(Into::into),
+        };
+        aws_kms(None, Some(file))
+    }
+
+    #[test]
+    fn aws_defaults_and_refusals_name_the_field() {
+        let a = aws(Some("127.0.0.1:8900"), None, None).unwrap().unwrap();
+        assert_eq!((a.region.as_str(), a.account_id.as_str()), (DEFAULT_REGION, DEFAULT_ACCOUNT));
+        assert!(aws(None, None, None).unwrap().is_none());
+        let flag = aws_kms(Some("127.0.0.1:9".into()), None).unwrap().unwrap();
+        assert_eq!(flag.listen.port(), 9);
+        for (cfg, field) in [
+            (aws(None, Some("eu-west-1"), None), "aws_kms.listen"),
+            (aws(Some("nope"), None, None), "aws_kms.listen"),
+            (aws(Some("127.0.0.1:1"), Some("EU_WEST"), None), "aws_kms.region"),
+            (aws(Some("127.0.0.1:1"), Some("-x"), None), "aws_kms.region"),
+            (aws(Some("127.0.0.1:1"), None, Some("12345")), "aws_kms.account_id"),
+            (aws(Some("127.0.0.1:1"), None, Some("12345678901a")), "aws_kms.account_id"),
+        ] {
+            let e = cfg.unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn vault_mounts_and_listeners_are_checked() {
+        let v = |mount: &str| {
+            vault_transit(
+                Some("127.0.0.1:8200".into()),
+                Some(FileVaultTransit { listen: None, mount: Some(mount.into()) }),
+            )
+        };
+        assert_eq!(v("transit").unwrap().unwrap().mount, "transit");
+        assert_eq!(v("team/transit").unwrap().unwrap().mount, "team/transit");
+        for bad in ["", "sys", "auth", "a//b", "/x", "x y"] {
+            assert!(v(bad).unwrap_err().to_string().contains("vault_transit.mount"), "{bad}");
+        }
+        let public: SocketAddr = "0.0.0.0:8200".parse().unwrap();
+        let e = check_listener("vault_transit.listen", public, false, false, false).unwrap_err().to_string();
+        assert!(e.contains("vault_transit.listen") && e.contains("[tls]"), "{e}");
+        assert!(check_listener("x", public, true, false, false).is_ok());
+        assert!(check_listener("x", public, false, true, false).is_ok());
+        assert!(check_listener("x", public, true, false, true).is_err(), "--dev stays on loopback");
+    }
+}

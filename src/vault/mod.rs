@@ -380,3 +380,35 @@ impl VaultTransit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn routes_as_vault_names_them() {
+        let r =
+            |m: &str, p: &str, q: &str| route("transit", &Method::from_bytes(m.as_bytes()).unwrap(), p, q);
+        assert_eq!(r("GET", "/v1/sys/health", "").unwrap(), Route::Health);
+        assert_eq!(r("GET", "/v1/auth/token/lookup-self", "").unwrap(), Route::LookupSelf);
+        assert_eq!(r("LIST", "/v1/transit/keys", "").unwrap(), Route::ListKeys);
+        assert_eq!(r("GET", "/v1/transit/keys", "list=true").unwrap(), Route::ListKeys);
+        assert_eq!(r("GET", "/v1/transit/keys/app", "").unwrap(), Route::ReadKey("app".into()));
+        assert_eq!(r("POST", "/v1/transit/keys/app", "").unwrap(), Route::CreateKey("app".into()));
+        assert_eq!(r("PUT", "/v1/transit/encrypt/app", "").unwrap(), Route::Encrypt("app".into()));
+        assert_eq!(r("POST", "/v1/transit/keys/app/rotate", "").unwrap(), Route::RotateKey("app".into()));
+        assert_eq!(
+            r("POST", "/v1/transit/datakey/wrapped/app", "").unwrap(),
+            Route::DataKey { plaintext: false, name: "app".into() }
+        );
+        assert_eq!(r("POST", "/v1/transit/random/24", "").unwrap(), Route::Random(Some("24".into())));
+        assert_eq!(r("POST", "/v1/transit/random", "").unwrap(), Route::Random(None));
+        assert_eq!(r("GET", "/v1/transit/random/8", "").unwrap_err().status, 405);
+        assert_eq!(r("DELETE", "/v1/transit/keys/app", "").unwrap_err().status, 405);
+        assert_eq!(r("POST", "/v1/other/encrypt/app", "").unwrap_err().status, 404);
+        assert_eq!(r("POST", "/v1/transit/nosuch", "").unwrap_err().status, 404);
+        assert_eq!(r("POST", "/v1/transit/encrypt/a%20b", "").unwrap_err().status, 400);
+        assert_eq!(r("POST", "/", "").unwrap_err().status, 404);
+    }
+}
