@@ -315,39 +315,12 @@ impl Ops<'_> {
         Ok(json!({}))
     }
 
-    /// Every key, page by page (for ListAliases).
-    async fn all_keys(&self) -> Result<Vec<KeyView>, Failure> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = audited(self.kms.list_keys(self.caller, Some(1000), token.as_deref()).await)?;
-            out.extend(page.keys);
-            match page.next_page_token {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
-    }
-
     async fn list_aliases(&self, body: Body) -> Result<Value, Failure> {
         let only = self.opt_key(&body, "KeyId")?;
         let limit = body.opt_int("Limit", 1, 100)?.unwrap_or(50) as usize;
         let marker = body.opt_str("Marker", 1, 320)?;
-        let only = match only {
-            Some(k) => Some(audited(self.kms.describe_key(self.caller, &k).await)?.meta.id),
-            None => None,
-        };
-        let mut aliases: Vec<(String, keyward_core::KeyId)> = self
-            .all_keys()
-            .await?
-            .into_iter()
-            .filter(|k| only.is_none_or(|id| k.meta.id == id))
-            .flat_map(|k| k.aliases.into_iter().map(move |a| (a, k.meta.id)))
-            .filter(|(a, _)| marker.as_ref().is_none_or(|m| a > m))
-            .collect();
-        aliases.sort();
-        let truncated = aliases.len() > limit;
-        aliases.truncate(limit);
+        let (aliases, truncated) =
+            audited(self.kms.list_aliases(self.caller, only.as_deref(), marker.as_deref(), limit).await)?;
         let listed: Vec<Value> = aliases
             .iter()
             .map(|(a, id)| json!({ "AliasName": a, "AliasArn": self.arns.alias(a), "TargetKeyId": id.to_string() }))

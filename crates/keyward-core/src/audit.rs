@@ -105,11 +105,13 @@ pub enum Operation {
     UpdateAlias,
     /// `UpdateKeyLabels` (AWS KMS edge's TagResource and UntagResource).
     UpdateKeyLabels,
+    /// `ListAliases` (AWS KMS edge).
+    ListAliases,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 44] = [
+    const ALL: [Operation; 45] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -154,6 +156,7 @@ impl Operation {
         Self::RevokeAccessKey,
         Self::UpdateAlias,
         Self::UpdateKeyLabels,
+        Self::ListAliases,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -214,6 +217,7 @@ impl Operation {
             Self::RevokeAccessKey => "RevokeAccessKey",
             Self::UpdateAlias => "UpdateAlias",
             Self::UpdateKeyLabels => "UpdateKeyLabels",
+            Self::ListAliases => "ListAliases",
         }
     }
 }

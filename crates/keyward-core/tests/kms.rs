@@ -182,3 +182,46 @@ async fn every_refusal_is_recorded_with_the_key_it_concerned_and_its_code() {
     kms.enable_key_version(&caller(), &id, 7).await.unwrap_err();
     check("NOT_FOUND", None);
 }
+
+/// UpdateAlias repoints an alias in one write; ListAliases pages by name,
+/// filters by key, and is one audited read; TagResource's label update
+/// sets and removes labels within the CreateKey bounds.
+#[tokio::test]
+async fn aliases_repoint_and_list_and_labels_update() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at(1_700_000_000_000);
+    let kms = open(&store, &clock);
+    let input =
+        |alias: &str| keyward_core::CreateKeyInput { alias: Some(alias.into()), ..Default::default() };
+    let a = kms.create_key(&caller(), input("alias/a")).await.unwrap().meta.id;
+    let b = kms.create_key(&caller(), input("alias/b")).await.unwrap().meta.id;
+    kms.create_alias(&caller(), "alias/c", &a.to_string()).await.unwrap();
+
+    let moved = kms.update_alias(&caller(), "alias/c", &b.to_string()).await.unwrap();
+    assert_eq!(moved.meta.id, b);
+    assert_eq!(newest(&store).operation, "UpdateAlias");
+    assert_eq!(kms.peek_key("alias/c").unwrap().0, b);
+    let e = kms.update_alias(&caller(), "alias/missing", &b.to_string()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+
+    let (all, more) = kms.list_aliases(&caller(), None, None, 10).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!((names, more), (vec!["alias/a", "alias/b", "alias/c"], false));
+    assert_eq!(newest(&store).operation, "ListAliases");
+    let (page, more) = kms.list_aliases(&caller(), None, Some("alias/a"), 1).await.unwrap();
+    assert_eq!((page, more), (vec![("alias/b".to_string(), b)], true));
+    let (of_b, _) = kms.list_aliases(&caller(), Some("alias/b"), None, 10).await.unwrap();
+    assert_eq!(of_b, vec![("alias/b".to_string(), b), ("alias/c".to_string(), b)]);
+
+    let set = [("team".to_string(), "pay".to_string()), ("env".to_string(), "prod".to_string())].into();
+    let v = kms.update_key_labels(&caller(), &a.to_string(), set, Vec::new()).await.unwrap();
+    assert_eq!(v.meta.labels.len(), 2);
+    let v = kms
+        .update_key_labels(&caller(), &a.to_string(), Default::default(), vec!["env".into()])
+        .await
+        .unwrap();
+    assert_eq!(v.meta.labels.keys().collect::<Vec<_>>(), vec!["team"]);
+    let too_long = [("k".repeat(64), "v".to_string())].into();
+    let e = kms.update_key_labels(&caller(), &a.to_string(), too_long, Vec::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+}

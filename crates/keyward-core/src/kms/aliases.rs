@@ -70,6 +70,38 @@ impl Kms {
         .await
     }
 
+    /// `ListAliases` (AWS KMS's): every alias with its key, by name, or only
+    /// those of `key`; at most `limit` after `after`, and whether more follow.
+    /// One audited read (admin role, as ListKeys).
+    pub async fn list_aliases(
+        &self,
+        caller: &Caller,
+        key: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, crate::KeyId)>, bool), KmsError> {
+        let mut entry = self.entry(caller, Operation::ListAliases);
+        let result = (|| {
+            let only = match key {
+                Some(k) => Some(self.resolve(&mut entry, "key_id", k)?.meta().id),
+                None => None,
+            };
+            self.require(caller, Role::Admin, "list aliases")?;
+            let s = self.state.read().expect("state lock");
+            let mut out: Vec<(String, crate::KeyId)> = s
+                .aliases
+                .iter()
+                .filter(|(a, id)| only.is_none_or(|o| **id == o) && after.is_none_or(|m| a.as_str() > m))
+                .take(limit.saturating_add(1))
+                .map(|(a, id)| (a.clone(), *id))
+                .collect();
+            let more = out.len() > limit;
+            out.truncate(limit);
+            Ok((out, more))
+        })();
+        self.finish(entry, result).await
+    }
+
     /// `DeleteAlias`: removes an alias (the key is untouched).
     pub async fn delete_alias(&self, caller: &Caller, alias: &str) -> Result<(), KmsError> {
         self.lifecycle(caller, Operation::DeleteAlias, |p| {
