@@ -249,8 +249,12 @@ async fn the_aws_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
         },
     )
     .await;
+    // The record names the revoked access key still in use.
+    let named = format!("access_key:{}", creds.0);
     assert!(
-        refused.iter().any(|r| r.operation == "Encrypt" && r.principal == "unauthenticated"),
+        refused
+            .iter()
+            .any(|r| r.operation == "Encrypt" && r.principal == "unauthenticated" && r.target == named),
         "{refused:?}"
     );
     let listed = access.list_access_keys(pb::ListAccessKeysRequest::default()).await.unwrap().into_inner();

@@ -215,3 +215,71 @@ async fn the_vault_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
     assert_eq!(out.trim(), "False\nforbidden ['permission denied']");
     s.stop().await.unwrap();
 }
+
+/// Bad input from an authenticated client (bad JSON, wrong types, an
+/// oversized body) gets Vault's error shape and loses nothing; the global
+/// rate limit applies to the HTTP edges as to gRPC (429, audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_the_rate_limit_on_the_vault_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (s, addr) = start(dir.path()).await;
+    s.create_key("alias/app").await;
+    let token = principal(&s, "svc", &["user"], &["alias/app"]).await;
+    let vars = vec![("VAULT_ADDR", addr.clone()), ("VAULT_TOKEN", token.clone())];
+    let code = "import os, requests\n\
+                u = os.environ['VAULT_ADDR'] + '/v1/transit/encrypt/app'\n\
+                h = {'X-Vault-Token': os.environ['VAULT_TOKEN']}\n\
+                for body in [b'{not json', b'[1]', b'{\"plaintext\": 5}', b'{\"plaintext\": \"!!\"}', b'{}', b'{\"batch_input\": 7}', b'{\"batch_input\": []}', b'{' + b' ' * (2 << 20) + b'}']:\n\
+                \x20   r = requests.put(u, data=body, headers=h)\n\
+                \x20   print(r.status_code, r.headers['content-type'], bool(r.json()['errors']))\n\
+                r = requests.put(u, json={'plaintext': 'eA=='}, headers=h)\n\
+                print(r.status_code, r.json()['data']['ciphertext'][:9])\n";
+    let out = {
+        let (home, vars) = (home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(code, &home, &vars)).await.unwrap().unwrap()
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 9, "{out}");
+    for l in &lines[..7] {
+        assert_eq!(*l, "400 application/json True", "{out}");
+    }
+    assert_eq!(lines[7], "413 application/json True", "{out}");
+    assert_eq!(lines[8], "200 vault:v1:", "still serving: {out}");
+    s.stop().await.unwrap();
+
+    // The same data folder again, now allowing 1 request a second (burst 2):
+    // of six requests at once, some are refused 429.
+    let port = free_port();
+    let mut config = ServerConfig::dev(dir.path());
+    config.vault_transit = Some(VaultTransitConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        mount: "transit".into(),
+    });
+    config.edge.rate = Some((1.0, 2.0));
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    clients::wait_for(port).await;
+    let vars = vec![("VAULT_ADDR", format!("http://127.0.0.1:{port}")), ("VAULT_TOKEN", token)];
+    let code = "import os, requests\n\
+                u = os.environ['VAULT_ADDR'] + '/v1/transit/encrypt/app'\n\
+                h = {'X-Vault-Token': os.environ['VAULT_TOKEN']}\n\
+                print(' '.join(str(requests.put(u, json={'plaintext': 'eA=='}, headers=h).status_code) for _ in range(6)))\n";
+    let out = {
+        let (home, vars) = (home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(code, &home, &vars)).await.unwrap().unwrap()
+    };
+    assert!(out.contains("429"), "{out}");
+    // The query is a request too: let the bucket fill again first.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let limited = records(
+        &s,
+        pb::QueryAuditLogRequest {
+            edge: "vault-transit".into(),
+            outcome: "RESOURCE_EXHAUSTED".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(!limited.is_empty(), "rate-limited requests are audited");
+    s.stop().await.unwrap();
+}

@@ -295,12 +295,27 @@ impl AwsKms {
         };
         let caller = match self.authenticate(&head, &body, refused.clone()) {
             Ok(c) => c,
-            Err(e) => {
+            Err((e, akid)) => {
+                let message = match e {
+                    sigv4::SigError::WrongRegion => format!(
+                        "{} This endpoint serves region {}: set AWS_DEFAULT_REGION and AWS_REGION to it.",
+                        e.message(),
+                        self.arns.region
+                    ),
+                    _ => e.message(),
+                };
                 // Recorded as the operation it asked for (an operation
-                // this edge does not serve did nothing worth a record).
+                // this edge does not serve did nothing worth a record),
+                // naming the access key id presented, if it had the shape of one.
                 if let Some(op) = op {
-                    let why = KmsError::Unauthenticated(e.message());
-                    if let KmsError::AuditUnavailable(a) = self.kms.refuse(&refused, op, why).await {
+                    let why = KmsError::Unauthenticated(message.clone());
+                    let recorded = match akid.filter(|id| keyward_core::is_access_key_id(id)) {
+                        Some(id) => {
+                            self.kms.refuse_credential(&refused, op, why, &format!("access_key:{id}")).await
+                        }
+                        None => self.kms.refuse(&refused, op, why).await,
+                    };
+                    if let KmsError::AuditUnavailable(a) = recorded {
                         return Err(AwsError::of(&KmsError::AuditUnavailable(a)));
                     }
                 }
@@ -310,7 +325,7 @@ impl AwsKms {
                 } else {
                     400
                 };
-                return Err(AwsError::new(status, e.aws_error(), e.message()));
+                return Err(AwsError::new(status, e.aws_error(), message));
             }
         };
         let Some(op) = op else {
@@ -346,8 +361,19 @@ impl AwsKms {
         head: &http::request::Parts,
         body: &[u8],
         refused: Caller,
+    ) -> Result<Caller, (sigv4::SigError, Option<String>)> {
+        let auth = sigv4::authorization_from_headers(&head.headers).map_err(|e| (e, None))?;
+        let akid = Some(auth.access_key_id.clone());
+        self.verify(head, body, refused, &auth).map_err(|e| (e, akid))
+    }
+
+    fn verify(
+        &self,
+        head: &http::request::Parts,
+        body: &[u8],
+        refused: Caller,
+        auth: &sigv4::Authorization,
     ) -> Result<Caller, sigv4::SigError> {
-        let auth = sigv4::authorization_from_headers(&head.headers)?;
         // The operation is in a header: unsigned, a replayed request could
         // be turned into another operation. Every AWS SDK signs it.
         if !auth.signed_headers.iter().any(|h| h == "x-amz-target") {
@@ -373,7 +399,7 @@ impl AwsKms {
             head.uri.query().unwrap_or(""),
             &head.headers,
             body,
-            &auth,
+            auth,
             &secret,
             &self.arns.region,
             "kms",

@@ -361,7 +361,8 @@ impl Ops<'_> {
         let mut out =
             json!({ "KeyId": self.arns.key(v.meta.id), "KeyRotationEnabled": r.period_ms.is_some() });
         if let Some(p) = r.period_ms {
-            out["RotationPeriodInDays"] = json!(p / DAY_MS);
+            // Whole days, at least one (a Keyward period may be shorter).
+            out["RotationPeriodInDays"] = json!(((p + DAY_MS - 1) / DAY_MS).max(1));
         }
         if let Some(n) = r.next_rotation_ms {
             out["NextRotationDate"] = secs(n);
@@ -391,7 +392,7 @@ impl Ops<'_> {
         let mut rotations: Vec<(u32, Value)> = versions
             .versions
             .iter()
-            .filter(|v| v.meta.version > after)
+            .filter(|v| v.meta.version > after.max(1))
             .map(|v| (v.meta.version, json!({ "KeyId": arn, "RotationDate": secs(v.meta.created_ms) })))
             .collect();
         let truncated = rotations.len() > limit;

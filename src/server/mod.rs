@@ -312,6 +312,9 @@ impl Prepared {
                 tls = settings.tls.is_some(),
                 "AWS KMS API serving"
             );
+            if settings.tls.is_none() && !a.listen.ip().is_loopback() {
+                tracing::warn!(addr = %a.listen, "serving the AWS KMS API in plaintext on a non-loopback address (allow_insecure = true)");
+            }
             if let Some(d) = aws.dev_access_key() {
                 tracing::warn!(
                     access_key_id = %d.id,
@@ -336,6 +339,9 @@ impl Prepared {
                 tls = settings.tls.is_some(),
                 "Vault Transit API serving"
             );
+            if settings.tls.is_none() && !v.listen.ip().is_loopback() {
+                tracing::warn!(addr = %v.listen, "serving the Vault Transit API in plaintext on a non-loopback address (allow_insecure = true): tokens cross the network in clear");
+            }
             if let Some(t) = vault.dev_token() {
                 tracing::warn!(
                     token = %t.0.as_str(),

@@ -103,6 +103,25 @@ impl Kms {
         }
     }
 
+    /// Like [`Kms::refuse`], naming the credential the caller presented
+    /// (e.g. `access_key:<id>`) in the record's `target`, so a reviewer can
+    /// tell which revoked or unknown credential is still in use.
+    pub async fn refuse_credential(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        error: KmsError,
+        credential: &str,
+    ) -> KmsError {
+        let mut entry = self.entry(caller, op);
+        entry.target = Some(crate::bounded(credential, 160));
+        entry.outcome = Outcome::of_error(&error);
+        match self.record(entry).await {
+            Ok(()) => error,
+            Err(e) => KmsError::AuditUnavailable(e),
+        }
+    }
+
     /// Like [`Kms::refuse`], for a request refused before its use case ran
     /// that named `key`: the record names the key (and alias) when it
     /// resolves, so every refusal is recorded with the key it concerned.
