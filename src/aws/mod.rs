@@ -53,19 +53,11 @@ impl std::fmt::Debug for DevAccessKey {
 impl DevAccessKey {
     /// The development access key of a root key.
     pub fn of(root: &keyward_crypto::RootKey) -> Self {
-        const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let id_bytes = root.derive_dev_credential("keyward/v1/dev-aws-access-key-id").expect("a dev label");
-        let secret_bytes = root.derive_dev_credential("keyward/v1/dev-aws-secret").expect("a dev label");
-        let mut id = String::from("KWAKDEV");
-        id.extend(id_bytes.iter().take(13).map(|b| BASE32[usize::from(b & 31)] as char));
-        let secret: String = secret_bytes
-            .iter()
-            .chain(id_bytes.iter().skip(24))
-            .take(keyward_core::ACCESS_SECRET_LEN)
-            .map(|b| BASE64[usize::from(b & 63)] as char)
-            .collect();
-        Self { id, secret: zeroize::Zeroizing::new(secret) }
+        let a = root.derive_dev_credential("keyward/v1/dev-aws-access-key-id").expect("a dev label");
+        let b = root.derive_dev_credential("keyward/v1/dev-aws-secret").expect("a dev label");
+        let bytes = zeroize::Zeroizing::new([&a[..], &b[..]].concat());
+        let (id, secret) = keyward_core::access_key_from_bytes(&bytes);
+        Self { id, secret }
     }
 }
 

@@ -144,19 +144,25 @@ pub fn is_access_key_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }
 
-/// A new access key's id and secret (each character from one random byte:
-/// 256 is a multiple of both alphabets' sizes, so every character is uniform).
+/// A new access key's id and secret, from fresh random bytes.
 pub(crate) fn new_access_key() -> Result<(String, zeroize::Zeroizing<String>), keyward_crypto::CryptoError> {
-    const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut raw = zeroize::Zeroizing::new([0u8; ACCESS_KEY_ID_LEN - 4 + ACCESS_SECRET_LEN]);
     keyward_crypto::random_bytes(&mut raw[..])?;
-    let (id_bytes, secret_bytes) = raw.split_at(ACCESS_KEY_ID_LEN - 4);
+    Ok(access_key_from_bytes(&raw[..]))
+}
+
+/// An access key's id and secret made from 56 bytes (16 for the id, 40 for
+/// the secret; fewer are cycled): each character from one byte, and 256 is
+/// a multiple of both alphabets' sizes, so uniform bytes give uniform
+/// characters. Also what the development access key is made from.
+pub fn access_key_from_bytes(bytes: &[u8]) -> (String, zeroize::Zeroizing<String>) {
+    const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut all = bytes.iter().cycle();
     let mut id = String::from(ACCESS_KEY_PREFIX);
-    id.extend(id_bytes.iter().map(|b| BASE32[usize::from(b & 31)] as char));
-    let secret =
-        zeroize::Zeroizing::new(secret_bytes.iter().map(|b| BASE64[usize::from(b & 63)] as char).collect());
-    Ok((id, secret))
+    id.extend(all.by_ref().take(ACCESS_KEY_ID_LEN - 4).map(|b| BASE32[usize::from(b & 31)] as char));
+    let secret = all.take(ACCESS_SECRET_LEN).map(|b| BASE64[usize::from(b & 63)] as char).collect();
+    (id, zeroize::Zeroizing::new(secret))
 }
 
 /// One stored access object.
@@ -562,6 +568,23 @@ mod tests {
         }
         d.apply(vec![AccessChange::Delete(AccessRecordKey::Token(id))]);
         assert_eq!(d.identify(&token, 0).unwrap_err(), TokenRefusal::Invalid);
+    }
+
+    #[test]
+    fn access_keys_have_aws_shapes() {
+        let (id, secret) = new_access_key().unwrap();
+        assert!(is_access_key_id(&id), "{id}");
+        assert_eq!(secret.len(), ACCESS_SECRET_LEN);
+        assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
+        let (id2, secret2) = new_access_key().unwrap();
+        assert_ne!((id.as_str(), secret.as_str()), (id2.as_str(), secret2.as_str()));
+        // Deterministic from bytes (the development access key).
+        assert_eq!(access_key_from_bytes(&[0; 64]).0, "KWAKAAAAAAAAAAAAAAAA");
+        for bad in
+            ["KWAKAAAAAAAAAAAAAAA", "KWAKAAAAAAAAAAAAAAA1", "AKIAAAAAAAAAAAAAAAAA", "kwakaaaaaaaaaaaaaaaa"]
+        {
+            assert!(!is_access_key_id(bad), "{bad}");
+        }
     }
 
     #[test]

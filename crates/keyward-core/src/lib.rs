@@ -40,9 +40,9 @@ pub use checkpoint::{
 pub use clock::{Clock, SystemClock};
 pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver, DEFAULT_AUDIT_QUEUE_LIMIT};
 pub use directory::{
-    is_access_key_id, AccessChange, AccessId, AccessKeyRecord, AccessRecord, AccessRecordKey, GrantRecord,
-    PrincipalRecord, TokenRecord, TokenRefusal, ACCESS_KEY_ID_LEN, ACCESS_KEY_PREFIX, ACCESS_SECRET_LEN,
-    TOKEN_PREFIX,
+    access_key_from_bytes, is_access_key_id, AccessChange, AccessId, AccessKeyRecord, AccessRecord,
+    AccessRecordKey, GrantRecord, PrincipalRecord, TokenRecord, TokenRefusal, ACCESS_KEY_ID_LEN,
+    ACCESS_KEY_PREFIX, ACCESS_SECRET_LEN, TOKEN_PREFIX,
 };
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
