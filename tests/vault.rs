@@ -283,3 +283,83 @@ async fn bad_input_and_the_rate_limit_on_the_vault_edge() {
     assert!(!limited.is_empty(), "rate-limited requests are audited");
     s.stop().await.unwrap();
 }
+
+/// What the Vault edge's review found, each now held: a batch against a
+/// key the caller cannot use is one record, not one per item; malformed
+/// items are one record per batch; `min_decryption_version` never enables a
+/// version an operator disabled; refused token checks on lookup-self are
+/// audited, naming the token; response wrapping is refused, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_cost_one_record_per_key_failure_and_operator_choices_stand() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (s, addr) = start(dir.path()).await;
+    let key = s.create_key("alias/app").await;
+    s.create_key("alias/other").await;
+    let token = principal(&s, "svc", &["user"], &["alias/app"]).await;
+    let admin = principal(&s, "ops", &["admin", "user"], &["*"]).await;
+    let vars = vec![("VAULT_ADDR", addr.clone()), ("VAULT_TOKEN", token.clone()), ("ADMIN", admin.clone())];
+    let count = |principal: &'static str| {
+        let s = &s;
+        async move {
+            records(s, pb::QueryAuditLogRequest { principal: principal.into(), ..Default::default() })
+                .await
+                .len()
+        }
+    };
+    let before = count("svc").await;
+    let code = "import os, requests\n\
+                a = os.environ['VAULT_ADDR']; h = {'X-Vault-Token': os.environ['VAULT_TOKEN']}\n\
+                items = [{'plaintext': 'eA=='}] * 1000\n\
+                for path in ['encrypt/nosuchkey', 'encrypt/other']:\n\
+                \x20   r = requests.post(a + '/v1/transit/' + path, json={'batch_input': items}, headers=h)\n\
+                \x20   print(r.status_code, len(r.json()['data']['batch_results']))\n\
+                r = requests.post(a + '/v1/transit/encrypt/app', json={'batch_input': [{'plaintext': '!'}] * 1000}, headers=h)\n\
+                print(r.status_code, len(r.json()['data']['batch_results']))\n\
+                r = requests.post(a + '/v1/transit/datakey/plaintext/app', json={}, headers=dict(h, **{'X-Vault-Wrap-TTL': '60s'}))\n\
+                print(r.status_code, r.json()['errors'][0][:17])\n\
+                bad = 'kwt_' + os.environ['VAULT_TOKEN'][4:36] + '_' + '0' * 64\n\
+                print(requests.get(a + '/v1/auth/token/lookup-self', headers={'X-Vault-Token': bad}).status_code)\n\
+                print(requests.get(a + '/v1/sys/seal-status').json()['sealed'])\n";
+    let out = {
+        let (home, vars) = (home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(code, &home, &vars)).await.unwrap().unwrap()
+    };
+    assert_eq!(out, "400 1000\n400 1000\n400 1000\n400 response wrapping\n403\nFalse\n", "{out}");
+    // Three batches of 1000: one record each (the unknown key, the key
+    // without a grant, the malformed items), not 3000.
+    let after = count("svc").await;
+    assert!(after - before <= 4, "{} records for three refused batches", after - before);
+    let lookups =
+        records(&s, pb::QueryAuditLogRequest { operation: "LookupToken".into(), ..Default::default() }).await;
+    assert!(
+        lookups.iter().any(|r| r.outcome == "UNAUTHENTICATED" && r.edge == "vault-transit"),
+        "{lookups:?}"
+    );
+
+    // An operator disables version 2; re-applying min_decryption_version 1
+    // through Vault does not enable it again.
+    let mut keys = s.keys();
+    keys.rotate_key(pb::RotateKeyRequest { key_id: key.clone() }).await.unwrap();
+    keys.rotate_key(pb::RotateKeyRequest { key_id: key.clone() }).await.unwrap();
+    keys.disable_key_version(pb::DisableKeyVersionRequest { key_id: key.clone(), version: 2 }).await.unwrap();
+    let code = "import os, requests\n\
+                a = os.environ['VAULT_ADDR']; h = {'X-Vault-Token': os.environ['ADMIN']}\n\
+                for m in [1, 3, 1]:\n\
+                \x20   r = requests.post(a + '/v1/transit/keys/app/config', json={'min_decryption_version': m}, headers=h)\n\
+                \x20   d = r.json()['data']\n\
+                \x20   print(r.status_code, d['min_decryption_version'], sorted(d['keys']))\n";
+    let out = {
+        let (home, vars) = (home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(code, &home, &vars)).await.unwrap().unwrap()
+    };
+    assert_eq!(out, "200 1 ['1', '3']\n200 3 ['3']\n200 1 ['1', '3']\n", "{out}");
+    let versions = keys
+        .list_key_versions(pb::ListKeyVersionsRequest { key_id: key.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let v2 = versions.versions[1].metadata.unwrap();
+    assert_eq!((v2.version, v2.state()), (2, pb::KeyVersionState::Disabled), "the operator's choice stands");
+    s.stop().await.unwrap();
+}

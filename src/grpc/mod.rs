@@ -303,12 +303,20 @@ impl RateLimiter {
     }
 
     pub(crate) fn try_acquire(&self) -> bool {
+        self.try_acquire_n(1)
+    }
+
+    /// Spends `n` requests' worth at once (a batch of `n` items), or none.
+    pub(crate) fn try_acquire_n(&self, n: usize) -> bool {
+        let n = n.max(1) as f64;
         let mut s = self.state.lock().expect("limiter lock");
         let now = std::time::Instant::now();
         s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second).min(self.burst);
         s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
+        // A batch larger than the burst can pass only with a full bucket.
+        let cost = n.min(self.burst);
+        if s.0 >= cost {
+            s.0 -= cost;
             true
         } else {
             false

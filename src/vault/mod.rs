@@ -26,6 +26,10 @@ use crate::http::{BodyError, EdgeRequest, EdgeResponse, Handler};
 
 /// Largest request body: a batch of ciphertexts.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
+/// Bodies above this size are parsed at most [`LARGE_BODIES`] at a time: a
+/// parsed JSON body takes many times its size in memory.
+const LARGE_BODY: usize = 64 * 1024;
+const LARGE_BODIES: usize = 8;
 
 /// The development token (`--dev`): derived from the development root key,
 /// stable for one data folder; acts as principal `dev` with every role.
@@ -98,6 +102,15 @@ pub(crate) struct VaultTransit {
     mount: String,
     limiter: Option<Arc<crate::grpc::RateLimiter>>,
     dev: Option<DevToken>,
+    large: tokio::sync::Semaphore,
+}
+
+/// Why a token was not accepted.
+enum Refusal {
+    /// A runtime token refused by the directory (named in the record).
+    Token(keyward_core::TokenRefusal),
+    /// Anything else.
+    Other(String),
 }
 
 impl std::fmt::Debug for VaultTransit {
@@ -119,6 +132,7 @@ enum Answer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Health,
+    SealStatus,
     LookupSelf,
     ListKeys,
     CreateKey(String),
@@ -133,10 +147,26 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    /// The key name the route names, if any.
+    pub(crate) fn key_name(&self) -> Option<&str> {
+        match self {
+            Self::CreateKey(n)
+            | Self::ReadKey(n)
+            | Self::ConfigKey(n)
+            | Self::RotateKey(n)
+            | Self::Encrypt(n)
+            | Self::Decrypt(n)
+            | Self::Rewrap(n)
+            | Self::DataKey { name: n, .. } => Some(n),
+            _ => None,
+        }
+    }
+
     /// The operation its refusals are recorded as (`None`: touches no key).
     fn operation(&self) -> Option<Operation> {
         Some(match self {
-            Self::Health | Self::LookupSelf => return None,
+            Self::Health | Self::SealStatus => return None,
+            Self::LookupSelf => Operation::LookupToken,
             Self::ListKeys => Operation::ListKeys,
             Self::CreateKey(_) => Operation::CreateKey,
             Self::ReadKey(_) => Operation::DescribeKey,
@@ -152,6 +182,16 @@ impl Route {
     }
 }
 
+/// How many batch items a body holds (1 for a single request), counted
+/// without parsing it: a cheap upper bound, for the rate limit.
+fn batch_len(body: &[u8]) -> usize {
+    let needle = b"\"batch_input\"";
+    if !body.windows(needle.len()).any(|w| w == needle) {
+        return 1;
+    }
+    body.iter().filter(|b| **b == b'{').count().saturating_sub(1).clamp(1, keyward_core::MAX_BATCH_ITEMS)
+}
+
 /// Routes `method path?query` under `mount`.
 pub(crate) fn route(
     mount: &str,
@@ -159,7 +199,8 @@ pub(crate) fn route(
     path: &str,
     query: &str,
 ) -> Result<Route, VaultError> {
-    let list = method.as_str() == "LIST" || query.split('&').any(|q| q == "list=true" || q == "list=1");
+    let list = method.as_str() == "LIST"
+        || (*method == http::Method::GET && query.split('&').any(|q| q == "list=true" || q == "list=1"));
     let read = *method == http::Method::GET && !list;
     let write = matches!(method.as_str(), "POST" | "PUT");
     let unsupported = || VaultError::new(405, format!("unsupported operation: {method} {path}"));
@@ -173,6 +214,9 @@ pub(crate) fn route(
             } else {
                 Err(unsupported())
             }
+        }
+        "sys/seal-status" => {
+            return if *method == http::Method::GET { Ok(Route::SealStatus) } else { Err(unsupported()) }
         }
         "auth/token/lookup-self" => {
             return if read || write { Ok(Route::LookupSelf) } else { Err(unsupported()) }
@@ -213,6 +257,13 @@ pub(crate) fn route(
         (["random"], false, _, true) => Route::Random(None),
         (["random", b], false, _, true) => Route::Random(Some(b.to_string())),
         (["random", "platform" | "seal" | "all", b], false, _, true) => Route::Random(Some(b.to_string())),
+        (["keys", _], ..) if *method == http::Method::DELETE => {
+            return Err(VaultError::new(
+                400,
+                "deleting keys through the Vault API is not supported: schedule the deletion with \
+                 `keyward key schedule-deletion alias/<name>` (deletion_allowed is recorded, not acted on)",
+            ))
+        }
         (["keys" | "encrypt" | "decrypt" | "rewrap" | "datakey" | "random", ..], ..) => {
             return Err(unsupported())
         }
@@ -230,7 +281,7 @@ impl VaultTransit {
         limiter: Option<Arc<crate::grpc::RateLimiter>>,
         dev: Option<DevToken>,
     ) -> Self {
-        Self { kms, auth, mount, limiter, dev }
+        Self { kms, auth, mount, limiter, dev, large: tokio::sync::Semaphore::new(LARGE_BODIES) }
     }
 
     /// The development token, in `--dev`.
@@ -278,8 +329,13 @@ impl VaultTransit {
     async fn answer(&self, req: EdgeRequest) -> Result<(u16, Answer), VaultError> {
         let EdgeRequest { head, body, peer, request_id } = req;
         let route = route(&self.mount, &head.method, head.uri.path(), head.uri.query().unwrap_or(""))?;
-        if route == Route::Health {
-            return Ok((200, Answer::Bare(ops::health())));
+        match route {
+            Route::Health => return Ok((200, Answer::Bare(ops::health()))),
+            Route::SealStatus => return Ok((200, Answer::Bare(ops::seal_status()))),
+            _ => {}
+        }
+        if head.headers.contains_key("x-vault-wrap-ttl") {
+            return Err(VaultError::new(400, "response wrapping (X-Vault-Wrap-TTL) is not supported"));
         }
         let body = match body {
             Ok(b) => b,
@@ -310,30 +366,39 @@ impl VaultTransit {
                     .map(str::trim)
             })
             .filter(|t| !t.is_empty());
+        let op = route.operation().expect("every route past health has an operation");
         let identity = self.identify(token, refused.clone());
         let caller = match identity {
             Ok(c) => c,
             Err(why) => {
-                if let Some(op) = route.operation() {
-                    if let KmsError::AuditUnavailable(a) =
-                        self.kms.refuse(&refused, op, KmsError::Unauthenticated(why)).await
-                    {
-                        return Err(VaultError::of(&KmsError::AuditUnavailable(a)));
+                let recorded = match &why {
+                    Refusal::Token(t) => self.kms.refuse_token(&refused, op, t).await,
+                    Refusal::Other(m) => {
+                        self.kms.refuse(&refused, op, KmsError::Unauthenticated(m.clone())).await
                     }
+                };
+                if let KmsError::AuditUnavailable(a) = recorded {
+                    return Err(VaultError::of(&KmsError::AuditUnavailable(a)));
                 }
                 return Err(VaultError::denied());
             }
         };
-        if route == Route::LookupSelf {
-            return Ok((200, Answer::Data(ops::lookup_self(&caller, token.unwrap_or("")))));
-        }
-        let op = route.operation().expect("key routes have an operation");
+        // A batch spends one request's worth of the rate limit per item.
+        let items = batch_len(&body);
         if let Some(l) = &self.limiter {
-            if !l.try_acquire() {
+            if !l.try_acquire_n(items) {
                 let why = KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
                 return Err(VaultError::of(&self.kms.refuse(&caller, op, why).await));
             }
         }
+        if route == Route::LookupSelf {
+            return Ok((200, Answer::Data(ops::lookup_self(&caller, token.unwrap_or("")))));
+        }
+        let _large = if body.len() > LARGE_BODY {
+            Some(self.large.acquire().await.expect("never closed"))
+        } else {
+            None
+        };
         let parsed = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
         } else {
@@ -350,8 +415,10 @@ impl VaultTransit {
 
     /// The caller a token stands for: a runtime token (`kwt_`), a configured
     /// one, a JWT, or in `--dev` the development token.
-    fn identify(&self, token: Option<&str>, refused: Caller) -> Result<Caller, String> {
-        let Some(token) = token else { return Err("missing client token (X-Vault-Token)".into()) };
+    fn identify(&self, token: Option<&str>, refused: Caller) -> Result<Caller, Refusal> {
+        let Some(token) = token else {
+            return Err(Refusal::Other("missing client token (X-Vault-Token)".into()));
+        };
         if let Some(d) = &self.dev {
             if bool::from(subtle::ConstantTimeEq::ct_eq(token.as_bytes(), d.0.as_bytes())) {
                 return Ok(Caller {
@@ -364,19 +431,19 @@ impl VaultTransit {
         if token.starts_with(keyward_core::TOKEN_PREFIX) {
             return match self.kms.identify_token(token) {
                 Ok(id) => Ok(Caller { principal: id.principal, policy: id.policy, ..refused }),
-                Err(why) => Err(why.message().to_string()),
+                Err(why) => Err(Refusal::Token(why)),
             };
         }
         if matches!(self.auth, Authenticator::Dev(_)) {
             // In development mode only the development token (and runtime tokens) work here.
-            return Err("not the development token".into());
+            return Err(Refusal::Other("not the development token".into()));
         }
         match self.auth.identify(Some(&format!("Bearer {token}")), None) {
             Ok(p) => match self.kms.policy_of(&p.name) {
                 Some(policy) => Ok(Caller { principal: p.name, policy, ..refused }),
-                None => Err("the token's principal does not exist".into()),
+                None => Err(Refusal::Other("the token's principal does not exist".into())),
             },
-            Err(e) => Err(e.0.to_string()),
+            Err(e) => Err(Refusal::Other(e.0.to_string())),
         }
     }
 }
@@ -405,7 +472,13 @@ mod tests {
         assert_eq!(r("POST", "/v1/transit/random/24", "").unwrap(), Route::Random(Some("24".into())));
         assert_eq!(r("POST", "/v1/transit/random", "").unwrap(), Route::Random(None));
         assert_eq!(r("GET", "/v1/transit/random/8", "").unwrap_err().status, 405);
-        assert_eq!(r("DELETE", "/v1/transit/keys/app", "").unwrap_err().status, 405);
+        let delete = r("DELETE", "/v1/transit/keys/app", "").unwrap_err();
+        assert!(
+            delete.status == 400 && delete.errors[0].contains("keyward key schedule-deletion"),
+            "{delete:?}"
+        );
+        assert_eq!(r("GET", "/v1/sys/seal-status", "").unwrap(), Route::SealStatus);
+        assert_eq!(r("POST", "/v1/transit/keys/app", "list=true").unwrap(), Route::CreateKey("app".into()));
         assert_eq!(r("POST", "/v1/other/encrypt/app", "").unwrap_err().status, 404);
         assert_eq!(r("POST", "/v1/transit/nosuch", "").unwrap_err().status, 404);
         assert_eq!(r("POST", "/v1/transit/encrypt/a%20b", "").unwrap_err().status, 400);

@@ -23,6 +23,11 @@ const DAY_S: i64 = 86_400;
 /// `min_decryption_version` etc. are kept as Keyward state; `deletion_allowed`
 /// has no Keyward meaning and is kept as this label.
 const DELETION_ALLOWED: &str = "vault-transit.deletion_allowed";
+/// The `min_decryption_version` the edge applied.
+const MIN_DECRYPTION: &str = "vault-transit.min_decryption_version";
+/// The versions the edge disabled for it, as ranges (`1-4,7`): the only
+/// ones it enables again when the minimum goes down.
+const EDGE_DISABLED: &str = "vault-transit.disabled_versions";
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -97,22 +102,25 @@ impl Fields<'_> {
         match self.get(f) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) => {
-                s.parse().map(Some).map_err(|_| KmsError::invalid(f, "must be true or false"))
-            }
+            // Vault parses strings as Go's strconv.ParseBool does.
+            Some(Value::String(s)) => match s.as_str() {
+                "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Some(true)),
+                "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Some(false)),
+                _ => Err(KmsError::invalid(f, "must be true or false")),
+            },
             Some(_) => Err(KmsError::invalid(f, "must be true or false")),
         }
     }
 
     /// The encryption context of `associated_data` (as sent), or none.
     fn context(&self) -> Result<HashMap<String, String>, KmsError> {
-        if self.get("context").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if self.str("context")?.is_some_and(|s| !s.is_empty()) {
             return Err(KmsError::invalid(
                 "context",
                 "key derivation (derived keys) is not supported; use associated_data",
             ));
         }
-        if self.get("nonce").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if self.str("nonce")?.is_some_and(|s| !s.is_empty()) {
             return Err(KmsError::invalid("nonce", "caller-chosen nonces are not supported"));
         }
         Ok(match self.str("associated_data")? {
@@ -131,6 +139,9 @@ impl Fields<'_> {
         let bad = || KmsError::invalid("ciphertext", "must be vault:v<N>:<base64>");
         let rest = s.strip_prefix("vault:v").ok_or_else(bad)?;
         let (n, body) = rest.split_once(':').ok_or_else(bad)?;
+        if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
         let n: u32 = n.parse().map_err(|_| bad())?;
         if body.len() > 16 * 1024 {
             return Err(KmsError::invalid("ciphertext", "is too long"));
@@ -163,7 +174,26 @@ pub(super) fn health() -> Value {
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
         "server_time_utc": now,
-        "version": concat!("keyward-", env!("CARGO_PKG_VERSION")),
+        "version": env!("CARGO_PKG_VERSION"),
+        "cluster_name": "keyward",
+    })
+}
+
+/// `sys/seal-status`: Keyward serves only unsealed (`vault status` reads it).
+pub(super) fn seal_status() -> Value {
+    json!({
+        "type": "shamir",
+        "initialized": true,
+        "sealed": false,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": env!("CARGO_PKG_VERSION"),
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": "keyward",
         "cluster_name": "keyward",
     })
 }
@@ -197,6 +227,7 @@ pub(super) async fn run(
 ) -> Result<(u16, Value), VaultError> {
     let empty = Map::new();
     let map = body.as_object().unwrap_or(&empty);
+    let key = route.key_name().map(alias);
     let o = Ops { kms, caller };
     let result = match route {
         Route::ListKeys => o.list_keys().await,
@@ -204,15 +235,15 @@ pub(super) async fn run(
         Route::ReadKey(n) => o.read_key(&n).await,
         Route::ConfigKey(n) => o.config_key(&n, Fields(map)).await,
         Route::RotateKey(n) => match audited(kms.rotate_key(caller, &alias(&n)).await) {
-            Ok(v) => Ok(o.key_data(&v)),
+            Ok(v) => Ok(o.key_data(&n, &v)),
             Err(e) => Err(e),
         },
-        Route::Encrypt(n) => o.batch(map, op, |f| o.encrypt(n.clone(), f)).await,
-        Route::Decrypt(n) => o.batch(map, op, |f| o.decrypt(n.clone(), f)).await,
-        Route::Rewrap(n) => o.batch(map, op, |f| o.rewrap(n.clone(), f)).await,
+        Route::Encrypt(n) => o.batch(map, op, &alias(&n), |f| o.encrypt(n.clone(), f)).await,
+        Route::Decrypt(n) => o.batch(map, op, &alias(&n), |f| o.decrypt(n.clone(), f)).await,
+        Route::Rewrap(n) => o.batch(map, op, &alias(&n), |f| o.rewrap(n.clone(), f)).await,
         Route::DataKey { plaintext, name } => o.data_key(&name, plaintext, Fields(map)).await,
         Route::Random(bytes) => o.random(bytes, Fields(map)).await,
-        Route::Health | Route::LookupSelf => {
+        Route::Health | Route::SealStatus | Route::LookupSelf => {
             Err(Failure::Edge(KmsError::Internal("routed elsewhere".into())))
         }
     };
@@ -220,7 +251,11 @@ pub(super) async fn run(
         Ok(v) => Ok((200, v)),
         Err(Failure::Audited(e)) => Err(VaultError::of(&e)),
         Err(Failure::Missing) => Err(VaultError { status: 404, errors: Vec::new() }),
-        Err(Failure::Edge(e)) => Err(VaultError::of(&kms.refuse(caller, op, e).await)),
+        // Recorded naming the key the request named, when it resolves.
+        Err(Failure::Edge(e)) => Err(VaultError::of(&match &key {
+            Some(k) => kms.refuse_key(caller, op, k, e).await,
+            None => kms.refuse(caller, op, e).await,
+        })),
         // As Vault: the whole envelope, every item's result, status 400.
         Err(Failure::Batch(results)) => Ok((400, json!({ "batch_results": results }))),
     }
@@ -233,14 +268,13 @@ struct Ops<'a> {
 
 impl Ops<'_> {
     /// A key as Vault shows it (`keys/:name`).
-    fn key_data(&self, v: &KeyView) -> Value {
+    fn key_data(&self, name: &str, v: &KeyView) -> Value {
         let m = &v.meta;
-        let name = v.aliases.first().and_then(|a| a.strip_prefix("alias/")).unwrap_or("");
         let min = min_decryption_version(v);
         let keys: Map<String, Value> = m
             .versions
             .iter()
-            .filter(|x| x.version >= min && x.state != VersionState::Destroyed)
+            .filter(|x| x.version >= min && x.state == VersionState::Enabled)
             .map(|x| (x.version.to_string(), json!(x.created_ms / 1000)))
             .collect();
         json!({
@@ -312,7 +346,7 @@ impl Ops<'_> {
             ..Default::default()
         };
         match self.kms.create_key(self.caller, input).await {
-            Ok(v) => Ok(self.key_data(&v)),
+            Ok(v) => Ok(self.key_data(name, &v)),
             // Creating a key that exists changes nothing, as in Vault.
             Err(KmsError::AlreadyExists(_)) => self.read_key(name).await,
             Err(e) => Err(Failure::Audited(e)),
@@ -321,18 +355,25 @@ impl Ops<'_> {
 
     async fn read_key(&self, name: &str) -> Result<Value, Failure> {
         match self.kms.describe_key(self.caller, &alias(name)).await {
-            Ok(v) => Ok(self.key_data(&v)),
+            Ok(v) => Ok(self.key_data(name, &v)),
             // As Vault: an unknown key reads as 404 with no message.
             Err(KmsError::NotFound(_)) => Err(Failure::Missing),
             Err(e) => Err(Failure::Audited(e)),
         }
     }
 
-    /// `keys/:name/config`: `min_decryption_version` (versions below it are
-    /// disabled, those from it enabled), `deletion_allowed`,
-    /// `auto_rotate_period`; each change is its own audited use case.
+    /// `keys/:name/config`: `min_decryption_version` (the edge disables the
+    /// enabled versions below it, and enables again only those it disabled
+    /// itself, recorded in a label; a version an operator disabled stays
+    /// disabled), `deletion_allowed`, `auto_rotate_period`. Every field is
+    /// checked before anything changes; each change is its own audited use
+    /// case.
     async fn config_key(&self, name: &str, f: Fields<'_>) -> Result<Value, Failure> {
         let key = alias(name);
+        if !self.caller.policy.has(keyward_core::Role::Admin) {
+            let e = KmsError::PermissionDenied(format!("{} may not configure keys", self.caller.principal));
+            return Err(Failure::Edge(e));
+        }
         let min = f.int("min_decryption_version")?;
         let deletion = f.bool("deletion_allowed")?;
         let rotation = f.get("auto_rotate_period").map(period).transpose()?;
@@ -358,17 +399,33 @@ impl Ops<'_> {
                 )
                 .into());
             }
+            let min = min as u32;
+            let old = min_decryption_version(&view);
+            // The versions this edge disabled (and only those) it may enable again.
+            let mut ours = edge_disabled(&view);
             for v in view.meta.versions.clone() {
-                let want_enabled = i64::from(v.version) >= min;
-                match (v.state, want_enabled) {
-                    (VersionState::Enabled, false) => {
-                        view = audited(self.kms.disable_key_version(self.caller, &key, v.version).await)?;
-                    }
-                    (VersionState::Disabled, true) => {
+                if v.version < min && v.state == VersionState::Enabled {
+                    view = audited(self.kms.disable_key_version(self.caller, &key, v.version).await)?;
+                    ours.insert(v.version);
+                } else if v.version >= min && ours.contains(&v.version) {
+                    if v.state == VersionState::Disabled {
                         view = audited(self.kms.enable_key_version(self.caller, &key, v.version).await)?;
                     }
-                    _ => {}
+                    ours.remove(&v.version);
                 }
+            }
+            if min != old || ours != edge_disabled(&view) {
+                let mut set = std::collections::BTreeMap::new();
+                let mut remove = Vec::new();
+                match min {
+                    1 => remove.push(MIN_DECRYPTION.to_string()),
+                    m => drop(set.insert(MIN_DECRYPTION.to_string(), m.to_string())),
+                }
+                match ranges(&ours) {
+                    r if r.is_empty() => remove.push(EDGE_DISABLED.to_string()),
+                    r => drop(set.insert(EDGE_DISABLED.to_string(), r)),
+                }
+                view = audited(self.kms.update_key_labels(self.caller, &key, set, remove).await)?;
             }
         }
         if let Some(d) = deletion {
@@ -382,11 +439,22 @@ impl Ops<'_> {
         if let Some(p) = rotation {
             view = audited(self.kms.update_rotation_period(self.caller, &key, p).await)?;
         }
-        Ok(self.key_data(&view))
+        Ok(self.key_data(name, &view))
     }
 
     /// Runs `one` for the request, or for each item of its `batch_input`.
-    async fn batch<F, Fut>(&self, map: &Map<String, Value>, op: Operation, one: F) -> Result<Value, Failure>
+    /// A failure of the key itself (unknown, no grant, disabled, audit down)
+    /// ends the batch: the remaining items are answered with the same error
+    /// without another use-case call, so a batch against a key the caller
+    /// cannot use is one record, not one per item. Items the edge finds
+    /// malformed are recorded once for the whole batch.
+    async fn batch<F, Fut>(
+        &self,
+        map: &Map<String, Value>,
+        op: Operation,
+        key: &str,
+        one: F,
+    ) -> Result<Value, Failure>
     where
         F: Fn(Map<String, Value>) -> Fut,
         Fut: std::future::Future<Output = Result<Value, Failure>>,
@@ -402,24 +470,42 @@ impl Ops<'_> {
             );
         }
         let mut results = Vec::with_capacity(items.len());
-        let mut failed = false;
+        let (mut failed, mut malformed, mut first_malformed) = (false, 0usize, None);
+        let mut stop: Option<String> = None;
         for item in items {
             let Some(obj) = item.as_object() else {
                 return Err(KmsError::invalid("batch_input", "must be a list of objects").into());
             };
-            let reference = obj.get("reference").cloned().unwrap_or_else(|| json!(""));
-            let mut r = match one(obj.clone()).await {
-                Ok(v) => v,
-                Err(f) => {
-                    failed = true;
-                    let e = match f {
-                        Failure::Audited(e) => VaultError::of(&e),
-                        Failure::Edge(e) => VaultError::of(&self.kms.refuse(self.caller, op, e).await),
-                        Failure::Batch(_) | Failure::Missing => {
-                            VaultError::new(400, "encryption key not found")
+            let reference = match obj.get("reference") {
+                None | Some(Value::Null) => json!(""),
+                Some(Value::String(r)) => json!(r),
+                Some(_) => return Err(KmsError::invalid("reference", "must be a string").into()),
+            };
+            let outcome = match &stop {
+                Some(e) => Err(e.clone()),
+                None => match one(obj.clone()).await {
+                    Ok(v) => Ok(v),
+                    Err(Failure::Audited(e)) => {
+                        let text = VaultError::of(&e).errors.join("; ");
+                        if key_level(&e) {
+                            stop = Some(text.clone());
                         }
-                    };
-                    let mut r = json!({ "error": e.errors.join("; ") });
+                        Err(text)
+                    }
+                    Err(Failure::Edge(e)) => {
+                        malformed += 1;
+                        let text = VaultError::of(&e).errors.join("; ");
+                        first_malformed.get_or_insert(e);
+                        Err(text)
+                    }
+                    Err(Failure::Batch(_) | Failure::Missing) => Err("encryption key not found".to_string()),
+                },
+            };
+            let mut r = match outcome {
+                Ok(v) => v,
+                Err(text) => {
+                    failed = true;
+                    let mut r = json!({ "error": text });
                     if op == Operation::Decrypt {
                         r["plaintext"] = json!("");
                     }
@@ -428,6 +514,18 @@ impl Ops<'_> {
             };
             r["reference"] = reference;
             results.push(r);
+        }
+        if let Some(e) = first_malformed {
+            let n = items.len();
+            let summary = match e {
+                KmsError::InvalidArgument { field, reason } => {
+                    KmsError::invalid(field, format!("{reason} ({malformed} of {n} batch items invalid)"))
+                }
+                other => other,
+            };
+            if let KmsError::AuditUnavailable(a) = self.kms.refuse_key(self.caller, op, key, summary).await {
+                return Err(Failure::Audited(KmsError::AuditUnavailable(a)));
+            }
         }
         if failed {
             return Err(Failure::Batch(results));
@@ -444,6 +542,15 @@ impl Ops<'_> {
             return Err(KmsError::invalid("type", "only aes256-gcm96").into());
         }
         let key = alias(&name);
+        // Everything is checked before an upsert creates anything.
+        let missing = matches!(self.kms.peek_key(&key), Err(KmsError::NotFound(_)));
+        if missing && key_version.is_some_and(|v| v > 1) {
+            return Err(KmsError::invalid(
+                "key_version",
+                "the key does not exist yet (a new key has version 1)",
+            )
+            .into());
+        }
         self.upsert(&name).await?;
         if let Some(v) = key_version.filter(|v| *v != 0) {
             // Only the latest version encrypts (Vault's min_encryption_version 0).
@@ -553,11 +660,50 @@ impl Ops<'_> {
     }
 }
 
-/// The lowest version that still decrypts: one past the leading versions
-/// that are disabled, scheduled for destruction or destroyed.
+/// The `min_decryption_version` the edge applied (1 when none).
 fn min_decryption_version(v: &KeyView) -> u32 {
-    let off = v.meta.versions.iter().take_while(|x| x.state != VersionState::Enabled).count();
-    u32::try_from(off).unwrap_or(u32::MAX).saturating_add(1)
+    v.meta.labels.get(MIN_DECRYPTION).and_then(|m| m.parse().ok()).unwrap_or(1)
+}
+
+/// The versions the edge disabled (from [`EDGE_DISABLED`]).
+fn edge_disabled(v: &KeyView) -> std::collections::BTreeSet<u32> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in v.meta.labels.get(EDGE_DISABLED).map(String::as_str).unwrap_or("").split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+            out.extend(a..=b.min(a.saturating_add(100_000)));
+        }
+    }
+    out
+}
+
+/// Versions as ranges: `{1,2,3,7}` is `1-3,7`.
+fn ranges(set: &std::collections::BTreeSet<u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut it = set.iter().copied().peekable();
+    while let Some(start) = it.next() {
+        let mut end = start;
+        while it.peek() == Some(&(end + 1)) {
+            end = it.next().unwrap_or(end);
+        }
+        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+    }
+    out.join(",")
+}
+
+/// Whether a use-case error concerns the key (or the caller's right to use
+/// it, or the audit log) rather than one batch item: the rest of a batch
+/// would fail the same way.
+fn key_level(e: &KmsError) -> bool {
+    matches!(
+        e,
+        KmsError::NotFound(_)
+            | KmsError::PermissionDenied(_)
+            | KmsError::Unauthenticated(_)
+            | KmsError::AuditUnavailable(_)
+            | KmsError::Store(_)
+            | KmsError::ResourceExhausted(_)
+    ) || matches!(e, KmsError::FailedPrecondition(m) if m.starts_with("key "))
 }
 
 /// `auto_rotate_period`: seconds (number) or a duration (`"24h"`); 0 turns
@@ -590,6 +736,13 @@ fn period(v: &Value) -> Result<Option<i64>, KmsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_ranges_round_trip() {
+        let set: std::collections::BTreeSet<u32> = [1, 2, 3, 7, 9, 10].into();
+        assert_eq!(ranges(&set), "1-3,7,9-10");
+        assert_eq!(ranges(&Default::default()), "");
+    }
 
     #[test]
     fn periods_parse_like_vault() {

@@ -107,11 +107,13 @@ pub enum Operation {
     UpdateKeyLabels,
     /// `ListAliases` (AWS KMS edge).
     ListAliases,
+    /// `auth/token/lookup-self` (Vault edge): a caller checking its token.
+    LookupToken,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 45] = [
+    const ALL: [Operation; 46] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -157,6 +159,7 @@ impl Operation {
         Self::UpdateAlias,
         Self::UpdateKeyLabels,
         Self::ListAliases,
+        Self::LookupToken,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -218,6 +221,7 @@ impl Operation {
             Self::UpdateAlias => "UpdateAlias",
             Self::UpdateKeyLabels => "UpdateKeyLabels",
             Self::ListAliases => "ListAliases",
+            Self::LookupToken => "LookupToken",
         }
     }
 }
