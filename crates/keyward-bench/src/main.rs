@@ -15,10 +15,13 @@
 //! Transit API of one Keyward (and OpenBao's transit, as a reference) in the
 //! same run, and prints each edge's ratio to gRPC.
 //!
-//! `keyward-bench run --keyward ADDR --echo ADDR --concurrency N --seconds S`
-//! drives GenerateDataKey (32-byte keys), Encrypt (4 KiB) and Decrypt (4 KiB)
-//! against both, one after the other, and prints throughput, p50/p99/p999
-//! latency and the Keyward/echo ratio for each operation.
+//! `keyward-bench run --keyward ADDR [--echo ADDR] [--openbao URL]
+//! --concurrency N --seconds S` drives GenerateDataKey (32-byte keys),
+//! Encrypt (4 KiB) and Decrypt (4 KiB), and at each concurrency the ceiling
+//! (`grpc.health.v1` Check on the same server: tonic's no-op), and prints
+//! throughput, p50/p99/p999 latency and the ratio to the ceiling for each
+//! operation; with `--echo`, the echo service's rate too, and with
+//! `--openbao`, OpenBao's transit datakey rate beside GenerateDataKey.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,9 +61,16 @@ enum Cmd {
         /// Keyward address.
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         keyward: String,
-        /// Echo service address.
-        #[arg(long, default_value = "http://127.0.0.1:50052")]
-        echo: String,
+        /// Also measure this no-op echo CryptoService (`keyward-bench echo`).
+        #[arg(long)]
+        echo: Option<String>,
+        /// Also measure OpenBao's (or Vault's) transit `datakey/plaintext`
+        /// here, beside GenerateDataKey (`bao server -dev`, transit enabled).
+        #[arg(long)]
+        openbao: Option<String>,
+        /// OpenBao's token.
+        #[arg(long, default_value = "root")]
+        openbao_token: String,
         /// Requests in flight (comma-separated list runs each in turn).
         #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
         concurrency: Vec<usize>,
@@ -258,6 +268,8 @@ enum Op {
     DataKey,
     Encrypt,
     Decrypt,
+    /// `grpc.health.v1.Health/Check` on the same server: tonic's no-op, the ceiling.
+    Health,
 }
 
 impl Op {
@@ -266,6 +278,7 @@ impl Op {
             Op::DataKey => "GenerateDataKey(32 B)",
             Op::Encrypt => "Encrypt(4 KiB)",
             Op::Decrypt => "Decrypt(4 KiB)",
+            Op::Health => "health Check",
         }
     }
 }
@@ -324,6 +337,7 @@ async fn drive_as(
     let mut tasks = Vec::new();
     for i in 0..concurrency {
         let mut client = CryptoServiceClient::new(chans[i % chans.len()].clone());
+        let mut health = tonic_health::pb::health_client::HealthClient::new(chans[i % chans.len()].clone());
         let key = key.to_string();
         let ct = ciphertext.to_vec();
         let token = token.map(str::to_string);
@@ -364,6 +378,10 @@ async fn drive_as(
                         ))
                         .await
                         .is_ok(),
+                    Op::Health => health
+                        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                        .await
+                        .is_ok(),
                 };
                 if ok {
                     h.saturating_record(t.elapsed().as_micros() as u64);
@@ -389,9 +407,22 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-async fn run(keyward: &str, echo: &str, levels: &[usize], secs: u64, conns: usize) -> Result<(), String> {
+/// `keyward-bench run`: each operation against Keyward and, in the same
+/// run, the ceiling (the health check on the same server; optionally the
+/// echo service), and OpenBao's transit datakey beside GenerateDataKey.
+async fn run(
+    keyward: &str,
+    echo: Option<&str>,
+    bao: Option<edges::Vault>,
+    levels: &[usize],
+    secs: u64,
+    conns: usize,
+) -> Result<(), String> {
     let kw = channels(keyward, conns).await?;
-    let ec = channels(echo, conns).await?;
+    let ec = match echo {
+        Some(e) => Some(channels(e, conns).await?),
+        None => None,
+    };
     let key = KeyServiceClient::new(kw[0].clone())
         .create_key(pb::CreateKeyRequest { description: "keyward-bench".into(), ..Default::default() })
         .await
@@ -401,50 +432,56 @@ async fn run(keyward: &str, echo: &str, levels: &[usize], secs: u64, conns: usiz
         .ok_or("CreateKey returned no key")?
         .key_id;
     let ct = CryptoServiceClient::new(kw[0].clone())
-        .encrypt(pb::EncryptRequest {
-            key_id: key.clone(),
-            plaintext: vec![0x42; 4096],
-            ..Default::default()
-        })
+        .encrypt(pb::EncryptRequest { key_id: key.clone(), plaintext: vec![0x42; 4096], ..Default::default() })
         .await
         .map_err(|s| format!("Encrypt: {s}"))?
         .into_inner()
         .ciphertext;
     let echo_ct = vec![0u8; ct.len()];
+    let http = edges::client();
+    if let Some(b) = &bao {
+        edges::create_transit_key(&http, b).await?;
+    }
     println!("keyward-bench: {secs}s per measurement, {conns} connections each; latency in ms");
     println!(
-        "{:<22} {:>5} | {:>9} {:>7} {:>7} {:>7} {:>5} | {:>9} {:>7} {:>7} {:>7} | {:>6}",
-        "operation",
-        "conc",
-        "kw req/s",
-        "p50",
-        "p99",
-        "p999",
-        "errs",
-        "echo r/s",
-        "p50",
-        "p99",
-        "p999",
-        "ratio"
+        "ceiling: grpc.health.v1 Check on the same server{}{}",
+        if ec.is_some() { "; echo: the no-op CryptoService" } else { "" },
+        if bao.is_some() { "; bao: OpenBao transit datakey/plaintext" } else { "" }
+    );
+    println!(
+        "{:<22} {:>5} | {:>9} {:>7} {:>7} {:>7} {:>5} | {:>9} {:>7} {:>7} | {:>6} | {:>9} | {:>9}",
+        "operation", "conc", "kw req/s", "p50", "p99", "p999", "errs", "ceil r/s", "p50", "p99", "ratio", "echo r/s",
+        "bao r/s"
     );
     for &c in levels {
+        let ceiling = drive(&kw, Op::Health, &key, &ct, c, secs).await;
         for op in [Op::DataKey, Op::Encrypt, Op::Decrypt] {
             let k = drive(&kw, op, &key, &ct, c, secs).await;
-            let e = drive(&ec, op, &key, &echo_ct, c, secs).await;
+            let e = match &ec {
+                Some(ec) => format!("{:>9.0}", drive(ec, op, &key, &echo_ct, c, secs).await.rps),
+                None => format!("{:>9}", "-"),
+            };
+            let b = match (&bao, op) {
+                (Some(b), Op::DataKey) => {
+                    let b = b.clone();
+                    let m = edges::drive(&http, std::sync::Arc::new(move || edges::vault_request(&b)), c, secs).await;
+                    format!("{:>9.0}", m.rps)
+                }
+                _ => format!("{:>9}", "-"),
+            };
             println!(
-                "{:<22} {:>5} | {:>9.0} {:>7} {:>7} {:>7} {:>5} | {:>9.0} {:>7} {:>7} {:>7} | {:>6.2}",
+                "{:<22} {:>5} | {:>9.0} {:>7} {:>7} {:>7} {:>5} | {:>9.0} {:>7} {:>7} | {:>6.2} | {e} | {b}",
                 op.name(),
                 c,
                 k.rps,
                 ms(k.hist.value_at_quantile(0.5)),
                 ms(k.hist.value_at_quantile(0.99)),
                 ms(k.hist.value_at_quantile(0.999)),
-                k.errors + e.errors,
-                e.rps,
-                ms(e.hist.value_at_quantile(0.5)),
-                ms(e.hist.value_at_quantile(0.99)),
-                ms(e.hist.value_at_quantile(0.999)),
-                if e.rps > 0.0 { k.rps / e.rps } else { 0.0 },
+                k.errors + ceiling.errors,
+                ceiling.rps,
+                ms(ceiling.hist.value_at_quantile(0.5)),
+                ms(ceiling.hist.value_at_quantile(0.99)),
+                if ceiling.rps > 0.0 { k.rps / ceiling.rps } else { 0.0 },
             );
         }
     }
@@ -468,8 +505,14 @@ fn main() -> std::process::ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             }
-            Cmd::Run { keyward, echo, concurrency, seconds, connections } => {
-                run(&keyward, &echo, &concurrency, seconds, connections).await
+            Cmd::Run { keyward, echo, openbao, openbao_token, concurrency, seconds, connections } => {
+                let bao = openbao.map(|endpoint| edges::Vault {
+                    endpoint,
+                    token: openbao_token,
+                    mount: "transit".into(),
+                    key: "keyward-bench".into(),
+                });
+                run(&keyward, echo.as_deref(), bao, &concurrency, seconds, connections).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
             Cmd::Edges {
@@ -814,15 +857,7 @@ async fn edges_run(
         _ => Ok(()),
     };
     if let Some(b) = &bao {
-        let req =
-            hyper::Request::post(format!("{}/v1/transit/keys/{}", b.endpoint.trim_end_matches('/'), b.key))
-                .header("x-vault-token", &b.token)
-                .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-                .map_err(|e| e.to_string())?;
-        let resp = http.request(req).await.map_err(|e| format!("OpenBao at {}: {e}", b.endpoint))?;
-        if !resp.status().is_success() {
-            return Err(format!("OpenBao: creating transit key {} answered {}", b.key, resp.status()));
-        }
+        edges::create_transit_key(&http, b).await?;
     }
     println!("keyward-bench edges: GenerateDataKey (32 B), {secs}s per measurement; latency in ms");
     println!(
