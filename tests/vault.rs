@@ -206,6 +206,15 @@ async fn the_vault_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
     );
     assert_eq!(py(&code).await.unwrap().unwrap().trim(), "from grpc");
 
+    // lookup-self: who the token is and how long it lives (never the token).
+    let out = py("import hvac\nd = hvac.Client().auth.token.lookup_self()['data']\n\
+                  print(d['display_name'], d['ttl'] > 3000, d['expire_time'][:2], d['policies'], len(d['accessor']))")
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.trim(), "svc True 20 ['user'] 36", "{out}");
+    assert!(!out.contains(&token[37..]), "the secret never comes back");
+
     // Revoked: the next request is refused 403, audited.
     let mut access = AccessServiceClient::new(s.channel.clone());
     access.revoke_all_tokens(pb::RevokeAllTokensRequest { principal: "svc".into() }).await.unwrap();

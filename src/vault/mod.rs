@@ -392,7 +392,10 @@ impl VaultTransit {
             }
         }
         if route == Route::LookupSelf {
-            return Ok((200, Answer::Data(ops::lookup_self(&caller, token.unwrap_or("")))));
+            let runtime = token
+                .filter(|t| t.starts_with(keyward_core::TOKEN_PREFIX))
+                .and_then(|t| self.kms.identify_token(t).ok());
+            return Ok((200, Answer::Data(ops::lookup_self(&caller, runtime.as_ref()))));
         }
         let _large = if body.len() > LARGE_BODY {
             Some(self.large.acquire().await.expect("never closed"))

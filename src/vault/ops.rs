@@ -198,19 +198,43 @@ pub(super) fn seal_status() -> Value {
     })
 }
 
-/// `auth/token/lookup-self`: who the token stands for (never the token).
-pub(super) fn lookup_self(caller: &Caller, token: &str) -> Value {
+/// `auth/token/lookup-self`: who the token stands for (never the token),
+/// and for a runtime token when it was made and when it stops working
+/// (`ttl` in seconds; configured tokens and JWTs: 0 and null, no expiry here).
+pub(super) fn lookup_self(caller: &Caller, runtime: Option<&keyward_core::TokenIdentity>) -> Value {
     let roles: Vec<&str> = caller.policy.roles().iter().map(|r| r.as_str()).collect();
-    let accessor =
-        token.strip_prefix(keyward_core::TOKEN_PREFIX).and_then(|t| t.split('_').next()).unwrap_or("");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let rfc3339 = |ms: i64| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    let (accessor, created, ttl, creation_ttl, expire, issue) = match runtime {
+        Some(t) => (
+            t.token.to_string(),
+            t.created_ms / 1000,
+            (t.expires_ms - now_ms).max(0) / 1000,
+            (t.expires_ms - t.created_ms).max(0) / 1000,
+            json!(rfc3339(t.expires_ms)),
+            json!(rfc3339(t.created_ms)),
+        ),
+        None => (String::new(), 0, 0, 0, Value::Null, Value::Null),
+    };
     json!({
         "accessor": accessor,
+        "creation_time": created,
+        "creation_ttl": creation_ttl,
         "display_name": caller.principal,
         "entity_id": "",
+        "expire_time": expire,
+        "explicit_max_ttl": 0,
+        "issue_time": issue,
         "meta": { "principal": caller.principal },
         "policies": roles,
         "path": "auth/token/create",
         "renewable": false,
+        "ttl": ttl,
         "type": "service",
         "orphan": true,
         "num_uses": 0,

@@ -141,10 +141,11 @@ fn amz_date(secs: u64) -> (String, String) {
 
 /// Creates the transit key `v.key` (idempotent in Vault and OpenBao).
 pub async fn create_transit_key(client: &HttpClient, v: &Vault) -> Result<(), String> {
-    let req = hyper::Request::post(format!("{}/v1/{}/keys/{}", v.endpoint.trim_end_matches('/'), v.mount, v.key))
-        .header("x-vault-token", &v.token)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
+    let req =
+        hyper::Request::post(format!("{}/v1/{}/keys/{}", v.endpoint.trim_end_matches('/'), v.mount, v.key))
+            .header("x-vault-token", &v.token)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| format!("{}: {e}", v.endpoint))?;
     if !resp.status().is_success() {
         return Err(format!("{}: creating transit key {} answered {}", v.endpoint, v.key, resp.status()));

@@ -432,7 +432,11 @@ async fn run(
         .ok_or("CreateKey returned no key")?
         .key_id;
     let ct = CryptoServiceClient::new(kw[0].clone())
-        .encrypt(pb::EncryptRequest { key_id: key.clone(), plaintext: vec![0x42; 4096], ..Default::default() })
+        .encrypt(pb::EncryptRequest {
+            key_id: key.clone(),
+            plaintext: vec![0x42; 4096],
+            ..Default::default()
+        })
         .await
         .map_err(|s| format!("Encrypt: {s}"))?
         .into_inner()
@@ -450,7 +454,18 @@ async fn run(
     );
     println!(
         "{:<22} {:>5} | {:>9} {:>7} {:>7} {:>7} {:>5} | {:>9} {:>7} {:>7} | {:>6} | {:>9} | {:>9}",
-        "operation", "conc", "kw req/s", "p50", "p99", "p999", "errs", "ceil r/s", "p50", "p99", "ratio", "echo r/s",
+        "operation",
+        "conc",
+        "kw req/s",
+        "p50",
+        "p99",
+        "p999",
+        "errs",
+        "ceil r/s",
+        "p50",
+        "p99",
+        "ratio",
+        "echo r/s",
         "bao r/s"
     );
     for &c in levels {
@@ -464,7 +479,9 @@ async fn run(
             let b = match (&bao, op) {
                 (Some(b), Op::DataKey) => {
                     let b = b.clone();
-                    let m = edges::drive(&http, std::sync::Arc::new(move || edges::vault_request(&b)), c, secs).await;
+                    let m =
+                        edges::drive(&http, std::sync::Arc::new(move || edges::vault_request(&b)), c, secs)
+                            .await;
                     format!("{:>9.0}", m.rps)
                 }
                 _ => format!("{:>9}", "-"),

@@ -131,6 +131,10 @@ pub struct TokenIdentity {
     pub policy: Arc<Policy>,
     /// The token's id.
     pub token: AccessId,
+    /// When it was created, Unix ms.
+    pub created_ms: i64,
+    /// When it stops working, Unix ms.
+    pub expires_ms: i64,
 }
 
 fn validate_name(field: &'static str, name: &str) -> Result<(), KmsError> {
@@ -189,7 +193,13 @@ impl Kms {
     pub fn identify_token(&self, token: &str) -> Result<TokenIdentity, TokenRefusal> {
         let now = self.clock.now_ms();
         let (principal, policy, token) = self.access.read().expect("access lock").identify(token, now)?;
-        Ok(TokenIdentity { principal, policy, token })
+        let (created_ms, expires_ms) = self
+            .access
+            .read()
+            .expect("access lock")
+            .token(&token)
+            .map_or((0, 0), |t| (t.record.created_ms, t.record.expires_ms));
+        Ok(TokenIdentity { principal, policy, token, created_ms, expires_ms })
     }
 
     /// Records a refused runtime token (UNAUTHENTICATED, naming the token
