@@ -47,8 +47,9 @@ fn alias(name: &str) -> String {
 enum Failure {
     Audited(KmsError),
     Edge(KmsError),
-    /// A batch with failed items: 400 with every item's result.
-    Batch(Vec<Value>),
+    /// A batch with failed items: 400 (or the caller's
+    /// `partial_failure_response_code` when some succeeded) with every item's result.
+    Batch(Vec<Value>, Option<u16>),
     /// A key read that found nothing (already audited): 404, no message.
     Missing,
 }
@@ -281,7 +282,9 @@ pub(super) async fn run(
             None => kms.refuse(caller, op, e).await,
         })),
         // As Vault: the whole envelope, every item's result, status 400.
-        Err(Failure::Batch(results)) => Ok((400, json!({ "batch_results": results }))),
+        Err(Failure::Batch(results, partial)) => {
+            Ok((partial.unwrap_or(400), json!({ "batch_results": results })))
+        }
     }
 }
 
@@ -343,6 +346,10 @@ impl Ops<'_> {
             }
         }
         names.sort();
+        if names.is_empty() {
+            // As Vault: an empty list is 404 with no message.
+            return Err(Failure::Missing);
+        }
         Ok(json!({ "keys": names }))
     }
 
@@ -522,7 +529,7 @@ impl Ops<'_> {
                         first_malformed.get_or_insert(e);
                         Err(text)
                     }
-                    Err(Failure::Batch(_) | Failure::Missing) => Err("encryption key not found".to_string()),
+                    Err(Failure::Batch(..) | Failure::Missing) => Err("encryption key not found".to_string()),
                 },
             };
             let mut r = match outcome {
@@ -552,7 +559,12 @@ impl Ops<'_> {
             }
         }
         if failed {
-            return Err(Failure::Batch(results));
+            // `partial_failure_response_code` (Vault's): the status when some,
+            // not all, items failed.
+            let all_failed = results.iter().all(|r| r.get("error").is_some());
+            let partial =
+                Fields(map).int("partial_failure_response_code")?.filter(|c| (200..=599).contains(c));
+            return Err(Failure::Batch(results, if all_failed { None } else { partial.map(|c| c as u16) }));
         }
         Ok(json!({ "batch_results": results }))
     }
