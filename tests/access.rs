@@ -475,6 +475,8 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         }
         // Wrong role: everyone whose roles do not include this service's.
         let wrong: Vec<&Who> = match service {
+            // DescribeKey is also for whoever holds a grant on the key (the user, on `granted`).
+            "keys" if rpc == "DescribeKey" => vec![&auditor, &limited],
             "keys" | "access" => vec![&user, &auditor, &limited],
             "crypto" => vec![&admin, &auditor],
             _ => vec![&admin, &user, &limited],
@@ -482,6 +484,14 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         for who in wrong {
             let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
             assert_eq!(e.code(), Code::PermissionDenied, "{rpc}: {}", e.message());
+            refusals += 1;
+        }
+        // A user describes the key it holds a grant on, not the other.
+        if rpc == "DescribeKey" {
+            call(&user, rpc, &granted, &granted_ct).await.unwrap();
+            let e = call(&user, rpc, &other, &other_ct).await.unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{rpc}: {}", e.message());
+            assert!(e.message().contains("a grant on the key"), "{}", e.message());
             refusals += 1;
         }
         // A user without a grant on the key.

@@ -300,6 +300,12 @@ impl Policy {
             })
     }
 
+    /// Whether some grant covers the key, for any operation and context: a
+    /// principal that may use a key may read its metadata (DescribeKey).
+    pub fn covers_key(&self, meta: &KeyMeta, aliases: &dyn Fn() -> Vec<String>) -> bool {
+        self.has(Role::User) && self.covering(meta, aliases, |_| true)
+    }
+
     /// Whether some grant gives `perm` on the key, whatever the context:
     /// tells a refusal for the context apart from one for the key.
     pub fn allows_some_context(

@@ -86,12 +86,23 @@ impl Kms {
         .await
     }
 
-    /// `DescribeKey`.
+    /// `DescribeKey`: for administrators and for principals holding a grant on the key.
     pub async fn describe_key(&self, caller: &Caller, key: &str) -> Result<KeyView, KmsError> {
         let mut entry = self.entry(caller, Operation::DescribeKey);
         let result = self.resolve(&mut entry, "key_id", key).and_then(|live| {
-            self.require(caller, Role::Admin, "describe keys")?;
-            Ok(self.state.read().expect("state lock").view(live.meta()))
+            let state = self.state.read().expect("state lock");
+            let id = live.meta().id;
+            // Administrators, and whoever holds a grant on the key (as AWS
+            // lets a grant allow DescribeKey).
+            if !caller.policy.has(Role::Admin)
+                && !caller.policy.covers_key(live.meta(), &|| state.aliases_of(id))
+            {
+                return Err(KmsError::PermissionDenied(format!(
+                    "{} may not describe key {id} (admin role, or a grant on the key)",
+                    caller.principal
+                )));
+            }
+            Ok(state.view(live.meta()))
         });
         self.finish(entry, result).await
     }
