@@ -97,20 +97,6 @@ fn aws_env(endpoint: &str, (akid, secret): &(String, String)) -> Vec<(&'static s
     ]
 }
 
-async fn run_script(script: &'static str, home: &Path, vars: Vec<(&'static str, String)>) -> String {
-    let home = home.to_path_buf();
-    tokio::task::spawn_blocking(move || clients::run(script, &home, &vars)).await.unwrap()
-}
-
-async fn records(s: &TestServer, filter: pb::QueryAuditLogRequest) -> Vec<pb::AuditRecord> {
-    s.audit()
-        .query_audit_log(pb::QueryAuditLogRequest { page_size: 1000, ..filter })
-        .await
-        .unwrap()
-        .into_inner()
-        .records
-}
-
 /// Every client's scenario: boto3 (success paths in all four key-id forms,
 /// contexts, data keys, rotation, disable, deletion, tags, a key without a
 /// grant, unknown keys), bad credentials, the Encryption SDK in strict mode
@@ -133,17 +119,17 @@ async fn unmodified_aws_clients_run_their_scenarios() {
     ]);
     let mut admin = vars.clone();
     admin.push(("KEYWARD_ADMIN", "1".into()));
-    let out = run_script("aws_boto3.py", home.path(), admin).await;
+    let out = clients::run_async("aws_boto3.py", home.path(), admin).await;
     assert!(out.contains("CancelKeyDeletion leaves the key Disabled"), "{out}");
     for script in
         ["aws_bad_credentials.py", "aws_esdk_strict.py", "aws_bad_input.py", "aws_cli.sh", "sops_kms.sh"]
     {
-        run_script(script, home.path(), vars.clone()).await;
+        clients::run_async(script, home.path(), vars.clone()).await;
     }
 
     // Everything came through the AWS edge, as ci-app (refusals as
     // unauthenticated), into one intact chain.
-    let aws = records(&s, pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() }).await;
+    let aws = s.records(pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() }).await;
     assert!(aws.len() > 100, "{} records", aws.len());
     assert!(aws.iter().all(|r| r.principal == "ci-app" || r.principal == "unauthenticated"));
     for (op, outcome) in [
@@ -202,7 +188,7 @@ async fn the_aws_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
     assert_eq!(plain.plaintext, b"across edges");
 
     // The response's x-amzn-RequestId is the id of its audit record.
-    let rec = records(&s, pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() }).await;
+    let rec = s.records(pb::QueryAuditLogRequest { edge: "aws-kms".into(), ..Default::default() }).await;
     let r = rec.iter().find(|r| r.request_id == request_id).expect("the Encrypt's record");
     assert_eq!((r.operation.as_str(), r.principal.as_str(), r.edge.as_str()), ("Encrypt", "svc", "aws-kms"));
     assert_eq!(r.key_id, app);
@@ -240,15 +226,13 @@ async fn the_aws_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
                 except ClientError as e:\n    print(e.response['Error']['Code'])\n"
         .to_string();
     assert_eq!(py(code).await.unwrap().unwrap().trim(), "UnrecognizedClientException");
-    let refused = records(
-        &s,
-        pb::QueryAuditLogRequest {
+    let refused = s
+        .records(pb::QueryAuditLogRequest {
             edge: "aws-kms".into(),
             outcome: "UNAUTHENTICATED".into(),
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     // The record names the revoked access key still in use.
     let named = format!("access_key:{}", creds.0);
     assert!(
@@ -300,7 +284,7 @@ async fn a_client_that_hangs_up_does_not_lose_the_audit_record() {
     };
     let mut seen = 0;
     for _ in 0..100 {
-        seen = records(&s, filter()).await.len();
+        seen = s.records(filter()).await.len();
         if seen >= 5 {
             break;
         }

@@ -59,20 +59,6 @@ async fn principal(s: &TestServer, name: &str, roles: &[&str], keys: &[&str]) ->
         .token
 }
 
-async fn run_script(script: &'static str, home: &Path, vars: Vec<(&'static str, String)>) -> String {
-    let home = home.to_path_buf();
-    tokio::task::spawn_blocking(move || clients::run(script, &home, &vars)).await.unwrap()
-}
-
-async fn records(s: &TestServer, filter: pb::QueryAuditLogRequest) -> Vec<pb::AuditRecord> {
-    s.audit()
-        .query_audit_log(pb::QueryAuditLogRequest { page_size: 1000, ..filter })
-        .await
-        .unwrap()
-        .into_inner()
-        .records
-}
-
 /// hvac (keys, config, rotation, min_decryption_version, batches,
 /// associated data, data keys, random, bad token, a key without a grant,
 /// unknown keys, Vault's upsert for an admin) and SOPS (encrypt, decrypt,
@@ -93,7 +79,7 @@ async fn unmodified_vault_clients_run_their_scenarios() {
         ("KEYWARD_DENIED_KEY", "denied".to_string()),
         ("KEYWARD_DENIED_TOKEN", user.clone()),
     ];
-    let out = run_script("vault_hvac.py", home.path(), vars).await;
+    let out = clients::run_async("vault_hvac.py", home.path(), vars).await;
     assert!(out.contains("upsert"), "{out}");
     let vars = vec![
         ("VAULT_ADDR", addr.clone()),
@@ -101,10 +87,9 @@ async fn unmodified_vault_clients_run_their_scenarios() {
         ("KEYWARD_VAULT_KEY", "sops".to_string()),
         ("KEYWARD_DENIED_KEY", "denied".to_string()),
     ];
-    run_script("vault_sops.sh", home.path(), vars).await;
+    clients::run_async("vault_sops.sh", home.path(), vars).await;
 
-    let v =
-        records(&s, pb::QueryAuditLogRequest { edge: "vault-transit".into(), ..Default::default() }).await;
+    let v = s.records(pb::QueryAuditLogRequest { edge: "vault-transit".into(), ..Default::default() }).await;
     assert!(v.len() > 40, "{} records", v.len());
     for (op, principal, outcome) in [
         ("CreateKey", "vault-admin", "OK"),
@@ -170,7 +155,7 @@ async fn the_vault_edge_shares_ciphertexts_audit_and_revocation_with_grpc() {
 
     // The record of that encrypt: the response's request id, the edge, the principal.
     let rec =
-        records(&s, pb::QueryAuditLogRequest { edge: "vault-transit".into(), ..Default::default() }).await;
+        s.records(pb::QueryAuditLogRequest { edge: "vault-transit".into(), ..Default::default() }).await;
     let r = rec.iter().find(|r| r.request_id == request_id).expect("the encrypt's record");
     assert_eq!(
         (r.operation.as_str(), r.principal.as_str(), r.alias.as_str()),
@@ -291,15 +276,13 @@ async fn bad_input_and_the_rate_limit_on_the_vault_edge() {
     assert!(out.contains("429"), "{out}");
     // The query is a request too: let the bucket fill again first.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let limited = records(
-        &s,
-        pb::QueryAuditLogRequest {
+    let limited = s
+        .records(pb::QueryAuditLogRequest {
             edge: "vault-transit".into(),
             outcome: "RESOURCE_EXHAUSTED".into(),
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     assert!(!limited.is_empty(), "rate-limited requests are audited");
     s.stop().await.unwrap();
 }
@@ -322,7 +305,7 @@ async fn batches_cost_one_record_per_key_failure_and_operator_choices_stand() {
     let count = |principal: &'static str| {
         let s = &s;
         async move {
-            records(s, pb::QueryAuditLogRequest { principal: principal.into(), ..Default::default() })
+            s.records(pb::QueryAuditLogRequest { principal: principal.into(), ..Default::default() })
                 .await
                 .len()
         }
@@ -356,7 +339,7 @@ async fn batches_cost_one_record_per_key_failure_and_operator_choices_stand() {
     let after = count("svc").await;
     assert!(after - before <= 6, "{} records for three refused batches and a partial one", after - before);
     let lookups =
-        records(&s, pb::QueryAuditLogRequest { operation: "LookupToken".into(), ..Default::default() }).await;
+        s.records(pb::QueryAuditLogRequest { operation: "LookupToken".into(), ..Default::default() }).await;
     assert!(
         lookups.iter().any(|r| r.outcome == "UNAUTHENTICATED" && r.edge == "vault-transit"),
         "{lookups:?}"

@@ -296,15 +296,17 @@ impl Prepared {
                 let _ = std::fs::remove_file(&socket);
             });
         }
+        // The HTTP edges share the listener settings but their body limit and timeout answer.
+        let edge_settings = |name, max_body, timed_out| crate::http::EdgeSettings {
+            name,
+            tls: edge_tls.clone(),
+            max_body,
+            request_timeout: config.edge.request_timeout,
+            in_flight: in_flight.clone(),
+            timed_out,
+        };
         if let (Some(l), Some(aws), Some(a)) = (sockets.aws_kms, aws, &config.aws_kms) {
-            let settings = crate::http::EdgeSettings {
-                name: "aws_kms",
-                tls: edge_tls.clone(),
-                max_body: crate::aws::MAX_BODY,
-                request_timeout: config.edge.request_timeout,
-                in_flight: in_flight.clone(),
-                timed_out: Arc::new(crate::aws::timed_out),
-            };
+            let settings = edge_settings("aws_kms", crate::aws::MAX_BODY, Arc::new(crate::aws::timed_out));
             tracing::info!(
                 addr = ?l.local_addr().ok(),
                 region = %a.region,
@@ -312,9 +314,7 @@ impl Prepared {
                 tls = settings.tls.is_some(),
                 "AWS KMS API serving"
             );
-            if settings.tls.is_none() && !a.listen.ip().is_loopback() {
-                tracing::warn!(addr = %a.listen, "serving the AWS KMS API in plaintext on a non-loopback address (allow_insecure = true)");
-            }
+            warn_if_plaintext_off_loopback(&settings, a.listen);
             if let Some(d) = aws.dev_access_key() {
                 tracing::warn!(
                     access_key_id = %d.id,
@@ -325,23 +325,15 @@ impl Prepared {
             tasks.listener("aws_kms", crate::http::serve(l, settings, aws.handler(), tasks.stop()));
         }
         if let (Some(l), Some(vault), Some(v)) = (sockets.vault, vault, &config.vault_transit) {
-            let settings = crate::http::EdgeSettings {
-                name: "vault_transit",
-                tls: edge_tls.clone(),
-                max_body: crate::vault::MAX_BODY,
-                request_timeout: config.edge.request_timeout,
-                in_flight: in_flight.clone(),
-                timed_out: Arc::new(crate::vault::timed_out),
-            };
+            let settings =
+                edge_settings("vault_transit", crate::vault::MAX_BODY, Arc::new(crate::vault::timed_out));
             tracing::info!(
                 addr = ?l.local_addr().ok(),
                 mount = %v.mount,
                 tls = settings.tls.is_some(),
                 "Vault Transit API serving"
             );
-            if settings.tls.is_none() && !v.listen.ip().is_loopback() {
-                tracing::warn!(addr = %v.listen, "serving the Vault Transit API in plaintext on a non-loopback address (allow_insecure = true): tokens cross the network in clear");
-            }
+            warn_if_plaintext_off_loopback(&settings, v.listen);
             if let Some(t) = vault.dev_token() {
                 tracing::warn!(
                     token = %t.0.as_str(),
@@ -395,6 +387,18 @@ impl Prepared {
         close(kms);
         tracing::info!("keyward stopped");
         served.map_err(ServerError::from)
+    }
+}
+
+/// An HTTP edge in plaintext off loopback (allowed by `allow_insecure`):
+/// its credentials cross the network in clear, so it says so.
+fn warn_if_plaintext_off_loopback(settings: &crate::http::EdgeSettings, addr: std::net::SocketAddr) {
+    if settings.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            edge = settings.name,
+            %addr,
+            "serving in plaintext on a non-loopback address (allow_insecure = true): credentials cross the network in clear"
+        );
     }
 }
 

@@ -49,24 +49,22 @@ impl Sockets {
                 })?),
                 None => None,
             };
-        let aws_kms = match &config.aws_kms {
-            Some(a) => Some(
-                TcpListener::bind(a.listen)
-                    .await
-                    .map_err(|e| ConfigError::Invalid(format!("aws_kms.listen {}: {e}", a.listen)))?,
-            ),
-            None => None,
-        };
-        let vault = match &config.vault_transit {
-            Some(v) => Some(
-                TcpListener::bind(v.listen)
-                    .await
-                    .map_err(|e| ConfigError::Invalid(format!("vault_transit.listen {}: {e}", v.listen)))?,
-            ),
-            None => None,
-        };
+        let aws_kms = bind_edge("aws_kms.listen", config.aws_kms.as_ref().map(|a| a.listen)).await?;
+        let vault =
+            bind_edge("vault_transit.listen", config.vault_transit.as_ref().map(|v| v.listen)).await?;
         Ok(Self { metrics, health, kms_v2, aws_kms, vault })
     }
+}
+
+/// Binds an HTTP edge's listener, if it has an address; a failure names the field.
+async fn bind_edge(
+    field: &str,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<TcpListener>, ServerError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l =
+        TcpListener::bind(addr).await.map_err(|e| ConfigError::Invalid(format!("{field} {addr}: {e}")))?;
+    Ok(Some(l))
 }
 
 /// Every task of one server, and the signal that stops them.

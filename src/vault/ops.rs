@@ -587,7 +587,9 @@ impl Ops<'_> {
             )
             .into());
         }
-        self.upsert(&name).await?;
+        if missing {
+            self.upsert(&name).await?;
+        }
         if let Some(v) = key_version.filter(|v| *v != 0) {
             // Only the latest version encrypts (Vault's min_encryption_version 0).
             let (_, _, primary) = self.kms.peek_key(&key).map_err(Failure::Edge)?;
@@ -608,9 +610,9 @@ impl Ops<'_> {
     /// As Vault's encrypt: a key that does not exist is created first, if
     /// the caller may create keys (Vault's `create` capability is Keyward's
     /// admin role); otherwise the encrypt is refused as for any unknown key.
+    /// Called for a key found missing.
     async fn upsert(&self, name: &str) -> Result<(), Failure> {
-        let exists = !matches!(self.kms.peek_key(&alias(name)), Err(KmsError::NotFound(_)));
-        if exists || !self.caller.policy.has(keyward_core::Role::Admin) {
+        if !self.caller.policy.has(keyward_core::Role::Admin) {
             return Ok(());
         }
         let input = CreateKeyInput {

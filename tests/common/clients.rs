@@ -87,3 +87,9 @@ pub async fn wait_for(port: u16) {
     }
     panic!("nothing listens on 127.0.0.1:{port}");
 }
+
+/// [`run`] on a blocking thread, so the server in the same runtime keeps serving.
+pub async fn run_async(script: &'static str, home: &Path, vars: Vec<(&'static str, String)>) -> String {
+    let home = home.to_path_buf();
+    tokio::task::spawn_blocking(move || run(script, &home, &vars)).await.unwrap()
+}

@@ -87,6 +87,16 @@ impl TestServer {
             .key_id
     }
 
+    /// Up to 1000 audit records matching `filter`, newest first.
+    pub async fn records(&self, filter: pb::QueryAuditLogRequest) -> Vec<pb::AuditRecord> {
+        self.audit()
+            .query_audit_log(pb::QueryAuditLogRequest { page_size: 1000, ..filter })
+            .await
+            .unwrap()
+            .into_inner()
+            .records
+    }
+
     /// Number of audit records (from the verifier).
     pub async fn audit_count(&self) -> u64 {
         let r = self.audit().verify_audit_log(pb::VerifyAuditLogRequest {}).await.unwrap().into_inner();
