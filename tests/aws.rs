@@ -332,3 +332,48 @@ async fn one_address_cannot_take_every_connection() {
     assert_eq!(&head, b"HTTP/1.1 400");
     s.stop().await.unwrap();
 }
+
+/// The global rate limit applies to the AWS edge as to gRPC: past it, a
+/// request gets `ThrottlingException` (400), audited as RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_applies_to_the_aws_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    // Set up without a limit, then serve the same data folder with one.
+    let (s, _) = start(dir.path()).await;
+    let app = key(&s, "alias/app", &[]).await;
+    let creds = principal(&s, "svc", &["user"], &[&app], &["encrypt"]).await;
+    s.stop().await.unwrap();
+    let port = free_port();
+    let mut config = ServerConfig::dev(dir.path());
+    config.aws_kms = Some(AwsKmsConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        region: REGION.into(),
+        account_id: ACCOUNT.into(),
+    });
+    config.edge.rate = Some((1.0, 2.0));
+    let s = TestServer::start_with(dir.path(), config, None).await;
+    clients::wait_for(port).await;
+    let vars = aws_env(&format!("http://127.0.0.1:{port}"), &creds);
+    let code = "import boto3\nfrom botocore.config import Config\nfrom botocore.exceptions import ClientError\n\
+                k = boto3.client('kms', config=Config(retries={'max_attempts': 1, 'mode': 'standard'}))\n\
+                out = []\nfor _ in range(6):\n    try:\n        k.encrypt(KeyId='alias/app', Plaintext=b'x')\n        out.append('ok')\n\
+                \x20   except ClientError as e:\n        out.append(e.response['Error']['Code'] + ':' + str(e.response['ResponseMetadata']['HTTPStatusCode']))\n\
+                print(' '.join(out))\n";
+    let out = {
+        let (home, vars) = (home.path().to_path_buf(), vars.clone());
+        tokio::task::spawn_blocking(move || clients::python(code, &home, &vars)).await.unwrap().unwrap()
+    };
+    assert!(out.contains("ok") && out.contains("ThrottlingException:400"), "{out}");
+    // The query is a request too: let the bucket fill again first.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let limited = s
+        .records(pb::QueryAuditLogRequest {
+            edge: "aws-kms".into(),
+            outcome: "RESOURCE_EXHAUSTED".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(!limited.is_empty(), "throttled requests are audited");
+    s.stop().await.unwrap();
+}
