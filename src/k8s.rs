@@ -20,19 +20,19 @@
 //! is the apiserver: the socket is created mode 0600.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use keyward_core::{
     Caller, Edge, Grant, KeyId, KeySelector, KeyState, Kms, KmsError, Operation, Permission, Policy, Role,
 };
 use keyward_crypto::{CiphertextHeader, Plaintext, HEADER_LEN};
-use tokio::sync::watch;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::{respond, to_status};
 use crate::k8s_pb::{self as v2, key_management_service_server::KeyManagementService};
 use crate::observe::sane_request_id;
+use crate::seal::Seal;
 
 /// Largest ciphertext the apiserver accepts.
 pub const MAX_CIPHERTEXT: usize = 1024;
@@ -45,13 +45,21 @@ pub const PRINCIPAL: &str = crate::auth::KMS_V2_PRINCIPAL;
 /// The plugin service over one key.
 #[derive(Debug, Clone)]
 pub struct KmsV2 {
-    kms: Arc<Kms>,
+    seal: Arc<Seal>,
+    /// The key as configured (an id or alias).
+    configured: String,
+    /// The key it resolved to, the first time the server was unsealed.
+    bound: Arc<OnceLock<Binding>>,
+    socket: String,
+}
+
+/// The key the plugin serves, resolved once.
+#[derive(Debug)]
+struct Binding {
     key: KeyId,
     /// `key` as the use cases take it (formatted once).
     key_ref: String,
-    audit_ok: watch::Receiver<bool>,
     policy: Arc<Policy>,
-    socket: String,
 }
 
 /// The non-secret id kube-apiserver tracks: key and version.
@@ -65,26 +73,44 @@ fn parse_version_id(s: &str) -> Option<(KeyId, u32)> {
 }
 
 impl KmsV2 {
-    /// Binds the plugin to `key` (an id or alias, resolved now: an alias
-    /// moved later does not move the plugin).
-    pub fn new(kms: Arc<Kms>, key: &str, socket: &std::path::Path) -> Result<Self, KmsError> {
-        let (id, _, _) = kms.peek_key(key)?;
+    /// Binds the plugin to `key` (an id or alias, resolved now, or on a
+    /// sealed server when it is first unsealed: an alias moved later does
+    /// not move the plugin).
+    pub fn new(seal: Arc<Seal>, key: &str, socket: &std::path::Path) -> Result<Self, KmsError> {
+        let plugin = Self {
+            seal,
+            configured: key.to_string(),
+            bound: Arc::new(OnceLock::new()),
+            socket: socket.display().to_string(),
+        };
+        if let Some(kms) = plugin.seal.get() {
+            plugin.binding(&kms)?;
+        }
+        Ok(plugin)
+    }
+
+    /// The key served, resolved the first time it is asked for unsealed.
+    fn binding(&self, kms: &Kms) -> Result<&Binding, KmsError> {
+        if let Some(b) = self.bound.get() {
+            return Ok(b);
+        }
+        let (id, _, _) = kms.peek_key(&self.configured)?;
         let policy = Arc::new(Policy::new(
             [Role::User].into(),
             vec![Grant::new(vec![KeySelector::Id(id)], [Permission::Encrypt, Permission::Decrypt])],
         ));
-        let audit_ok = kms.audit_log().health();
-        Ok(Self {
-            kms,
-            key: id,
-            key_ref: id.to_string(),
-            audit_ok,
-            policy,
-            socket: socket.display().to_string(),
-        })
+        let _ = self.bound.set(Binding { key: id, key_ref: id.to_string(), policy });
+        Ok(self.bound.get().expect("set just now"))
     }
 
-    fn caller<T>(&self, req: &Request<T>, uid: &str) -> Caller {
+    /// The key service and the key, or the status to answer.
+    fn live(&self) -> Result<(Arc<Kms>, &Binding), Status> {
+        let kms = self.seal.kms().map_err(|e| to_status(&e))?;
+        let b = self.binding(&kms).map_err(|e| to_status(&e))?;
+        Ok((kms, b))
+    }
+
+    fn caller<T>(&self, req: &Request<T>, uid: &str, b: &Binding) -> Caller {
         let peer = match req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred) {
             Some(c) => format!(
                 "unix:{} uid={} pid={}",
@@ -98,21 +124,32 @@ impl KmsV2 {
             if sane_request_id(uid) { uid.to_string() } else { uuid::Uuid::new_v4().to_string() };
         // Log lines of this call carry the id its audit record has.
         tracing::Span::current().record("uid", request_id.as_str());
-        Caller {
-            request_id,
-            principal: PRINCIPAL.into(),
-            peer,
-            edge: Edge::KmsV2,
-            policy: self.policy.clone(),
-        }
+        Caller { request_id, principal: PRINCIPAL.into(), peer, edge: Edge::KmsV2, policy: b.policy.clone() }
     }
 
     /// What `Status` reports; from memory only.
     pub fn status(&self) -> v2::StatusResponse {
-        let (healthz, key_id) = match self.kms.peek_key(&self.key_ref) {
-            Err(e) => (format!("key {}: {}", self.key, e.public_message()), String::new()),
+        let kms = match self.seal.kms() {
+            Ok(k) => k,
+            Err(e) => {
+                return v2::StatusResponse {
+                    version: "v2".into(),
+                    healthz: e.public_message(),
+                    key_id: String::new(),
+                }
+            }
+        };
+        let b = match self.binding(&kms) {
+            Ok(b) => b,
+            Err(e) => {
+                let healthz = format!("key {}: {}", self.configured, e.public_message());
+                return v2::StatusResponse { version: "v2".into(), healthz, key_id: String::new() };
+            }
+        };
+        let (healthz, key_id) = match kms.peek_key(&b.key_ref) {
+            Err(e) => (format!("key {}: {}", b.key, e.public_message()), String::new()),
             Ok((id, state, primary)) => {
-                let healthz = if !*self.audit_ok.borrow() {
+                let healthz = if !*kms.audit_log().health().borrow() {
                     "audit log not writable".to_string()
                 } else if state != KeyState::Enabled {
                     format!("key {id} is {}", state.as_str())
@@ -136,7 +173,8 @@ impl KeyManagementService for KmsV2 {
         &self,
         req: Request<v2::EncryptRequest>,
     ) -> Result<Response<v2::EncryptResponse>, Status> {
-        let c = self.caller(&req, &req.get_ref().uid);
+        let (kms, b) = self.live()?;
+        let c = self.caller(&req, &req.get_ref().uid, b);
         let r = req.into_inner();
         if r.plaintext.len() + OVERHEAD > MAX_CIPHERTEXT {
             let e = KmsError::invalid(
@@ -146,9 +184,9 @@ impl KeyManagementService for KmsV2 {
                     MAX_CIPHERTEXT - OVERHEAD
                 ),
             );
-            return Err(to_status(&self.kms.refuse_key(&c, Operation::Encrypt, &self.key_ref, e).await));
+            return Err(to_status(&kms.refuse_key(&c, Operation::Encrypt, &b.key_ref, e).await));
         }
-        let out = self.kms.encrypt(&c, &self.key_ref, Plaintext::new(r.plaintext), HashMap::new()).await;
+        let out = kms.encrypt(&c, &b.key_ref, Plaintext::new(r.plaintext), HashMap::new()).await;
         respond(
             &c,
             out.map(|o| v2::EncryptResponse {
@@ -163,13 +201,14 @@ impl KeyManagementService for KmsV2 {
         &self,
         req: Request<v2::DecryptRequest>,
     ) -> Result<Response<v2::DecryptResponse>, Status> {
-        let c = self.caller(&req, &req.get_ref().uid);
+        let (kms, b) = self.live()?;
+        let c = self.caller(&req, &req.get_ref().uid, b);
         let r = req.into_inner();
         // The key_id must name this key and the version the ciphertext says.
         let header = CiphertextHeader::parse(&r.ciphertext).ok();
         let named = parse_version_id(&r.key_id);
         let matches = match (named, &header) {
-            (Some((k, v)), Some(h)) => k == self.key && KeyId::from_bytes(h.key_id) == k && h.version == v,
+            (Some((k, v)), Some(h)) => k == b.key && KeyId::from_bytes(h.key_id) == k && h.version == v,
             _ => false,
         };
         if !matches {
@@ -178,12 +217,12 @@ impl KeyManagementService for KmsV2 {
                 format!(
                     "{:?} is not a version of key {} that made this ciphertext",
                     keyward_core::bounded(&r.key_id, 64),
-                    self.key
+                    b.key
                 ),
             );
-            return Err(to_status(&self.kms.refuse_key(&c, Operation::Decrypt, &self.key_ref, e).await));
+            return Err(to_status(&kms.refuse_key(&c, Operation::Decrypt, &b.key_ref, e).await));
         }
-        let out = self.kms.decrypt(&c, &r.ciphertext, HashMap::new(), Some(&self.key_ref)).await;
+        let out = kms.decrypt(&c, &r.ciphertext, HashMap::new(), Some(&b.key_ref)).await;
         respond(&c, out.map(|o| v2::DecryptResponse { plaintext: o.plaintext.into_exposed() }))
     }
 }

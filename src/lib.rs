@@ -40,6 +40,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod observe;
 #[cfg(feature = "server")]
+pub mod seal;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod vault;

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use keyward_core::{AuditObserver, KeyState, Kms};
+use keyward_core::{AuditObserver, KeyState};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
+
+use crate::seal::Seal;
 
 /// Every metric of one server.
 #[derive(Debug, Clone)]
@@ -31,6 +33,7 @@ pub struct Metrics {
     audit_failures: IntCounter,
     audit_failed_records: IntCounter,
     keys: IntGaugeVec,
+    sealed: prometheus::IntGauge,
 }
 
 const RPC_LABELS: [&str; 3] = ["grpc_type", "grpc_service", "grpc_method"];
@@ -84,8 +87,12 @@ impl Metrics {
         )
         .expect("metric");
         let keys = IntGaugeVec::new(Opts::new("keyward_keys", "Keys by state."), &["state"]).expect("metric");
+        let sealed =
+            prometheus::IntGauge::new("keyward_sealed", "1 while the server is sealed (no key in memory).")
+                .expect("metric");
         for c in [
             Box::new(started.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sealed.clone()),
             Box::new(handled.clone()),
             Box::new(handling.clone()),
             Box::new(audit_batch.clone()),
@@ -106,6 +113,7 @@ impl Metrics {
             audit_failures,
             audit_failed_records,
             keys,
+            sealed,
         }
     }
 
@@ -120,9 +128,12 @@ impl Metrics {
         self.handling.with_label_values(&[kind, service, method]).observe(elapsed.as_secs_f64());
     }
 
-    /// The text exposition, with key counts read from `kms` now.
-    pub fn render(&self, kms: &Kms) -> String {
-        for (state, n) in kms.key_state_counts() {
+    /// The text exposition, with the seal and the key counts read now
+    /// (a sealed server has no key counts to read: they keep their last values).
+    pub fn render(&self, seal: &Seal) -> String {
+        let kms = seal.get();
+        self.sealed.set(i64::from(kms.is_none()));
+        for (state, n) in kms.iter().flat_map(|k| k.key_state_counts()) {
             let name = match state {
                 KeyState::Enabled => "enabled",
                 KeyState::Disabled => "disabled",
@@ -162,7 +173,7 @@ impl AuditObserver for Metrics {
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    kms: Arc<Kms>,
+    seal: Arc<Seal>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
@@ -185,7 +196,7 @@ pub async fn serve(
             }
         };
         while connections.try_join_next().is_some() {}
-        connections.spawn(connection(stream, metrics.clone(), kms.clone(), shutdown.clone()));
+        connections.spawn(connection(stream, metrics.clone(), seal.clone(), shutdown.clone()));
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
@@ -195,16 +206,16 @@ pub async fn serve(
 async fn connection(
     stream: tokio::net::TcpStream,
     metrics: Arc<Metrics>,
-    kms: Arc<Kms>,
+    seal: Arc<Seal>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (metrics, kms) = (metrics.clone(), kms.clone());
+        let (metrics, seal) = (metrics.clone(), seal.clone());
         async move {
             let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
                 hyper::Response::builder()
                     .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                    .body(Full::new(Bytes::from(metrics.render(&kms))))
+                    .body(Full::new(Bytes::from(metrics.render(&seal))))
             } else {
                 hyper::Response::builder()
                     .status(404)

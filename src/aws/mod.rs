@@ -25,6 +25,7 @@ use keyward_core::{Caller, Edge, Kms, KmsError, Operation, Policy};
 use serde_json::{json, Value};
 
 use crate::http::{BodyError, EdgeRequest, EdgeResponse, Handler};
+use crate::seal::Seal;
 pub(crate) use input::Arns;
 
 /// The JSON content type of requests and responses.
@@ -118,6 +119,7 @@ impl AwsError {
             }
             KmsError::ResourceExhausted(_) => Self::new(400, "LimitExceededException", e.public_message()),
             KmsError::AuditUnavailable(_) => Self::new(503, "DependencyTimeoutException", e.public_message()),
+            KmsError::Sealed(_) => Self::new(503, "KMSInvalidStateException", e.public_message()),
             KmsError::Store(_) | KmsError::Internal(_) => {
                 Self::new(500, "KMSInternalException", e.public_message())
             }
@@ -178,7 +180,7 @@ fn operation(name: &str) -> Option<Operation> {
 
 /// The AWS KMS edge.
 pub(crate) struct AwsKms {
-    kms: Arc<Kms>,
+    seal: Arc<Seal>,
     arns: Arns,
     limiter: Option<Arc<crate::grpc::RateLimiter>>,
     dev: Option<DevAccessKey>,
@@ -191,14 +193,14 @@ impl std::fmt::Debug for AwsKms {
 }
 
 impl AwsKms {
-    /// The edge over `kms`, naming keys in `arns`.
+    /// The edge over the `Kms` behind `seal`, naming keys in `arns`.
     pub fn new(
-        kms: Arc<Kms>,
+        seal: Arc<Seal>,
         arns: Arns,
         limiter: Option<Arc<crate::grpc::RateLimiter>>,
         dev: Option<DevAccessKey>,
     ) -> Self {
-        Self { kms, arns, limiter, dev }
+        Self { seal, arns, limiter, dev }
     }
 
     /// The development access key, in `--dev`.
@@ -285,7 +287,8 @@ impl AwsKms {
             edge: Edge::AwsKms,
             policy: Arc::new(Policy::default()),
         };
-        let caller = match self.authenticate(&head, &body, refused.clone()) {
+        let kms = self.seal.kms().map_err(|e| AwsError::of(&e))?;
+        let caller = match self.authenticate(&kms, &head, &body, refused.clone()) {
             Ok(c) => c,
             Err((e, akid)) => {
                 let message = match e {
@@ -303,9 +306,9 @@ impl AwsKms {
                     let why = KmsError::Unauthenticated(message.clone());
                     let recorded = match akid.filter(|id| keyward_core::is_access_key_id(id)) {
                         Some(id) => {
-                            self.kms.refuse_credential(&refused, op, why, &format!("access_key:{id}")).await
+                            kms.refuse_credential(&refused, op, why, &format!("access_key:{id}")).await
                         }
-                        None => self.kms.refuse(&refused, op, why).await,
+                        None => kms.refuse(&refused, op, why).await,
                     };
                     if let KmsError::AuditUnavailable(a) = recorded {
                         return Err(AwsError::of(&KmsError::AuditUnavailable(a)));
@@ -330,37 +333,39 @@ impl AwsKms {
         if let Some(l) = &self.limiter {
             if !l.try_acquire() {
                 let why = KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
-                return Err(AwsError::of(&self.kms.refuse(&caller, op, why).await));
+                return Err(AwsError::of(&kms.refuse(&caller, op, why).await));
             }
         }
         let parsed = match input::Body::parse(&body) {
             Ok(b) => b,
             Err(e) => {
                 let message = e.public_message();
-                let e = self.kms.refuse(&caller, op, e).await;
+                let e = kms.refuse(&caller, op, e).await;
                 return Err(match e {
                     KmsError::InvalidArgument { .. } => AwsError::new(400, "SerializationException", message),
                     other => AwsError::of(&other),
                 });
             }
         };
-        ops::run(&self.kms, &self.arns, &caller, &name, op, parsed).await
+        ops::run(&kms, &self.arns, &caller, &name, op, parsed).await
     }
 
     /// The caller a signed request stands for, or why it is refused.
     fn authenticate(
         &self,
+        kms: &Kms,
         head: &http::request::Parts,
         body: &[u8],
         refused: Caller,
     ) -> Result<Caller, (sigv4::SigError, Option<String>)> {
         let auth = sigv4::authorization_from_headers(&head.headers).map_err(|e| (e, None))?;
         let akid = Some(auth.access_key_id.clone());
-        self.verify(head, body, refused, &auth).map_err(|e| (e, akid))
+        self.verify(kms, head, body, refused, &auth).map_err(|e| (e, akid))
     }
 
     fn verify(
         &self,
+        kms: &Kms,
         head: &http::request::Parts,
         body: &[u8],
         refused: Caller,
@@ -377,7 +382,7 @@ impl AwsKms {
                 Arc::new(Policy::everything()),
                 zeroize::Zeroizing::new(d.secret.as_bytes().to_vec()),
             ),
-            _ => match self.kms.identify_access_key(&auth.access_key_id) {
+            _ => match kms.identify_access_key(&auth.access_key_id) {
                 Ok(k) => (k.principal, k.policy, k.secret),
                 Err(_) => return Err(sigv4::SigError::UnrecognizedClient),
             },

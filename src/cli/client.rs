@@ -19,6 +19,7 @@ use crate::pb::access_service_client::AccessServiceClient;
 use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::crypto_service_client::CryptoServiceClient;
 use crate::pb::key_service_client::KeyServiceClient;
+use crate::pb::operator_service_client::OperatorServiceClient;
 
 /// Connection flags given before the subcommand (`keyward --addr X key list`),
 /// with their environment variables and defaults.
@@ -191,6 +192,11 @@ impl Client {
     /// The AccessService stub.
     pub(crate) fn access(&self) -> AccessServiceClient<Authed> {
         AccessServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// The OperatorService stub.
+    pub(crate) fn operator(&self) -> OperatorServiceClient<Authed> {
+        OperatorServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// The CRC32C to send for `bytes` (unless checksums are off).

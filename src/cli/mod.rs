@@ -23,6 +23,7 @@ mod data_key;
 mod grant;
 mod input;
 mod key;
+mod operator;
 mod principal;
 mod render;
 mod rewrap;
@@ -47,6 +48,7 @@ pub use crypto::{DecryptArgs, EncryptArgs, ReEncryptArgs};
 pub use data_key::{DataKeyArgs, RandomArgs};
 pub use grant::{GrantArgs, GrantCommand};
 pub use key::{KeyArgs, KeyCommand, RotationArgs};
+pub use operator::{OperatorArgs, OperatorCommand};
 pub use principal::{PrincipalArgs, PrincipalCommand, RoleName};
 pub use render::Output;
 pub use rewrap::RewrapArgs;
@@ -77,6 +79,9 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(subcommand, name = "root-key")]
     RootKey(RootKeyCommand),
+    /// The server's seal: init (offline: root key into key shares or an HSM),
+    /// unseal, seal, status.
+    Operator(OperatorArgs),
     /// Bearer tokens: for the configuration file (offline), or runtime
     /// tokens on the server that expire (create --ttl, list, revoke).
     Token(TokenArgs),
@@ -162,6 +167,7 @@ impl Cli {
             Command::Principal(a) => client(&top, a),
             Command::Grant(a) => client(&top, a),
             Command::AccessKey(a) => client(&top, a),
+            Command::Operator(a) => a.dispatch(&top),
         }
     }
 }

@@ -16,6 +16,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// File holding the root key (64 hex characters, mode 0600).
     pub root_key_file: Option<PathBuf>,
+    /// Where the root key comes from (`[root_key]`): a file, Shamir key
+    /// shares, or an HSM over PKCS#11.
+    pub root_key: Option<FileRootKey>,
     /// Development mode (generated root key; loopback only).
     pub dev: Option<bool>,
     /// Request limits.
@@ -52,6 +55,24 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: FileLog,
+}
+
+/// `[root_key]`: where the root key comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRootKey {
+    /// `file`, `shamir` or `pkcs11`.
+    pub kind: Option<String>,
+    /// kind = "file": the key file (same as top-level `root_key_file`).
+    pub file: Option<PathBuf>,
+    /// kind = "pkcs11": the PKCS#11 module (a shared library).
+    pub module: Option<PathBuf>,
+    /// kind = "pkcs11": the token's label.
+    pub token_label: Option<String>,
+    /// kind = "pkcs11": a file holding the user PIN (mode 0600).
+    pub pin_file: Option<PathBuf>,
+    /// kind = "pkcs11": the label of the AES wrapping key on the token.
+    pub key_label: Option<String>,
 }
 
 /// `[aws_kms]`: serve the AWS KMS JSON API over HTTP.

@@ -31,7 +31,7 @@ pub use file::{
 };
 pub use jwt::{ClaimRule, JwtIssuerConfig};
 pub use listeners::KmsV2Config;
-pub use root_key::{create_root_key_file, load_root_key, RootKeySource};
+pub use root_key::{create_root_key_file, load_root_key, write_root_key_file, HsmConfig, RootKeySource};
 pub use tls::TlsConfig;
 
 /// Why a configuration was refused. The binary exits with status 64.
@@ -193,7 +193,13 @@ impl ServerConfig {
         let listen = listeners::socket_addr("listen", &listen_str, "127.0.0.1:50051")?;
         let data_dir =
             o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./keyward-data"));
-        let root_key = RootKeySource::choose(o.root_key_file.clone().or(file.root_key_file), dev, &data_dir)?;
+        let root_key = RootKeySource::from_config(
+            o.root_key_file.clone(),
+            file.root_key_file,
+            file.root_key,
+            dev,
+            &data_dir,
+        )?;
         if dev && !listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "--dev serves without transport security and may only listen on loopback, not {listen}"

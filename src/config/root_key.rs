@@ -1,6 +1,7 @@
-//! The root key: where it comes from (an operator's file, or a development
-//! key beside the data), reading it (mode 0600 or stricter, 64 hex
-//! characters), and writing a fresh one (`keyward root-key create`).
+//! The root key: where it comes from (an operator's file, a development key
+//! beside the data, Shamir key shares given at unseal, or an HSM over
+//! PKCS#11), reading a key file (mode 0600 or stricter, 64 hex characters),
+//! and writing a fresh one (`keyward root-key create`).
 
 use std::fs;
 use std::io::Write;
@@ -18,9 +19,100 @@ pub enum RootKeySource {
     File(PathBuf),
     /// A development key file, created if missing, with a loud warning.
     Dev(PathBuf),
+    /// Rebuilt from key shares at unseal (`keyward operator init --shares N
+    /// --threshold K`); the server starts sealed.
+    Shamir,
+    /// Stored in the data folder wrapped by an AES key that never leaves an
+    /// HSM, unwrapped at start.
+    Pkcs11(HsmConfig),
+}
+
+/// `[root_key] kind = "pkcs11"`: which HSM key wraps the root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsmConfig {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// File holding the user PIN (mode 0600).
+    pub pin_file: PathBuf,
+    /// Label of the AES wrapping key on the token.
+    pub key_label: String,
 }
 
 impl RootKeySource {
+    /// The source named by `--root-key-file`, `root_key_file` and
+    /// `[root_key]`; `--dev` only with a key file (or none).
+    pub(super) fn from_config(
+        flag: Option<PathBuf>,
+        top: Option<PathBuf>,
+        table: Option<super::file::FileRootKey>,
+        dev: bool,
+        data_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let Some(t) = table else {
+            return Self::choose(flag.or(top), dev, data_dir);
+        };
+        if top.is_some() {
+            return invalid("root_key_file and [root_key] both name the root key; keep one".into());
+        }
+        let kind = t.kind.as_deref().unwrap_or("file");
+        let pkcs11_fields =
+            t.module.is_some() || t.token_label.is_some() || t.pin_file.is_some() || t.key_label.is_some();
+        if kind != "pkcs11" && pkcs11_fields {
+            return invalid(format!(
+                "[root_key] module, token_label, pin_file and key_label are for kind = \"pkcs11\", not {kind:?}"
+            ));
+        }
+        if kind != "file" && t.file.is_some() {
+            return invalid(format!("[root_key] file is for kind = \"file\", not {kind:?}"));
+        }
+        if kind != "file" && (dev || flag.is_some()) {
+            let what = if dev { "--dev" } else { "--root-key-file" };
+            return invalid(format!(
+                "{what} uses a root key file; it does not combine with [root_key] kind = {kind:?}"
+            ));
+        }
+        match kind {
+            "file" => Self::choose(flag.or(t.file), dev, data_dir),
+            "shamir" => Ok(Self::Shamir),
+            "pkcs11" => {
+                let need = |v: Option<String>, f: &str| {
+                    v.filter(|s| !s.is_empty()).ok_or_else(|| {
+                        ConfigError::Invalid(format!("[root_key] kind = \"pkcs11\" needs {f}"))
+                    })
+                };
+                let module = t.module.ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "[root_key] kind = \"pkcs11\" needs module (the PKCS#11 library)".into(),
+                    )
+                })?;
+                let pin_file = t.pin_file.ok_or_else(|| {
+                    ConfigError::Invalid("[root_key] kind = \"pkcs11\" needs pin_file".into())
+                })?;
+                Ok(Self::Pkcs11(HsmConfig {
+                    module,
+                    token_label: need(t.token_label, "token_label")?,
+                    pin_file,
+                    key_label: need(t.key_label, "key_label")?,
+                }))
+            }
+            other => {
+                invalid(format!("[root_key] kind must be \"file\", \"shamir\" or \"pkcs11\", not {other:?}"))
+            }
+        }
+    }
+
+    /// The name `SealStatus` reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File(_) | Self::Dev(_) => "file",
+            Self::Shamir => "shamir",
+            Self::Pkcs11(_) => "pkcs11",
+        }
+    }
+
     /// `--root-key-file` (or `root_key_file`) if given, else with `dev` the
     /// development key in the data folder.
     pub(super) fn choose(file: Option<PathBuf>, dev: bool, data_dir: &Path) -> Result<Self, ConfigError> {
@@ -38,6 +130,12 @@ impl RootKeySource {
 /// Reads (or, for a development source, creates) the root key.
 pub fn load_root_key(source: &RootKeySource) -> Result<RootKey, ConfigError> {
     let path = match source {
+        RootKeySource::Shamir | RootKeySource::Pkcs11(_) => {
+            return Err(ConfigError::Invalid(format!(
+                "the root key of [root_key] kind = {:?} is not in a file",
+                source.kind()
+            )))
+        }
         RootKeySource::File(p) => p,
         RootKeySource::Dev(p) => {
             if !p.exists() {
@@ -71,13 +169,19 @@ pub fn load_root_key(source: &RootKeySource) -> Result<RootKey, ConfigError> {
 
 /// Writes a fresh random root key to `path` with mode 0600; refuses to overwrite.
 pub fn create_root_key_file(path: &Path) -> Result<(), ConfigError> {
+    let key = RootKey::generate()
+        .map_err(|e| ConfigError::RootKey { path: path.to_path_buf(), message: e.to_string() })?;
+    write_root_key_file(path, &key)
+}
+
+/// Writes `key` to `path` (64 hex characters, mode 0600, synced); refuses to overwrite.
+pub fn write_root_key_file(path: &Path, key: &RootKey) -> Result<(), ConfigError> {
     let bad = |message: String| ConfigError::RootKey { path: path.to_path_buf(), message };
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
         }
     }
-    let key = RootKey::generate().map_err(|e| bad(e.to_string()))?;
     let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.expose_secret())));
     let mut f = fs::OpenOptions::new()
         .write(true)

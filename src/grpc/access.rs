@@ -67,7 +67,7 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
         let c = self.0.caller(&req, Operation::CreatePrincipal).await?;
         let r = req.into_inner();
-        let out = self.0.kms.create_principal(&c, &r.name, &r.roles).await;
+        let out = self.0.live()?.create_principal(&c, &r.name, &r.roles).await;
         respond(&c, out.map(|p| pb::CreatePrincipalResponse { principal: Some(principal_to_pb(p)) }))
     }
 
@@ -76,7 +76,7 @@ impl AccessService for AccessApi {
         req: Request<pb::DeletePrincipalRequest>,
     ) -> Result<Response<pb::DeletePrincipalResponse>, Status> {
         let c = self.0.caller(&req, Operation::DeletePrincipal).await?;
-        let out = self.0.kms.delete_principal(&c, &req.into_inner().name).await;
+        let out = self.0.live()?.delete_principal(&c, &req.into_inner().name).await;
         respond(&c, out.map(|()| pb::DeletePrincipalResponse {}))
     }
 
@@ -85,7 +85,7 @@ impl AccessService for AccessApi {
         req: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         let c = self.0.caller(&req, Operation::ListPrincipals).await?;
-        let out = self.0.kms.list_principals(&c).await;
+        let out = self.0.live()?.list_principals(&c).await;
         respond(
             &c,
             out.map(|ps| pb::ListPrincipalsResponse {
@@ -100,7 +100,7 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let c = self.0.caller(&req, Operation::CreateToken).await?;
         let r = req.into_inner();
-        let out = self.0.kms.create_token(&c, &r.principal, r.ttl.as_ref().map(duration_ms)).await;
+        let out = self.0.live()?.create_token(&c, &r.principal, r.ttl.as_ref().map(duration_ms)).await;
         respond(
             &c,
             out.map(|t| pb::CreateTokenResponse {
@@ -115,7 +115,7 @@ impl AccessService for AccessApi {
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         let c = self.0.caller(&req, Operation::RevokeToken).await?;
-        let out = self.0.kms.revoke_token(&c, &req.into_inner().token_id).await;
+        let out = self.0.live()?.revoke_token(&c, &req.into_inner().token_id).await;
         respond(&c, out.map(|()| pb::RevokeTokenResponse {}))
     }
 
@@ -124,7 +124,7 @@ impl AccessService for AccessApi {
         req: Request<pb::RevokeAllTokensRequest>,
     ) -> Result<Response<pb::RevokeAllTokensResponse>, Status> {
         let c = self.0.caller(&req, Operation::RevokeAllTokens).await?;
-        let out = self.0.kms.revoke_all_tokens(&c, &req.into_inner().principal).await;
+        let out = self.0.live()?.revoke_all_tokens(&c, &req.into_inner().principal).await;
         respond(
             &c,
             out.map(|n| pb::RevokeAllTokensResponse { revoked: u32::try_from(n).unwrap_or(u32::MAX) }),
@@ -137,7 +137,7 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         let c = self.0.caller(&req, Operation::ListTokens).await?;
         let principal = given(req.into_inner().principal);
-        let out = self.0.kms.list_tokens(&c, principal.as_deref()).await;
+        let out = self.0.live()?.list_tokens(&c, principal.as_deref()).await;
         respond(
             &c,
             out.map(|ts| pb::ListTokensResponse { tokens: ts.into_iter().map(token_to_pb).collect() }),
@@ -157,7 +157,7 @@ impl AccessService for AccessApi {
             context_equals: r.context_equals,
             context_contains: r.context_contains,
         };
-        let out = self.0.kms.create_grant(&c, input).await;
+        let out = self.0.live()?.create_grant(&c, input).await;
         respond(&c, out.map(|g| pb::CreateGrantResponse { grant: Some(grant_to_pb(g)) }))
     }
 
@@ -166,7 +166,7 @@ impl AccessService for AccessApi {
         req: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
         let c = self.0.caller(&req, Operation::RevokeGrant).await?;
-        let out = self.0.kms.revoke_grant(&c, &req.into_inner().grant_id).await;
+        let out = self.0.live()?.revoke_grant(&c, &req.into_inner().grant_id).await;
         respond(&c, out.map(|()| pb::RevokeGrantResponse {}))
     }
 
@@ -177,7 +177,7 @@ impl AccessService for AccessApi {
         let c = self.0.caller(&req, Operation::ListGrants).await?;
         let r = req.into_inner();
         let (principal, key) = (given(r.principal), given(r.key_id));
-        let out = self.0.kms.list_grants(&c, principal.as_deref(), key.as_deref()).await;
+        let out = self.0.live()?.list_grants(&c, principal.as_deref(), key.as_deref()).await;
         respond(
             &c,
             out.map(|gs| pb::ListGrantsResponse { grants: gs.into_iter().map(grant_to_pb).collect() }),
@@ -189,7 +189,7 @@ impl AccessService for AccessApi {
         req: Request<pb::CreateAccessKeyRequest>,
     ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::CreateAccessKey).await?;
-        let out = self.0.kms.create_access_key(&c, &req.into_inner().principal).await;
+        let out = self.0.live()?.create_access_key(&c, &req.into_inner().principal).await;
         respond(
             &c,
             out.map(|k| pb::CreateAccessKeyResponse {
@@ -205,7 +205,7 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::ListAccessKeysResponse>, Status> {
         let c = self.0.caller(&req, Operation::ListAccessKeys).await?;
         let principal = given(req.into_inner().principal);
-        let out = self.0.kms.list_access_keys(&c, principal.as_deref()).await;
+        let out = self.0.live()?.list_access_keys(&c, principal.as_deref()).await;
         respond(
             &c,
             out.map(|ks| pb::ListAccessKeysResponse {
@@ -219,7 +219,7 @@ impl AccessService for AccessApi {
         req: Request<pb::RevokeAccessKeyRequest>,
     ) -> Result<Response<pb::RevokeAccessKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::RevokeAccessKey).await?;
-        let out = self.0.kms.revoke_access_key(&c, &req.into_inner().access_key_id).await;
+        let out = self.0.live()?.revoke_access_key(&c, &req.into_inner().access_key_id).await;
         respond(&c, out.map(|()| pb::RevokeAccessKeyResponse {}))
     }
 }

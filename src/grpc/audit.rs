@@ -31,7 +31,7 @@ impl AuditService for AuditApi {
             page_token: given(r.page_token),
             oldest_first: r.oldest_first,
         };
-        let out = self.0.kms.query_audit(&c, input).await;
+        let out = self.0.live()?.query_audit(&c, input).await;
         respond(
             &c,
             out.map(|page| pb::QueryAuditLogResponse {
@@ -46,7 +46,7 @@ impl AuditService for AuditApi {
         req: Request<pb::VerifyAuditLogRequest>,
     ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
         let c = self.0.caller(&req, Operation::VerifyAuditLog).await?;
-        let out = self.0.kms.verify_audit(&c).await;
+        let out = self.0.live()?.verify_audit(&c).await;
         respond(
             &c,
             out.map(|rep| pb::VerifyAuditLogResponse {
@@ -66,7 +66,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::ExportAuditLogResponse>, Status> {
         let c = self.0.caller(&req, Operation::ExportAuditLog).await?;
         let r = req.into_inner();
-        let out = self.0.kms.export_audit(&c, r.after_sequence, nonzero(r.page_size)).await;
+        let out = self.0.live()?.export_audit(&c, r.after_sequence, nonzero(r.page_size)).await;
         respond(
             &c,
             out.map(|page| pb::ExportAuditLogResponse {
@@ -97,7 +97,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetAuditPublicKeyResponse>, Status> {
         use keyward_store::format::export::{public_key_fingerprint, public_key_pem};
         let c = self.0.caller(&req, Operation::GetAuditPublicKey).await?;
-        let out = self.0.kms.audit_public_key(&c).await;
+        let out = self.0.live()?.audit_public_key(&c).await;
         respond(
             &c,
             out.map(|(node_id, key)| pb::GetAuditPublicKeyResponse {

@@ -34,7 +34,8 @@ impl CryptoService for CryptoApi {
         if let Err(e) = verify(&self.0, &c, Operation::Encrypt, &r.key_id, &checks).await {
             return respond(&c, Err(e));
         }
-        let out = self.0.kms.encrypt(&c, &r.key_id, Plaintext::new(r.plaintext), r.encryption_context).await;
+        let out =
+            self.0.live()?.encrypt(&c, &r.key_id, Plaintext::new(r.plaintext), r.encryption_context).await;
         respond(
             &c,
             out.map(|o| pb::EncryptResponse {
@@ -62,7 +63,7 @@ impl CryptoService for CryptoApi {
             return respond(&c, Err(e));
         }
         let pinned = given(r.key_id);
-        let out = self.0.kms.decrypt(&c, &r.ciphertext, r.encryption_context, pinned.as_deref()).await;
+        let out = self.0.live()?.decrypt(&c, &r.ciphertext, r.encryption_context, pinned.as_deref()).await;
         respond(
             &c,
             out.map(|o| pb::DecryptResponse {
@@ -88,7 +89,7 @@ impl CryptoService for CryptoApi {
         }
         let out = self
             .0
-            .kms
+            .live()?
             .generate_data_key(
                 &c,
                 DataKeyInput {
@@ -118,7 +119,7 @@ impl CryptoService for CryptoApi {
         }
         let out = self
             .0
-            .kms
+            .live()?
             .generate_data_key(
                 &c,
                 DataKeyInput {
@@ -154,7 +155,7 @@ impl CryptoService for CryptoApi {
         req: Request<pb::GenerateRandomRequest>,
     ) -> Result<Response<pb::GenerateRandomResponse>, Status> {
         let c = self.0.caller(&req, Operation::GenerateRandom).await?;
-        let out = self.0.kms.generate_random(&c, req.into_inner().number_of_bytes).await;
+        let out = self.0.live()?.generate_random(&c, req.into_inner().number_of_bytes).await;
         respond(
             &c,
             out.map(|r| pb::GenerateRandomResponse {
@@ -183,7 +184,7 @@ impl CryptoService for CryptoApi {
         }
         let out = self
             .0
-            .kms
+            .live()?
             .generate_data_keys(
                 &c,
                 DataKeyInput {
@@ -214,7 +215,7 @@ impl CryptoService for CryptoApi {
                 "items",
                 format!("must hold between 1 and {MAX_BATCH_ITEMS} items, got {}", items.len()),
             );
-            let e = self.0.kms.refuse(&c, Operation::ReEncrypt, e).await;
+            let e = self.0.live()?.refuse(&c, Operation::ReEncrypt, e).await;
             return respond(&c, Err(e));
         }
         // Concurrently, so the items share audit commits.
@@ -256,7 +257,9 @@ impl CryptoService for CryptoApi {
                             // An oversized item is refused (and audited) like a request.
                             if status.code() == tonic::Code::InvalidArgument {
                                 let e = KmsError::invalid("request", status.message().to_string());
-                                api.kms.refuse(&c, Operation::ReEncrypt, e).await;
+                                if let Ok(kms) = api.kms() {
+                                    kms.refuse(&c, Operation::ReEncrypt, e).await;
+                                }
                             }
                             Err(with_request_id(status, &c))
                         }
@@ -297,7 +300,7 @@ async fn re_encrypt_one(
         }),
     ];
     verify(api, c, Operation::ReEncrypt, &r.destination_key_id, &checks).await?;
-    api.kms
+    api.kms()?
         .re_encrypt(
             c,
             ReEncryptInput {
@@ -357,7 +360,7 @@ async fn verify(
                     field,
                     "checksum mismatch: the request was corrupted in transit; nothing was processed",
                 );
-                return Err(api.kms.refuse_key(c, op, key, e).await);
+                return Err(api.kms()?.refuse_key(c, op, key, e).await);
             }
         }
     }

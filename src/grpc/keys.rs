@@ -26,7 +26,7 @@ impl KeyService for KeysApi {
             labels: r.labels.into_iter().collect(),
             rotation: rotation_input(r.rotation_period, r.next_rotation_time, r.max_encryptions_per_version),
         };
-        let out = self.0.kms.create_key(&c, input).await;
+        let out = self.0.live()?.create_key(&c, input).await;
         respond(&c, out.map(|k| pb::CreateKeyResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -35,7 +35,7 @@ impl KeyService for KeysApi {
         req: Request<pb::DescribeKeyRequest>,
     ) -> Result<Response<pb::DescribeKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::DescribeKey).await?;
-        let out = self.0.kms.describe_key(&c, &req.into_inner().key_id).await;
+        let out = self.0.live()?.describe_key(&c, &req.into_inner().key_id).await;
         respond(&c, out.map(|k| pb::DescribeKeyResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -46,7 +46,7 @@ impl KeyService for KeysApi {
         let c = self.0.caller(&req, Operation::ListKeys).await?;
         let r = req.into_inner();
         let token = given(r.page_token);
-        let out = self.0.kms.list_keys(&c, nonzero(r.page_size), token.as_deref()).await;
+        let out = self.0.live()?.list_keys(&c, nonzero(r.page_size), token.as_deref()).await;
         respond(
             &c,
             out.map(|page| pb::ListKeysResponse {
@@ -61,7 +61,7 @@ impl KeyService for KeysApi {
         req: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::RotateKey).await?;
-        let out = self.0.kms.rotate_key(&c, &req.into_inner().key_id).await;
+        let out = self.0.live()?.rotate_key(&c, &req.into_inner().key_id).await;
         respond(&c, out.map(|k| pb::RotateKeyResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -70,7 +70,7 @@ impl KeyService for KeysApi {
         req: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::EnableKey).await?;
-        let out = self.0.kms.enable_key(&c, &req.into_inner().key_id).await;
+        let out = self.0.live()?.enable_key(&c, &req.into_inner().key_id).await;
         respond(&c, out.map(|k| pb::EnableKeyResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -79,7 +79,7 @@ impl KeyService for KeysApi {
         req: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
         let c = self.0.caller(&req, Operation::DisableKey).await?;
-        let out = self.0.kms.disable_key(&c, &req.into_inner().key_id).await;
+        let out = self.0.live()?.disable_key(&c, &req.into_inner().key_id).await;
         respond(&c, out.map(|k| pb::DisableKeyResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -89,7 +89,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::CreateAliasResponse>, Status> {
         let c = self.0.caller(&req, Operation::CreateAlias).await?;
         let r = req.into_inner();
-        let out = self.0.kms.create_alias(&c, &r.alias, &r.key_id).await;
+        let out = self.0.live()?.create_alias(&c, &r.alias, &r.key_id).await;
         respond(&c, out.map(|k| pb::CreateAliasResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -98,7 +98,7 @@ impl KeyService for KeysApi {
         req: Request<pb::DeleteAliasRequest>,
     ) -> Result<Response<pb::DeleteAliasResponse>, Status> {
         let c = self.0.caller(&req, Operation::DeleteAlias).await?;
-        let out = self.0.kms.delete_alias(&c, &req.into_inner().alias).await;
+        let out = self.0.live()?.delete_alias(&c, &req.into_inner().alias).await;
         respond(&c, out.map(|_| pb::DeleteAliasResponse {}))
     }
 
@@ -108,7 +108,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::DisableKeyVersionResponse>, Status> {
         let c = self.0.caller(&req, Operation::DisableKeyVersion).await?;
         let r = req.into_inner();
-        let out = self.0.kms.disable_key_version(&c, &r.key_id, r.version).await;
+        let out = self.0.live()?.disable_key_version(&c, &r.key_id, r.version).await;
         respond(&c, out.map(|k| pb::DisableKeyVersionResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -118,7 +118,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::EnableKeyVersionResponse>, Status> {
         let c = self.0.caller(&req, Operation::EnableKeyVersion).await?;
         let r = req.into_inner();
-        let out = self.0.kms.enable_key_version(&c, &r.key_id, r.version).await;
+        let out = self.0.live()?.enable_key_version(&c, &r.key_id, r.version).await;
         respond(&c, out.map(|k| pb::EnableKeyVersionResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -130,7 +130,7 @@ impl KeyService for KeysApi {
         let r = req.into_inner();
         let out = self
             .0
-            .kms
+            .live()?
             .schedule_key_version_destruction(&c, &r.key_id, r.version, nonzero(r.pending_window_days))
             .await;
         respond(&c, out.map(|k| pb::ScheduleKeyVersionDestructionResponse { key: Some(key_to_pb(k)) }))
@@ -142,7 +142,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::RestoreKeyVersionResponse>, Status> {
         let c = self.0.caller(&req, Operation::RestoreKeyVersion).await?;
         let r = req.into_inner();
-        let out = self.0.kms.restore_key_version(&c, &r.key_id, r.version).await;
+        let out = self.0.live()?.restore_key_version(&c, &r.key_id, r.version).await;
         respond(&c, out.map(|k| pb::RestoreKeyVersionResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -152,7 +152,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::ScheduleKeyDeletionResponse>, Status> {
         let c = self.0.caller(&req, Operation::ScheduleKeyDeletion).await?;
         let r = req.into_inner();
-        let out = self.0.kms.schedule_key_deletion(&c, &r.key_id, nonzero(r.pending_window_days)).await;
+        let out = self.0.live()?.schedule_key_deletion(&c, &r.key_id, nonzero(r.pending_window_days)).await;
         respond(&c, out.map(|k| pb::ScheduleKeyDeletionResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -161,7 +161,7 @@ impl KeyService for KeysApi {
         req: Request<pb::CancelKeyDeletionRequest>,
     ) -> Result<Response<pb::CancelKeyDeletionResponse>, Status> {
         let c = self.0.caller(&req, Operation::CancelKeyDeletion).await?;
-        let out = self.0.kms.cancel_key_deletion(&c, &req.into_inner().key_id).await;
+        let out = self.0.live()?.cancel_key_deletion(&c, &req.into_inner().key_id).await;
         respond(&c, out.map(|k| pb::CancelKeyDeletionResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -172,7 +172,7 @@ impl KeyService for KeysApi {
         let c = self.0.caller(&req, Operation::UpdateRotationPolicy).await?;
         let r = req.into_inner();
         let input = rotation_input(r.rotation_period, r.next_rotation_time, r.max_encryptions_per_version);
-        let out = self.0.kms.update_rotation_policy(&c, &r.key_id, input).await;
+        let out = self.0.live()?.update_rotation_policy(&c, &r.key_id, input).await;
         respond(&c, out.map(|k| pb::UpdateRotationPolicyResponse { key: Some(key_to_pb(k)) }))
     }
 
@@ -181,7 +181,7 @@ impl KeyService for KeysApi {
         req: Request<pb::ListKeyVersionsRequest>,
     ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
         let c = self.0.caller(&req, Operation::ListKeyVersions).await?;
-        let out = self.0.kms.list_key_versions(&c, &req.into_inner().key_id).await;
+        let out = self.0.live()?.list_key_versions(&c, &req.into_inner().key_id).await;
         respond(
             &c,
             out.map(|k| pb::ListKeyVersionsResponse {
@@ -197,7 +197,7 @@ impl KeyService for KeysApi {
     ) -> Result<Response<pb::MarkKeyVersionCompromisedResponse>, Status> {
         let c = self.0.caller(&req, Operation::MarkKeyVersionCompromised).await?;
         let r = req.into_inner();
-        let out = self.0.kms.mark_key_version_compromised(&c, &r.key_id, r.version).await;
+        let out = self.0.live()?.mark_key_version_compromised(&c, &r.key_id, r.version).await;
         respond(&c, out.map(|k| pb::MarkKeyVersionCompromisedResponse { key: Some(key_to_pb(k)) }))
     }
 }

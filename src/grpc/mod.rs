@@ -10,6 +10,7 @@ mod audit;
 mod convert;
 mod crypto;
 mod keys;
+mod operator;
 mod size;
 
 use std::sync::Arc;
@@ -19,12 +20,14 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Authenticator, NoIdentity};
+use crate::seal::Seal;
 
 pub use access::AccessApi;
 pub use audit::AuditApi;
 pub use convert::{record_to_pb, timestamp};
 pub use crypto::CryptoApi;
 pub use keys::KeysApi;
+pub use operator::OperatorApi;
 pub use size::{size_status, SizeLayer};
 
 /// Metadata key carrying the request id, both ways.
@@ -45,6 +48,10 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::Internal => Code::Internal,
     };
     match e.kind() {
+        // Sealed is a state, not a failure: one line per request would flood the log.
+        ErrorKind::Unavailable if matches!(e, KmsError::Sealed(_)) => {
+            tracing::debug!(error = %e.public_message(), "refused while sealed")
+        }
         ErrorKind::Internal | ErrorKind::Unavailable => {
             tracing::error!(error = %e, cause = ?std::error::Error::source(e), "request failed")
         }
@@ -88,15 +95,31 @@ pub(crate) fn respond<T>(caller: &Caller, result: Result<T, KmsError>) -> Result
 /// Shared state of every service.
 #[derive(Debug, Clone)]
 pub struct Api {
-    pub(crate) kms: Arc<Kms>,
+    pub(crate) seal: Arc<Seal>,
     auth: Arc<Authenticator>,
     limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Api {
-    /// Services over one `Kms`, identifying callers with `auth`.
-    pub fn new(kms: Arc<Kms>, auth: Authenticator, limiter: Option<Arc<RateLimiter>>) -> Self {
-        Self { kms, auth: Arc::new(auth), limiter }
+    /// Services over the `Kms` behind `seal`, identifying callers with `auth`.
+    pub fn new(seal: Arc<Seal>, auth: Authenticator, limiter: Option<Arc<RateLimiter>>) -> Self {
+        Self { seal, auth: Arc::new(auth), limiter }
+    }
+
+    /// The key service, or UNAVAILABLE "sealed".
+    pub(crate) fn kms(&self) -> Result<Arc<Kms>, KmsError> {
+        self.seal.kms()
+    }
+
+    /// The key service, or the status a sealed server answers.
+    pub(crate) fn live(&self) -> Result<Arc<Kms>, Status> {
+        self.seal.kms().map_err(|e| to_status(&e))
+    }
+
+    /// The authenticator (the OperatorService checks admins of the
+    /// configuration file while sealed).
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.auth
     }
 
     /// The global rate limiter, if one is configured.
@@ -129,6 +152,11 @@ impl Api {
     ) -> Result<(Caller, Credential), Status> {
         let request_id = request_id(req);
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        // Sealed: nothing to identify callers against, nothing to record in.
+        let kms = match self.kms() {
+            Ok(k) => k,
+            Err(e) => return Err(respond::<()>(&refused(request_id, peer), Err(e)).expect_err("an error")),
+        };
         let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let certs = req.peer_certs();
         let runtime = authorization
@@ -142,7 +170,7 @@ impl Api {
             _ => None,
         };
         if let (Some(token), None) = (runtime, &by_cert) {
-            return match self.kms.identify_token(token) {
+            return match kms.identify_token(token) {
                 Ok(id) => {
                     let caller = Caller {
                         request_id,
@@ -156,7 +184,7 @@ impl Api {
                 }
                 Err(why) => {
                     let caller = refused(request_id, peer);
-                    let err = self.kms.refuse_token(&caller, op, &why).await;
+                    let err = kms.refuse_token(&caller, op, &why).await;
                     Err(respond::<()>(&caller, Err(err)).expect_err("an error"))
                 }
             };
@@ -179,7 +207,7 @@ impl Api {
             }
             Err(NoIdentity(why)) => {
                 let caller = refused(request_id, peer);
-                let err = self.kms.refuse(&caller, op, KmsError::Unauthenticated(why.to_string())).await;
+                let err = kms.refuse(&caller, op, KmsError::Unauthenticated(why.to_string())).await;
                 Err(respond::<()>(&caller, Err(err)).expect_err("an error"))
             }
         }
@@ -194,12 +222,13 @@ impl Api {
         cred: &Credential,
         op: Operation,
     ) -> Result<Caller, KmsError> {
+        let kms = self.kms()?;
         match cred {
-            Credential::Runtime(token) => match self.kms.identify_token(token) {
+            Credential::Runtime(token) => match kms.identify_token(token) {
                 Ok(id) => Ok(Caller { principal: id.principal, policy: id.policy, ..caller.clone() }),
                 Err(why) => {
                     let refused = refused(caller.request_id.clone(), caller.peer.clone());
-                    Err(self.kms.refuse_token(&refused, op, &why).await)
+                    Err(kms.refuse_token(&refused, op, &why).await)
                 }
             },
             Credential::Named | Credential::Fixed => {
@@ -220,12 +249,16 @@ impl Api {
         if matches!(cred, Credential::Fixed) {
             return Ok(caller);
         }
-        match self.kms.policy_of(&caller.principal) {
+        let kms = match self.kms() {
+            Ok(k) => k,
+            Err(e) => return Err((caller, e)),
+        };
+        match kms.policy_of(&caller.principal) {
             Some(policy) => Ok(Caller { policy, ..caller }),
             None => {
                 let refused = refused(caller.request_id, caller.peer);
                 let why = KmsError::Unauthenticated("the JWT maps to a principal that does not exist".into());
-                let err = self.kms.refuse(&refused, op, why).await;
+                let err = kms.refuse(&refused, op, why).await;
                 Err((refused, err))
             }
         }
@@ -235,10 +268,11 @@ impl Api {
     async fn admit(&self, caller: Caller, op: Operation) -> Result<Caller, Status> {
         if let Some(l) = &self.limiter {
             if !l.try_acquire() {
+                let kms = self.live()?;
                 // Audited like other refusals: one by one up to the
                 // per-peer threshold, then one summary a second.
                 let why = KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
-                let err = self.kms.refuse(&caller, op, why).await;
+                let err = kms.refuse(&caller, op, why).await;
                 return Err(respond::<()>(&caller, Err(err)).expect_err("an error"));
             }
         }

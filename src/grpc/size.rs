@@ -77,8 +77,8 @@ async fn audit_refusal(api: Api, parts: http::request::Parts, message: String) {
     let method = parts.uri.path().rsplit('/').next().unwrap_or_default().to_string();
     let Some(op) = Operation::from_rpc(&method) else { return };
     let req = tonic::Request::from_http(http::Request::from_parts(parts, ()));
-    if let Ok(caller) = api.caller(&req, op).await {
-        api.kms.refuse(&caller, op, KmsError::invalid("request", message)).await;
+    if let (Ok(caller), Ok(kms)) = (api.caller(&req, op).await, api.kms()) {
+        kms.refuse(&caller, op, KmsError::invalid("request", message)).await;
     }
 }
 

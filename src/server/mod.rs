@@ -25,15 +25,15 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::{Kms, OpenError, Store, SystemClock};
+use keyward_core::{OpenError, Store, SystemClock};
 use keyward_crypto::RootKey;
 use keyward_store::RocksStore;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::Server as Transport;
 
-use crate::config::{load_root_key, ConfigError, ServerConfig};
-use crate::grpc::{AccessApi, Api, AuditApi, CryptoApi, KeysApi};
+use crate::config::{load_root_key, ConfigError, RootKeySource, ServerConfig};
+use crate::grpc::{AccessApi, Api, AuditApi, CryptoApi, KeysApi, OperatorApi};
 use crate::k8s::KmsV2;
 use crate::metrics::Metrics;
 use crate::pb;
@@ -41,6 +41,8 @@ use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::crypto_service_server::CryptoServiceServer;
 use crate::pb::key_service_server::KeyServiceServer;
+use crate::pb::operator_service_server::OperatorServiceServer;
+use crate::seal::{Seal, Source};
 use drain::Drain;
 
 /// How long each stage of shutdown may take before the next one starts anyway.
@@ -80,16 +82,21 @@ pub struct Server;
 
 impl Server {
     /// Validates and opens everything `config` names (store and root key
-    /// included); binds nothing.
+    /// included); binds nothing. With `[root_key] kind = "shamir"` the
+    /// store is opened but the server is sealed until enough shares come.
     pub async fn build(config: ServerConfig) -> Result<Prepared, ServerError> {
         let transport = transport(&config)?;
         let config = with_jwt_issuers(config)?;
         create_private_dir(&config.data_dir)?;
-        let root = load_root_key(&config.root_key)?;
+        let seal_file = crate::seal::SealFile::read(&config.data_dir).map_err(ConfigError::Invalid)?;
+        check_seal_kind(&config, seal_file.as_ref())?;
+        // Read the root key before opening the store: a bad key file is a
+        // configuration error, whatever the folder holds.
+        let (source, root) = root_source(&config, seal_file)?;
         let db_dir = config.data_dir.join("db");
         let store = RocksStore::open(&db_dir)
             .map_err(|source| ServerError::Store { path: db_dir.display().to_string(), source })?;
-        Self::prepare(config, transport, Arc::new(store), root)
+        Self::prepare(config, transport, Arc::new(store), source, root)
     }
 
     /// Like [`Server::build`], over an already opened store (tests wrap it to
@@ -101,14 +108,17 @@ impl Server {
     ) -> Result<Prepared, ServerError> {
         let transport = transport(&config)?;
         let config = with_jwt_issuers(config)?;
-        Self::prepare(config, transport, store, root)
+        let bytes = zeroize::Zeroizing::new(*root.expose_secret());
+        let load = Box::new(move || RootKey::from_bytes(&*bytes).map_err(|e| e.to_string()));
+        Self::prepare(config, transport, store, Source::Auto { kind: "file", load }, Some(root))
     }
 
     fn prepare(
         config: ServerConfig,
         transport: Transport,
         store: Arc<dyn Store>,
-        root: RootKey,
+        source: Source,
+        root: Option<RootKey>,
     ) -> Result<Prepared, ServerError> {
         let reflection = reflection()?;
         // The HTTP edges' TLS, read now so a bad file refuses to start.
@@ -117,8 +127,15 @@ impl Server {
             _ => None,
         };
         let dev = matches!(config.auth, crate::auth::Authenticator::Dev(_));
-        let aws_dev = (dev && config.aws_kms.is_some()).then(|| crate::aws::DevAccessKey::of(&root));
-        let vault_dev = (dev && config.vault_transit.is_some()).then(|| crate::vault::DevToken::of(&root));
+        // Development credentials exist only with a development root key (file kind).
+        let aws_dev = match (&root, dev && config.aws_kms.is_some()) {
+            (Some(r), true) => Some(crate::aws::DevAccessKey::of(r)),
+            _ => None,
+        };
+        let vault_dev = match (&root, dev && config.vault_transit.is_some()) {
+            (Some(r), true) => Some(crate::vault::DevToken::of(r)),
+            _ => None,
+        };
         let metrics = config.metrics_listen.map(|_| Arc::new(Metrics::new()));
         let mut kms_config = config.kms.clone();
         if let Some(m) = &metrics {
@@ -126,24 +143,33 @@ impl Server {
         }
         let in_flight = Arc::new(AtomicUsize::new(0));
         kms_config.audit.in_flight = Some(in_flight.clone());
-        let kms = Arc::new(Kms::open(store, root, Arc::new(SystemClock), kms_config)?);
-        for (issuer, rule) in
-            config.jwt_issuers.iter().flat_map(|i| i.rules.iter().map(move |r| (&i.issuer, r)))
-        {
-            if kms.policy_of(&rule.principal).is_none() {
-                tracing::warn!(
-                    issuer = %issuer,
-                    principal = %rule.principal,
-                    "a [[jwt_issuers.rules]] entry names a principal that exists neither in the configuration file nor at runtime: its JWTs are refused until an administrator creates it"
-                );
+        let clock: Arc<dyn keyward_core::Clock> = Arc::new(SystemClock);
+        let seal = Arc::new(match root {
+            None => Seal::sealed(store, kms_config, clock, source),
+            Some(root) => {
+                let kms = Seal::open_kms(store.clone(), root, kms_config.clone(), clock.clone())?;
+                Seal::unsealed(Arc::new(kms), store, kms_config, clock, source)
+            }
+        });
+        if let Some(kms) = seal.get() {
+            for (issuer, rule) in
+                config.jwt_issuers.iter().flat_map(|i| i.rules.iter().map(move |r| (&i.issuer, r)))
+            {
+                if kms.policy_of(&rule.principal).is_none() {
+                    tracing::warn!(
+                        issuer = %issuer,
+                        principal = %rule.principal,
+                        "a [[jwt_issuers.rules]] entry names a principal that exists neither in the configuration file nor at runtime: its JWTs are refused until an administrator creates it"
+                    );
+                }
             }
         }
         let plugin = match &config.kms_v2 {
             None => None,
-            Some(k) => match KmsV2::new(kms.clone(), &k.key, &k.socket) {
+            Some(k) => match KmsV2::new(seal.clone(), &k.key, &k.socket) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    close(kms);
+                    seal.close();
                     return Err(ConfigError::Invalid(format!(
                         "kms_v2.key {:?}: {}",
                         k.key,
@@ -157,23 +183,23 @@ impl Server {
             config.edge.rate.map(|(rate, burst)| Arc::new(crate::grpc::RateLimiter::new(rate, burst)));
         let aws = config.aws_kms.as_ref().map(|a| {
             let arns = crate::aws::Arns { region: a.region.clone(), account: a.account_id.clone() };
-            Arc::new(crate::aws::AwsKms::new(kms.clone(), arns, limiter.clone(), aws_dev))
+            Arc::new(crate::aws::AwsKms::new(seal.clone(), arns, limiter.clone(), aws_dev))
         });
         let vault = config.vault_transit.as_ref().map(|v| {
             Arc::new(crate::vault::VaultTransit::new(
-                kms.clone(),
+                seal.clone(),
                 config.auth.clone(),
                 v.mount.clone(),
                 limiter.clone(),
                 vault_dev,
             ))
         });
-        let api = Api::new(kms.clone(), config.auth.clone(), limiter);
+        let api = Api::new(seal.clone(), config.auth.clone(), limiter);
         Ok(Prepared {
             config,
             transport,
             reflection,
-            kms,
+            seal,
             metrics,
             in_flight,
             plugin,
@@ -182,6 +208,78 @@ impl Server {
             vault,
             edge_tls,
         })
+    }
+}
+
+/// A `seal.json` in the data folder says how its root key is sealed; the
+/// configuration must agree (a folder initialized for shares does not open
+/// with a key file, nor the other way round).
+fn check_seal_kind(config: &ServerConfig, file: Option<&crate::seal::SealFile>) -> Result<(), ConfigError> {
+    let want = config.root_key.kind();
+    let dir = config.data_dir.display();
+    match (want, file) {
+        ("file", None) => Ok(()),
+        ("file", Some(f)) => Err(ConfigError::Invalid(format!(
+            "data folder {dir} was initialized with [root_key] kind = {:?} (its seal.json); configure that kind, not a root key file",
+            f.kind
+        ))),
+        (kind, None) => Err(ConfigError::Invalid(format!(
+            "data folder {dir} is not initialized for [root_key] kind = {kind:?}: run `keyward operator init --config <this file>` first{}",
+            if kind == "shamir" { " (with --shares N --threshold K)" } else { "" }
+        ))),
+        (kind, Some(f)) if f.kind != kind => Err(ConfigError::Invalid(format!(
+            "data folder {dir} was initialized with [root_key] kind = {:?} (its seal.json), but the configuration says {kind:?}",
+            f.kind
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How the server gets its root key, and the key itself when it comes at
+/// start (a file, an HSM); none for Shamir (sealed until unsealed).
+fn root_source(
+    config: &ServerConfig,
+    file: Option<crate::seal::SealFile>,
+) -> Result<(Source, Option<RootKey>), ConfigError> {
+    match &config.root_key {
+        RootKeySource::File(_) | RootKeySource::Dev(_) => {
+            let root = load_root_key(&config.root_key)?;
+            let src = config.root_key.clone();
+            let load = Box::new(move || load_root_key(&src).map_err(|e| e.to_string()));
+            Ok((Source::Auto { kind: "file", load }, Some(root)))
+        }
+        RootKeySource::Shamir => {
+            let f = file.expect("checked by check_seal_kind");
+            let bad = |what: &str| {
+                ConfigError::Invalid(format!(
+                    "{}: {what}",
+                    crate::seal::SealFile::path(&config.data_dir).display()
+                ))
+            };
+            let init_id = f.init_id.ok_or_else(|| bad("no init_id"))?;
+            let (shares, threshold) = crate::seal::shamir::check_parameters(
+                f.shares.ok_or_else(|| bad("no shares"))?,
+                f.threshold.ok_or_else(|| bad("no threshold"))?,
+            )
+            .map_err(|e| bad(&e.to_string()))?;
+            Ok((Source::Shamir { init_id, shares, threshold }, None))
+        }
+        RootKeySource::Pkcs11(hsm) => {
+            let f = file.expect("checked by check_seal_kind");
+            let path = crate::seal::SealFile::path(&config.data_dir);
+            let wrapped =
+                f.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
+                    ConfigError::Invalid(format!("{}: no wrapped_root (hex)", path.display()))
+                })?;
+            let hsm = hsm.clone();
+            let unwrap = move || -> Result<RootKey, String> {
+                let bytes = crate::seal::pkcs11::unwrap_root(&hsm, &wrapped).map_err(|e| e.to_string())?;
+                RootKey::from_bytes(&*bytes).map_err(|e| e.to_string())
+            };
+            let root =
+                unwrap().map_err(|e| ConfigError::Invalid(format!("[root_key] kind = \"pkcs11\": {e}")))?;
+            Ok((Source::Auto { kind: "pkcs11", load: Box::new(unwrap) }, Some(root)))
+        }
     }
 }
 
@@ -199,7 +297,7 @@ pub struct Prepared {
     config: ServerConfig,
     transport: Transport,
     reflection: Routes,
-    kms: Arc<Kms>,
+    seal: Arc<Seal>,
     metrics: Option<Arc<Metrics>>,
     in_flight: Arc<AtomicUsize>,
     plugin: Option<KmsV2>,
@@ -223,9 +321,9 @@ impl Prepared {
 
     /// Gives up without serving: stops the audit writer and releases the store.
     pub fn close(self) {
-        let Prepared { kms, plugin, api, aws, vault, .. } = self;
+        let Prepared { seal, plugin, api, aws, vault, .. } = self;
         drop((api, plugin, aws, vault));
-        close(kms);
+        seal.close();
     }
 
     /// Serves on `listener` (and the configured side listeners) until
@@ -250,7 +348,7 @@ impl Prepared {
             config,
             transport,
             reflection,
-            kms,
+            seal,
             metrics,
             in_flight,
             plugin,
@@ -261,10 +359,10 @@ impl Prepared {
         } = self;
         let drain = Drain::new();
         let mut tasks = tasks::Tasks::new();
-        let health = tasks.health(&kms);
+        let health = tasks.health(&seal);
         if let Some(l) = sockets.metrics {
             let m = metrics.clone().expect("metrics are on when they have a listener");
-            let served = crate::metrics::serve(l, m, kms.clone(), tasks.stop());
+            let served = crate::metrics::serve(l, m, seal.clone(), tasks.stop());
             tasks.listener("metrics", served);
         }
         if let Some(l) = sockets.health {
@@ -342,7 +440,7 @@ impl Prepared {
             }
             tasks.listener("vault_transit", crate::http::serve(l, settings, vault.handler(), tasks.stop()));
         }
-        tasks.sweeper(kms.clone());
+        tasks.sweeper(seal.clone());
 
         match &config.tls {
             Some(t) => tracing::info!(mutual = t.client_ca_file.is_some(), "TLS enabled"),
@@ -357,6 +455,9 @@ impl Prepared {
             );
         }
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "keyward serving");
+        if let Err(e) = seal.kms() {
+            tracing::warn!(state = %e.public_message(), "keyward is SEALED: every request but SealStatus and Unseal is refused until enough key shares are given");
+        }
         let max = config.max_request_bytes;
         let limiter = api.limiter();
         let size = crate::grpc::SizeLayer::new(api.clone());
@@ -365,7 +466,8 @@ impl Prepared {
             .add_service(KeyServiceServer::new(KeysApi(api.clone())).max_decoding_message_size(max))
             .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
             .add_service(AccessServiceServer::new(AccessApi(api.clone())).max_decoding_message_size(max))
-            .add_service(AuditServiceServer::new(AuditApi(api)).max_decoding_message_size(max));
+            .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max))
+            .add_service(OperatorServiceServer::new(OperatorApi(api)).max_decoding_message_size(max));
         // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
         // delayed ACKs for ~40 ms (measured with keyward-bench).
         let main = transport
@@ -383,8 +485,10 @@ impl Prepared {
         if !drain.wait(STAGE_LIMIT).await {
             tracing::warn!("requests still running after {STAGE_LIMIT:?}; stopping the audit writer anyway");
         }
-        kms.flush_refusals(true).await;
-        close(kms);
+        if let Some(kms) = seal.get() {
+            kms.flush_refusals(true).await;
+        }
+        seal.close();
         tracing::info!("keyward stopped");
         served.map_err(ServerError::from)
     }
@@ -421,17 +525,6 @@ pub async fn run_with_store(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     Server::build_with_store(config, store, root)?.serve(listener, shutdown).await
-}
-
-/// Writes what the audit writer has queued, stops and joins it, then drops
-/// the last `Kms`, which releases the store.
-fn close(kms: Arc<Kms>) {
-    kms.audit_log().stop(STAGE_LIMIT);
-    match Arc::try_unwrap(kms) {
-        Ok(kms) => drop(kms),
-        // Every holder has been joined or drained; one left is a bug.
-        Err(_) => tracing::error!("the key service is still referenced after shutdown; the store stays open"),
-    }
 }
 
 /// The main listener's transport: timeouts, per-connection limits and TLS

@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 
 use super::{ServerError, STAGE_LIMIT};
 use crate::config::{ConfigError, ServerConfig};
+use crate::seal::Seal;
 
 /// How often scheduled lifecycle work is looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -101,19 +102,21 @@ impl Tasks {
         self.listeners.push((name, tokio::spawn(task)));
     }
 
-    /// The health service, its status following the audit writer's health.
-    pub(super) fn health(&mut self, kms: &Kms) -> HealthServer<impl Health> {
+    /// The health service: SERVING while unsealed and the audit writer is healthy.
+    pub(super) fn health(&mut self, seal: &Arc<Seal>) -> HealthServer<impl Health> {
         let (reporter, service) = tonic_health::server::health_reporter();
-        let mut healthy = kms.audit_log().health();
+        let mut unsealed = seal.watch();
+        let seal = seal.clone();
         let stopped = self.stopped();
         self.health = Some(tokio::spawn(async move {
             tokio::pin!(stopped);
             loop {
-                let status = if *healthy.borrow_and_update() {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
+                unsealed.borrow_and_update();
+                // The audit writer's health, without holding the `Kms`
+                // (sealing waits for every holder to let go).
+                let mut healthy = seal.get().map(|k| k.audit_log().health());
+                let ok = healthy.as_mut().is_some_and(|h| *h.borrow_and_update());
+                let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
                 for name in [
                     "",
                     "keyward.v1.KeyService",
@@ -123,8 +126,20 @@ impl Tasks {
                 ] {
                     reporter.set_service_status(name, status).await;
                 }
+                let audit_changed = async {
+                    match healthy.as_mut() {
+                        // A writer that stopped (its `Kms` sealed or closed) changes nothing more.
+                        Some(h) => {
+                            if h.changed().await.is_err() {
+                                std::future::pending::<()>().await
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
-                    changed = healthy.changed() => if changed.is_err() { break },
+                    changed = unsealed.changed() => if changed.is_err() { break },
+                    _ = audit_changed => {}
                     _ = &mut stopped => break,
                 }
             }
@@ -136,7 +151,7 @@ impl Tasks {
     /// while stopped), then every minute, until the signal; a run in
     /// progress finishes first. Every second, the refusal summaries of the
     /// second that ended (`Kms::flush_refusals`).
-    pub(super) fn sweeper(&mut self, kms: Arc<Kms>) {
+    pub(super) fn sweeper(&mut self, seal: Arc<Seal>) {
         let stopped = self.stopped();
         self.sweeper = Some(tokio::spawn(async move {
             tokio::pin!(stopped);
@@ -148,14 +163,20 @@ impl Tasks {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = second.tick() => {
-                        kms.flush_refusals(false).await;
+                        if let Some(kms) = seal.get() {
+                            kms.flush_refusals(false).await;
+                        }
                         continue;
                     }
                     _ = &mut stopped => {
-                        save_token_uses(&kms).await;
+                        if let Some(kms) = seal.get() {
+                            save_token_uses(&kms).await;
+                        }
                         return;
                     }
                 }
+                // Sealed: nothing is due until it is unsealed (which catches up at the next tick).
+                let Some(kms) = seal.get() else { continue };
                 if let Err(e) = kms.run_due().await {
                     tracing::error!(error = %e, "scheduled lifecycle work failed; retrying at the next tick");
                 }

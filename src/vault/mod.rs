@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Authenticator;
 use crate::http::{BodyError, EdgeRequest, EdgeResponse, Handler};
+use crate::seal::Seal;
 
 /// Largest request body: a batch of ciphertexts.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -87,6 +88,8 @@ impl VaultError {
                 Self::new(400, "invalid ciphertext: it does not open under this key and associated data")
             }
             KmsError::ResourceExhausted(_) => Self::new(429, e.public_message()),
+            // As Vault answers every request while sealed.
+            KmsError::Sealed(_) => Self::new(503, "Vault is sealed"),
             KmsError::AuditUnavailable(_) | KmsError::Store(_) | KmsError::Internal(_) => {
                 Self::new(500, e.public_message())
             }
@@ -97,7 +100,7 @@ impl VaultError {
 
 /// The Vault Transit edge.
 pub(crate) struct VaultTransit {
-    kms: Arc<Kms>,
+    seal: Arc<Seal>,
     auth: Authenticator,
     mount: String,
     limiter: Option<Arc<crate::grpc::RateLimiter>>,
@@ -275,13 +278,13 @@ pub(crate) fn route(
 impl VaultTransit {
     /// The edge over `kms` at `/v1/<mount>/`.
     pub fn new(
-        kms: Arc<Kms>,
+        seal: Arc<Seal>,
         auth: Authenticator,
         mount: String,
         limiter: Option<Arc<crate::grpc::RateLimiter>>,
         dev: Option<DevToken>,
     ) -> Self {
-        Self { kms, auth, mount, limiter, dev, large: tokio::sync::Semaphore::new(LARGE_BODIES) }
+        Self { seal, auth, mount, limiter, dev, large: tokio::sync::Semaphore::new(LARGE_BODIES) }
     }
 
     /// The development token, in `--dev`.
@@ -330,8 +333,13 @@ impl VaultTransit {
         let EdgeRequest { head, body, peer, request_id } = req;
         let route = route(&self.mount, &head.method, head.uri.path(), head.uri.query().unwrap_or(""))?;
         match route {
-            Route::Health => return Ok((200, Answer::Bare(ops::health()))),
-            Route::SealStatus => return Ok((200, Answer::Bare(ops::seal_status()))),
+            // As Vault: health is 503 while sealed, seal-status always 200.
+            Route::Health => {
+                let state = self.seal.state();
+                let status = if state.sealed { 503 } else { 200 };
+                return Ok((status, Answer::Bare(ops::health(&state))));
+            }
+            Route::SealStatus => return Ok((200, Answer::Bare(ops::seal_status(&self.seal.state())))),
             _ => {}
         }
         if head.headers.contains_key("x-vault-wrap-ttl") {
@@ -367,15 +375,14 @@ impl VaultTransit {
             })
             .filter(|t| !t.is_empty());
         let op = route.operation().expect("every route past health has an operation");
-        let identity = self.identify(token, refused.clone());
+        let kms = self.seal.kms().map_err(|e| VaultError::of(&e))?;
+        let identity = self.identify(&kms, token, refused.clone());
         let caller = match identity {
             Ok(c) => c,
             Err(why) => {
                 let recorded = match &why {
-                    Refusal::Token(t) => self.kms.refuse_token(&refused, op, t).await,
-                    Refusal::Other(m) => {
-                        self.kms.refuse(&refused, op, KmsError::Unauthenticated(m.clone())).await
-                    }
+                    Refusal::Token(t) => kms.refuse_token(&refused, op, t).await,
+                    Refusal::Other(m) => kms.refuse(&refused, op, KmsError::Unauthenticated(m.clone())).await,
                 };
                 if let KmsError::AuditUnavailable(a) = recorded {
                     return Err(VaultError::of(&KmsError::AuditUnavailable(a)));
@@ -388,13 +395,13 @@ impl VaultTransit {
         if let Some(l) = &self.limiter {
             if !l.try_acquire_n(items) {
                 let why = KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into());
-                return Err(VaultError::of(&self.kms.refuse(&caller, op, why).await));
+                return Err(VaultError::of(&kms.refuse(&caller, op, why).await));
             }
         }
         if route == Route::LookupSelf {
             let runtime = token
                 .filter(|t| t.starts_with(keyward_core::TOKEN_PREFIX))
-                .and_then(|t| self.kms.identify_token(t).ok());
+                .and_then(|t| kms.identify_token(t).ok());
             return Ok((200, Answer::Data(ops::lookup_self(&caller, runtime.as_ref()))));
         }
         let _large = if body.len() > LARGE_BODY {
@@ -409,16 +416,16 @@ impl VaultTransit {
                 Ok(v @ Value::Object(_)) => v,
                 Ok(_) | Err(_) => {
                     let e = KmsError::invalid("body", "must be a JSON object");
-                    return Err(VaultError::of(&self.kms.refuse(&caller, op, e).await));
+                    return Err(VaultError::of(&kms.refuse(&caller, op, e).await));
                 }
             }
         };
-        ops::run(&self.kms, &caller, route, op, parsed).await.map(|(s, d)| (s, Answer::Data(d)))
+        ops::run(&kms, &caller, route, op, parsed).await.map(|(s, d)| (s, Answer::Data(d)))
     }
 
     /// The caller a token stands for: a runtime token (`kwt_`), a configured
     /// one, a JWT, or in `--dev` the development token.
-    fn identify(&self, token: Option<&str>, refused: Caller) -> Result<Caller, Refusal> {
+    fn identify(&self, kms: &Kms, token: Option<&str>, refused: Caller) -> Result<Caller, Refusal> {
         let Some(token) = token else {
             return Err(Refusal::Other("missing client token (X-Vault-Token)".into()));
         };
@@ -432,7 +439,7 @@ impl VaultTransit {
             }
         }
         if token.starts_with(keyward_core::TOKEN_PREFIX) {
-            return match self.kms.identify_token(token) {
+            return match kms.identify_token(token) {
                 Ok(id) => Ok(Caller { principal: id.principal, policy: id.policy, ..refused }),
                 Err(why) => Err(Refusal::Token(why)),
             };
@@ -442,7 +449,7 @@ impl VaultTransit {
             return Err(Refusal::Other("not the development token".into()));
         }
         match self.auth.identify(Some(&format!("Bearer {token}")), None) {
-            Ok(p) => match self.kms.policy_of(&p.name) {
+            Ok(p) => match kms.policy_of(&p.name) {
                 Some(policy) => Ok(Caller { principal: p.name, policy, ..refused }),
                 None => Err(Refusal::Other("the token's principal does not exist".into())),
             },

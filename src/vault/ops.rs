@@ -165,11 +165,11 @@ fn vault_ciphertext(ct: &[u8], version: u32) -> String {
 }
 
 /// The `sys/health` answer (not audited: it touches no key).
-pub(super) fn health() -> Value {
+pub(super) fn health(seal: &crate::seal::SealState) -> Value {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     json!({
         "initialized": true,
-        "sealed": false,
+        "sealed": seal.sealed,
         "standby": false,
         "performance_standby": false,
         "replication_performance_mode": "disabled",
@@ -180,15 +180,16 @@ pub(super) fn health() -> Value {
     })
 }
 
-/// `sys/seal-status`: Keyward serves only unsealed (`vault status` reads it).
-pub(super) fn seal_status() -> Value {
+/// `sys/seal-status`, as `vault status` reads it (unsealing goes through
+/// `keyward operator unseal`, not this API).
+pub(super) fn seal_status(seal: &crate::seal::SealState) -> Value {
     json!({
-        "type": "shamir",
+        "type": seal.kind,
         "initialized": true,
-        "sealed": false,
-        "t": 1,
-        "n": 1,
-        "progress": 0,
+        "sealed": seal.sealed,
+        "t": seal.threshold,
+        "n": seal.shares,
+        "progress": seal.progress,
         "nonce": "",
         "version": env!("CARGO_PKG_VERSION"),
         "build_date": "",

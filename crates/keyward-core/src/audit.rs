@@ -109,11 +109,20 @@ pub enum Operation {
     ListAliases,
     /// `auth/token/lookup-self` (Vault edge): a caller checking its token.
     LookupToken,
+    /// An unseal attempt (`OperatorService.Unseal`): each share offered,
+    /// recorded once the log is writable (never the share).
+    Unseal,
+    /// `OperatorService.Seal`: every key dropped from memory.
+    Seal,
+    /// `OperatorService.RotateRootKey` or `keyward root-key rotate`.
+    RotateRootKey,
+    /// `OperatorService.CreateBackup`.
+    CreateBackup,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 46] = [
+    const ALL: [Operation; 50] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -160,6 +169,10 @@ impl Operation {
         Self::UpdateKeyLabels,
         Self::ListAliases,
         Self::LookupToken,
+        Self::Unseal,
+        Self::Seal,
+        Self::RotateRootKey,
+        Self::CreateBackup,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -222,6 +235,10 @@ impl Operation {
             Self::UpdateKeyLabels => "UpdateKeyLabels",
             Self::ListAliases => "ListAliases",
             Self::LookupToken => "LookupToken",
+            Self::Unseal => "Unseal",
+            Self::Seal => "Seal",
+            Self::RotateRootKey => "RotateRootKey",
+            Self::CreateBackup => "CreateBackup",
         }
     }
 }

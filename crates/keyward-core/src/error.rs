@@ -89,6 +89,10 @@ pub enum KmsError {
     /// Unexpected failure (never shown to callers in detail).
     #[error("internal error")]
     Internal(String),
+    /// The server is sealed: no key is in memory until it is unsealed. The
+    /// message says how far unsealing has come.
+    #[error("keyward is sealed: {0}")]
+    Sealed(String),
 }
 
 impl KmsError {
@@ -107,7 +111,7 @@ impl KmsError {
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
-            Self::AuditUnavailable(_) | Self::Store(_) => ErrorKind::Unavailable,
+            Self::AuditUnavailable(_) | Self::Store(_) | Self::Sealed(_) => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }

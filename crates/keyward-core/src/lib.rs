@@ -51,8 +51,8 @@ pub use kms::{
     CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput,
     GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
     PrincipalView, ReEncryptInput, ReEncryptOutput, RotationInput, TokenIdentity, TokenTtl, TokenView,
-    VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
-    WRONG_KEY,
+    UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
+    RESERVED_PRINCIPALS, WRONG_KEY,
 };
 pub use limits::Limits;
 pub use model::{

@@ -32,6 +32,7 @@ mod aliases;
 mod audit;
 mod crypto;
 mod keys;
+mod operator;
 mod pipeline;
 mod refusals;
 mod rotation;
@@ -61,6 +62,7 @@ pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput, WRONG_KEY,
 };
 pub use keys::{CreateKeyInput, KeyPage};
+pub use operator::UnsealAttempt;
 pub use rotation::RotationInput;
 pub use versions::{KeyVersions, VersionInfo};
 

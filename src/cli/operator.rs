@@ -1,0 +1,231 @@
+//! `keyward operator ...`: the server's seal. `init` (offline, on an empty
+//! data folder) makes the root key and splits it into shares or wraps it
+//! with an HSM key; `unseal`, `seal` and `status` talk to a running server.
+
+use std::io::{BufRead, IsTerminal};
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::client::{Client, ClientArgs, ClientFlags, Connection};
+use super::render::{print, Output};
+use super::CliError;
+use crate::pb;
+
+/// `keyward operator ...`.
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Connection flags (unseal, seal, status).
+    #[command(flatten)]
+    pub flags: ClientFlags,
+    /// The operator command.
+    #[command(subcommand)]
+    pub command: OperatorCommand,
+}
+
+/// The `keyward operator` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Initialize an empty data folder (offline): generate its root key and
+    /// split it into key shares (`[root_key] kind = "shamir"`, or
+    /// --shares/--threshold alone) or wrap it with the HSM's key
+    /// (`kind = "pkcs11"`). The shares are printed once and never stored.
+    #[cfg(feature = "server")]
+    Init(InitArgs),
+    /// Offer one key share to a sealed server: from the argument, else from
+    /// a prompt that does not echo (or one line of stdin). Prints the progress.
+    Unseal {
+        /// The share (kws1-...). Omit it to be prompted.
+        share: Option<String>,
+        /// Forget the shares given so far instead (admin of the configuration file).
+        #[arg(long, conflicts_with = "share")]
+        reset: bool,
+    },
+    /// Seal the server (admin): every key is dropped from memory until it is unsealed again.
+    Seal,
+    /// Whether the server is sealed, and how far unsealing has come.
+    Status,
+}
+
+/// `keyward operator init`.
+#[cfg(feature = "server")]
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The server's configuration file (its data_dir and [root_key]).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// The data folder (overrides the configuration's).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How many key shares to make (Shamir), 1..=255.
+    #[arg(long, requires = "threshold")]
+    pub shares: Option<u32>,
+    /// How many shares rebuild the root key, 1..=shares (2 or more when there are several).
+    #[arg(long, requires = "shares")]
+    pub threshold: Option<u32>,
+    /// PKCS#11: create the AES wrapping key on the token first (it never leaves the HSM).
+    #[arg(long)]
+    pub create_hsm_key: bool,
+}
+
+fn status_json(s: &pb::SealStatusResponse) -> Value {
+    json!({
+        "sealed": s.sealed,
+        "kind": s.kind,
+        "progress": s.progress,
+        "threshold": s.threshold,
+        "shares": s.shares,
+        "init_id": s.init_id,
+    })
+}
+
+fn status_text(s: &pb::SealStatusResponse) -> String {
+    let state = if s.sealed { "sealed" } else { "unsealed" };
+    match s.kind.as_str() {
+        "shamir" if s.sealed => format!(
+            "{state} (shamir, init {}): {} of {} shares given ({} made)",
+            s.init_id, s.progress, s.threshold, s.shares
+        ),
+        "shamir" => {
+            format!("{state} (shamir, init {}: {} of {} shares unseal it)", s.init_id, s.threshold, s.shares)
+        }
+        kind => format!("{state} (root key from {kind})"),
+    }
+}
+
+/// Reads a share without echoing it (or a line of stdin when it is not a terminal).
+fn read_share() -> Result<zeroize::Zeroizing<String>, CliError> {
+    let share = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("key share (not echoed): ")
+            .map_err(|e| CliError::Input(format!("cannot read the share: {e}")))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Input(format!("cannot read the share from stdin: {e}")))?;
+        line
+    };
+    let share = zeroize::Zeroizing::new(share.trim().to_string());
+    if share.is_empty() {
+        return Err(CliError::Input("no share given".into()));
+    }
+    Ok(share)
+}
+
+impl OperatorArgs {
+    /// Runs the command: `init` here, the others against the server.
+    pub fn dispatch(self, top: &ClientArgs) -> std::process::ExitCode {
+        #[cfg(feature = "server")]
+        if let OperatorCommand::Init(a) = self.command {
+            let (_, output) = top.with(&self.flags);
+            return super::finish(init(a, output));
+        }
+        super::client(top, self)
+    }
+}
+
+#[cfg(feature = "server")]
+fn init(a: InitArgs, output: Output) -> Result<(), CliError> {
+    if a.config.is_none() && a.shares.is_none() {
+        return Err(CliError::Input(
+            "keyward operator init needs --config (with a [root_key] table of kind \"shamir\" or \"pkcs11\") or --shares N --threshold K (and --data-dir)".into(),
+        ));
+    }
+    let overrides = crate::config::Overrides { config: a.config, data_dir: a.data_dir, ..Default::default() };
+    // Shares without a configuration: Shamir on that folder.
+    let mut config = crate::config::ServerConfig::load(&overrides)
+        .or_else(|e| match (&overrides.config, a.shares) {
+            (None, Some(_)) => {
+                let dev = crate::config::Overrides { dev: true, ..overrides.clone() };
+                crate::config::ServerConfig::load(&dev)
+            }
+            _ => Err(e),
+        })
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    if overrides.config.is_none() && a.shares.is_some() {
+        config.root_key = crate::config::RootKeySource::Shamir;
+    }
+    let split = a.shares.zip(a.threshold);
+    let done = crate::seal::init::init(&config, split, a.create_hsm_key).map_err(CliError::Input)?;
+    let dir = config.data_dir.display().to_string();
+    match done.seal.kind.as_str() {
+        "shamir" => {
+            let texts: Vec<zeroize::Zeroizing<String>> = done.shares.iter().map(|s| s.to_text()).collect();
+            let k = done.seal.threshold.unwrap_or(0);
+            let json = json!({
+                "data_dir": dir,
+                "kind": "shamir",
+                "init_id": done.seal.init_id,
+                "shares": texts.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "threshold": k,
+            });
+            let mut text = format!(
+                "initialized {dir} (init {}): {} key shares, any {k} of which unseal it.\n\
+                 Hand each share to a different person now. They are shown only once and stored nowhere:\n\
+                 with fewer than {k} of them, every key in this folder is lost.\n",
+                done.seal.init_id.as_deref().unwrap_or(""),
+                texts.len(),
+            );
+            for (i, t) in texts.iter().enumerate() {
+                text.push_str(&format!("\nshare {}: {}", i + 1, t.as_str()));
+            }
+            text.push_str(&format!(
+                "\n\nStart the server with [root_key] kind = \"shamir\"; it starts sealed. Unseal it with \
+                 `keyward operator unseal`, {k} times, one share each."
+            ));
+            print(output, json, text);
+        }
+        _ => {
+            let json = json!({ "data_dir": dir, "kind": done.seal.kind });
+            let text = format!(
+                "initialized {dir}: its root key is stored wrapped by the HSM's key (seal.json). \
+                 The server unwraps it at start (auto-unseal); without the HSM the folder cannot be opened."
+            );
+            print(output, json, text);
+        }
+    }
+    Ok(())
+}
+
+impl super::ClientCommand for OperatorArgs {
+    fn flags(&self) -> &ClientFlags {
+        &self.flags
+    }
+
+    async fn run(self, conn: &Connection, output: Output) -> Result<(), CliError> {
+        let c = Client::connect(conn).await?;
+        let mut op = c.operator();
+        let status = match self.command {
+            #[cfg(feature = "server")]
+            OperatorCommand::Init(_) => unreachable!("dispatched offline"),
+            OperatorCommand::Unseal { share, reset } => {
+                let share = match (reset, share) {
+                    (true, _) => zeroize::Zeroizing::new(String::new()),
+                    (false, Some(s)) => zeroize::Zeroizing::new(s),
+                    (false, None) => {
+                        // A file or HSM server (sealed by an admin) takes no share.
+                        let s = op
+                            .seal_status(pb::SealStatusRequest {})
+                            .await
+                            .map_err(|s| c.rpc(s))?
+                            .into_inner();
+                        if s.kind == "shamir" && s.sealed {
+                            read_share()?
+                        } else {
+                            zeroize::Zeroizing::new(String::new())
+                        }
+                    }
+                };
+                let req = pb::UnsealRequest { share: share.to_string(), reset };
+                op.unseal(req).await.map_err(|s| c.rpc(s))?.into_inner()
+            }
+            OperatorCommand::Seal => op.seal(pb::SealRequest {}).await.map_err(|s| c.rpc(s))?.into_inner(),
+            OperatorCommand::Status => {
+                op.seal_status(pb::SealStatusRequest {}).await.map_err(|s| c.rpc(s))?.into_inner()
+            }
+        };
+        print(output, status_json(&status), status_text(&status));
+        Ok(())
+    }
+}

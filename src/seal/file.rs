@@ -1,0 +1,119 @@
+//! `seal.json` in the data folder: how this folder's root key is sealed
+//! (written by `keyward operator init`). It holds no secret: for Shamir the
+//! initialization's id and its N and K, for PKCS#11 the root key wrapped by
+//! the HSM's key (useless without the HSM).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file's name inside the data folder.
+pub const SEAL_FILE: &str = "seal.json";
+
+/// The contents of `seal.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealFile {
+    /// Format version (1).
+    pub version: u32,
+    /// `shamir` or `pkcs11`.
+    pub kind: String,
+    /// When `keyward operator init` ran (Unix ms).
+    pub created_ms: i64,
+    /// Shamir: the initialization's id (every share names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_id: Option<String>,
+    /// Shamir: how many shares were made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shares: Option<u32>,
+    /// Shamir: how many rebuild the root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    /// PKCS#11: the root key wrapped by the HSM's key (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped_root: Option<String>,
+}
+
+impl SealFile {
+    /// Its path in `data_dir`.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(SEAL_FILE)
+    }
+
+    /// Reads `data_dir/seal.json`, if there is one.
+    pub fn read(data_dir: &Path) -> Result<Option<Self>, String> {
+        let path = Self::path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let file: Self = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.version != 1 {
+            return Err(format!(
+                "{}: version {} is not one this Keyward reads (1)",
+                path.display(),
+                file.version
+            ));
+        }
+        Ok(Some(file))
+    }
+
+    /// Parses the bytes of a seal file (from a backup).
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("seal.json: {e}"))
+    }
+
+    /// The bytes written.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).expect("a seal file serializes");
+        b.push(b'\n');
+        b
+    }
+
+    /// Writes it to `data_dir/seal.json` atomically (a synced temporary
+    /// file renamed into place, then the folder synced), mode 0600.
+    pub fn write(&self, data_dir: &Path) -> Result<(), String> {
+        let path = Self::path(data_dir);
+        let tmp = data_dir.join(format!("{SEAL_FILE}.tmp"));
+        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        let _ = std::fs::remove_file(&tmp);
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+        f.write_all(&self.to_bytes()).and_then(|_| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(SealFile::read(dir.path()).unwrap(), None);
+        let f = SealFile {
+            version: 1,
+            kind: "shamir".into(),
+            created_ms: 1,
+            init_id: Some("0a0b0c0d".into()),
+            shares: Some(5),
+            threshold: Some(3),
+            wrapped_root: None,
+        };
+        f.write(dir.path()).unwrap();
+        assert_eq!(SealFile::read(dir.path()).unwrap(), Some(f.clone()));
+        f.write(dir.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(SealFile::path(dir.path())).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("seal.json.tmp").exists());
+        std::fs::write(SealFile::path(dir.path()), "{\"version\":2,\"kind\":\"x\",\"created_ms\":0}")
+            .unwrap();
+        assert!(SealFile::read(dir.path()).unwrap_err().contains("version 2"));
+    }
+}

@@ -1,0 +1,450 @@
+//! The seal: whether this server holds its keys in memory, and how it comes
+//! to hold them.
+//!
+//! Every edge reaches the key service through [`Seal::kms`]. While the
+//! server is sealed there is no `Kms` at all (no root key, no version
+//! secret, no audit writer) and every request is refused UNAVAILABLE with
+//! "sealed", except `OperatorService.SealStatus` and `Unseal`; health is
+//! NOT_SERVING. Unsealing opens the `Kms` over the same store:
+//! - `[root_key] kind = "shamir"`: shares are offered one by one
+//!   ([`Seal::unseal`]); at the threshold they are combined and the result
+//!   must open the store (its check value). Attempts are kept in memory
+//!   (bounded, never the shares) and recorded once the log is writable.
+//! - a key file or an HSM (`kind = "file"`, `"pkcs11"`): unsealed at start
+//!   from that source, and again on an admin's empty `Unseal` after `Seal`.
+//!
+//! [`Seal::seal`] takes the `Kms` out of service, waits for the requests
+//! still holding it, stops its audit writer and drops it: the version
+//! secrets and the root key are zeroized on drop.
+
+pub mod file;
+pub mod init;
+pub mod pkcs11;
+pub mod shamir;
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use keyward_core::{Clock, Edge, Kms, KmsConfig, KmsError, OpenError, Store, UnsealAttempt};
+use keyward_crypto::RootKey;
+use tokio::sync::watch;
+
+pub use file::SealFile;
+use shamir::{Share, ShareError};
+
+/// Most unseal attempts kept in memory while sealed; past it they are only
+/// counted (one summary record when the log is writable).
+pub const MAX_PENDING_ATTEMPTS: usize = 256;
+
+/// How long sealing waits for requests still holding the keys.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Where the root key comes from at unseal.
+pub enum Source {
+    /// Key shares, offered one by one.
+    Shamir {
+        /// The initialization the shares must belong to.
+        init_id: String,
+        /// How many were made.
+        shares: u8,
+        /// How many rebuild the key.
+        threshold: u8,
+    },
+    /// A file or an HSM: `kind` is what [`SealState::kind`] says, `load`
+    /// reads the key.
+    Auto {
+        /// `file` or `pkcs11`.
+        kind: &'static str,
+        /// Reads the root key (errors are for the operator: they name files and labels).
+        load: Box<dyn Fn() -> Result<RootKey, String> + Send + Sync>,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+impl Source {
+    fn kind(&self) -> &'static str {
+        match self {
+            Source::Shamir { .. } => "shamir",
+            Source::Auto { kind, .. } => kind,
+        }
+    }
+}
+
+/// What `SealStatus` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealState {
+    /// No key in memory.
+    pub sealed: bool,
+    /// `shamir`, `pkcs11` or `file`.
+    pub kind: &'static str,
+    /// Shares given so far.
+    pub progress: u32,
+    /// Shares needed (1 for a file or an HSM).
+    pub threshold: u32,
+    /// Shares made.
+    pub shares: u32,
+    /// The initialization's id (Shamir).
+    pub init_id: String,
+}
+
+/// Who offered a share, for the record.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The request id.
+    pub request_id: String,
+    /// The peer address.
+    pub peer: String,
+    /// The edge.
+    pub edge: Edge,
+}
+
+struct Pending {
+    attempts: Vec<UnsealAttempt>,
+    uncounted: u64,
+}
+
+/// The key service, or its absence; see the module documentation.
+pub struct Seal {
+    cell: RwLock<Option<Arc<Kms>>>,
+    store: Arc<dyn Store>,
+    config: KmsConfig,
+    clock: Arc<dyn Clock>,
+    source: Source,
+    /// Shares given so far (and the lock that makes unseal attempts one at a time).
+    progress: tokio::sync::Mutex<Vec<Share>>,
+    progress_count: std::sync::atomic::AtomicU32,
+    pending: Mutex<Pending>,
+    unsealed: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seal").field("kind", &self.source.kind()).field("sealed", &self.is_sealed()).finish()
+    }
+}
+
+impl Seal {
+    /// A sealed server over `store`.
+    pub fn sealed(store: Arc<dyn Store>, config: KmsConfig, clock: Arc<dyn Clock>, source: Source) -> Self {
+        Self {
+            cell: RwLock::new(None),
+            store,
+            config,
+            clock,
+            source,
+            progress: tokio::sync::Mutex::new(Vec::new()),
+            progress_count: Default::default(),
+            pending: Mutex::new(Pending { attempts: Vec::new(), uncounted: 0 }),
+            unsealed: watch::channel(false).0,
+        }
+    }
+
+    /// An unsealed server whose `Kms` is already open.
+    pub fn unsealed(
+        kms: Arc<Kms>,
+        store: Arc<dyn Store>,
+        config: KmsConfig,
+        clock: Arc<dyn Clock>,
+        source: Source,
+    ) -> Self {
+        let seal = Self::sealed(store, config, clock, source);
+        *seal.cell.write().expect("seal lock") = Some(kms);
+        seal.unsealed.send_replace(true);
+        seal
+    }
+
+    /// Opens the `Kms` over `store` with `root` (blocking: it loads every key).
+    pub fn open_kms(
+        store: Arc<dyn Store>,
+        root: RootKey,
+        config: KmsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Kms, OpenError> {
+        Kms::open(store, root, clock, config)
+    }
+
+    /// The key service, or UNAVAILABLE "sealed".
+    pub fn kms(&self) -> Result<Arc<Kms>, KmsError> {
+        match &*self.cell.read().expect("seal lock") {
+            Some(k) => Ok(k.clone()),
+            None => Err(KmsError::Sealed(self.how_to_unseal())),
+        }
+    }
+
+    /// The key service if unsealed (scheduled work skips a sealed server).
+    pub fn get(&self) -> Option<Arc<Kms>> {
+        self.cell.read().expect("seal lock").clone()
+    }
+
+    /// Whether no key is in memory.
+    pub fn is_sealed(&self) -> bool {
+        self.cell.read().expect("seal lock").is_none()
+    }
+
+    /// Follows the seal: true while unsealed.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.unsealed.subscribe()
+    }
+
+    /// Where unsealing stands.
+    pub fn state(&self) -> SealState {
+        let sealed = self.is_sealed();
+        match &self.source {
+            Source::Shamir { init_id, shares, threshold } => SealState {
+                sealed,
+                kind: "shamir",
+                progress: if sealed {
+                    self.progress_count.load(std::sync::atomic::Ordering::SeqCst)
+                } else {
+                    0
+                },
+                threshold: u32::from(*threshold),
+                shares: u32::from(*shares),
+                init_id: init_id.clone(),
+            },
+            Source::Auto { kind, .. } => {
+                SealState { sealed, kind, progress: 0, threshold: 1, shares: 1, init_id: String::new() }
+            }
+        }
+    }
+
+    fn how_to_unseal(&self) -> String {
+        let s = self.state();
+        match self.source {
+            Source::Shamir { .. } => format!(
+                "unseal it with `keyward operator unseal` ({} of {} shares given)",
+                s.progress, s.threshold
+            ),
+            Source::Auto { kind, .. } => {
+                format!(
+                    "an admin sealed it; `keyward operator unseal` opens it again from its {kind} root key"
+                )
+            }
+        }
+    }
+
+    /// Offers one share (Shamir). Refusals name what is wrong with the
+    /// share and keep the progress, except when the threshold is reached
+    /// and the shares do not open the store: then every share given is
+    /// forgotten. Every attempt is recorded once the log is writable.
+    pub async fn unseal(&self, share: &str, who: Attempt) -> Result<SealState, KmsError> {
+        let Source::Shamir { init_id, threshold, .. } = &self.source else {
+            if share.trim().is_empty() {
+                return self.unseal_auto(who).await;
+            }
+            return Err(KmsError::invalid(
+                "share",
+                format!(
+                    "this server's root key comes from its {} source, not from shares; send an empty share (admin) to unseal it again",
+                    self.source.kind()
+                ),
+            ));
+        };
+        let mut progress = self.progress.lock().await;
+        if !self.is_sealed() {
+            return Ok(self.state());
+        }
+        let parsed = Share::parse(share).and_then(|s| s.check_init(init_id).map(|()| s));
+        let s = match parsed {
+            Ok(s) => s,
+            Err(e) => {
+                let err = share_error(&e);
+                self.note(&who, "a share that was refused".into(), Some(&err));
+                return Err(err);
+            }
+        };
+        if progress.iter().any(|p| p.index == s.index) {
+            let err = KmsError::invalid(
+                "share",
+                format!("share {} was already given; offer a different one", s.index),
+            );
+            self.note(&who, format!("share {} of {init_id} again", s.index), Some(&err));
+            return Err(err);
+        }
+        let index = s.index;
+        progress.push(s);
+        self.set_progress(progress.len());
+        if progress.len() < usize::from(*threshold) {
+            self.note(&who, format!("share {index} of {init_id} ({} of {threshold})", progress.len()), None);
+            return Ok(self.state());
+        }
+        let combined = shamir::combine(&progress, *threshold);
+        let given = progress.len();
+        progress.clear();
+        self.set_progress(0);
+        let root = match combined {
+            Ok(r) => r,
+            Err(e) => {
+                let err = share_error(&e);
+                self.note(&who, format!("{given} shares of {init_id}: refused"), Some(&err));
+                return Err(err);
+            }
+        };
+        match self.open(root).await {
+            Ok(kms) => {
+                self.note(&who, format!("share {index} of {init_id}: unsealed with {given} shares"), None);
+                self.install(kms).await;
+                Ok(self.state())
+            }
+            Err(err) => {
+                self.note(&who, format!("{given} shares of {init_id}: refused"), Some(&err));
+                Err(err)
+            }
+        }
+    }
+
+    /// Forgets the shares given so far.
+    pub async fn reset(&self, who: Attempt) -> SealState {
+        let mut progress = self.progress.lock().await;
+        let n = progress.len();
+        progress.clear();
+        self.set_progress(0);
+        if self.is_sealed() {
+            self.note(&who, format!("reset: {n} shares forgotten"), None);
+        }
+        self.state()
+    }
+
+    /// A file or HSM server sealed by an admin: reads its root key again.
+    async fn unseal_auto(&self, who: Attempt) -> Result<SealState, KmsError> {
+        let Source::Auto { kind, load } = &self.source else { unreachable!("checked by the caller") };
+        let _one_at_a_time = self.progress.lock().await;
+        if !self.is_sealed() {
+            return Ok(self.state());
+        }
+        let root = match load() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "unseal: the root key could not be read");
+                let err = KmsError::FailedPrecondition(format!("the {kind} root key could not be read: {e}"));
+                self.note(&who, format!("unseal from the {kind} root key"), Some(&err));
+                return Err(err);
+            }
+        };
+        let kms = self.open(root).await?;
+        self.note(&who, format!("unsealed from the {kind} root key"), None);
+        self.install(kms).await;
+        Ok(self.state())
+    }
+
+    async fn open(&self, root: RootKey) -> Result<Arc<Kms>, KmsError> {
+        let (store, config, clock) = (self.store.clone(), self.config.clone(), self.clock.clone());
+        let opened = tokio::task::spawn_blocking(move || Self::open_kms(store, root, config, clock))
+            .await
+            .map_err(|e| KmsError::Internal(format!("unseal task: {e}")))?;
+        match opened {
+            Ok(k) => Ok(Arc::new(k)),
+            Err(OpenError::WrongRootKey) => Err(KmsError::FailedPrecondition(
+                "the shares do not rebuild this data folder's root key; every share given so far is forgotten: offer the right ones again".into(),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "unseal: the key service did not open");
+                Err(KmsError::FailedPrecondition(format!("the key service did not open: {e}")))
+            }
+        }
+    }
+
+    /// Records the attempts kept while sealed, then serves.
+    async fn install(&self, kms: Arc<Kms>) {
+        let (attempts, uncounted) = {
+            let mut p = self.pending.lock().expect("pending lock");
+            (std::mem::take(&mut p.attempts), std::mem::replace(&mut p.uncounted, 0))
+        };
+        let mut attempts = attempts;
+        if uncounted > 0 {
+            attempts.push(UnsealAttempt {
+                time_ms: self.clock.now_ms(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                peer: String::new(),
+                edge: Edge::Grpc,
+                target: format!("{uncounted} further unseal attempts while sealed (not recorded one by one)"),
+                error: None,
+            });
+        }
+        if let Err(e) = kms.record_unseal_attempts(attempts).await {
+            tracing::error!(error = %e, "unseal: the attempts made while sealed could not be recorded");
+        }
+        *self.cell.write().expect("seal lock") = Some(kms);
+        self.unsealed.send_replace(true);
+        tracing::info!("keyward unsealed");
+    }
+
+    /// Drops every key from memory and returns to sealed. Returns once the
+    /// requests that held the keys have finished (or after 10 s) and the
+    /// audit writer has stopped.
+    pub async fn seal(&self) {
+        let _one_at_a_time = self.progress.lock().await;
+        let Some(kms) = self.cell.write().expect("seal lock").take() else { return };
+        self.unsealed.send_replace(false);
+        let start = Instant::now();
+        while Arc::strong_count(&kms) > 1 && start.elapsed() < DRAIN_LIMIT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        kms.flush_refusals(true).await;
+        close(kms, DRAIN_LIMIT);
+        tracing::warn!("keyward sealed: every key was dropped from memory");
+    }
+
+    /// Shutdown: as [`Seal::seal`] without waiting (the server has drained).
+    pub fn close(&self) {
+        if let Some(kms) = self.cell.write().expect("seal lock").take() {
+            self.unsealed.send_replace(false);
+            close(kms, DRAIN_LIMIT);
+        }
+    }
+
+    fn set_progress(&self, n: usize) {
+        self.progress_count.store(n as u32, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Keeps an attempt for the record (bounded).
+    fn note(&self, who: &Attempt, target: String, error: Option<&KmsError>) {
+        let attempt = UnsealAttempt {
+            time_ms: self.clock.now_ms(),
+            request_id: who.request_id.clone(),
+            peer: who.peer.clone(),
+            edge: who.edge,
+            target,
+            error: error.map(same_kind),
+        };
+        // Unsealed already (the last share): written by `install` right after.
+        let mut p = self.pending.lock().expect("pending lock");
+        if p.attempts.len() < MAX_PENDING_ATTEMPTS {
+            p.attempts.push(attempt);
+        } else {
+            p.uncounted += 1;
+        }
+    }
+}
+
+/// A copy of a refusal for the record (same code and message).
+fn same_kind(e: &KmsError) -> KmsError {
+    match e.kind() {
+        keyward_core::ErrorKind::InvalidArgument => KmsError::invalid("share", e.public_message()),
+        keyward_core::ErrorKind::FailedPrecondition => KmsError::FailedPrecondition(e.public_message()),
+        _ => KmsError::Internal(e.public_message()),
+    }
+}
+
+fn share_error(e: &ShareError) -> KmsError {
+    match e {
+        ShareError::Random => KmsError::Internal(e.to_string()),
+        ShareError::OtherInit { .. } => KmsError::FailedPrecondition(e.to_string()),
+        _ => KmsError::invalid("share", e.to_string().trim_start_matches("share: ").to_string()),
+    }
+}
+
+/// Stops the audit writer (writing what it has queued) and drops the last
+/// `Kms`, which releases its keys (zeroized) and its hold on the store.
+pub fn close(kms: Arc<Kms>, limit: Duration) {
+    kms.audit_log().stop(limit);
+    match Arc::try_unwrap(kms) {
+        Ok(kms) => drop(kms),
+        Err(_) => tracing::error!("the key service is still referenced after it stopped; its keys stay in memory until the last request ends"),
+    }
+}

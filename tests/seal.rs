@@ -1,0 +1,401 @@
+//! Seal and unseal over the real binary: `keyward operator init` splits the
+//! root key into shares (stored nowhere), the server starts sealed (every
+//! RPC but SealStatus/Unseal UNAVAILABLE, health NOT_SERVING), shares are
+//! offered one by one with clear refusals, `seal` drops the keys, a restart
+//! is sealed again, and every attempt is in the audit log (never a share).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn keyward(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).output().unwrap()
+}
+
+fn client(addr: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    c.env("KEYWARD_ADDR", addr).env_remove("KEYWARD_TOKEN");
+    if let Some(t) = token {
+        c.env("KEYWARD_TOKEN", t);
+    }
+    c.args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// `keyward operator unseal` with the share on stdin (as a script pipes it).
+fn unseal_stdin(addr: &str, share: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("KEYWARD_ADDR", addr)
+        .args(["--output", "json", "operator", "unseal"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{share}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[track_caller]
+fn refused(o: Output, code: &str, words: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "expected a refusal, got {}", String::from_utf8_lossy(&o.stdout));
+    assert!(err.contains(code), "{err}");
+    for w in words {
+        assert!(err.contains(w), "{w:?} not in {err}");
+    }
+    err
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a config: Shamir root key, one admin+auditor principal.
+fn config(dir: &Path, data: &Path, port: u16, token_sha: &str) -> PathBuf {
+    config_with(dir, data, port, token_sha, "kind = \"shamir\"")
+}
+
+/// Writes a config with this `[root_key]` table.
+fn config_with(dir: &Path, data: &Path, port: u16, token_sha: &str, root_key: &str) -> PathBuf {
+    let path = dir.join(format!("keyward-{}.toml", root_key.len()));
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {data:?}\nlisten = \"127.0.0.1:{port}\"\n[root_key]\n{root_key}\n\n\
+             [[principals]]\nname = \"ops\"\nroles = [\"admin\", \"auditor\", \"user\"]\ntoken_sha256 = [\"{token_sha}\"]\n\n\
+             [[principals.grants]]\nkeys = [\"*\"]\noperations = [\"*\"]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["server", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_up(addr: &str) {
+    let start = Instant::now();
+    while !client(addr, None, &["operator", "status"]).status.success() {
+        assert!(start.elapsed() < Duration::from_secs(20), "server never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn health(port: u16) -> i32 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(ch)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    })
+}
+
+fn stop(mut child: Child) {
+    unsafe_free_kill(&child);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn unsafe_free_kill(child: &Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+/// Every byte of every file in `dir`, recursively.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A share of the same init with one byte of its value changed, its check recomputed.
+fn forged(share: &str) -> String {
+    let parts: Vec<&str> = share.split('-').collect();
+    let mut y = hex::decode(parts[3]).unwrap();
+    y[0] ^= 0x5a;
+    let body = format!("{}-{}-{}-{}", parts[0], parts[1], parts[2], hex::encode(y));
+    format!("{body}-{:08x}", crc32c::crc32c(body.as_bytes()))
+}
+
+#[test]
+fn shamir_init_unseal_seal_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = json(&ok(keyward(&[
+        "--output",
+        "json",
+        "operator",
+        "init",
+        "--shares",
+        "5",
+        "--threshold",
+        "3",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])));
+    let shares: Vec<String> =
+        init["shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    assert_eq!((shares.len(), init["threshold"].as_u64()), (5, Some(3)));
+    let init_id = init["init_id"].as_str().unwrap().to_string();
+    assert!(shares.iter().all(|s| s.starts_with(&format!("kws1-{init_id}-"))));
+    // Initialized once only.
+    let again = keyward(&[
+        "operator",
+        "init",
+        "--shares",
+        "5",
+        "--threshold",
+        "3",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already initialized")
+    );
+    // A second initialization elsewhere: its shares belong to another init.
+    let other_data = dir.path().join("other");
+    let other = json(&ok(keyward(&[
+        "--output",
+        "json",
+        "operator",
+        "init",
+        "--shares",
+        "2",
+        "--threshold",
+        "2",
+        "--data-dir",
+        other_data.to_str().unwrap(),
+    ])));
+    let foreign = other["shares"][0].as_str().unwrap().to_string();
+
+    let token = "kw_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let cfg = config(dir.path(), &data, port, &sha);
+    let server = spawn(&cfg);
+    wait_up(&addr);
+
+    // Sealed: status answers, everything else is UNAVAILABLE "sealed", health NOT_SERVING.
+    let st = json(&ok(client(&addr, None, &["--output", "json", "operator", "status"])));
+    assert_eq!(st["sealed"], true);
+    assert_eq!(
+        (st["kind"].as_str(), st["progress"].as_u64(), st["threshold"].as_u64()),
+        (Some("shamir"), Some(0), Some(3))
+    );
+    refused(client(&addr, Some(token), &["key", "list"]), "Unavailable", &["sealed", "0 of 3 shares"]);
+    // Sealing a sealed server changes nothing.
+    assert_eq!(
+        json(&ok(client(&addr, Some(token), &["--output", "json", "operator", "seal"])))["sealed"],
+        true
+    );
+    assert_eq!(health(port), ServingStatus::NotServing as i32);
+
+    // Refusals that keep the progress: malformed, mistyped, another init's, a repeat.
+    refused(client(&addr, None, &["operator", "unseal", "hello"]), "InvalidArgument", &["share", "kws1-"]);
+    let mut typo = shares[0].clone().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    refused(
+        client(&addr, None, &["operator", "unseal", std::str::from_utf8(&typo).unwrap()]),
+        "InvalidArgument",
+        &["mistyped"],
+    );
+    refused(
+        client(&addr, None, &["operator", "unseal", &foreign]),
+        "FailedPrecondition",
+        &["belongs to initialization", &init_id],
+    );
+    let p = json(&String::from_utf8(unseal_stdin(&addr, &shares[0]).stdout).unwrap());
+    assert_eq!((p["sealed"].as_bool(), p["progress"].as_u64()), (Some(true), Some(1)));
+    refused(client(&addr, None, &["operator", "unseal", &shares[0]]), "InvalidArgument", &["already given"]);
+    let p = json(&ok(client(&addr, None, &["--output", "json", "operator", "unseal", &shares[1]])));
+    assert_eq!(p["progress"], 2);
+    // Reset needs an admin of the configuration file.
+    refused(client(&addr, None, &["operator", "unseal", "--reset"]), "Unauthenticated", &["admin"]);
+    let p = json(&ok(client(&addr, Some(token), &["--output", "json", "operator", "unseal", "--reset"])));
+    assert_eq!((p["sealed"].as_bool(), p["progress"].as_u64()), (Some(true), Some(0)));
+    // K shares of which one is forged: refused, and every share is forgotten.
+    ok(client(&addr, None, &["operator", "unseal", &shares[0]]));
+    ok(client(&addr, None, &["operator", "unseal", &shares[1]]));
+    refused(
+        client(&addr, None, &["operator", "unseal", &forged(&shares[2])]),
+        "FailedPrecondition",
+        &["do not rebuild", "forgotten"],
+    );
+    let st = json(&ok(client(&addr, None, &["--output", "json", "operator", "status"])));
+    assert_eq!((st["sealed"].as_bool(), st["progress"].as_u64()), (Some(true), Some(0)));
+
+    // Any three right shares unseal.
+    for s in [&shares[4], &shares[2]] {
+        ok(client(&addr, None, &["operator", "unseal", s]));
+    }
+    let p = json(&ok(client(&addr, None, &["--output", "json", "operator", "unseal", &shares[0]])));
+    assert_eq!((p["sealed"].as_bool(), p["progress"].as_u64()), (Some(false), Some(0)));
+    assert_eq!(health(port), ServingStatus::Serving as i32);
+    ok(client(&addr, Some(token), &["key", "create", "--alias", "alias/sealed"]));
+    let ct = ok(client(&addr, Some(token), &["encrypt", "--key", "alias/sealed", "--plaintext", "hello"]));
+    let ct = ct.trim().to_string();
+
+    // Every attempt is recorded (with its outcome), never a share.
+    let q = json(&ok(client(
+        &addr,
+        Some(token),
+        &["--output", "json", "audit", "query", "--operation", "Unseal", "--limit", "100"],
+    )));
+    let recs = q["records"].as_array().unwrap();
+    let outcomes: Vec<&str> = recs.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(recs.len(), 13, "{outcomes:?}");
+    // Accepted: 2 + the reset + 2 before the forged one + the 3 that unsealed.
+    assert_eq!(outcomes.iter().filter(|o| **o == "OK").count(), 8, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "INVALID_ARGUMENT").count(), 3, "{outcomes:?}");
+    let text = q.to_string();
+    for s in shares.iter().chain([&foreign]) {
+        assert!(!text.contains(s.split('-').nth(3).unwrap()), "a share's value is in the audit log");
+    }
+    assert!(text.contains("unsealed with 3 shares"), "{text}");
+
+    // Seal: keys gone, requests UNAVAILABLE, health NOT_SERVING; the Seal itself is recorded.
+    let p = json(&ok(client(&addr, Some(token), &["--output", "json", "operator", "seal"])));
+    assert_eq!(p["sealed"], true);
+    refused(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct]), "Unavailable", &["sealed"]);
+    assert_eq!(health(port), ServingStatus::NotServing as i32);
+    for s in &shares[1..4] {
+        ok(client(&addr, None, &["operator", "unseal", s]));
+    }
+    assert_eq!(ok(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct])), "hello");
+    let q =
+        json(&ok(client(&addr, Some(token), &["--output", "json", "audit", "query", "--operation", "Seal"])));
+    assert_eq!(q["records"][0]["principal"], "ops");
+
+    // A restart is sealed again; the shares open it; the old ciphertext decrypts.
+    stop(server);
+    let server = spawn(&cfg);
+    wait_up(&addr);
+    refused(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct]), "Unavailable", &["sealed"]);
+    for s in [&shares[3], &shares[0], &shares[4]] {
+        ok(client(&addr, None, &["operator", "unseal", s]));
+    }
+    assert_eq!(ok(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct])), "hello");
+    let v = json(&ok(client(&addr, Some(token), &["--output", "json", "audit", "verify"])));
+    assert_eq!(v["intact"], true, "{v}");
+    stop(server);
+
+    // Neither the root key nor any share is in any file of the folder.
+    let bytes = all_bytes(&data);
+    for s in &shares {
+        let y = s.split('-').nth(3).unwrap();
+        assert!(!contains(&bytes, y.as_bytes()), "a share is stored");
+        assert!(!contains(&bytes, &hex::decode(y).unwrap()), "a share is stored");
+    }
+}
+
+#[test]
+fn configuration_and_folder_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let cfg = config(dir.path(), &data, port, &"0".repeat(64));
+    // Shamir configured, folder never initialized: refused at start, status 64.
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_keyward")).args(["server", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("keyward operator init"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Bad parameters.
+    for (n, k) in [("3", "4"), ("3", "1"), ("0", "0"), ("256", "2")] {
+        let o = keyward(&[
+            "operator",
+            "init",
+            "--shares",
+            n,
+            "--threshold",
+            k,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--"), "{n} {k}");
+    }
+    // Nothing was left behind by a refused init.
+    assert!(!data.join("seal.json").exists());
+    ok(keyward(&[
+        "operator",
+        "init",
+        "--shares",
+        "1",
+        "--threshold",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    // A key file for a folder initialized for shares: refused, naming the kind.
+    let key = dir.path().join("root.key");
+    ok(keyward(&["root-key", "create", key.to_str().unwrap()]));
+    let file_cfg =
+        config_with(dir.path(), &data, port, &"0".repeat(64), &format!("kind = \"file\"\nfile = {key:?}"));
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["server", "--config"])
+        .arg(&file_cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("\"shamir\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // --dev does not combine with shares.
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["server", "--dev", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dev"), "{}", String::from_utf8_lossy(&o.stderr));
+}
