@@ -21,6 +21,8 @@ pub mod pb;
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod aws;
+#[cfg(feature = "server")]
+pub mod backup;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "server")]

@@ -346,6 +346,17 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             assert!(!s.sealed, "unsealed again");
             Ok(m)
         }
+        "CreateBackup" => {
+            let resp = operator.create_backup(who.req(pb::CreateBackupRequest {})).await?;
+            let m = resp.metadata().clone();
+            let mut chunks = resp.into_inner();
+            let mut bytes = Vec::new();
+            while let Some(c) = chunks.message().await? {
+                bytes.extend(c.data);
+            }
+            keyward_format::backup::verify(&bytes[..]).expect("an intact backup");
+            Ok(m)
+        }
         other => panic!(
             "the {} descriptor lists {other}, which `call` in tests/access.rs does not know: \
              add an arm that calls it (the every-RPC tests cover every RPC of the descriptor)",

@@ -16,6 +16,7 @@
 mod access_key;
 mod alias;
 mod audit;
+mod backup;
 mod client;
 mod completions;
 mod crypto;
@@ -42,6 +43,7 @@ use clap::{Parser, Subcommand};
 pub use access_key::{AccessKeyArgs, AccessKeyCommand};
 pub use alias::{AliasArgs, AliasCommand};
 pub use audit::{AuditArgs, AuditCommand, AuditExportArgs, AuditFilter, AuditQueryArgs};
+pub use backup::{BackupArgs, BackupCommand};
 pub use client::{Bearer, ClientArgs, ClientFlags, Connection};
 pub use completions::CompletionsArgs;
 pub use crypto::{DecryptArgs, EncryptArgs, ReEncryptArgs};
@@ -82,6 +84,8 @@ pub enum Command {
     /// The server's seal: init (offline: root key into key shares or an HSM),
     /// unseal, seal, status.
     Operator(OperatorArgs),
+    /// Backups: create (from a running server), verify and restore (offline).
+    Backup(BackupArgs),
     /// Bearer tokens: for the configuration file (offline), or runtime
     /// tokens on the server that expire (create --ttl, list, revoke).
     Token(TokenArgs),
@@ -168,6 +172,7 @@ impl Cli {
             Command::Grant(a) => client(&top, a),
             Command::AccessKey(a) => client(&top, a),
             Command::Operator(a) => a.dispatch(&top),
+            Command::Backup(a) => a.dispatch(&top),
         }
     }
 }

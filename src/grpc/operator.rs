@@ -10,7 +10,48 @@ use crate::seal::{Attempt, SealState};
 
 /// The operator service.
 #[derive(Debug, Clone)]
-pub struct OperatorApi(pub Api);
+pub struct OperatorApi {
+    /// The shared state of every service.
+    pub api: Api,
+    /// The data folder (its seal.json goes into backups).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Bytes per streamed backup chunk.
+const CHUNK: usize = 256 << 10;
+
+/// Hands what a backup writes to the response stream in chunks; a client
+/// that went away ends the backup (a broken pipe).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(pb::BackupChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
 
 fn state_to_pb(s: SealState) -> pb::SealStatusResponse {
     pb::SealStatusResponse {
@@ -39,7 +80,7 @@ impl OperatorApi {
     fn require_file_admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
         let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let certs = req.peer_certs();
-        match self.0.authenticator().identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
+        match self.api.authenticator().identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
             Ok(p) if p.policy.has(Role::Admin) => Ok(()),
             Ok(p) => Err(to_status(&KmsError::PermissionDenied(format!("{} may not {what}", p.name)))),
             Err(e) => Err(to_status(&KmsError::Unauthenticated(format!(
@@ -52,11 +93,51 @@ impl OperatorApi {
 
 #[tonic::async_trait]
 impl OperatorService for OperatorApi {
+    type CreateBackupStream =
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+    async fn create_backup(
+        &self,
+        req: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<Self::CreateBackupStream>, Status> {
+        let c = self.api.caller(&req, Operation::CreateBackup).await?;
+        // Recorded before the snapshot is taken, so the backup holds its own record.
+        let out = self.api.live()?.operator_action(&c, Operation::CreateBackup, "backup").await;
+        if let Err(e) = out {
+            return respond(&c, Err(e));
+        }
+        let store = self.api.seal.store();
+        let data_dir = self.data_dir.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let request_id = c.request_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+            let started = std::time::Instant::now();
+            match crate::backup::write(store.as_ref(), &data_dir, &mut w) {
+                Ok(m) => tracing::info!(
+                    request_id,
+                    entries = m.entries.values().sum::<u64>(),
+                    bytes = m.bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "backup written"
+                ),
+                Err(e) => {
+                    tracing::error!(request_id, error = %e, "backup failed");
+                    let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
+                }
+            }
+        });
+        let stream =
+            futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let stream: Self::CreateBackupStream = Box::pin(stream);
+        respond(&c, Ok(stream))
+    }
+
     async fn seal_status(
         &self,
         _req: Request<pb::SealStatusRequest>,
     ) -> Result<Response<pb::SealStatusResponse>, Status> {
-        Ok(Response::new(state_to_pb(self.0.seal.state())))
+        Ok(Response::new(state_to_pb(self.api.seal.state())))
     }
 
     async fn unseal(
@@ -64,7 +145,7 @@ impl OperatorService for OperatorApi {
         req: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::SealStatusResponse>, Status> {
         let who = Self::attempt(&req);
-        let seal = &self.0.seal;
+        let seal = &self.api.seal;
         // Unsealed: nothing to do, whoever asks (as Vault answers).
         if !seal.is_sealed() {
             return Ok(Response::new(state_to_pb(seal.state())));
@@ -84,12 +165,12 @@ impl OperatorService for OperatorApi {
     }
 
     async fn seal(&self, req: Request<pb::SealRequest>) -> Result<Response<pb::SealStatusResponse>, Status> {
-        let seal = &self.0.seal;
+        let seal = &self.api.seal;
         if seal.is_sealed() {
             return Ok(Response::new(state_to_pb(seal.state())));
         }
-        let c = self.0.caller(&req, Operation::Seal).await?;
-        let out = self.0.live()?.operator_action(&c, Operation::Seal, "server").await;
+        let c = self.api.caller(&req, Operation::Seal).await?;
+        let out = self.api.live()?.operator_action(&c, Operation::Seal, "server").await;
         if out.is_ok() {
             seal.seal().await;
         }

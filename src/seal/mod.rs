@@ -181,6 +181,11 @@ impl Seal {
         self.cell.read().expect("seal lock").clone()
     }
 
+    /// The store (open whether sealed or not: backups read it directly).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     /// Whether no key is in memory.
     pub fn is_sealed(&self) -> bool {
         self.cell.read().expect("seal lock").is_none()

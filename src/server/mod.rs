@@ -467,7 +467,10 @@ impl Prepared {
             .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
             .add_service(AccessServiceServer::new(AccessApi(api.clone())).max_decoding_message_size(max))
             .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max))
-            .add_service(OperatorServiceServer::new(OperatorApi(api)).max_decoding_message_size(max));
+            .add_service(
+                OperatorServiceServer::new(OperatorApi { api, data_dir: config.data_dir.clone() })
+                    .max_decoding_message_size(max),
+            );
         // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
         // delayed ACKs for ~40 ms (measured with keyward-bench).
         let main = transport

@@ -60,5 +60,7 @@ pub use model::{
     MIN_ROTATION_PERIOD_MS,
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
-pub use store::{AliasChange, AliasEntry, AuditView, CommitBatch, SealedRecord, Store, StoreError};
+pub use store::{
+    AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, SealedRecord, Store, StoreError,
+};
 pub use verify::{verify_chain, verify_log, VerifyReport};

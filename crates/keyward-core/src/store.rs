@@ -143,7 +143,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         f: &mut dyn FnMut(&dyn AuditView) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+    /// The store's column families, in order (named by a backup's entries).
+    fn column_families(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Calls `f(column family, key, value)` for every stored entry, as of
+    /// one consistent snapshot (a backup). The in-memory test store has no
+    /// bytes to give and refuses.
+    fn snapshot_entries(&self, _f: &mut EntrySink<'_>) -> Result<(), StoreError> {
+        Err(StoreError("this store cannot be backed up".into()))
+    }
 }
+
+/// What [`Store::snapshot_entries`] hands each entry to: column family, key, value.
+pub type EntrySink<'a> = dyn FnMut(&str, &[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
 /// The audit log as of one moment (see [`Store::audit_view`]).
 pub trait AuditView {

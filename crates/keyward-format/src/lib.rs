@@ -23,11 +23,13 @@
 //! - signed audit checkpoints and the node's audit signer: JSON, see [`checkpoint`]
 //!   (added without a format bump: older builds never read them)
 //!
-//! Not stored but frozen too: the audit export, see [`export`].
+//! Not stored but frozen too: the audit export, see [`export`], and the
+//! backup file, see [`backup`].
 
 pub mod access;
 pub mod aliases;
 pub mod audit;
+pub mod backup;
 pub mod checkpoint;
 pub mod export;
 pub mod keys;

@@ -592,6 +592,64 @@ impl Store for RocksStore {
         let snap = self.db.snapshot();
         f(&RocksView { store: self, snap })
     }
+
+    fn column_families(&self) -> Vec<String> {
+        ALL_CFS.iter().map(|c| c.to_string()).collect()
+    }
+
+    fn snapshot_entries(&self, f: &mut keyward_core::EntrySink<'_>) -> Result<(), StoreError> {
+        // One snapshot for every column family: keys, their secrets, the
+        // audit log and its head as of one moment, whatever commits meanwhile.
+        let snap = self.db.snapshot();
+        for name in ALL_CFS {
+            for item in snap.iterator_cf(self.cf(name), IteratorMode::Start) {
+                let (k, v) = item.map_err(err)?;
+                f(name, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RocksStore {
+    /// A new, empty store in `dir` to restore a backup into: `dir` must not
+    /// hold a database yet.
+    pub fn create_for_restore(dir: &Path) -> Result<Self, StoreError> {
+        if dir.join("CURRENT").exists() {
+            return Err(StoreError(format!(
+                "{} already holds a database; restore into a new folder",
+                dir.display()
+            )));
+        }
+        Self::open(dir)
+    }
+
+    /// Writes restored entries (not synced: [`RocksStore::finish_restore`]
+    /// makes them durable). Refuses a column family this store lacks.
+    pub fn put_restored(&self, entries: &[(String, Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        for (cf, k, v) in entries {
+            let handle = self.db.cf_handle(cf).ok_or_else(|| {
+                StoreError(format!("the backup holds column family {cf}, which this Keyward does not know"))
+            })?;
+            b.put_cf(handle, k, v);
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(b, &wo).map_err(err)
+    }
+
+    /// Flushes everything restored to its files (synced), then records the
+    /// format the restored entries carry.
+    pub fn finish_restore(&self) -> Result<(), StoreError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &fo).map_err(err)?;
+        let version = self.format_version()?;
+        self.legacy.store(version.is_some_and(|v| v < FORMAT_VERSION), Ordering::SeqCst);
+        self.db.flush_wal(true).map_err(err)
+    }
 }
 
 fn seq_of(k: &[u8]) -> Result<u64, StoreError> {
