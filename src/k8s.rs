@@ -62,6 +62,20 @@ struct Binding {
     policy: Arc<Policy>,
 }
 
+/// Resolves the plugin's key once (an alias moved later does not move it).
+fn bind_key<'a>(bound: &'a OnceLock<Binding>, configured: &str, kms: &Kms) -> Result<&'a Binding, KmsError> {
+    if let Some(b) = bound.get() {
+        return Ok(b);
+    }
+    let (id, _, _) = kms.peek_key(configured)?;
+    let policy = Arc::new(Policy::new(
+        [Role::User].into(),
+        vec![Grant::new(vec![KeySelector::Id(id)], [Permission::Encrypt, Permission::Decrypt])],
+    ));
+    let _ = bound.set(Binding { key: id, key_ref: id.to_string(), policy });
+    Ok(bound.get().expect("set just now"))
+}
+
 /// The non-secret id kube-apiserver tracks: key and version.
 pub fn version_id(key: KeyId, version: u32) -> String {
     format!("{key}:v{version}")
@@ -83,24 +97,27 @@ impl KmsV2 {
             bound: Arc::new(OnceLock::new()),
             socket: socket.display().to_string(),
         };
-        if let Some(kms) = plugin.seal.get() {
-            plugin.binding(&kms)?;
+        match plugin.seal.get() {
+            // Unsealed at start: a key that does not resolve refuses to start.
+            Some(kms) => {
+                bind_key(&plugin.bound, &plugin.configured, &kms)?;
+            }
+            // Sealed: bound when unsealed (a failure is logged; Status says it).
+            None => {
+                let (bound, configured) = (plugin.bound.clone(), plugin.configured.clone());
+                plugin.seal.on_unseal(move |kms| {
+                    if let Err(e) = bind_key(&bound, &configured, kms) {
+                        tracing::error!(key = %configured, error = %e.public_message(), "KMS v2 plugin: its key does not resolve; every plugin call fails until the configuration names an existing key");
+                    }
+                });
+            }
         }
         Ok(plugin)
     }
 
     /// The key served, resolved the first time it is asked for unsealed.
     fn binding(&self, kms: &Kms) -> Result<&Binding, KmsError> {
-        if let Some(b) = self.bound.get() {
-            return Ok(b);
-        }
-        let (id, _, _) = kms.peek_key(&self.configured)?;
-        let policy = Arc::new(Policy::new(
-            [Role::User].into(),
-            vec![Grant::new(vec![KeySelector::Id(id)], [Permission::Encrypt, Permission::Decrypt])],
-        ));
-        let _ = self.bound.set(Binding { key: id, key_ref: id.to_string(), policy });
-        Ok(self.bound.get().expect("set just now"))
+        bind_key(&self.bound, &self.configured, kms)
     }
 
     /// The key service and the key, or the status to answer.

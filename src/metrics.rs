@@ -129,10 +129,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the seal and the key counts read now
-    /// (a sealed server has no key counts to read: they keep their last values).
+    /// (a sealed server reports no key counts).
     pub fn render(&self, seal: &Seal) -> String {
         let kms = seal.get();
         self.sealed.set(i64::from(kms.is_none()));
+        // Sealed: no key counts to report.
+        self.keys.reset();
         for (state, n) in kms.iter().flat_map(|k| k.key_state_counts()) {
             let name = match state {
                 KeyState::Enabled => "enabled",

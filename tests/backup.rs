@@ -47,6 +47,21 @@ fn run(addr: &str, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `keyward operator unseal` with the share on stdin.
+fn unseal(addr: &str, share: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("KEYWARD_ADDR", addr)
+        .args(["operator", "unseal"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{share}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn offline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).output().unwrap()
 }
@@ -243,7 +258,7 @@ fn shamir_folder_restores_and_unseals_with_its_shares() {
     let (addr, addr2) = (format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{port2}"));
     let server = spawn(&config(dir.path(), "a.toml", &data, port, table), &addr);
     for s in &shares[..2] {
-        ok(run(&addr, ADMIN, &["operator", "unseal", s]));
+        ok(unseal(&addr, s));
     }
     ok(run(&addr, ADMIN, &["key", "create", "--alias", "alias/s"]));
     let ct =
@@ -266,7 +281,7 @@ fn shamir_folder_restores_and_unseals_with_its_shares() {
     let server2 = spawn(&config(dir.path(), "b.toml", &data2, port2, table), &addr2);
     fails(run(&addr2, USER, &["decrypt", "--ciphertext", &ct]), &["sealed"]);
     for s in &shares[1..] {
-        ok(run(&addr2, ADMIN, &["operator", "unseal", s]));
+        ok(unseal(&addr2, s));
     }
     assert_eq!(ok(run(&addr2, USER, &["decrypt", "--ciphertext", &ct])), "shared");
     stop(server2);

@@ -26,11 +26,13 @@ fn client(addr: &str, token: Option<&str>, args: &[&str]) -> Output {
     c.args(args).stdin(Stdio::null()).output().unwrap()
 }
 
-/// `keyward operator unseal` with the share on stdin (as a script pipes it).
-fn unseal_stdin(addr: &str, share: &str) -> Output {
+/// `keyward operator unseal` with the share on stdin (as a script pipes it;
+/// a share is never a command-line argument).
+fn unseal(addr: &str, share: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .env("KEYWARD_ADDR", addr)
+        .env_remove("KEYWARD_TOKEN")
         .args(["--output", "json", "operator", "unseal"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -71,6 +73,30 @@ fn config(dir: &Path, data: &Path, port: u16, token_sha: &str) -> PathBuf {
     config_with(dir, data, port, token_sha, "kind = \"shamir\"")
 }
 
+/// A Shamir config that also serves the AWS KMS and Vault Transit edges.
+fn config_edges(dir: &Path, data: &Path, port: u16, token_sha: &str, aws: u16, vault: u16) -> PathBuf {
+    let root = format!(
+        "kind = \"shamir\"\n\n[aws_kms]\nlisten = \"127.0.0.1:{aws}\"\n\n[vault_transit]\nlisten = \"127.0.0.1:{vault}\""
+    );
+    config_with(dir, data, port, token_sha, &root)
+}
+
+/// One raw HTTP/1.1 request; the status code and body.
+fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    (code, out)
+}
+
 /// Writes a config with this `[root_key]` table.
 fn config_with(dir: &Path, data: &Path, port: u16, token_sha: &str, root_key: &str) -> PathBuf {
     let path = dir.join(format!("keyward-{}.toml", root_key.len()));
@@ -86,12 +112,15 @@ fn config_with(dir: &Path, data: &Path, port: u16, token_sha: &str, root_key: &s
     path
 }
 
+/// Starts the server, its log lines appended to `config` + ".log".
 fn spawn(config: &Path) -> Child {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(config.with_extension("log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(["server", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
@@ -216,9 +245,20 @@ fn shamir_init_unseal_seal_and_restart() {
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
     let port = free_port();
     let addr = format!("http://127.0.0.1:{port}");
-    let cfg = config(dir.path(), &data, port, &sha);
+    let (aws, vault) = (free_port(), free_port());
+    let cfg = config_edges(dir.path(), &data, port, &sha, aws, vault);
     let server = spawn(&cfg);
     wait_up(&addr);
+    // The HTTP edges answer as their APIs do while sealed.
+    let (code, body) = http(vault, "GET", "/v1/sys/health", "", "");
+    assert!(code == 503 && body.contains("\"sealed\":true"), "{body}");
+    let (code, body) = http(vault, "GET", "/v1/sys/seal-status", "", "");
+    assert!(code == 200 && body.contains("\"sealed\":true") && body.contains("\"t\":3"), "{body}");
+    let (code, body) = http(vault, "POST", "/v1/transit/encrypt/k", "x-vault-token: t\r\n", "{}");
+    assert!(code == 503 && body.contains("Vault is sealed"), "{body}");
+    let target = "x-amz-target: TrentService.ListKeys\r\ncontent-type: application/x-amz-json-1.1\r\n";
+    let (code, body) = http(aws, "POST", "/", target, "{}");
+    assert!(code == 503 && body.contains("sealed"), "{body}");
 
     // Sealed: status answers, everything else is UNAVAILABLE "sealed", health NOT_SERVING.
     let st = json(&ok(client(&addr, None, &["--output", "json", "operator", "status"])));
@@ -236,44 +276,31 @@ fn shamir_init_unseal_seal_and_restart() {
     assert_eq!(health(port), ServingStatus::NotServing as i32);
 
     // Refusals that keep the progress: malformed, mistyped, another init's, a repeat.
-    refused(client(&addr, None, &["operator", "unseal", "hello"]), "InvalidArgument", &["share", "kws1-"]);
+    refused(unseal(&addr, "hello"), "InvalidArgument", &["share", "kws1-"]);
     let mut typo = shares[0].clone().into_bytes();
     typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
-    refused(
-        client(&addr, None, &["operator", "unseal", std::str::from_utf8(&typo).unwrap()]),
-        "InvalidArgument",
-        &["mistyped"],
-    );
-    refused(
-        client(&addr, None, &["operator", "unseal", &foreign]),
-        "FailedPrecondition",
-        &["belongs to initialization", &init_id],
-    );
-    let p = json(&String::from_utf8(unseal_stdin(&addr, &shares[0]).stdout).unwrap());
+    refused(unseal(&addr, std::str::from_utf8(&typo).unwrap()), "InvalidArgument", &["mistyped"]);
+    refused(unseal(&addr, &foreign), "FailedPrecondition", &["belongs to initialization", &init_id]);
+    let p = json(&ok(unseal(&addr, &shares[0])));
     assert_eq!((p["sealed"].as_bool(), p["progress"].as_u64()), (Some(true), Some(1)));
-    refused(client(&addr, None, &["operator", "unseal", &shares[0]]), "InvalidArgument", &["already given"]);
-    let p = json(&ok(client(&addr, None, &["--output", "json", "operator", "unseal", &shares[1]])));
+    refused(unseal(&addr, &shares[0]), "InvalidArgument", &["already given"]);
+    let p = json(&ok(unseal(&addr, &shares[1])));
     assert_eq!(p["progress"], 2);
+    // A forged share (right init, right format, recomputed check) is refused
+    // by its commitment before it counts: it cannot take a real share's place.
+    refused(unseal(&addr, &forged(&shares[2])), "InvalidArgument", &["not one of the shares", "not counted"]);
+    let st = json(&ok(client(&addr, None, &["--output", "json", "operator", "status"])));
+    assert_eq!((st["sealed"].as_bool(), st["progress"].as_u64()), (Some(true), Some(2)));
     // Reset needs an admin of the configuration file.
     refused(client(&addr, None, &["operator", "unseal", "--reset"]), "Unauthenticated", &["admin"]);
     let p = json(&ok(client(&addr, Some(token), &["--output", "json", "operator", "unseal", "--reset"])));
     assert_eq!((p["sealed"].as_bool(), p["progress"].as_u64()), (Some(true), Some(0)));
-    // K shares of which one is forged: refused, and every share is forgotten.
-    ok(client(&addr, None, &["operator", "unseal", &shares[0]]));
-    ok(client(&addr, None, &["operator", "unseal", &shares[1]]));
-    refused(
-        client(&addr, None, &["operator", "unseal", &forged(&shares[2])]),
-        "FailedPrecondition",
-        &["do not rebuild", "forgotten"],
-    );
-    let st = json(&ok(client(&addr, None, &["--output", "json", "operator", "status"])));
-    assert_eq!((st["sealed"].as_bool(), st["progress"].as_u64()), (Some(true), Some(0)));
 
     // Any three right shares unseal.
     for s in [&shares[4], &shares[2]] {
-        ok(client(&addr, None, &["operator", "unseal", s]));
+        ok(unseal(&addr, s));
     }
-    let p = json(&ok(client(&addr, None, &["--output", "json", "operator", "unseal", &shares[0]])));
+    let p = json(&ok(unseal(&addr, &shares[0])));
     assert_eq!((p["sealed"].as_bool(), p["progress"].as_u64()), (Some(false), Some(0)));
     assert_eq!(health(port), ServingStatus::Serving as i32);
     ok(client(&addr, Some(token), &["key", "create", "--alias", "alias/sealed"]));
@@ -288,10 +315,20 @@ fn shamir_init_unseal_seal_and_restart() {
     )));
     let recs = q["records"].as_array().unwrap();
     let outcomes: Vec<&str> = recs.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
-    assert_eq!(recs.len(), 13, "{outcomes:?}");
-    // Accepted: 2 + the reset + 2 before the forged one + the 3 that unsealed.
-    assert_eq!(outcomes.iter().filter(|o| **o == "OK").count(), 8, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|o| **o == "INVALID_ARGUMENT").count(), 3, "{outcomes:?}");
+    let count = |o: &str| outcomes.iter().filter(|x| **x == o).count();
+    // Accepted: 2 shares, the reset, then the 3 that unsealed.
+    assert_eq!(count("OK"), 6, "{outcomes:?}");
+    // Malformed, mistyped, repeated, forged; another init's; the reset without a credential.
+    assert_eq!(
+        (count("INVALID_ARGUMENT"), count("FAILED_PRECONDITION"), count("UNAUTHENTICATED")),
+        (4, 1, 1),
+        "{outcomes:?}"
+    );
+    assert_eq!(recs.len(), 12, "{outcomes:?}");
+    assert!(
+        recs.iter().any(|r| r["principal"] == "ops" && r["target"].as_str().unwrap().starts_with("reset")),
+        "{q}"
+    );
     let text = q.to_string();
     for s in shares.iter().chain([&foreign]) {
         assert!(!text.contains(s.split('-').nth(3).unwrap()), "a share's value is in the audit log");
@@ -304,7 +341,7 @@ fn shamir_init_unseal_seal_and_restart() {
     refused(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct]), "Unavailable", &["sealed"]);
     assert_eq!(health(port), ServingStatus::NotServing as i32);
     for s in &shares[1..4] {
-        ok(client(&addr, None, &["operator", "unseal", s]));
+        ok(unseal(&addr, s));
     }
     assert_eq!(ok(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct])), "hello");
     let q =
@@ -317,15 +354,21 @@ fn shamir_init_unseal_seal_and_restart() {
     wait_up(&addr);
     refused(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct]), "Unavailable", &["sealed"]);
     for s in [&shares[3], &shares[0], &shares[4]] {
-        ok(client(&addr, None, &["operator", "unseal", s]));
+        ok(unseal(&addr, s));
     }
     assert_eq!(ok(client(&addr, Some(token), &["decrypt", "--ciphertext", &ct])), "hello");
     let v = json(&ok(client(&addr, Some(token), &["--output", "json", "audit", "verify"])));
     assert_eq!(v["intact"], true, "{v}");
     stop(server);
 
-    // Neither the root key nor any share is in any file of the folder.
-    let bytes = all_bytes(&data);
+    // Neither the root key nor any share is in any file of the folder, nor in the log.
+    let mut bytes = all_bytes(&data);
+    let log = std::fs::read(cfg.with_extension("log")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).contains("unseal attempt refused"),
+        "the log names refused attempts"
+    );
+    bytes.extend(log);
     for s in &shares {
         let y = s.split('-').nth(3).unwrap();
         assert!(!contains(&bytes, y.as_bytes()), "a share is stored");
@@ -398,4 +441,60 @@ fn configuration_and_folder_must_agree() {
         .unwrap();
     assert_eq!(o.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--dev"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// An unauthenticated flood of bad shares cannot grow memory or the log
+/// without bound: the first refusals are recorded one by one, the rest
+/// counted into one record, and the shares that unseal are recorded anyway.
+#[test]
+fn refused_attempts_past_the_bound_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let init = json(&ok(keyward(&[
+        "--output",
+        "json",
+        "operator",
+        "init",
+        "--shares",
+        "2",
+        "--threshold",
+        "2",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])));
+    let token = "kw_fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let cfg = config(dir.path(), &data, port, &sha);
+    let server = spawn(&cfg);
+    wait_up(&addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(addr.clone()).unwrap().connect().await.unwrap();
+        let mut op = keyward::pb::operator_service_client::OperatorServiceClient::new(ch);
+        for i in 0..300 {
+            let e = op.unseal(keyward::pb::UnsealRequest { share: format!("junk {i}"), reset: false }).await;
+            assert_eq!(e.unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
+        for s in init["shares"].as_array().unwrap() {
+            op.unseal(keyward::pb::UnsealRequest { share: s.as_str().unwrap().into(), reset: false })
+                .await
+                .unwrap();
+        }
+    });
+    // Closes the connection (a runtime that no longer runs would keep it open).
+    drop(rt);
+    let q = json(&ok(client(
+        &addr,
+        Some(token),
+        &["--output", "json", "audit", "query", "--operation", "Unseal", "--limit", "1000"],
+    )));
+    let recs = q["records"].as_array().unwrap();
+    let refused = recs.iter().filter(|r| r["outcome"] == "INVALID_ARGUMENT").count();
+    let ok_count = recs.iter().filter(|r| r["outcome"] == "OK").count();
+    let summary: Vec<&Value> = recs.iter().filter(|r| r["outcome"] == "FAILED_PRECONDITION").collect();
+    assert_eq!((refused, ok_count, summary.len()), (128, 2, 1), "{q}");
+    assert!(summary[0]["target"].as_str().unwrap().contains("172 further refused"), "{}", summary[0]);
+    stop(server);
 }

@@ -119,7 +119,8 @@ impl AwsError {
             }
             KmsError::ResourceExhausted(_) => Self::new(400, "LimitExceededException", e.public_message()),
             KmsError::AuditUnavailable(_) => Self::new(503, "DependencyTimeoutException", e.public_message()),
-            KmsError::Sealed(_) => Self::new(503, "KMSInvalidStateException", e.public_message()),
+            // Retryable, as the sealed state passes once an operator unseals.
+            KmsError::Sealed(_) => Self::new(503, "DependencyTimeoutException", e.public_message()),
             KmsError::Store(_) | KmsError::Internal(_) => {
                 Self::new(500, "KMSInternalException", e.public_message())
             }

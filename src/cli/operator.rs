@@ -2,7 +2,7 @@
 //! data folder) makes the root key and splits it into shares or wraps it
 //! with an HSM key; `unseal`, `seal` and `status` talk to a running server.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Read, Write};
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -32,13 +32,14 @@ pub enum OperatorCommand {
     /// (`kind = "pkcs11"`). The shares are printed once and never stored.
     #[cfg(feature = "server")]
     Init(InitArgs),
-    /// Offer one key share to a sealed server: from the argument, else from
-    /// a prompt that does not echo (or one line of stdin). Prints the progress.
+    /// Offer one key share to a sealed server, read from a prompt that does
+    /// not echo (or one line of stdin, e.g. `keyward operator unseal < share`;
+    /// never from the command line, where other users could see it). Prints
+    /// the progress. A file or HSM server sealed by an admin takes no share:
+    /// this reads its root key again (admin of the configuration file).
     Unseal {
-        /// The share (kws1-...). Omit it to be prompted.
-        share: Option<String>,
         /// Forget the shares given so far instead (admin of the configuration file).
-        #[arg(long, conflicts_with = "share")]
+        #[arg(long)]
         reset: bool,
     },
     /// Seal the server (admin): every key is dropped from memory until it is unsealed again.
@@ -93,22 +94,28 @@ fn status_text(s: &pb::SealStatusResponse) -> String {
     }
 }
 
-/// Reads a share without echoing it (or a line of stdin when it is not a terminal).
+/// Reads a share without echoing it (or a line of stdin when it is not a
+/// terminal); every copy is zeroized.
 fn read_share() -> Result<zeroize::Zeroizing<String>, CliError> {
-    let share = if std::io::stdin().is_terminal() {
+    // No core dump or ptrace of a process holding a share.
+    #[cfg(feature = "server")]
+    crate::hardening::apply();
+    let raw = zeroize::Zeroizing::new(if std::io::stdin().is_terminal() {
         rpassword::prompt_password("key share (not echoed): ")
             .map_err(|e| CliError::Input(format!("cannot read the share: {e}")))?
     } else {
-        let mut line = String::new();
+        // Reserved up front: a share is ~100 characters, so no reallocation leaves a copy.
+        let mut line = String::with_capacity(256);
         std::io::stdin()
             .lock()
+            .take(255)
             .read_line(&mut line)
             .map_err(|e| CliError::Input(format!("cannot read the share from stdin: {e}")))?;
         line
-    };
-    let share = zeroize::Zeroizing::new(share.trim().to_string());
+    });
+    let share = zeroize::Zeroizing::new(raw.trim().to_string());
     if share.is_empty() {
-        return Err(CliError::Input("no share given".into()));
+        return Err(CliError::Input("no share given (on the prompt or stdin)".into()));
     }
     Ok(share)
 }
@@ -147,45 +154,82 @@ fn init(a: InitArgs, output: Output) -> Result<(), CliError> {
         config.root_key = crate::config::RootKeySource::Shamir;
     }
     let split = a.shares.zip(a.threshold);
-    let done = crate::seal::init::init(&config, split, a.create_hsm_key).map_err(CliError::Input)?;
+    // The root key and the shares are about to be in this process's memory.
+    crate::hardening::apply();
     let dir = config.data_dir.display().to_string();
-    match done.seal.kind.as_str() {
-        "shamir" => {
-            let texts: Vec<zeroize::Zeroizing<String>> = done.shares.iter().map(|s| s.to_text()).collect();
-            let k = done.seal.threshold.unwrap_or(0);
-            let json = json!({
-                "data_dir": dir,
-                "kind": "shamir",
-                "init_id": done.seal.init_id,
-                "shares": texts.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                "threshold": k,
-            });
-            let mut text = format!(
-                "initialized {dir} (init {}): {} key shares, any {k} of which unseal it.\n\
+    // Shown before the folder is marked initialized: if they cannot be
+    // shown, the init does not count.
+    crate::seal::init::init(&config, split, a.create_hsm_key, &mut |done| show(done, &dir, output))
+        .map_err(CliError::Input)?;
+    Ok(())
+}
+
+/// Prints what init made; for shares, written once from zeroized buffers
+/// and flushed, so a failure to show them fails the init.
+#[cfg(feature = "server")]
+fn show(done: &crate::seal::init::Initialized, dir: &str, output: Output) -> Result<(), String> {
+    use zeroize::Zeroizing;
+    if done.seal.kind != "shamir" {
+        let json = json!({ "data_dir": dir, "kind": done.seal.kind });
+        let text = format!(
+            "initialized {dir}: its root key is stored wrapped by the HSM's key (seal.json). \
+             The server unwraps it at start (auto-unseal); without the HSM the folder cannot be opened."
+        );
+        print(output, json, text);
+        return Ok(());
+    }
+    let texts: Vec<Zeroizing<String>> = done.shares.iter().map(|s| s.to_text()).collect();
+    let k = done.seal.threshold.unwrap_or(0);
+    let init_id = done.seal.init_id.as_deref().unwrap_or("");
+    // Reserved up front: no reallocation leaves a copy of a share behind.
+    let mut out = Zeroizing::new(String::with_capacity(1024 + 128 * texts.len()));
+    match output {
+        Output::Json => {
+            let shares: Vec<String> = texts.iter().map(|t| format!("{:?}", t.as_str())).collect();
+            let shares = Zeroizing::new(shares);
+            out.push_str(&format!(
+                "{{\n  \"data_dir\": {},\n  \"kind\": \"shamir\",\n  \"init_id\": \"{init_id}\",\n  \"threshold\": {k},\n  \"shares\": [\n",
+                serde_json::Value::from(dir)
+            ));
+            for (i, sh) in shares.iter().enumerate() {
+                out.push_str("    ");
+                out.push_str(sh);
+                out.push_str(if i + 1 < shares.len() { ",\n" } else { "\n" });
+            }
+            out.push_str("  ]\n}\n");
+            let mut shares = shares;
+            for s in shares.iter_mut() {
+                zeroize::Zeroize::zeroize(s);
+            }
+        }
+        Output::Table => {
+            out.push_str(&format!(
+                "initialized {dir} (init {init_id}): {} key shares, any {k} of which unseal it.\n\
                  Hand each share to a different person now. They are shown only once and stored nowhere:\n\
                  with fewer than {k} of them, every key in this folder is lost.\n",
-                done.seal.init_id.as_deref().unwrap_or(""),
                 texts.len(),
-            );
-            for (i, t) in texts.iter().enumerate() {
-                text.push_str(&format!("\nshare {}: {}", i + 1, t.as_str()));
-            }
-            text.push_str(&format!(
-                "\n\nStart the server with [root_key] kind = \"shamir\"; it starts sealed. Unseal it with \
-                 `keyward operator unseal`, {k} times, one share each."
             ));
-            print(output, json, text);
-        }
-        _ => {
-            let json = json!({ "data_dir": dir, "kind": done.seal.kind });
-            let text = format!(
-                "initialized {dir}: its root key is stored wrapped by the HSM's key (seal.json). \
-                 The server unwraps it at start (auto-unseal); without the HSM the folder cannot be opened."
-            );
-            print(output, json, text);
+            if texts.len() == 1 {
+                out.push_str(
+                    "With one share, the share IS the root key: keep it as you would keep the key itself.\n",
+                );
+            }
+            for (i, t) in texts.iter().enumerate() {
+                out.push_str(&format!("\nshare {}: ", i + 1));
+                out.push_str(t);
+            }
+            out.push_str(&format!(
+                "\n\nStart the server with [root_key] kind = \"shamir\"; it starts sealed. Unseal it with \
+                 `keyward operator unseal`, {k} times, one share each (on the prompt or stdin).\n"
+            ));
         }
     }
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| {
+        format!(
+            "the shares could not be shown ({e}); nothing was initialized: delete {dir} and run init again"
+        )
+    })
 }
 
 impl super::ClientCommand for OperatorArgs {
@@ -199,25 +243,21 @@ impl super::ClientCommand for OperatorArgs {
         let status = match self.command {
             #[cfg(feature = "server")]
             OperatorCommand::Init(_) => unreachable!("dispatched offline"),
-            OperatorCommand::Unseal { share, reset } => {
-                let share = match (reset, share) {
-                    (true, _) => zeroize::Zeroizing::new(String::new()),
-                    (false, Some(s)) => zeroize::Zeroizing::new(s),
-                    (false, None) => {
-                        // A file or HSM server (sealed by an admin) takes no share.
-                        let s = op
-                            .seal_status(pb::SealStatusRequest {})
-                            .await
-                            .map_err(|s| c.rpc(s))?
-                            .into_inner();
-                        if s.kind == "shamir" && s.sealed {
-                            read_share()?
-                        } else {
-                            zeroize::Zeroizing::new(String::new())
-                        }
+            OperatorCommand::Unseal { reset } => {
+                let mut share = if reset {
+                    zeroize::Zeroizing::new(String::new())
+                } else {
+                    // A file or HSM server (sealed by an admin) takes no share.
+                    let s =
+                        op.seal_status(pb::SealStatusRequest {}).await.map_err(|s| c.rpc(s))?.into_inner();
+                    if s.kind == "shamir" && s.sealed {
+                        read_share()?
+                    } else {
+                        zeroize::Zeroizing::new(String::new())
                     }
                 };
-                let req = pb::UnsealRequest { share: share.to_string(), reset };
+                // Moved into the request, not copied (tonic's buffers are its own).
+                let req = pb::UnsealRequest { share: std::mem::take(&mut *share), reset };
                 op.unseal(req).await.map_err(|s| c.rpc(s))?.into_inner()
             }
             OperatorCommand::Seal => op.seal(pb::SealRequest {}).await.map_err(|s| c.rpc(s))?.into_inner(),

@@ -71,22 +71,43 @@ impl OperatorApi {
             request_id: request_id(req),
             peer: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
             edge: Edge::Grpc,
+            principal: None,
         }
     }
 
     /// While sealed only the configuration file's identities can be
     /// checked (runtime tokens live in the sealed store): an admin among
     /// them may reset the progress or unseal a file or HSM server again.
-    fn require_file_admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+    /// A refusal is kept for the record like any unseal attempt.
+    fn require_file_admin<T>(&self, req: &Request<T>, who: &mut Attempt, what: &str) -> Result<(), Status> {
         let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let certs = req.peer_certs();
-        match self.api.authenticator().identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
-            Ok(p) if p.policy.has(Role::Admin) => Ok(()),
-            Ok(p) => Err(to_status(&KmsError::PermissionDenied(format!("{} may not {what}", p.name)))),
-            Err(e) => Err(to_status(&KmsError::Unauthenticated(format!(
-                "{what} needs an admin of the configuration file: {}",
-                e.0
-            )))),
+        let refusal =
+            match self.api.authenticator().identify(authorization, certs.as_deref().map(|c| c.as_slice())) {
+                Ok(p) if p.policy.has(Role::Admin) => {
+                    who.principal = Some(p.name);
+                    return Ok(());
+                }
+                Ok(p) => {
+                    who.principal = Some(p.name.clone());
+                    KmsError::PermissionDenied(format!("{} may not {what}", p.name))
+                }
+                Err(e) => KmsError::Unauthenticated(format!(
+                    "{what} needs an admin of the configuration file: {}",
+                    e.0
+                )),
+            };
+        self.api.seal.note(who, what.to_string(), Some(&refusal));
+        Err(to_status(&refusal))
+    }
+
+    /// The global rate limit applies to these unauthenticated calls too.
+    fn admit(&self) -> Result<(), Status> {
+        match self.api.limiter() {
+            Some(l) if !l.try_acquire() => {
+                Err(to_status(&KmsError::ResourceExhausted("rate limit exceeded; retry with backoff".into())))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -137,6 +158,7 @@ impl OperatorService for OperatorApi {
         &self,
         _req: Request<pb::SealStatusRequest>,
     ) -> Result<Response<pb::SealStatusResponse>, Status> {
+        self.admit()?;
         Ok(Response::new(state_to_pb(self.api.seal.state())))
     }
 
@@ -144,18 +166,19 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::SealStatusResponse>, Status> {
-        let who = Self::attempt(&req);
+        self.admit()?;
+        let mut who = Self::attempt(&req);
         let seal = &self.api.seal;
         // Unsealed: nothing to do, whoever asks (as Vault answers).
         if !seal.is_sealed() {
             return Ok(Response::new(state_to_pb(seal.state())));
         }
         if req.get_ref().reset {
-            self.require_file_admin(&req, "reset the unseal progress")?;
+            self.require_file_admin(&req, &mut who, "reset the unseal progress")?;
             return Ok(Response::new(state_to_pb(seal.reset(who).await)));
         }
         if req.get_ref().share.trim().is_empty() && seal.state().kind != "shamir" {
-            self.require_file_admin(&req, "unseal the server from its root key")?;
+            self.require_file_admin(&req, &mut who, "unseal the server from its root key")?;
         }
         let share = zeroize::Zeroizing::new(req.into_inner().share);
         match seal.unseal(&share, who).await {

@@ -31,6 +31,10 @@ pub struct SealFile {
     /// Shamir: how many rebuild the root key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
+    /// Shamir: each share's commitment (hex SHA-256, by index), so a share
+    /// is checked when it is offered (see `Share::commitment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_commitments: Option<Vec<String>>,
     /// PKCS#11: the root key wrapped by the HSM's key (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapped_root: Option<String>,
@@ -103,6 +107,7 @@ mod tests {
             init_id: Some("0a0b0c0d".into()),
             shares: Some(5),
             threshold: Some(3),
+            share_commitments: Some(vec!["00".repeat(32)]),
             wrapped_root: None,
         };
         f.write(dir.path()).unwrap();

@@ -23,11 +23,14 @@ pub struct Initialized {
 
 /// Initializes `config.data_dir` for its `[root_key]` kind. `split` is
 /// `--shares N --threshold K` (Shamir); `create_hsm_key` creates the HSM's
-/// wrapping key first (PKCS#11).
+/// wrapping key first (PKCS#11). `show` is called with what was made
+/// before the folder is marked initialized (seal.json written): if it fails
+/// (the shares could not be shown), the folder stays uninitialized.
 pub fn init(
     config: &ServerConfig,
     split: Option<(u32, u32)>,
     create_hsm_key: bool,
+    show: &mut dyn FnMut(&Initialized) -> Result<(), String>,
 ) -> Result<Initialized, String> {
     let dir = &config.data_dir;
     match (&config.root_key, split) {
@@ -56,9 +59,14 @@ pub fn init(
     create_private_dir(dir)?;
     let db = dir.join("db");
     let store = RocksStore::open(&db).map_err(|e| format!("data folder {}: {e}", db.display()))?;
-    let used = store.root_check().map_err(|e| e.to_string())?.is_some()
-        || !store.load_keys().map_err(|e| e.to_string())?.is_empty()
+    let used = !store.load_keys().map_err(|e| e.to_string())?.is_empty()
         || store.audit_head().map_err(|e| e.to_string())?.is_some();
+    if !used && store.root_check().map_err(|e| e.to_string())?.is_some() {
+        return Err(format!(
+            "an earlier `keyward operator init` of {} did not finish (there is no seal.json): the folder holds no key; delete it and run init again",
+            dir.display()
+        ));
+    }
     if used {
         return Err(format!(
             "data folder {} already holds a Keyward store; init works on an empty folder only",
@@ -81,6 +89,7 @@ pub fn init(
                 init_id: Some(init_id),
                 shares: Some(u32::from(n)),
                 threshold: Some(u32::from(k)),
+                share_commitments: Some(shares.iter().map(|s| hex::encode(s.commitment())).collect()),
                 wrapped_root: None,
             };
             (seal, shares)
@@ -95,8 +104,10 @@ pub fn init(
     let store: Arc<dyn Store> = Arc::new(store);
     let kms = Kms::open(store, root, Arc::new(SystemClock), config.kms.clone()).map_err(|e| e.to_string())?;
     super::close(Arc::new(kms), std::time::Duration::from_secs(10));
-    seal.write(dir)?;
-    Ok(Initialized { seal, shares })
+    let done = Initialized { seal, shares };
+    show(&done)?;
+    done.seal.write(dir)?;
+    Ok(done)
 }
 
 fn wrap_with_hsm(hsm: &HsmConfig, root: &RootKey, create: bool, created_ms: i64) -> Result<SealFile, String> {
@@ -117,6 +128,7 @@ fn wrap_with_hsm(hsm: &HsmConfig, root: &RootKey, create: bool, created_ms: i64)
         init_id: None,
         shares: None,
         threshold: None,
+        share_commitments: None,
         wrapped_root: Some(hex::encode(wrapped)),
     })
 }

@@ -34,7 +34,7 @@ use shamir::{Share, ShareError};
 
 /// Most unseal attempts kept in memory while sealed; past it they are only
 /// counted (one summary record when the log is writable).
-pub const MAX_PENDING_ATTEMPTS: usize = 256;
+pub const MAX_PENDING_ATTEMPTS: usize = 1024;
 
 /// How long sealing waits for requests still holding the keys.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -49,6 +49,8 @@ pub enum Source {
         shares: u8,
         /// How many rebuild the key.
         threshold: u8,
+        /// Each share's commitment, by index - 1 (empty: not checked one by one).
+        commitments: Vec<[u8; 32]>,
     },
     /// A file or an HSM: `kind` is what [`SealState::kind`] says, `load`
     /// reads the key.
@@ -56,7 +58,7 @@ pub enum Source {
         /// `file` or `pkcs11`.
         kind: &'static str,
         /// Reads the root key (errors are for the operator: they name files and labels).
-        load: Box<dyn Fn() -> Result<RootKey, String> + Send + Sync>,
+        load: Arc<dyn Fn() -> Result<RootKey, String> + Send + Sync>,
     },
 }
 
@@ -101,12 +103,21 @@ pub struct Attempt {
     pub peer: String,
     /// The edge.
     pub edge: Edge,
+    /// Who it was, when a credential was checked (an admin's reset or unseal).
+    pub principal: Option<String>,
 }
+
+/// Refused attempts kept one by one while sealed; past it they are counted.
+pub const MAX_PENDING_REFUSALS: usize = 128;
 
 struct Pending {
     attempts: Vec<UnsealAttempt>,
+    refusals: usize,
     uncounted: u64,
 }
+
+/// Run when the server is unsealed (the KMS v2 plugin binds its key then).
+type Hook = Box<dyn Fn(&Kms) + Send + Sync>;
 
 /// The key service, or its absence; see the module documentation.
 pub struct Seal {
@@ -120,6 +131,9 @@ pub struct Seal {
     progress_count: std::sync::atomic::AtomicU32,
     pending: Mutex<Pending>,
     unsealed: watch::Sender<bool>,
+    /// Set at shutdown: an unseal finishing after it closes what it opened.
+    closed: std::sync::atomic::AtomicBool,
+    hooks: Mutex<Vec<Hook>>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -139,8 +153,10 @@ impl Seal {
             source,
             progress: tokio::sync::Mutex::new(Vec::new()),
             progress_count: Default::default(),
-            pending: Mutex::new(Pending { attempts: Vec::new(), uncounted: 0 }),
+            pending: Mutex::new(Pending { attempts: Vec::new(), refusals: 0, uncounted: 0 }),
             unsealed: watch::channel(false).0,
+            closed: Default::default(),
+            hooks: Mutex::new(Vec::new()),
         }
     }
 
@@ -181,6 +197,15 @@ impl Seal {
         self.cell.read().expect("seal lock").clone()
     }
 
+    /// Runs `f` with the key service each time the server is unsealed
+    /// (and now, if it is unsealed already).
+    pub fn on_unseal(&self, f: impl Fn(&Kms) + Send + Sync + 'static) {
+        if let Some(kms) = self.get() {
+            f(&kms);
+        }
+        self.hooks.lock().expect("hooks lock").push(Box::new(f));
+    }
+
     /// The store (open whether sealed or not: backups read it directly).
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
@@ -200,7 +225,7 @@ impl Seal {
     pub fn state(&self) -> SealState {
         let sealed = self.is_sealed();
         match &self.source {
-            Source::Shamir { init_id, shares, threshold } => SealState {
+            Source::Shamir { init_id, shares, threshold, .. } => SealState {
                 sealed,
                 kind: "shamir",
                 progress: if sealed {
@@ -238,7 +263,7 @@ impl Seal {
     /// and the shares do not open the store: then every share given is
     /// forgotten. Every attempt is recorded once the log is writable.
     pub async fn unseal(&self, share: &str, who: Attempt) -> Result<SealState, KmsError> {
-        let Source::Shamir { init_id, threshold, .. } = &self.source else {
+        let Source::Shamir { init_id, threshold, commitments, .. } = &self.source else {
             if share.trim().is_empty() {
                 return self.unseal_auto(who).await;
             }
@@ -263,6 +288,23 @@ impl Seal {
                 return Err(err);
             }
         };
+        // Checked against its commitment before it counts: a forged or
+        // mistyped share cannot take a real one's place.
+        if !commitments.is_empty() {
+            let known = commitments.get(usize::from(s.index) - 1);
+            if !known.is_some_and(|c| bool::from(subtle::ConstantTimeEq::ct_eq(&c[..], &s.commitment()[..])))
+            {
+                let err = KmsError::invalid(
+                    "share",
+                    format!(
+                        "share {} is not one of the shares `keyward operator init` made for initialization {init_id} (mistyped or forged); it was not counted",
+                        s.index
+                    ),
+                );
+                self.note(&who, format!("share {} of {init_id}: not one of its shares", s.index), Some(&err));
+                return Err(err);
+            }
+        }
         if progress.iter().any(|p| p.index == s.index) {
             let err = KmsError::invalid(
                 "share",
@@ -290,7 +332,7 @@ impl Seal {
                 return Err(err);
             }
         };
-        match self.open(root).await {
+        match self.open(root, "the shares do not rebuild this data folder's root key; every share given so far is forgotten: offer the right ones again").await {
             Ok(kms) => {
                 self.note(&who, format!("share {index} of {init_id}: unsealed with {given} shares"), None);
                 self.install(kms).await;
@@ -322,7 +364,12 @@ impl Seal {
         if !self.is_sealed() {
             return Ok(self.state());
         }
-        let root = match load() {
+        // Off the async threads: an HSM call blocks.
+        let load = load.clone();
+        let loaded = tokio::task::spawn_blocking(move || load())
+            .await
+            .unwrap_or_else(|e| Err(format!("the unseal task failed: {e}")));
+        let root = match loaded {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "unseal: the root key could not be read");
@@ -331,48 +378,67 @@ impl Seal {
                 return Err(err);
             }
         };
-        let kms = self.open(root).await?;
-        self.note(&who, format!("unsealed from the {kind} root key"), None);
-        self.install(kms).await;
-        Ok(self.state())
+        match self.open(root, &format!("the {kind} root key does not open this data folder")).await {
+            Ok(kms) => {
+                self.note(&who, format!("unsealed from the {kind} root key"), None);
+                self.install(kms).await;
+                Ok(self.state())
+            }
+            Err(err) => {
+                self.note(&who, format!("unseal from the {kind} root key"), Some(&err));
+                Err(err)
+            }
+        }
     }
 
-    async fn open(&self, root: RootKey) -> Result<Arc<Kms>, KmsError> {
+    /// Opens the key service with `root`; `wrong` says what a root key that
+    /// does not fit the store means here. Other failures are logged; the
+    /// caller learns only that it did not open.
+    async fn open(&self, root: RootKey, wrong: &str) -> Result<Arc<Kms>, KmsError> {
         let (store, config, clock) = (self.store.clone(), self.config.clone(), self.clock.clone());
         let opened = tokio::task::spawn_blocking(move || Self::open_kms(store, root, config, clock))
             .await
             .map_err(|e| KmsError::Internal(format!("unseal task: {e}")))?;
         match opened {
             Ok(k) => Ok(Arc::new(k)),
-            Err(OpenError::WrongRootKey) => Err(KmsError::FailedPrecondition(
-                "the shares do not rebuild this data folder's root key; every share given so far is forgotten: offer the right ones again".into(),
-            )),
+            Err(OpenError::WrongRootKey) => Err(KmsError::FailedPrecondition(wrong.to_string())),
             Err(e) => {
                 tracing::error!(error = %e, "unseal: the key service did not open");
-                Err(KmsError::FailedPrecondition(format!("the key service did not open: {e}")))
+                Err(KmsError::FailedPrecondition(
+                    "the root key is right but the key service did not open; the server log says why".into(),
+                ))
             }
         }
     }
 
-    /// Records the attempts kept while sealed, then serves.
+    /// Records the attempts kept while sealed, then serves (unless the
+    /// server stopped meanwhile: then it closes what it opened).
     async fn install(&self, kms: Arc<Kms>) {
-        let (attempts, uncounted) = {
+        let (mut attempts, uncounted) = {
             let mut p = self.pending.lock().expect("pending lock");
+            p.refusals = 0;
             (std::mem::take(&mut p.attempts), std::mem::replace(&mut p.uncounted, 0))
         };
-        let mut attempts = attempts;
         if uncounted > 0 {
             attempts.push(UnsealAttempt {
                 time_ms: self.clock.now_ms(),
                 request_id: uuid::Uuid::new_v4().to_string(),
                 peer: String::new(),
                 edge: Edge::Grpc,
-                target: format!("{uncounted} further unseal attempts while sealed (not recorded one by one)"),
-                error: None,
+                principal: None,
+                target: format!("{uncounted} further refused unseal attempts while sealed (counted, not recorded one by one)"),
+                error: Some(KmsError::FailedPrecondition(format!("{uncounted} unseal attempts refused"))),
             });
         }
         if let Err(e) = kms.record_unseal_attempts(attempts).await {
             tracing::error!(error = %e, "unseal: the attempts made while sealed could not be recorded");
+        }
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = tokio::task::spawn_blocking(move || close(kms, DRAIN_LIMIT)).await;
+            return;
+        }
+        for hook in self.hooks.lock().expect("hooks lock").iter() {
+            hook(&kms);
         }
         *self.cell.write().expect("seal lock") = Some(kms);
         self.unsealed.send_replace(true);
@@ -391,12 +457,22 @@ impl Seal {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         kms.flush_refusals(true).await;
-        close(kms, DRAIN_LIMIT);
-        tracing::warn!("keyward sealed: every key was dropped from memory");
+        let holders = Arc::strong_count(&kms) - 1;
+        // Stopping the writer blocks: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || close(kms, DRAIN_LIMIT)).await;
+        if holders == 0 {
+            tracing::warn!("keyward sealed: every key was dropped from memory");
+        } else {
+            tracing::error!(
+                holders,
+                "keyward sealed, but {holders} requests still hold the keys after {DRAIN_LIMIT:?}: they are dropped (zeroized) when the last one ends"
+            );
+        }
     }
 
     /// Shutdown: as [`Seal::seal`] without waiting (the server has drained).
     pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(kms) = self.cell.write().expect("seal lock").take() {
             self.unsealed.send_replace(false);
             close(kms, DRAIN_LIMIT);
@@ -407,23 +483,38 @@ impl Seal {
         self.progress_count.store(n as u32, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Keeps an attempt for the record (bounded).
-    fn note(&self, who: &Attempt, target: String, error: Option<&KmsError>) {
-        let attempt = UnsealAttempt {
+    /// Keeps an attempt for the record, and logs it (never a share).
+    /// Refusals are kept one by one up to [`MAX_PENDING_REFUSALS`], then
+    /// counted; accepted shares are always kept (they are bounded by the
+    /// shares there are), within [`MAX_PENDING_ATTEMPTS`] in all.
+    pub fn note(&self, who: &Attempt, target: String, error: Option<&KmsError>) {
+        let mut p = self.pending.lock().expect("pending lock");
+        let keep = match error {
+            Some(_) => p.refusals < MAX_PENDING_REFUSALS,
+            None => true,
+        } && p.attempts.len() < MAX_PENDING_ATTEMPTS;
+        if !keep {
+            p.uncounted += 1;
+            return;
+        }
+        match error {
+            Some(e) => {
+                p.refusals += 1;
+                tracing::warn!(request_id = %who.request_id, peer = %who.peer, attempt = %target, error = %e.public_message(), "unseal attempt refused")
+            }
+            None => {
+                tracing::info!(request_id = %who.request_id, peer = %who.peer, attempt = %target, "unseal attempt")
+            }
+        }
+        p.attempts.push(UnsealAttempt {
             time_ms: self.clock.now_ms(),
             request_id: who.request_id.clone(),
             peer: who.peer.clone(),
             edge: who.edge,
+            principal: who.principal.clone(),
             target,
             error: error.map(same_kind),
-        };
-        // Unsealed already (the last share): written by `install` right after.
-        let mut p = self.pending.lock().expect("pending lock");
-        if p.attempts.len() < MAX_PENDING_ATTEMPTS {
-            p.attempts.push(attempt);
-        } else {
-            p.uncounted += 1;
-        }
+        });
     }
 }
 
@@ -432,6 +523,9 @@ fn same_kind(e: &KmsError) -> KmsError {
     match e.kind() {
         keyward_core::ErrorKind::InvalidArgument => KmsError::invalid("share", e.public_message()),
         keyward_core::ErrorKind::FailedPrecondition => KmsError::FailedPrecondition(e.public_message()),
+        keyward_core::ErrorKind::Unauthenticated => KmsError::Unauthenticated(e.public_message()),
+        keyward_core::ErrorKind::PermissionDenied => KmsError::PermissionDenied(e.public_message()),
+        keyward_core::ErrorKind::ResourceExhausted => KmsError::ResourceExhausted(e.public_message()),
         _ => KmsError::Internal(e.public_message()),
     }
 }

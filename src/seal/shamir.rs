@@ -67,10 +67,19 @@ impl std::fmt::Debug for Share {
 impl Share {
     /// The text form printed to the operator.
     pub fn to_text(&self) -> Zeroizing<String> {
-        let body =
-            Zeroizing::new(format!("{PREFIX}-{}-{:02x}-{}", self.init_id, self.index, hex::encode(&*self.y)));
+        let mut y = Zeroizing::new([0u8; 64]);
+        hex::encode_to_slice(&*self.y, &mut *y).expect("32 bytes are 64 hex characters");
+        let y = std::str::from_utf8(&*y).expect("hex is ASCII");
+        // Reserved up front: no reallocation leaves a copy behind.
+        let mut body = Zeroizing::new(String::with_capacity(96));
+        body.push_str(PREFIX);
+        body.push('-');
+        body.push_str(&self.init_id);
+        body.push_str(&format!("-{:02x}-", self.index));
+        body.push_str(y);
         let check = crc32c::crc32c(body.as_bytes());
-        Zeroizing::new(format!("{}-{check:08x}", body.as_str()))
+        body.push_str(&format!("-{check:08x}"));
+        body
     }
 
     /// Parses a share as printed (surrounding whitespace ignored, any case).
@@ -100,11 +109,26 @@ impl Share {
             .ok()
             .filter(|i| *i != 0)
             .ok_or(ShareError::Malformed("its index is not 01..ff"))?;
-        let y = Zeroizing::new(hex::decode(y).map_err(|_| ShareError::Malformed("its value is not hex"))?);
-        if y.len() != 32 {
+        if y.len() != 64 {
             return Err(ShareError::Malformed("its value is not 32 bytes (64 hex characters)"));
         }
+        let mut bytes = Zeroizing::new(vec![0u8; 32]);
+        hex::decode_to_slice(y, &mut bytes[..]).map_err(|_| ShareError::Malformed("its value is not hex"))?;
+        let y = bytes;
         Ok(Self { init_id: init.to_string(), index, y })
+    }
+
+    /// What `seal.json` keeps of this share: SHA-256 over a label, the init
+    /// id, the index and the value. A share's value is 32 uniformly random
+    /// bytes, so its commitment tells nothing about it; it lets each share
+    /// be checked when it is offered, before it counts.
+    pub fn commitment(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"keyward/v1/shamir-share\0");
+        ctx.update(self.init_id.as_bytes());
+        ctx.update(&[self.index]);
+        ctx.update(&self.y);
+        ctx.finish().as_ref().try_into().expect("32 bytes")
     }
 
     /// Refuses a share of another initialization.

@@ -109,7 +109,7 @@ impl Server {
         let transport = transport(&config)?;
         let config = with_jwt_issuers(config)?;
         let bytes = zeroize::Zeroizing::new(*root.expose_secret());
-        let load = Box::new(move || RootKey::from_bytes(&*bytes).map_err(|e| e.to_string()));
+        let load = Arc::new(move || RootKey::from_bytes(&*bytes).map_err(|e| e.to_string()));
         Self::prepare(config, transport, store, Source::Auto { kind: "file", load }, Some(root))
     }
 
@@ -245,7 +245,7 @@ fn root_source(
         RootKeySource::File(_) | RootKeySource::Dev(_) => {
             let root = load_root_key(&config.root_key)?;
             let src = config.root_key.clone();
-            let load = Box::new(move || load_root_key(&src).map_err(|e| e.to_string()));
+            let load = Arc::new(move || load_root_key(&src).map_err(|e| e.to_string()));
             Ok((Source::Auto { kind: "file", load }, Some(root)))
         }
         RootKeySource::Shamir => {
@@ -262,7 +262,17 @@ fn root_source(
                 f.threshold.ok_or_else(|| bad("no threshold"))?,
             )
             .map_err(|e| bad(&e.to_string()))?;
-            Ok((Source::Shamir { init_id, shares, threshold }, None))
+            let commitments = f
+                .share_commitments
+                .unwrap_or_default()
+                .iter()
+                .map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+                .collect::<Option<Vec<[u8; 32]>>>()
+                .ok_or_else(|| bad("share_commitments must be 64 hex characters each"))?;
+            if !commitments.is_empty() && commitments.len() != usize::from(shares) {
+                return Err(bad("share_commitments must have one entry per share"));
+            }
+            Ok((Source::Shamir { init_id, shares, threshold, commitments }, None))
         }
         RootKeySource::Pkcs11(hsm) => {
             let f = file.expect("checked by check_seal_kind");
@@ -278,7 +288,7 @@ fn root_source(
             };
             let root =
                 unwrap().map_err(|e| ConfigError::Invalid(format!("[root_key] kind = \"pkcs11\": {e}")))?;
-            Ok((Source::Auto { kind: "pkcs11", load: Box::new(unwrap) }, Some(root)))
+            Ok((Source::Auto { kind: "pkcs11", load: Arc::new(unwrap) }, Some(root)))
         }
     }
 }

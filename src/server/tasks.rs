@@ -123,6 +123,7 @@ impl Tasks {
                     "keyward.v1.CryptoService",
                     "keyward.v1.AuditService",
                     "keyward.v1.AccessService",
+                    "keyward.v1.OperatorService",
                 ] {
                     reporter.set_service_status(name, status).await;
                 }

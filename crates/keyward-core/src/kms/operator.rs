@@ -18,6 +18,9 @@ pub struct UnsealAttempt {
     pub peer: String,
     /// The edge it came through.
     pub edge: Edge,
+    /// Who it was, when a credential was checked (an admin's reset or
+    /// unseal); else it is recorded as `unauthenticated`.
+    pub principal: Option<String>,
     /// What was offered: `share <index> of <init id>`, or what was refused.
     pub target: String,
     /// Why it was refused, if it was.
@@ -32,7 +35,7 @@ impl Kms {
         for a in attempts {
             let caller = Caller {
                 request_id: a.request_id,
-                principal: "unauthenticated".into(),
+                principal: a.principal.unwrap_or_else(|| "unauthenticated".into()),
                 peer: a.peer,
                 edge: a.edge,
                 policy: Default::default(),
