@@ -397,6 +397,10 @@ impl Writer {
                     batch.aliases.extend(m.batch.aliases);
                     batch.access.extend(m.batch.access);
                     batch.token_uses.extend(m.batch.token_uses);
+                    // At most one: rotations hold the lifecycle lock until applied.
+                    if m.batch.rekey.is_some() {
+                        batch.rekey = m.batch.rekey;
+                    }
                     applies.push(m.apply);
                 }
                 replies.push((seq, job.reply));

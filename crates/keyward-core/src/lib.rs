@@ -50,7 +50,7 @@ pub use kms::{
     export_audit_page, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, AuditQueryInput, Caller,
     CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput,
     GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
-    PrincipalView, ReEncryptInput, ReEncryptOutput, RotationInput, TokenIdentity, TokenTtl, TokenView,
+    PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl, TokenView,
     UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
     RESERVED_PRINCIPALS, WRONG_KEY,
 };
@@ -61,6 +61,6 @@ pub use model::{
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
 pub use store::{
-    AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, SealedRecord, Store, StoreError,
+    AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, Rekey, SealedRecord, Store, StoreError,
 };
 pub use verify::{verify_chain, verify_log, VerifyReport};

@@ -82,6 +82,29 @@ pub struct CommitBatch {
     pub access: Vec<AccessChange>,
     /// When tokens were last used (Unix ms), overwriting what was stored.
     pub token_uses: Vec<(AccessId, i64)>,
+    /// A root-key rotation: everything the root key protects, rewritten
+    /// under the new one, in this same atomic write.
+    pub rekey: Option<Box<Rekey>>,
+}
+
+/// Everything a root-key rotation rewrites (see `Kms::rotate_root_key`):
+/// applied atomically with the rotation's audit record, after which no file
+/// of the store holds what the old root key protected (the store purges the
+/// overwritten values as it does destroyed secrets).
+#[derive(Debug)]
+pub struct Rekey {
+    /// Every key record, tagged under the new root key, with every stored
+    /// version secret wrapped under it (overwriting the old wrapped secrets).
+    pub keys: Vec<KeyRecord>,
+    /// Every alias, tagged under the new root key.
+    pub aliases: Vec<AliasEntry>,
+    /// Every principal, token, grant and access key, tagged (access-key
+    /// secrets sealed) under the new root key.
+    pub access: Vec<AccessRecord>,
+    /// The node's audit signing key, sealed under the new root key.
+    pub signer: AuditSigner,
+    /// The new root key's check value.
+    pub root_check: Vec<u8>,
 }
 
 /// Where keys and the audit log live. Implementations: RocksDB (production,

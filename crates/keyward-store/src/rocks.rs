@@ -170,6 +170,29 @@ impl RocksStore {
         Ok(deleted)
     }
 
+    /// Adds a root-key rotation to `b`: every key record, every stored
+    /// wrapped secret (overwritten), alias and access record, the sealed
+    /// signing key and the check value, as the new root key made them.
+    fn put_rekey(&self, b: &mut WriteBatch, r: &keyward_core::Rekey) -> Result<(), StoreError> {
+        let (keys, secrets, aliases, access, meta) =
+            (self.cf(CF_KEYS), self.cf(CF_SECRETS), self.cf(CF_ALIASES), self.cf(CF_ACCESS), self.cf(CF_META));
+        for k in &r.keys {
+            b.put_cf(keys, k.meta.id.as_bytes(), format::keys::encode(k)?);
+            for (version, w) in &k.wrapped {
+                b.put_cf(secrets, format::keys::secret_key(k.meta.id, *version), w.as_bytes());
+            }
+        }
+        for a in &r.aliases {
+            b.put_cf(aliases, a.alias.as_bytes(), format::aliases::encode(a)?);
+        }
+        for a in &r.access {
+            b.put_cf(access, format::access::key(&a.key()), format::access::encode(a)?);
+        }
+        b.put_cf(meta, AUDIT_SIGNER, format::checkpoint::encode_signer(&r.signer));
+        b.put_cf(meta, ROOT_CHECK, &r.root_check);
+        Ok(())
+    }
+
     /// Removes every trace of deleted values from the files: flush every
     /// column family (the WAL files that held the original writes become
     /// obsolete and are deleted), then compact `secrets` and `keys` to their
@@ -183,7 +206,9 @@ impl RocksStore {
         let mut co = CompactOptions::default();
         co.set_exclusive_manual_compaction(true);
         co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
-        for cf in [CF_SECRETS, CF_KEYS] {
+        // `meta` and `access` too: a root-key rotation overwrites the sealed
+        // signing key and the sealed access-key secrets there.
+        for cf in [CF_SECRETS, CF_KEYS, CF_META, CF_ACCESS] {
             self.db.compact_range_cf_opt(self.cf(cf), None::<&[u8]>, None::<&[u8]>, &co);
         }
         // `compact_range` reports no errors: check its effect instead. A
@@ -440,6 +465,11 @@ impl Store for RocksStore {
         }
         let mut b = WriteBatch::default();
         let mut shred = false;
+        if let Some(r) = &batch.rekey {
+            self.put_rekey(&mut b, r)?;
+            // What the old root key protected is overwritten: purge it from the files.
+            shred = true;
+        }
         for k in &batch.keys {
             shred |= self.put_key(&mut b, k)?;
         }

@@ -676,6 +676,10 @@ impl Kms {
             return self.finish(entry, Err(e)).await;
         }
         let guard = self.lifecycle.clone().lock_owned().await;
+        if let Err(e) = self.check_not_retired() {
+            drop(guard);
+            return self.finish(entry, Err(e)).await;
+        }
         let planned = {
             let dir = self.access.read().expect("access lock");
             prepare(&mut entry, &dir, self.clock.now_ms())

@@ -35,6 +35,7 @@ mod keys;
 mod operator;
 mod pipeline;
 mod refusals;
+mod root;
 mod rotation;
 mod scheduled;
 mod signer;
@@ -63,6 +64,7 @@ pub use crypto::{
 };
 pub use keys::{CreateKeyInput, KeyPage};
 pub use operator::UnsealAttempt;
+pub use root::RootRotation;
 pub use rotation::RotationInput;
 pub use versions::{KeyVersions, VersionInfo};
 
@@ -197,6 +199,8 @@ pub struct Kms {
     clock: Arc<dyn Clock>,
     /// This node's id and audit public key (checkpoints verify under it).
     audit_identity: (crate::NodeId, keyward_crypto::AuditPublicKey),
+    /// Set once a root-key rotation committed: changes are refused.
+    retired: root::Retired,
 }
 
 impl std::fmt::Debug for Kms {
@@ -315,6 +319,7 @@ impl Kms {
             limits: config.limits,
             clock,
             audit_identity: (node_id, audit_key),
+            retired: Default::default(),
         })
     }
 

@@ -259,6 +259,10 @@ impl Kms {
             return self.finish(entry, Err(e)).await;
         }
         let guard = self.lifecycle.clone().lock_owned().await;
+        if let Err(e) = self.check_not_retired() {
+            drop(guard);
+            return self.finish(entry, Err(e)).await;
+        }
         let planned = {
             let state = self.state.read().expect("state lock");
             let now = self.clock.now_ms();

@@ -173,6 +173,19 @@ impl Store for MemoryStore {
 
     fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
         let mut inner = self.inner();
+        if let Some(r) = &batch.rekey {
+            for k in &r.keys {
+                inner.keys.insert(k.meta.id, k.clone());
+            }
+            for a in &r.aliases {
+                inner.aliases.insert(a.alias.clone(), a.clone());
+            }
+            for a in &r.access {
+                inner.access.insert(a.key(), a.clone());
+            }
+            inner.signer = Some(r.signer.clone());
+            inner.root_check = Some(r.root_check.clone());
+        }
         for k in &batch.keys {
             inner.keys.insert(k.meta.id, k.clone());
         }
