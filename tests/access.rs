@@ -346,6 +346,17 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             assert!(!s.sealed, "unsealed again");
             Ok(m)
         }
+        // To a fresh key file each time (the server swaps to it and serves on).
+        "RotateRootKey" => {
+            let dir = std::env::temp_dir().join(format!("keyward-access-rotate-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("root.key");
+            keyward::config::create_root_key_file(&file).unwrap();
+            let req = pb::RotateRootKeyRequest { new_root_key_file: file.display().to_string() };
+            let out = operator.rotate_root_key(who.req(req)).await.map(meta);
+            let _ = std::fs::remove_dir_all(&dir);
+            out
+        }
         "CreateBackup" => {
             let resp = operator.create_backup(who.req(pb::CreateBackupRequest {})).await?;
             let m = resp.metadata().clone();

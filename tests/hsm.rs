@@ -161,6 +161,27 @@ fn hsm_init_start_restart_and_refusals() {
     // Restart: the same HSM key unwraps it again.
     let server = spawn(&conf, &cfg, &addr);
     assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "from the hsm");
+    // Root-key rotation online: a new root key wrapped by the same HSM key;
+    // seal.json names only it afterwards (the old one can never be unwrapped again).
+    let before = std::fs::read_to_string(data.join("seal.json")).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(client(&addr, &["--output", "json", "root-key", "rotate", "--online"])))
+            .unwrap();
+    assert_eq!((r["kind"].as_str(), r["keys"].as_u64()), (Some("pkcs11"), Some(1)), "{r}");
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("seal.json")).unwrap()).unwrap();
+    assert!(after.get("previous").is_none(), "{after}");
+    assert!(!before.contains(after["wrapped_root"].as_str().unwrap()), "a new wrapped root key");
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "from the hsm");
+    stop(server);
+    let server = spawn(&conf, &cfg, &addr);
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "from the hsm");
+    stop(server);
+    // Offline too, on the stopped server.
+    let out = ok(keyward(&conf, &["root-key", "rotate", "--config", cfg.to_str().unwrap()]));
+    assert!(out.contains("root key rotated: 1 keys"), "{out}");
+    let server = spawn(&conf, &cfg, &addr);
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "from the hsm");
     stop(server);
 
     // Refusals, each naming what is wrong.

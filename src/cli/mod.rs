@@ -77,7 +77,7 @@ pub enum Command {
     /// Run the server.
     #[cfg(feature = "server")]
     Server(crate::config::Overrides),
-    /// Manage root key files.
+    /// Root keys: create a key file; rotate the root key (offline or --online).
     #[cfg(feature = "server")]
     #[command(subcommand, name = "root-key")]
     RootKey(RootKeyCommand),
@@ -153,7 +153,7 @@ impl Cli {
             #[cfg(feature = "server")]
             Command::Server(o) => server::run(&o),
             #[cfg(feature = "server")]
-            Command::RootKey(c) => finish(c.run()),
+            Command::RootKey(c) => c.dispatch(&top),
             Command::Completions(c) => {
                 c.run();
                 ExitCode::SUCCESS

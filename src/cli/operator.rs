@@ -167,7 +167,18 @@ fn init(a: InitArgs, output: Output) -> Result<(), CliError> {
 /// Prints what init made; for shares, written once from zeroized buffers
 /// and flushed, so a failure to show them fails the init.
 #[cfg(feature = "server")]
-fn show(done: &crate::seal::init::Initialized, dir: &str, output: Output) -> Result<(), String> {
+pub(crate) fn show(done: &crate::seal::init::Initialized, dir: &str, output: Output) -> Result<(), String> {
+    show_as(done, dir, output, "initialized")
+}
+
+/// As [`show`], saying what was done (`initialized`, `rotated the root key of`).
+#[cfg(feature = "server")]
+pub(crate) fn show_as(
+    done: &crate::seal::init::Initialized,
+    dir: &str,
+    output: Output,
+    what: &str,
+) -> Result<(), String> {
     use zeroize::Zeroizing;
     if done.seal.kind != "shamir" {
         let json = json!({ "data_dir": dir, "kind": done.seal.kind });
@@ -204,7 +215,7 @@ fn show(done: &crate::seal::init::Initialized, dir: &str, output: Output) -> Res
         }
         Output::Table => {
             out.push_str(&format!(
-                "initialized {dir} (init {init_id}): {} key shares, any {k} of which unseal it.\n\
+                "{what} {dir} (init {init_id}): {} key shares, any {k} of which unseal it.\n\
                  Hand each share to a different person now. They are shown only once and stored nowhere:\n\
                  with fewer than {k} of them, every key in this folder is lost.\n",
                 texts.len(),

@@ -174,7 +174,9 @@ pub fn create_root_key_file(path: &Path) -> Result<(), ConfigError> {
     write_root_key_file(path, &key)
 }
 
-/// Writes `key` to `path` (64 hex characters, mode 0600, synced); refuses to overwrite.
+/// Writes `key` to `path` (64 hex characters, mode 0600, synced); refuses to
+/// overwrite. Atomic: the key is written to a temporary file that is then
+/// linked into place, so a crash never leaves a partial key file at `path`.
 pub fn write_root_key_file(path: &Path, key: &RootKey) -> Result<(), ConfigError> {
     let bad = |message: String| ConfigError::RootKey { path: path.to_path_buf(), message };
     if let Some(parent) = path.parent() {
@@ -182,14 +184,27 @@ pub fn write_root_key_file(path: &Path, key: &RootKey) -> Result<(), ConfigError
             fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
         }
     }
+    if path.exists() {
+        return Err(bad("exists already; a root key file is never overwritten".into()));
+    }
     let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.expose_secret())));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| bad(e.to_string()))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| bad(e.to_string()))
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let _ = fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        // Fails if `path` appeared meanwhile: never overwrites.
+        fs::hard_link(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok::<(), std::io::Error>(())
+    })();
+    let _ = fs::remove_file(&tmp);
+    written.map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

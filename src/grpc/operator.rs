@@ -15,6 +15,46 @@ pub struct OperatorApi {
     pub api: Api,
     /// The data folder (its seal.json goes into backups).
     pub data_dir: std::path::PathBuf,
+    /// Where the root key comes from (RotateRootKey makes the new one so).
+    pub root_key: crate::config::RootKeySource,
+}
+
+/// An HSM server's seal.json during a rotation: the new wrapped root key
+/// with the old one as `previous`, written before the store changes, so a
+/// crash leaves a folder that opens with whichever the store holds.
+struct HsmSwap {
+    old: crate::seal::SealFile,
+    new: crate::seal::SealFile,
+}
+
+impl HsmSwap {
+    fn prepare(
+        hsm: &crate::config::HsmConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<(keyward_crypto::RootKey, crate::seal::RootLoader, Self), KmsError> {
+        let internal = |e: String| KmsError::FailedPrecondition(format!("the HSM: {e}"));
+        let old = crate::seal::SealFile::read(data_dir)
+            .map_err(internal)?
+            .ok_or_else(|| KmsError::Internal("no seal.json".into()))?;
+        let root = keyward_crypto::RootKey::generate().map_err(|e| KmsError::Internal(e.to_string()))?;
+        let wrapped =
+            crate::seal::pkcs11::wrap_root(hsm, root.expose_secret()).map_err(|e| internal(e.to_string()))?;
+        let new = crate::seal::SealFile {
+            wrapped_root: Some(hex::encode(&wrapped)),
+            previous: None,
+            ..old.clone()
+        };
+        let during = crate::seal::SealFile { previous: Some(Box::new(old.clone())), ..new.clone() };
+        during.write(data_dir).map_err(internal)?;
+        Ok((root, crate::seal::pkcs11::loader(hsm.clone(), wrapped), Self { old, new }))
+    }
+
+    fn finish(self, data_dir: &std::path::Path, rotated: bool) {
+        let keep = if rotated { self.new } else { self.old };
+        if let Err(e) = keep.write(data_dir) {
+            tracing::error!(error = %e, "seal.json could not be settled after the root-key rotation; the next start settles it");
+        }
+    }
 }
 
 /// Bytes per streamed backup chunk.
@@ -152,6 +192,82 @@ impl OperatorService for OperatorApi {
             futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         let stream: Self::CreateBackupStream = Box::pin(stream);
         respond(&c, Ok(stream))
+    }
+
+    async fn rotate_root_key(
+        &self,
+        req: Request<pb::RotateRootKeyRequest>,
+    ) -> Result<Response<pb::RotateRootKeyResponse>, Status> {
+        use crate::config::RootKeySource;
+        let c = self.api.caller(&req, Operation::RotateRootKey).await?;
+        let kms = self.api.live()?;
+        let r = req.into_inner();
+        let kind = self.root_key.kind();
+        // What the new key is made from, refused (and audited) when the request does not fit.
+        let prepared: Result<(keyward_crypto::RootKey, Option<crate::seal::RootLoader>, String, Option<HsmSwap>), KmsError> =
+            match &self.root_key {
+                RootKeySource::File(_) | RootKeySource::Dev(_) => {
+                    if r.new_root_key_file.is_empty() {
+                        Err(KmsError::invalid(
+                            "new_root_key_file",
+                            "a server with a root key file needs the new one's path (make it with `keyward root-key create FILE` on the server's machine)",
+                        ))
+                    } else {
+                        let src = RootKeySource::File(r.new_root_key_file.clone().into());
+                        match crate::config::load_root_key(&src) {
+                            Ok(root) => {
+                                let load: crate::seal::RootLoader = std::sync::Arc::new(move || {
+                                    crate::config::load_root_key(&src).map_err(|e| e.to_string())
+                                });
+                                let next = format!(
+                                    "point root_key_file (or [root_key] file) at {} before the next start, then destroy the old key file: backups made under it become unreadable",
+                                    r.new_root_key_file
+                                );
+                                Ok((root, Some(load), next, None))
+                            }
+                            Err(e) => Err(KmsError::invalid("new_root_key_file", e.to_string())),
+                        }
+                    }
+                }
+                RootKeySource::Pkcs11(hsm) if r.new_root_key_file.is_empty() => {
+                    HsmSwap::prepare(hsm, &self.data_dir).map(|(root, load, swap)| {
+                        let next = "nothing: the new root key is wrapped by the same HSM key (seal.json); backups made before are readable only with the old root key, which no longer exists".to_string();
+                        (root, Some(load), next, Some(swap))
+                    })
+                }
+                RootKeySource::Pkcs11(_) => Err(KmsError::invalid(
+                    "new_root_key_file",
+                    "an HSM server makes its new root key itself; leave new_root_key_file empty",
+                )),
+                RootKeySource::Shamir => Err(KmsError::FailedPrecondition(
+                    "a Shamir server's root key is rotated offline, where the new shares are shown before anything changes: stop the server and run `keyward root-key rotate --config <file> --shares N --threshold K`".into(),
+                )),
+            };
+        let (root, load, next_step, swap) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(respond::<()>(&c, Err(kms.refuse(&c, Operation::RotateRootKey, e).await))
+                    .expect_err("an error"))
+            }
+        };
+        drop(kms);
+        let out = self.api.seal.rotate_root(&c, root, load).await;
+        if let Some(swap) = swap {
+            // The new wrapped key alone: the old one can never be unwrapped again
+            // (after a failure: the old one alone, as nothing changed).
+            swap.finish(&self.data_dir, out.is_ok());
+        }
+        respond(
+            &c,
+            out.map(|d| pb::RotateRootKeyResponse {
+                keys: d.keys as u32,
+                versions: d.versions as u32,
+                aliases: d.aliases as u32,
+                access_records: d.access as u32,
+                kind: kind.to_string(),
+                next_step,
+            }),
+        )
     }
 
     async fn seal_status(

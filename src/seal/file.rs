@@ -38,6 +38,12 @@ pub struct SealFile {
     /// PKCS#11: the root key wrapped by the HSM's key (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapped_root: Option<String>,
+    /// While a root-key rotation may not have finished: how the root key
+    /// before it was sealed. Whichever opens the store is kept; the other
+    /// is dropped (for an HSM, at the next start, so the old root key
+    /// cannot be unwrapped again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<SealFile>>,
 }
 
 impl SealFile {
@@ -109,6 +115,7 @@ mod tests {
             threshold: Some(3),
             share_commitments: Some(vec!["00".repeat(32)]),
             wrapped_root: None,
+            previous: None,
         };
         f.write(dir.path()).unwrap();
         assert_eq!(SealFile::read(dir.path()).unwrap(), Some(f.clone()));

@@ -91,6 +91,7 @@ pub fn init(
                 threshold: Some(u32::from(k)),
                 share_commitments: Some(shares.iter().map(|s| hex::encode(s.commitment())).collect()),
                 wrapped_root: None,
+                previous: None,
             };
             (seal, shares)
         }
@@ -130,6 +131,7 @@ fn wrap_with_hsm(hsm: &HsmConfig, root: &RootKey, create: bool, created_ms: i64)
         threshold: None,
         share_commitments: None,
         wrapped_root: Some(hex::encode(wrapped)),
+        previous: None,
     })
 }
 

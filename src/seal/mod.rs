@@ -20,6 +20,7 @@
 pub mod file;
 pub mod init;
 pub mod pkcs11;
+pub mod rotate;
 pub mod shamir;
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,23 +44,64 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 pub enum Source {
     /// Key shares, offered one by one.
     Shamir {
-        /// The initialization the shares must belong to.
-        init_id: String,
-        /// How many were made.
-        shares: u8,
-        /// How many rebuild the key.
-        threshold: u8,
-        /// Each share's commitment, by index - 1 (empty: not checked one by one).
-        commitments: Vec<[u8; 32]>,
+        /// The initialization the shares belong to.
+        current: ShamirInit,
+        /// The one before it, while a root-key rotation may not have
+        /// finished (seal.json's `previous`): its shares are accepted too,
+        /// and whichever opens the store becomes the only one.
+        previous: Option<ShamirInit>,
+        /// The data folder (its seal.json is settled at unseal).
+        data_dir: std::path::PathBuf,
     },
     /// A file or an HSM: `kind` is what [`SealState::kind`] says, `load`
-    /// reads the key.
+    /// reads the key (replaced when the root key is rotated).
     Auto {
         /// `file` or `pkcs11`.
         kind: &'static str,
         /// Reads the root key (errors are for the operator: they name files and labels).
-        load: Arc<dyn Fn() -> Result<RootKey, String> + Send + Sync>,
+        load: RwLock<RootLoader>,
     },
+}
+
+/// Reads a root key (from a file, or the HSM).
+pub type RootLoader = Arc<dyn Fn() -> Result<RootKey, String> + Send + Sync>;
+
+/// One Shamir initialization: its id, N, K and the shares' commitments.
+#[derive(Debug, Clone)]
+pub struct ShamirInit {
+    /// The id every share names.
+    pub init_id: String,
+    /// How many were made.
+    pub shares: u8,
+    /// How many rebuild the key.
+    pub threshold: u8,
+    /// Each share's commitment, by index - 1 (empty: not checked one by one).
+    pub commitments: Vec<[u8; 32]>,
+}
+
+impl ShamirInit {
+    /// Reads one from a seal file (`path` names it in errors).
+    pub fn of(f: &SealFile, path: &std::path::Path) -> Result<Self, String> {
+        let bad = |what: &str| format!("{}: {what}", path.display());
+        let init_id = f.init_id.clone().ok_or_else(|| bad("no init_id"))?;
+        let (shares, threshold) = shamir::check_parameters(
+            f.shares.ok_or_else(|| bad("no shares"))?,
+            f.threshold.ok_or_else(|| bad("no threshold"))?,
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let commitments = f
+            .share_commitments
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+            .collect::<Option<Vec<[u8; 32]>>>()
+            .ok_or_else(|| bad("share_commitments must be 64 hex characters each"))?;
+        if !commitments.is_empty() && commitments.len() != usize::from(shares) {
+            return Err(bad("share_commitments must have one entry per share"));
+        }
+        Ok(Self { init_id, shares, threshold, commitments })
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -225,7 +267,7 @@ impl Seal {
     pub fn state(&self) -> SealState {
         let sealed = self.is_sealed();
         match &self.source {
-            Source::Shamir { init_id, shares, threshold, .. } => SealState {
+            Source::Shamir { current: ShamirInit { init_id, shares, threshold, .. }, .. } => SealState {
                 sealed,
                 kind: "shamir",
                 progress: if sealed {
@@ -263,7 +305,7 @@ impl Seal {
     /// and the shares do not open the store: then every share given is
     /// forgotten. Every attempt is recorded once the log is writable.
     pub async fn unseal(&self, share: &str, who: Attempt) -> Result<SealState, KmsError> {
-        let Source::Shamir { init_id, threshold, commitments, .. } = &self.source else {
+        let Source::Shamir { current, previous, data_dir } = &self.source else {
             if share.trim().is_empty() {
                 return self.unseal_auto(who).await;
             }
@@ -279,7 +321,15 @@ impl Seal {
         if !self.is_sealed() {
             return Ok(self.state());
         }
-        let parsed = Share::parse(share).and_then(|s| s.check_init(init_id).map(|()| s));
+        // A share of the current initialization, or of the previous one while
+        // a rotation may not have finished; all of one round from the same.
+        let parsed = Share::parse(share).and_then(|s| {
+            let of = |i: &ShamirInit| i.init_id == s.init_id;
+            match (of(current), previous.as_ref().filter(|p| of(p))) {
+                (true, _) | (false, Some(_)) => Ok(s),
+                (false, None) => s.check_init(&current.init_id).map(|()| s),
+            }
+        });
         let s = match parsed {
             Ok(s) => s,
             Err(e) => {
@@ -288,6 +338,24 @@ impl Seal {
                 return Err(err);
             }
         };
+        let init =
+            if s.init_id == current.init_id { current } else { previous.as_ref().expect("matched above") };
+        let (init_id, threshold, commitments) = (&init.init_id, &init.threshold, &init.commitments);
+        if let Some(first) = progress.first().filter(|p| p.init_id != s.init_id) {
+            let err = KmsError::invalid(
+                "share",
+                format!(
+                    "this share belongs to initialization {}, the shares given so far to {}; reset the progress to switch",
+                    s.init_id, first.init_id
+                ),
+            );
+            self.note(
+                &who,
+                format!("share {} of {}: another initialization than the round", s.index, s.init_id),
+                Some(&err),
+            );
+            return Err(err);
+        }
         // Checked against its commitment before it counts: a forged or
         // mistyped share cannot take a real one's place.
         if !commitments.is_empty() {
@@ -335,12 +403,57 @@ impl Seal {
         match self.open(root, "the shares do not rebuild this data folder's root key; every share given so far is forgotten: offer the right ones again").await {
             Ok(kms) => {
                 self.note(&who, format!("share {index} of {init_id}: unsealed with {given} shares"), None);
+                if previous.is_some() {
+                    settle_seal_file(data_dir, init_id);
+                }
                 self.install(kms).await;
                 Ok(self.state())
             }
             Err(err) => {
                 self.note(&who, format!("{given} shares of {init_id}: refused"), Some(&err));
                 Err(err)
+            }
+        }
+    }
+
+    /// Rotates the root key of an unsealed server (see
+    /// `Kms::rotate_root_key`), then replaces the retired key service with
+    /// one opened under the new key; `loader` reads the new key from now on
+    /// (a file or an HSM). Requests in the moment of the swap get
+    /// UNAVAILABLE and may retry.
+    pub async fn rotate_root(
+        &self,
+        caller: &keyward_core::Caller,
+        new_root: RootKey,
+        loader: Option<RootLoader>,
+    ) -> Result<keyward_core::RootRotation, KmsError> {
+        let _one_at_a_time = self.progress.lock().await;
+        let kms = self.kms()?;
+        let keep = zeroize::Zeroizing::new(*new_root.expose_secret());
+        let done = kms.rotate_root_key(caller, new_root).await?;
+        drop(kms);
+        if let (Source::Auto { load, .. }, Some(l)) = (&self.source, loader) {
+            *load.write().expect("loader lock") = l;
+        }
+        let old = self.cell.write().expect("seal lock").take();
+        if let Some(old) = old {
+            let start = Instant::now();
+            while Arc::strong_count(&old) > 1 && start.elapsed() < DRAIN_LIMIT {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            old.flush_refusals(true).await;
+            let _ = tokio::task::spawn_blocking(move || close(old, DRAIN_LIMIT)).await;
+        }
+        let root = RootKey::from_bytes(&*keep).map_err(|e| KmsError::Internal(e.to_string()))?;
+        match self.open(root, "the new root key does not open the store it was just rotated to").await {
+            Ok(kms) => {
+                *self.cell.write().expect("seal lock") = Some(kms);
+                Ok(done)
+            }
+            Err(e) => {
+                self.unsealed.send_replace(false);
+                tracing::error!(error = %e.public_message(), "the root key was rotated, but the key service did not reopen: restart the server with the new root key");
+                Err(e)
             }
         }
     }
@@ -360,12 +473,12 @@ impl Seal {
     /// A file or HSM server sealed by an admin: reads its root key again.
     async fn unseal_auto(&self, who: Attempt) -> Result<SealState, KmsError> {
         let Source::Auto { kind, load } = &self.source else { unreachable!("checked by the caller") };
+        let load = load.read().expect("loader lock").clone();
         let _one_at_a_time = self.progress.lock().await;
         if !self.is_sealed() {
             return Ok(self.state());
         }
         // Off the async threads: an HSM call blocks.
-        let load = load.clone();
         let loaded = tokio::task::spawn_blocking(move || load())
             .await
             .unwrap_or_else(|e| Err(format!("the unseal task failed: {e}")));
@@ -515,6 +628,26 @@ impl Seal {
             target,
             error: error.map(same_kind),
         });
+    }
+}
+
+/// After an unseal with the shares of `init_id`, while seal.json still
+/// names two initializations (a rotation that may not have finished):
+/// keeps only the one that opened the store.
+fn settle_seal_file(data_dir: &std::path::Path, init_id: &str) {
+    let settled = match SealFile::read(data_dir) {
+        Ok(Some(mut f)) => match f.previous.take() {
+            Some(p) if p.init_id.as_deref() == Some(init_id) => Some(*p),
+            Some(_) if f.init_id.as_deref() == Some(init_id) => Some(f),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(f) = settled {
+        match f.write(data_dir) {
+            Ok(()) => tracing::info!(init_id, "seal.json settled on the initialization that unsealed"),
+            Err(e) => tracing::error!(error = %e, "seal.json could not be settled"),
+        }
     }
 }
 

@@ -55,6 +55,14 @@ static HSM_LOCK: Mutex<()> = Mutex::new(());
 
 pub use crate::config::HsmConfig;
 
+/// A root-key loader that unwraps `wrapped` with the HSM each time it runs.
+pub fn loader(hsm: HsmConfig, wrapped: Vec<u8>) -> super::RootLoader {
+    std::sync::Arc::new(move || {
+        let bytes = unwrap_root(&hsm, &wrapped).map_err(|e| e.to_string())?;
+        keyward_crypto::RootKey::from_bytes(&*bytes).map_err(|e| e.to_string())
+    })
+}
+
 /// What went wrong talking to the HSM. Messages name the module, token, key label or PIN
 /// file at fault; none holds the PIN or any key byte.
 #[derive(Debug, thiserror::Error)]

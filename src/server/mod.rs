@@ -22,7 +22,7 @@ mod tasks;
 
 use std::future::Future;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use keyward_core::{OpenError, Store, SystemClock};
@@ -42,7 +42,7 @@ use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::crypto_service_server::CryptoServiceServer;
 use crate::pb::key_service_server::KeyServiceServer;
 use crate::pb::operator_service_server::OperatorServiceServer;
-use crate::seal::{Seal, Source};
+use crate::seal::{Seal, ShamirInit, Source};
 use drain::Drain;
 
 /// How long each stage of shutdown may take before the next one starts anyway.
@@ -92,10 +92,17 @@ impl Server {
         check_seal_kind(&config, seal_file.as_ref())?;
         // Read the root key before opening the store: a bad key file is a
         // configuration error, whatever the folder holds.
-        let (source, root) = root_source(&config, seal_file)?;
+        let (source, root, fallback) = root_source(&config, seal_file)?;
         let db_dir = config.data_dir.join("db");
         let store = RocksStore::open(&db_dir)
             .map_err(|source| ServerError::Store { path: db_dir.display().to_string(), source })?;
+        let (source, root) = match (fallback, root) {
+            (Some(f), Some(r)) => {
+                let (s, r) = settle_hsm_root(&store, &config.data_dir, source, r, f)?;
+                (s, Some(r))
+            }
+            (_, root) => (source, root),
+        };
         Self::prepare(config, transport, Arc::new(store), source, root)
     }
 
@@ -109,8 +116,15 @@ impl Server {
         let transport = transport(&config)?;
         let config = with_jwt_issuers(config)?;
         let bytes = zeroize::Zeroizing::new(*root.expose_secret());
-        let load = Arc::new(move || RootKey::from_bytes(&*bytes).map_err(|e| e.to_string()));
-        Self::prepare(config, transport, store, Source::Auto { kind: "file", load }, Some(root))
+        let load: crate::seal::RootLoader =
+            Arc::new(move || RootKey::from_bytes(&*bytes).map_err(|e| e.to_string()));
+        Self::prepare(
+            config,
+            transport,
+            store,
+            Source::Auto { kind: "file", load: RwLock::new(load) },
+            Some(root),
+        )
     }
 
     fn prepare(
@@ -236,61 +250,94 @@ fn check_seal_kind(config: &ServerConfig, file: Option<&crate::seal::SealFile>) 
 }
 
 /// How the server gets its root key, and the key itself when it comes at
-/// start (a file, an HSM); none for Shamir (sealed until unsealed).
+/// start (a file, an HSM); none for Shamir (sealed until unsealed). For an
+/// HSM whose seal.json still names the root key before a rotation, also
+/// that one: [`settle_hsm_root`] keeps whichever opens the store.
 fn root_source(
     config: &ServerConfig,
     file: Option<crate::seal::SealFile>,
-) -> Result<(Source, Option<RootKey>), ConfigError> {
+) -> Result<(Source, Option<RootKey>, Option<HsmFallback>), ConfigError> {
+    let path = crate::seal::SealFile::path(&config.data_dir);
     match &config.root_key {
         RootKeySource::File(_) | RootKeySource::Dev(_) => {
             let root = load_root_key(&config.root_key)?;
             let src = config.root_key.clone();
-            let load = Arc::new(move || load_root_key(&src).map_err(|e| e.to_string()));
-            Ok((Source::Auto { kind: "file", load }, Some(root)))
+            let load: crate::seal::RootLoader =
+                Arc::new(move || load_root_key(&src).map_err(|e| e.to_string()));
+            Ok((Source::Auto { kind: "file", load: RwLock::new(load) }, Some(root), None))
         }
         RootKeySource::Shamir => {
             let f = file.expect("checked by check_seal_kind");
-            let bad = |what: &str| {
-                ConfigError::Invalid(format!(
-                    "{}: {what}",
-                    crate::seal::SealFile::path(&config.data_dir).display()
-                ))
+            let current = ShamirInit::of(&f, &path).map_err(ConfigError::Invalid)?;
+            let previous = match &f.previous {
+                Some(p) => Some(ShamirInit::of(p, &path).map_err(ConfigError::Invalid)?),
+                None => None,
             };
-            let init_id = f.init_id.ok_or_else(|| bad("no init_id"))?;
-            let (shares, threshold) = crate::seal::shamir::check_parameters(
-                f.shares.ok_or_else(|| bad("no shares"))?,
-                f.threshold.ok_or_else(|| bad("no threshold"))?,
-            )
-            .map_err(|e| bad(&e.to_string()))?;
-            let commitments = f
-                .share_commitments
-                .unwrap_or_default()
-                .iter()
-                .map(|h| hex::decode(h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
-                .collect::<Option<Vec<[u8; 32]>>>()
-                .ok_or_else(|| bad("share_commitments must be 64 hex characters each"))?;
-            if !commitments.is_empty() && commitments.len() != usize::from(shares) {
-                return Err(bad("share_commitments must have one entry per share"));
-            }
-            Ok((Source::Shamir { init_id, shares, threshold, commitments }, None))
+            Ok((Source::Shamir { current, previous, data_dir: config.data_dir.clone() }, None, None))
         }
         RootKeySource::Pkcs11(hsm) => {
             let f = file.expect("checked by check_seal_kind");
-            let path = crate::seal::SealFile::path(&config.data_dir);
-            let wrapped =
-                f.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
-                    ConfigError::Invalid(format!("{}: no wrapped_root (hex)", path.display()))
-                })?;
-            let hsm = hsm.clone();
-            let unwrap = move || -> Result<RootKey, String> {
-                let bytes = crate::seal::pkcs11::unwrap_root(&hsm, &wrapped).map_err(|e| e.to_string())?;
-                RootKey::from_bytes(&*bytes).map_err(|e| e.to_string())
+            let loader = |f: &crate::seal::SealFile| -> Result<crate::seal::RootLoader, ConfigError> {
+                let wrapped =
+                    f.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
+                        ConfigError::Invalid(format!("{}: no wrapped_root (hex)", path.display()))
+                    })?;
+                Ok(crate::seal::pkcs11::loader(hsm.clone(), wrapped))
             };
+            let load = loader(&f)?;
             let root =
-                unwrap().map_err(|e| ConfigError::Invalid(format!("[root_key] kind = \"pkcs11\": {e}")))?;
-            Ok((Source::Auto { kind: "pkcs11", load: Arc::new(unwrap) }, Some(root)))
+                load().map_err(|e| ConfigError::Invalid(format!("[root_key] kind = \"pkcs11\": {e}")))?;
+            let fallback = match &f.previous {
+                Some(p) => {
+                    let load = loader(p)?;
+                    let root = load().map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "[root_key] kind = \"pkcs11\" (the previous root key): {e}"
+                        ))
+                    })?;
+                    Some(HsmFallback { root, load, file: f.clone() })
+                }
+                None => None,
+            };
+            Ok((Source::Auto { kind: "pkcs11", load: RwLock::new(load) }, Some(root), fallback))
         }
     }
+}
+
+/// The HSM-wrapped root key before an unfinished rotation.
+struct HsmFallback {
+    root: RootKey,
+    load: crate::seal::RootLoader,
+    file: crate::seal::SealFile,
+}
+
+/// An HSM's seal.json naming two root keys (a rotation that may not have
+/// finished): keeps the one whose check value the store holds, rewrites
+/// seal.json to name only it (so the other can never be unwrapped again),
+/// and returns the key and the source to serve with.
+fn settle_hsm_root(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+    source: Source,
+    root: RootKey,
+    fallback: HsmFallback,
+) -> Result<(Source, RootKey), ServerError> {
+    let check = store
+        .root_check()
+        .map_err(|source| ServerError::Store { path: data_dir.display().to_string(), source })?;
+    let fits = |r: &RootKey| check.as_ref().is_some_and(|c| r.matches(&keyward_crypto::RootCheck(c.clone())));
+    let mut file = fallback.file;
+    let previous = *file.previous.take().expect("a fallback comes from previous");
+    let (keep, source, root) = if fits(&root) {
+        (file, source, root)
+    } else if fits(&fallback.root) {
+        tracing::warn!("the last root-key rotation did not finish: serving with the root key before it");
+        (previous, Source::Auto { kind: "pkcs11", load: RwLock::new(fallback.load) }, fallback.root)
+    } else {
+        return Err(ServerError::Open(OpenError::WrongRootKey));
+    };
+    keep.write(data_dir).map_err(ConfigError::Invalid)?;
+    Ok((source, root))
 }
 
 /// Reads the JWT issuers' JWKS files (an unusable one refuses to start) and
@@ -478,8 +525,12 @@ impl Prepared {
             .add_service(AccessServiceServer::new(AccessApi(api.clone())).max_decoding_message_size(max))
             .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max))
             .add_service(
-                OperatorServiceServer::new(OperatorApi { api, data_dir: config.data_dir.clone() })
-                    .max_decoding_message_size(max),
+                OperatorServiceServer::new(OperatorApi {
+                    api,
+                    data_dir: config.data_dir.clone(),
+                    root_key: config.root_key.clone(),
+                })
+                .max_decoding_message_size(max),
             );
         // TCP_NODELAY: without it, a 4 KiB response waits on Nagle and
         // delayed ACKs for ~40 ms (measured with keyward-bench).

@@ -50,8 +50,8 @@ pub use kms::{
     export_audit_page, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, AuditQueryInput, Caller,
     CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput,
     GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
-    PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl, TokenView,
-    UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
+    PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl,
+    TokenView, UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
     RESERVED_PRINCIPALS, WRONG_KEY,
 };
 pub use limits::Limits;

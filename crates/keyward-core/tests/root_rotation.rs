@@ -31,7 +31,9 @@ async fn rotation_rewraps_everything_and_retires_the_old_key() {
     let mut made = Vec::new();
     for k in 0..3 {
         let alias = format!("alias/k{k}");
-        kms.create_key(&caller(), CreateKeyInput { alias: Some(alias.clone()), ..Default::default() }).await.unwrap();
+        kms.create_key(&caller(), CreateKeyInput { alias: Some(alias.clone()), ..Default::default() })
+            .await
+            .unwrap();
         for v in 0..2 {
             let text = format!("text {k}-{v}");
             let ct = kms
@@ -60,7 +62,10 @@ async fn rotation_rewraps_everything_and_retires_the_old_key() {
     assert!(done.access >= 2, "{done:?}");
     // Retired: crypto still answers from memory, changes are refused.
     assert!(kms.is_retired());
-    assert_eq!(kms.decrypt(&caller(), &made[0].0, HashMap::new(), None).await.unwrap().plaintext.expose_secret(), made[0].1.as_bytes());
+    assert_eq!(
+        kms.decrypt(&caller(), &made[0].0, HashMap::new(), None).await.unwrap().plaintext.expose_secret(),
+        made[0].1.as_bytes()
+    );
     let e = kms.rotate_key(&caller(), "alias/k0").await.unwrap_err();
     assert!(matches!(e, KmsError::Sealed(_)) && e.to_string().contains("rotated"), "{e}");
     assert!(kms.create_principal(&caller(), "other", &["user".to_string()]).await.is_err());
@@ -91,7 +96,11 @@ async fn rotation_rewraps_everything_and_retires_the_old_key() {
         .unwrap();
     let outcomes: Vec<&str> = page.records.iter().map(|r| r.record.outcome.as_str()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "OK").count(), 1, "{outcomes:?}");
-    assert!(page.records.iter().any(|r| r.record.target.as_deref().is_some_and(|t| t.contains("9 version secrets"))));
+    assert!(page.records.iter().any(|r| r
+        .record
+        .target
+        .as_deref()
+        .is_some_and(|t| t.contains("9 version secrets"))));
     kms.audit_log().stop(std::time::Duration::from_secs(5));
     drop(kms);
     reopen(&store, [7; 32]).unwrap();

@@ -174,8 +174,13 @@ impl RocksStore {
     /// wrapped secret (overwritten), alias and access record, the sealed
     /// signing key and the check value, as the new root key made them.
     fn put_rekey(&self, b: &mut WriteBatch, r: &keyward_core::Rekey) -> Result<(), StoreError> {
-        let (keys, secrets, aliases, access, meta) =
-            (self.cf(CF_KEYS), self.cf(CF_SECRETS), self.cf(CF_ALIASES), self.cf(CF_ACCESS), self.cf(CF_META));
+        let (keys, secrets, aliases, access, meta) = (
+            self.cf(CF_KEYS),
+            self.cf(CF_SECRETS),
+            self.cf(CF_ALIASES),
+            self.cf(CF_ACCESS),
+            self.cf(CF_META),
+        );
         for k in &r.keys {
             b.put_cf(keys, k.meta.id.as_bytes(), format::keys::encode(k)?);
             for (version, w) in &k.wrapped {

@@ -40,7 +40,11 @@ pub struct RootRotation {
 impl Kms {
     /// `RotateRootKey` (admin): see the module documentation. After it
     /// returns `Ok`, this `Kms` is retired; open a new one under `new_root`.
-    pub async fn rotate_root_key(&self, caller: &Caller, new_root: RootKey) -> Result<RootRotation, KmsError> {
+    pub async fn rotate_root_key(
+        &self,
+        caller: &Caller,
+        new_root: RootKey,
+    ) -> Result<RootRotation, KmsError> {
         let mut entry = self.entry(caller, Operation::RotateRootKey);
         if !caller.policy.has(Role::Admin) {
             let e = KmsError::PermissionDenied(format!("{} may not rotate the root key", caller.principal));
@@ -85,7 +89,9 @@ impl Kms {
     /// The refusal of a change on a retired `Kms`.
     pub(super) fn check_not_retired(&self) -> Result<(), KmsError> {
         if self.is_retired() {
-            Err(KmsError::Sealed("the root key was just rotated and the service is reopening under the new one; retry".into()))
+            Err(KmsError::Sealed(
+                "the root key was just rotated and the service is reopening under the new one; retry".into(),
+            ))
         } else {
             Ok(())
         }
@@ -107,10 +113,9 @@ impl Kms {
             for live in state.keys.values() {
                 let mut record = live.record.clone();
                 for (v, wrapped) in record.wrapped.iter_mut() {
-                    let secret = live
-                        .secrets
-                        .get(v)
-                        .ok_or_else(|| KmsError::Internal(format!("key {} v{v}: secret not in memory", live.meta().id)))?;
+                    let secret = live.secrets.get(v).ok_or_else(|| {
+                        KmsError::Internal(format!("key {} v{v}: secret not in memory", live.meta().id))
+                    })?;
                     *wrapped = new_root.wrap(live.meta().id.as_bytes(), *v, secret).map_err(internal)?;
                     versions += 1;
                 }
@@ -131,8 +136,10 @@ impl Kms {
         let mut access = self.store.load_access().map_err(KmsError::Store)?;
         for r in &mut access {
             if let AccessRecord::AccessKey(k) = r {
-                let secret =
-                    self.root.open_access_secret(&k.id, &k.sealed_secret, ACCESS_SECRET_LEN).map_err(internal)?;
+                let secret = self
+                    .root
+                    .open_access_secret(&k.id, &k.sealed_secret, ACCESS_SECRET_LEN)
+                    .map_err(internal)?;
                 k.sealed_secret = new_root.seal_access_secret(&k.id, &secret).map_err(internal)?;
             }
             let tag = integrity::tag_access(&records, r);
@@ -143,7 +150,8 @@ impl Kms {
             .audit_signer()
             .map_err(KmsError::Store)?
             .ok_or_else(|| KmsError::Internal("no audit signing key stored".into()))?;
-        let key = self.root.unseal_signing_key(signer.node_id.as_bytes(), &signer.sealed_key).map_err(internal)?;
+        let key =
+            self.root.unseal_signing_key(signer.node_id.as_bytes(), &signer.sealed_key).map_err(internal)?;
         signer.sealed_key = new_root.seal_signing_key(signer.node_id.as_bytes(), &key).map_err(internal)?;
         let done = RootRotation { keys: keys.len(), versions, aliases: aliases.len(), access: access.len() };
         let rekey = Rekey { keys, aliases, access, signer, root_check: new_root.check_value().0 };

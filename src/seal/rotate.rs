@@ -1,0 +1,208 @@
+//! `keyward root-key rotate` offline: on a stopped server's data folder,
+//! the same use case as the RotateRootKey RPC (`Kms::rotate_root_key`).
+//!
+//! Crash-safe: the store changes in one atomic write, so a SIGKILL at any
+//! point leaves a store that opens with the old root key or the new one.
+//! Where the new key lives is settled around that write:
+//! - a key file: the new file is written (synced) before; rerunning the
+//!   command with the same files after a crash finishes the job (or says
+//!   it is done);
+//! - Shamir: the new shares are shown (and flushed) and seal.json names
+//!   both initializations before the write; after it, only the new one. A
+//!   crash in between leaves a folder that unseals with either set;
+//! - an HSM: seal.json names both wrapped keys before the write, only the
+//!   new one after; the server keeps whichever the store holds at start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keyward_core::{Caller, Edge, Kms, Policy, RootRotation, Store, SystemClock};
+use keyward_crypto::{RootCheck, RootKey};
+use keyward_store::RocksStore;
+
+use super::file::SealFile;
+use super::shamir::{self, Share};
+use super::ShamirInit;
+use crate::config::{load_root_key, write_root_key_file, RootKeySource, ServerConfig};
+
+/// What the new root key is.
+#[derive(Debug)]
+pub enum NewRoot {
+    /// kind = "file": this file (written if it does not exist).
+    File(PathBuf),
+    /// kind = "shamir": split into N shares, K of which rebuild it.
+    Shares(u32, u32),
+    /// kind = "pkcs11": wrapped by the same HSM key.
+    Hsm,
+}
+
+/// Shows the new shares (and the seal file they go with) to the operator.
+pub type ShowShares<'a> = dyn FnMut(&[Share], &SealFile) -> Result<(), String> + 'a;
+
+/// How it went.
+#[derive(Debug)]
+pub enum Rotated {
+    /// Rewritten under the new key.
+    Done(RootRotation),
+    /// The store already opens with the new key file (an earlier run
+    /// committed); its leftovers were purged.
+    Already,
+}
+
+/// Rotates the root key of the stopped server `config` names. `old_shares`
+/// asks the operator for shares of an initialization (Shamir); `show`
+/// shows the new shares before anything changes (an error stops it there).
+pub fn rotate(
+    config: &ServerConfig,
+    new: NewRoot,
+    old_shares: &mut dyn FnMut(&ShamirInit) -> Result<Vec<Share>, String>,
+    show: &mut ShowShares<'_>,
+) -> Result<Rotated, String> {
+    let dir = &config.data_dir;
+    let db = dir.join("db");
+    if !db.join("CURRENT").exists() {
+        return Err(format!("{} holds no Keyward store", dir.display()));
+    }
+    // A running server holds the store's lock: opening fails, saying so.
+    let store = RocksStore::open(&db).map_err(|e| {
+        format!("data folder {}: {e} (stop the server first: this runs offline)", db.display())
+    })?;
+    let check =
+        store.root_check().map_err(|e| e.to_string())?.ok_or("the store has no root-key check value")?;
+    let fits = |r: &RootKey| r.matches(&RootCheck(check.clone()));
+    let seal = SealFile::read(dir)?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let (old, new_root, during, after) = match (&config.root_key, new) {
+        (RootKeySource::File(_) | RootKeySource::Dev(_), NewRoot::File(path)) => {
+            if path.exists() {
+                let n = load_root_key(&RootKeySource::File(path.clone())).map_err(|e| e.to_string())?;
+                if fits(&n) {
+                    // An earlier run committed; opening purged what it left.
+                    let kms = open(&store, n, config)?;
+                    super::close(Arc::new(kms), std::time::Duration::from_secs(10));
+                    return Ok(Rotated::Already);
+                }
+            }
+            let old = load_root_key(&config.root_key).map_err(|e| e.to_string())?;
+            if !fits(&old) {
+                return Err("neither the configured root key nor the new one opens this store".into());
+            }
+            if !path.exists() {
+                let n = RootKey::generate().map_err(|e| e.to_string())?;
+                write_root_key_file(&path, &n).map_err(|e| e.to_string())?;
+            }
+            let n = load_root_key(&RootKeySource::File(path)).map_err(|e| e.to_string())?;
+            (old, n, None, None)
+        }
+        (RootKeySource::Shamir, NewRoot::Shares(n, k)) => {
+            let file = seal.ok_or("no seal.json: the folder is not initialized for shares")?;
+            let old = old_root_from_shares(&file, dir, &fits, old_shares)?;
+            let (n, k) = shamir::check_parameters(n, k).map_err(|e| e.to_string())?;
+            let root = RootKey::generate().map_err(|e| e.to_string())?;
+            let init_id = shamir::new_init_id().map_err(|e| e.to_string())?;
+            let shares = shamir::split(&root, &init_id, n, k).map_err(|e| e.to_string())?;
+            let settled = SealFile {
+                init_id: Some(init_id),
+                shares: Some(u32::from(n)),
+                threshold: Some(u32::from(k)),
+                share_commitments: Some(shares.iter().map(|s| hex::encode(s.commitment())).collect()),
+                previous: None,
+                ..file.clone()
+            };
+            // Shown before anything changes: if they cannot be, nothing does.
+            show(&shares, &settled)?;
+            let mut old_file = file;
+            old_file.previous = None;
+            let during = SealFile { previous: Some(Box::new(old_file)), ..settled.clone() };
+            (old, root, Some(during), Some(settled))
+        }
+        (RootKeySource::Pkcs11(hsm), NewRoot::Hsm) => {
+            let file = seal.ok_or("no seal.json: the folder is not initialized for an HSM")?;
+            let mut candidates = vec![file.clone()];
+            candidates.extend(file.previous.clone().map(|p| *p));
+            let mut old = None;
+            for c in &candidates {
+                let wrapped = c.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or("seal.json: no wrapped_root")?;
+                let r = super::pkcs11::loader(hsm.clone(), wrapped)()?;
+                if fits(&r) {
+                    old = Some((r, c.clone()));
+                    break;
+                }
+            }
+            let (old, mut old_file) = old.ok_or("no root key in seal.json opens this store")?;
+            old_file.previous = None;
+            let root = RootKey::generate().map_err(|e| e.to_string())?;
+            let wrapped = super::pkcs11::wrap_root(hsm, root.expose_secret()).map_err(|e| e.to_string())?;
+            let settled = SealFile { wrapped_root: Some(hex::encode(wrapped)), previous: None, ..old_file.clone() };
+            let during = SealFile { previous: Some(Box::new(old_file)), ..settled.clone() };
+            (old, root, Some(during), Some(settled))
+        }
+        (kind, new) => {
+            return Err(format!(
+                "[root_key] kind = {:?} does not rotate with {}: a key file takes --new-root-key-file, shares take --shares and --threshold, an HSM takes neither",
+                kind.kind(),
+                match new {
+                    NewRoot::File(_) => "--new-root-key-file",
+                    NewRoot::Shares(..) => "--shares/--threshold",
+                    NewRoot::Hsm => "no flag",
+                }
+            ))
+        }
+    };
+    let kms = open(&store, old, config)?;
+    if let Some(f) = &during {
+        f.write(dir)?;
+    }
+    let caller = Caller {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        principal: "operator".into(),
+        peer: "keyward root-key rotate (offline)".into(),
+        edge: Edge::System,
+        policy: Arc::new(Policy::everything()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let done = rt.block_on(kms.rotate_root_key(&caller, new_root)).map_err(|e| e.public_message());
+    super::close(Arc::new(kms), std::time::Duration::from_secs(30));
+    let done = done?;
+    if let Some(f) = &after {
+        f.write(dir)?;
+    }
+    Ok(Rotated::Done(done))
+}
+
+fn open(store: &Arc<dyn Store>, root: RootKey, config: &ServerConfig) -> Result<Kms, String> {
+    Kms::open(store.clone(), root, Arc::new(SystemClock), config.kms.clone()).map_err(|e| e.to_string())
+}
+
+/// The old root key from the operator's shares: of the current
+/// initialization, or the previous one while a rotation may not have
+/// finished; each share checked against its commitment.
+fn old_root_from_shares(
+    file: &SealFile,
+    dir: &Path,
+    fits: &dyn Fn(&RootKey) -> bool,
+    ask: &mut dyn FnMut(&ShamirInit) -> Result<Vec<Share>, String>,
+) -> Result<RootKey, String> {
+    let path = SealFile::path(dir);
+    let current = ShamirInit::of(file, &path)?;
+    let shares = ask(&current)?;
+    let init = match (&file.previous, shares.first()) {
+        (Some(p), Some(s)) if p.init_id.as_deref() == Some(s.init_id.as_str()) => ShamirInit::of(p, &path)?,
+        _ => current,
+    };
+    for s in &shares {
+        s.check_init(&init.init_id).map_err(|e| e.to_string())?;
+        let c = init.commitments.get(usize::from(s.index) - 1);
+        if !init.commitments.is_empty() && c != Some(&s.commitment()) {
+            return Err(format!(
+                "share {} is not one of the shares of initialization {}",
+                s.index, init.init_id
+            ));
+        }
+    }
+    let root = shamir::combine(&shares, init.threshold).map_err(|e| e.to_string())?;
+    if !fits(&root) {
+        return Err("the shares do not rebuild this store's root key".into());
+    }
+    Ok(root)
+}
