@@ -152,6 +152,26 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// Fill a server with `--keys` keys and `--records` audit records (data
+    /// keys without plaintext, spread over the keys), for measuring backup,
+    /// restore and root-key rotation of a big store (scripts/bench-recovery).
+    Populate {
+        /// Keyward address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        keyward: String,
+        /// Bearer token of an administrator (not needed against --dev).
+        #[arg(long, env = "KEYWARD_TOKEN")]
+        admin_token: Option<String>,
+        /// Keys to create.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Audit records to add (one per data key).
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
     /// Measure the Kubernetes KMS v2 plugin: Decrypt latency one at a time
     /// (as a polling apiserver sees it) and the time to decrypt N at once
     /// (an apiserver start-up).
@@ -287,6 +307,61 @@ struct Result_ {
     rps: f64,
     hist: Histogram<u64>,
     errors: u64,
+}
+
+/// See [`Cmd::Populate`]. Prints what it made and how fast.
+async fn populate(
+    addr: &str,
+    token: Option<&str>,
+    keys: usize,
+    records: usize,
+    concurrency: usize,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let chans = channels(addr, 4).await?;
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = futures_util::stream::iter(0..keys)
+        .map(|i| {
+            let ch = chans[i % chans.len()].clone();
+            async move {
+                let r = KeyServiceClient::new(ch)
+                    .create_key(with_token(pb::CreateKeyRequest::default(), token))
+                    .await
+                    .map_err(|e| format!("CreateKey: {e}"))?;
+                Ok::<_, String>(r.into_inner().key.map(|k| k.key_id).unwrap_or_default())
+            }
+        })
+        .buffer_unordered(concurrency.min(64))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let keys_s = started.elapsed().as_secs_f64();
+    println!("created {} keys in {keys_s:.1} s ({:.0}/s)", ids.len(), ids.len() as f64 / keys_s);
+    let started = std::time::Instant::now();
+    let ids = std::sync::Arc::new(ids);
+    let failed = futures_util::stream::iter(0..records)
+        .map(|i| {
+            let (ch, ids) = (chans[i % chans.len()].clone(), ids.clone());
+            async move {
+                let req = pb::GenerateDataKeyRequest {
+                    key_id: ids[i % ids.len()].clone(),
+                    number_of_bytes: Some(32),
+                    ..Default::default()
+                };
+                CryptoServiceClient::new(ch).generate_data_key_without_plaintext(with_token(req, token)).await.is_err()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    let s = started.elapsed().as_secs_f64();
+    println!("added {records} audit records in {s:.1} s ({:.0}/s), {failed} failed", records as f64 / s);
+    if failed > 0 {
+        return Err(format!("{failed} requests failed"));
+    }
+    Ok(())
 }
 
 async fn channels(addr: &str, n: usize) -> Result<Vec<Channel>, String> {
@@ -532,6 +607,9 @@ fn main() -> std::process::ExitCode {
                 run(&keyward, echo.as_deref(), bao, &concurrency, seconds, connections).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
+            Cmd::Populate { keyward, admin_token, keys, records, concurrency } => {
+                populate(&keyward, admin_token.as_deref(), keys, records, concurrency).await
+            }
             Cmd::Edges {
                 keyward,
                 aws,
