@@ -24,8 +24,9 @@ use keyward_store::RocksStore;
 
 use crate::seal::SealFile;
 
-/// Entries written per batch while restoring.
+/// Entries written per batch while restoring, and most bytes per batch.
 const RESTORE_BATCH: usize = 4096;
+const RESTORE_BATCH_BYTES: usize = 64 << 20;
 
 /// Writes a backup of `store` (and `data_dir`'s seal.json) to `out`.
 pub fn write(store: &dyn Store, data_dir: &Path, out: impl Write) -> Result<Manifest, String> {
@@ -75,21 +76,30 @@ pub fn check(file: &Path) -> Result<Verified, String> {
 /// Restores `file` into `data_dir` (new, or an empty folder): checks it
 /// whole first, writes it, then verifies the restored audit chain; on any
 /// failure the new folder is removed again.
+/// The folder is built under a `.partial` name beside it and renamed into
+/// place only when complete, so a crash never leaves a folder a server
+/// would open.
 pub fn restore(file: &Path, data_dir: &Path) -> Result<Restored, String> {
     let verified = check(file)?;
-    let created = prepare_dir(data_dir)?;
-    match restore_into(file, data_dir, verified) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            if created {
-                let _ = std::fs::remove_dir_all(data_dir);
-            } else {
-                let _ = std::fs::remove_dir_all(data_dir.join("db"));
-                let _ = std::fs::remove_file(SealFile::path(data_dir));
-            }
-            Err(e)
+    prepare_dir(data_dir)?;
+    let mut name = data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    let partial = data_dir.with_file_name(name);
+    let _ = std::fs::remove_dir_all(&partial);
+    prepare_dir(&partial)?;
+    let out = restore_into(file, &partial, verified).and_then(|r| {
+        // Onto the empty folder (rename replaces an empty directory).
+        std::fs::rename(&partial, data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
         }
+        Ok(r)
+    });
+    if out.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+        let _ = std::fs::remove_dir(data_dir);
     }
+    out
 }
 
 /// Verifies `file` without a server: checks it whole, restores it into a
@@ -127,11 +137,14 @@ fn restore_into(file: &Path, data_dir: &Path, verified: Verified) -> Result<Rest
     let store = RocksStore::create_for_restore(&db).map_err(|e| format!("{}: {e}", db.display()))?;
     let f = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut batch: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::with_capacity(RESTORE_BATCH);
+    let mut bytes = 0;
     let again = backup::read(BufReader::with_capacity(1 << 20, f), &mut |e| {
+        bytes += e.key.len() + e.value.len();
         batch.push((e.cf, e.key, e.value));
-        if batch.len() == RESTORE_BATCH {
+        if batch.len() == RESTORE_BATCH || bytes >= RESTORE_BATCH_BYTES {
             store.put_restored(&batch).map_err(|e| BackupError::Invalid(e.to_string()))?;
             batch.clear();
+            bytes = 0;
         }
         Ok(())
     })

@@ -268,6 +268,9 @@ fn offline_rotation_survives_sigkill_at_any_point() {
     let server = spawn(&config(dir.path(), "k0.toml", &data, port, &file_key(&current)), &addr);
     let sample = populate(&addr, 2000);
     stop(server);
+    let wrapped_before: Vec<Vec<u8>> = stored(&data, "secrets").into_iter().map(|(_, v)| v).collect();
+    let signer_before = stored(&data, "meta");
+    assert_eq!(wrapped_before.len(), 2000);
 
     // Kill each rotation after a different delay; whatever the point, the
     // store opens with the old key or the new one, and running the same
@@ -379,6 +382,48 @@ fn offline_rotation_survives_sigkill_at_any_point() {
     let ok_count = q["records"].as_array().unwrap().iter().filter(|r| r["outcome"] == "OK").count();
     assert_eq!(ok_count, 8, "one record per rotation: {q}");
     stop(server);
+
+    // No file of the store still holds a secret wrapped under the first
+    // root key, nor the signing key sealed under it: purged, not just replaced.
+    // (Each is looked for by its last 32 bytes: AES-GCM tag and ciphertext, random.)
+    let files = all_bytes(&data.join("db"));
+    let mut needles: std::collections::HashSet<&[u8]> =
+        wrapped_before.iter().map(|w| &w[w.len() - 32..]).collect();
+    let signer: Vec<&Vec<u8>> =
+        signer_before.iter().filter(|(k, _)| k.as_slice() == b"audit_signer").map(|(_, v)| v).collect();
+    assert_eq!(signer.len(), 1);
+    needles.insert(&signer[0][signer[0].len() - 32..]);
+    let leftover = files.windows(32).filter(|w| needles.contains(w)).count();
+    assert_eq!(leftover, 0, "{leftover} values sealed under the old root key remain in the files");
+}
+
+/// The values of column family `cf` of the stopped store in `data`.
+fn stored(data: &Path, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use keyward_core::Store;
+    let store = keyward_store::RocksStore::open_read_only(&data.join("db")).unwrap();
+    let mut out = Vec::new();
+    store
+        .snapshot_entries(&mut |c, k, v| {
+            if c == cf {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
 }
 
 #[test]

@@ -116,6 +116,7 @@ fn restore(file: &std::path::Path, dir: &std::path::Path, output: Output) -> Res
     let r = crate::backup::restore(file, dir).map_err(CliError::Input)?;
     let mut json = summary(&r);
     json["data_dir"] = json!(dir.display().to_string());
+    json["ok"] = json!(true);
     json["elapsed_ms"] = json!(started.elapsed().as_millis() as u64);
     let unseal = match r.backup.header.seal.as_ref().and_then(|s| s.get("kind")).and_then(|k| k.as_str()) {
         Some("shamir") => "the same key shares (it starts sealed)",
@@ -155,7 +156,10 @@ impl super::ClientCommand for BackupArgs {
             match stream.message().await {
                 Ok(Some(chunk)) => {
                     bytes += chunk.data.len() as u64;
-                    f.write_all(&chunk.data).map_err(io)?;
+                    if let Err(e) = f.write_all(&chunk.data) {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(io(e));
+                    }
                 }
                 Ok(None) => break,
                 Err(s) => {
@@ -164,7 +168,10 @@ impl super::ClientCommand for BackupArgs {
                 }
             }
         }
-        f.sync_all().map_err(io)?;
+        if let Err(e) = f.sync_all() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(io(e));
+        }
         drop(f);
         // Checked whole before it takes its name.
         let verified = std::fs::File::open(&partial).map_err(io).and_then(|f| {
@@ -178,7 +185,13 @@ impl super::ClientCommand for BackupArgs {
                 return Err(e);
             }
         };
-        std::fs::rename(&partial, &out).map_err(io)?;
+        // Linked into place (never over a file that appeared meanwhile), then the folder synced.
+        let placed = std::fs::hard_link(&partial, &out);
+        let _ = std::fs::remove_file(&partial);
+        placed.map_err(|e| CliError::Input(format!("{}: {e}", out.display())))?;
+        if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
         let json = json!({
             "file": out.display().to_string(),
             "bytes": bytes,

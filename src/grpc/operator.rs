@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{request_id, respond, to_status, Api};
 use crate::pb::{self, operator_service_server::OperatorService};
-use crate::seal::{Attempt, SealState};
+use crate::seal::{Attempt, NewRootKey, SealState};
 
 /// The operator service.
 #[derive(Debug, Clone)]
@@ -167,6 +167,11 @@ impl OperatorService for OperatorApi {
         if let Err(e) = out {
             return respond(&c, Err(e));
         }
+        let guard = match self.api.seal.begin_backup() {
+            Ok(g) => g,
+            Err(e) => return respond(&c, Err(e)),
+        };
+        let seal = self.api.seal.clone();
         let store = self.api.seal.store();
         let data_dir = self.data_dir.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -183,10 +188,14 @@ impl OperatorService for OperatorApi {
                     "backup written"
                 ),
                 Err(e) => {
+                    // The detail is for the server log; the caller learns where to look.
                     tracing::error!(request_id, error = %e, "backup failed");
-                    let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "backup failed; the server log says why (request id {request_id})"
+                    ))));
                 }
             }
+            seal.end_backup(guard);
         });
         let stream =
             futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
@@ -201,62 +210,70 @@ impl OperatorService for OperatorApi {
         use crate::config::RootKeySource;
         let c = self.api.caller(&req, Operation::RotateRootKey).await?;
         let kms = self.api.live()?;
+        let refuse = |e: KmsError| async {
+            Err(respond::<()>(&c, Err(kms.refuse(&c, Operation::RotateRootKey, e).await))
+                .expect_err("an error"))
+        };
+        // Admins only, before anything is read or made.
+        if !c.policy.has(Role::Admin) {
+            return refuse(KmsError::PermissionDenied(format!(
+                "{} may not rotate the root key",
+                c.principal
+            )))
+            .await;
+        }
         let r = req.into_inner();
         let kind = self.root_key.kind();
-        // What the new key is made from, refused (and audited) when the request does not fit.
-        let prepared: Result<(keyward_crypto::RootKey, Option<crate::seal::RootLoader>, String, Option<HsmSwap>), KmsError> =
+        let (prepare, next_step): (Box<dyn FnOnce() -> Result<NewRootKey, KmsError> + Send>, String) =
             match &self.root_key {
                 RootKeySource::File(_) | RootKeySource::Dev(_) => {
                     if r.new_root_key_file.is_empty() {
-                        Err(KmsError::invalid(
+                        return refuse(KmsError::invalid(
                             "new_root_key_file",
                             "a server with a root key file needs the new one's path (make it with `keyward root-key create FILE` on the server's machine)",
                         ))
-                    } else {
-                        let src = RootKeySource::File(r.new_root_key_file.clone().into());
-                        match crate::config::load_root_key(&src) {
-                            Ok(root) => {
-                                let load: crate::seal::RootLoader = std::sync::Arc::new(move || {
-                                    crate::config::load_root_key(&src).map_err(|e| e.to_string())
-                                });
-                                let next = format!(
-                                    "point root_key_file (or [root_key] file) at {} before the next start, then destroy the old key file: backups made under it become unreadable",
-                                    r.new_root_key_file
-                                );
-                                Ok((root, Some(load), next, None))
-                            }
-                            Err(e) => Err(KmsError::invalid("new_root_key_file", e.to_string())),
-                        }
+                        .await;
                     }
+                    let src = RootKeySource::File(r.new_root_key_file.clone().into());
+                    let next = format!(
+                        "point root_key_file (or [root_key] file) at {} before the next start, then destroy the old key file: backups made under it become unreadable",
+                        r.new_root_key_file
+                    );
+                    let prepare = move || {
+                        let root = crate::config::load_root_key(&src)
+                            .map_err(|e| KmsError::invalid("new_root_key_file", e.to_string()))?;
+                        let loader: crate::seal::RootLoader =
+                            std::sync::Arc::new(move || crate::config::load_root_key(&src).map_err(|e| e.to_string()));
+                        Ok(NewRootKey { root, loader: Some(loader), settle: None })
+                    };
+                    (Box::new(prepare), next)
                 }
                 RootKeySource::Pkcs11(hsm) if r.new_root_key_file.is_empty() => {
-                    HsmSwap::prepare(hsm, &self.data_dir).map(|(root, load, swap)| {
-                        let next = "nothing: the new root key is wrapped by the same HSM key (seal.json); backups made before are readable only with the old root key, which no longer exists".to_string();
-                        (root, Some(load), next, Some(swap))
-                    })
+                    let (hsm, dir) = (hsm.clone(), self.data_dir.clone());
+                    let prepare = move || {
+                        let (root, loader, swap) = HsmSwap::prepare(&hsm, &dir)?;
+                        let settle: Box<dyn FnOnce(bool) + Send> = Box::new(move |done| swap.finish(&dir, done));
+                        Ok(NewRootKey { root, loader: Some(loader), settle: Some(settle) })
+                    };
+                    let next = "nothing to restart: the new root key is wrapped by the same HSM key (seal.json). Backups made before carry the old wrapped root key, which that HSM key still unwraps: to make them unreadable, the HSM key itself must go (README: Destruction versus backups)".to_string();
+                    (Box::new(prepare), next)
                 }
-                RootKeySource::Pkcs11(_) => Err(KmsError::invalid(
-                    "new_root_key_file",
-                    "an HSM server makes its new root key itself; leave new_root_key_file empty",
-                )),
-                RootKeySource::Shamir => Err(KmsError::FailedPrecondition(
-                    "a Shamir server's root key is rotated offline, where the new shares are shown before anything changes: stop the server and run `keyward root-key rotate --config <file> --shares N --threshold K`".into(),
-                )),
+                RootKeySource::Pkcs11(_) => {
+                    return refuse(KmsError::invalid(
+                        "new_root_key_file",
+                        "an HSM server makes its new root key itself; leave new_root_key_file empty",
+                    ))
+                    .await
+                }
+                RootKeySource::Shamir => {
+                    return refuse(KmsError::FailedPrecondition(
+                        "a Shamir server's root key is rotated offline, where the new shares are shown before anything changes: stop the server and run `keyward root-key rotate --config <file> --shares N --threshold K`".into(),
+                    ))
+                    .await
+                }
             };
-        let (root, load, next_step, swap) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(respond::<()>(&c, Err(kms.refuse(&c, Operation::RotateRootKey, e).await))
-                    .expect_err("an error"))
-            }
-        };
         drop(kms);
-        let out = self.api.seal.rotate_root(&c, root, load).await;
-        if let Some(swap) = swap {
-            // The new wrapped key alone: the old one can never be unwrapped again
-            // (after a failure: the old one alone, as nothing changed).
-            swap.finish(&self.data_dir, out.is_ok());
-        }
+        let out = self.api.seal.rotate_root(&c, prepare).await;
         respond(
             &c,
             out.map(|d| pb::RotateRootKeyResponse {

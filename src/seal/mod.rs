@@ -176,6 +176,26 @@ pub struct Seal {
     /// Set at shutdown: an unseal finishing after it closes what it opened.
     closed: std::sync::atomic::AtomicBool,
     hooks: Mutex<Vec<Hook>>,
+    /// Backups read (a snapshot), rotations write: never both at once.
+    maintenance: Arc<tokio::sync::RwLock<()>>,
+    /// One backup at a time.
+    backups: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for NewRootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewRootKey").field("root", &"REDACTED").finish_non_exhaustive()
+    }
+}
+
+/// What a rotation makes before it runs (see [`Seal::rotate_root`]).
+pub struct NewRootKey {
+    /// The new root key.
+    pub root: RootKey,
+    /// Reads it from now on (a file or an HSM), if the source changes.
+    pub loader: Option<RootLoader>,
+    /// Settles where it is kept, told whether the store holds it now.
+    pub settle: Option<Box<dyn FnOnce(bool) + Send>>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -199,6 +219,8 @@ impl Seal {
             unsealed: watch::channel(false).0,
             closed: Default::default(),
             hooks: Mutex::new(Vec::new()),
+            maintenance: Arc::new(tokio::sync::RwLock::new(())),
+            backups: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -418,20 +440,42 @@ impl Seal {
 
     /// Rotates the root key of an unsealed server (see
     /// `Kms::rotate_root_key`), then replaces the retired key service with
-    /// one opened under the new key; `loader` reads the new key from now on
-    /// (a file or an HSM). Requests in the moment of the swap get
-    /// UNAVAILABLE and may retry.
+    /// one opened under the new key. `prepare` (run off the async threads,
+    /// under the rotation lock, with no backup running) makes the new key,
+    /// the loader that reads it from now on and what settles its storage
+    /// afterwards; the outcome given to that is read from the store (its
+    /// check value), not guessed from a reply. Requests in the moment of the
+    /// swap get UNAVAILABLE and may retry.
     pub async fn rotate_root(
         &self,
         caller: &keyward_core::Caller,
-        new_root: RootKey,
-        loader: Option<RootLoader>,
+        prepare: Box<dyn FnOnce() -> Result<NewRootKey, KmsError> + Send>,
     ) -> Result<keyward_core::RootRotation, KmsError> {
         let _one_at_a_time = self.progress.lock().await;
+        // No backup holds a snapshot meanwhile: the purge after the write
+        // must be able to drop every byte the old key protected.
+        let _no_backup = self.maintenance.write().await;
         let kms = self.kms()?;
+        let prepared = tokio::task::spawn_blocking(prepare)
+            .await
+            .map_err(|e| KmsError::Internal(format!("rotation task: {e}")))
+            .and_then(|p| p);
+        let NewRootKey { root: new_root, loader, settle } = match prepared {
+            Ok(p) => p,
+            // Refused before anything changed: recorded like any refusal.
+            Err(e) => return Err(kms.refuse(caller, keyward_core::Operation::RotateRootKey, e).await),
+        };
         let keep = zeroize::Zeroizing::new(*new_root.expose_secret());
-        let done = kms.rotate_root_key(caller, new_root).await?;
+        let check = new_root.check_value();
+        let out = kms.rotate_root_key(caller, new_root).await;
         drop(kms);
+        let rotated = matches!(self.store.root_check(), Ok(Some(c)) if c == check.0);
+        if let Some(settle) = settle {
+            settle(rotated);
+        }
+        if !rotated {
+            return out.and(Err(KmsError::Internal("the rotation's write is not in the store".into())));
+        }
         if let (Source::Auto { load, .. }, Some(l)) = (&self.source, loader) {
             *load.write().expect("loader lock") = l;
         }
@@ -444,11 +488,21 @@ impl Seal {
             old.flush_refusals(true).await;
             let _ = tokio::task::spawn_blocking(move || close(old, DRAIN_LIMIT)).await;
         }
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return out;
+        }
         let root = RootKey::from_bytes(&*keep).map_err(|e| KmsError::Internal(e.to_string()))?;
         match self.open(root, "the new root key does not open the store it was just rotated to").await {
             Ok(kms) => {
                 *self.cell.write().expect("seal lock") = Some(kms);
-                Ok(done)
+                // A reply lost past the deadline: the store says it happened.
+                out.map_err(|e| {
+                    tracing::warn!(error = %e.public_message(), "the rotation's reply was lost, but its write is in the store");
+                    KmsError::FailedPrecondition(format!(
+                        "the root key WAS rotated (the store holds the new one and the server serves under it), but the reply was lost: {}",
+                        e.public_message()
+                    ))
+                })
             }
             Err(e) => {
                 self.unsealed.send_replace(false);
@@ -456,6 +510,27 @@ impl Seal {
                 Err(e)
             }
         }
+    }
+
+    /// Holds off root-key rotations while a backup reads its snapshot; at
+    /// most one backup at a time (a second is refused RESOURCE_EXHAUSTED).
+    pub fn begin_backup(&self) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, KmsError> {
+        self.maintenance
+            .clone()
+            .try_read_owned()
+            .ok()
+            .filter(|_| self.backups.try_acquire().map(|p| p.forget()).is_ok())
+            .ok_or_else(|| {
+                KmsError::ResourceExhausted(
+                    "a backup or a root-key rotation is running; retry when it has finished".into(),
+                )
+            })
+    }
+
+    /// Ends what [`Seal::begin_backup`] began.
+    pub fn end_backup(&self, guard: tokio::sync::OwnedRwLockReadGuard<()>) {
+        drop(guard);
+        self.backups.add_permits(1);
     }
 
     /// Forgets the shares given so far.

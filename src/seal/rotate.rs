@@ -96,7 +96,9 @@ pub fn rotate(
         }
         (RootKeySource::Shamir, NewRoot::Shares(n, k)) => {
             let file = seal.ok_or("no seal.json: the folder is not initialized for shares")?;
-            let old = old_root_from_shares(&file, dir, &fits, old_shares)?;
+            // The initialization that opens the store now (the previous one,
+            // after a crashed run that never wrote the store).
+            let (old, fitted) = old_root_from_shares(&file, dir, &fits, old_shares)?;
             let (n, k) = shamir::check_parameters(n, k).map_err(|e| e.to_string())?;
             let root = RootKey::generate().map_err(|e| e.to_string())?;
             let init_id = shamir::new_init_id().map_err(|e| e.to_string())?;
@@ -107,11 +109,11 @@ pub fn rotate(
                 threshold: Some(u32::from(k)),
                 share_commitments: Some(shares.iter().map(|s| hex::encode(s.commitment())).collect()),
                 previous: None,
-                ..file.clone()
+                ..fitted.clone()
             };
             // Shown before anything changes: if they cannot be, nothing does.
             show(&shares, &settled)?;
-            let mut old_file = file;
+            let mut old_file = fitted;
             old_file.previous = None;
             let during = SealFile { previous: Some(Box::new(old_file)), ..settled.clone() };
             (old, root, Some(during), Some(settled))
@@ -182,13 +184,15 @@ fn old_root_from_shares(
     dir: &Path,
     fits: &dyn Fn(&RootKey) -> bool,
     ask: &mut dyn FnMut(&ShamirInit) -> Result<Vec<Share>, String>,
-) -> Result<RootKey, String> {
+) -> Result<(RootKey, SealFile), String> {
     let path = SealFile::path(dir);
     let current = ShamirInit::of(file, &path)?;
     let shares = ask(&current)?;
-    let init = match (&file.previous, shares.first()) {
-        (Some(p), Some(s)) if p.init_id.as_deref() == Some(s.init_id.as_str()) => ShamirInit::of(p, &path)?,
-        _ => current,
+    let (init, fitted) = match (&file.previous, shares.first()) {
+        (Some(p), Some(s)) if p.init_id.as_deref() == Some(s.init_id.as_str()) => {
+            (ShamirInit::of(p, &path)?, (**p).clone())
+        }
+        _ => (current, file.clone()),
     };
     for s in &shares {
         s.check_init(&init.init_id).map_err(|e| e.to_string())?;
@@ -204,5 +208,5 @@ fn old_root_from_shares(
     if !fits(&root) {
         return Err("the shares do not rebuild this store's root key".into());
     }
-    Ok(root)
+    Ok((root, fitted))
 }

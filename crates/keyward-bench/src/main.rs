@@ -349,7 +349,10 @@ async fn populate(
                     number_of_bytes: Some(32),
                     ..Default::default()
                 };
-                CryptoServiceClient::new(ch).generate_data_key_without_plaintext(with_token(req, token)).await.is_err()
+                CryptoServiceClient::new(ch)
+                    .generate_data_key_without_plaintext(with_token(req, token))
+                    .await
+                    .is_err()
             }
         })
         .buffer_unordered(concurrency)

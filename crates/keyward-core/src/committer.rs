@@ -219,6 +219,18 @@ impl AuditLog {
         entry: AuditEntry,
         mutation: Option<Mutation>,
     ) -> Result<u64, AuditError> {
+        self.submit_with(entry, mutation, false).await
+    }
+
+    /// As [`AuditLog::submit`]; with `wait_if_taken`, a job the writer has
+    /// taken is waited for past the deadline (a root-key rotation's big
+    /// write: its outcome must be known, not guessed).
+    pub(crate) async fn submit_with(
+        &self,
+        entry: AuditEntry,
+        mutation: Option<Mutation>,
+        wait_if_taken: bool,
+    ) -> Result<u64, AuditError> {
         let (reply, rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let request_id = entry.request_id.clone();
@@ -228,9 +240,13 @@ impl AuditLog {
             Err(mpsc::TrySendError::Full(_)) => return Err(AuditError::QueueFull(self.queue_limit)),
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
         }
-        match tokio::time::timeout(self.deadline, rx).await {
+        let mut rx = rx;
+        match tokio::time::timeout(self.deadline, &mut rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(AuditError::Stopped),
+            Err(_) if wait_if_taken && state.load(Ordering::Acquire) != QUEUED => {
+                rx.await.unwrap_or(Err(AuditError::Stopped))
+            }
             Err(_) => {
                 if self.healthy.send_replace(false) {
                     tracing::error!(

@@ -79,6 +79,8 @@ pub struct RocksStore {
     db: DB,
     /// The folder is in format 1 (until [`Store::upgrade`] rewrites it).
     legacy: AtomicBool,
+    /// A purge after a commit did not finish: retry it with the next commits.
+    shred_retry: AtomicBool,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -99,7 +101,7 @@ impl RocksStore {
         opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
         let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
-        let store = Self { db, legacy: AtomicBool::new(false) };
+        let store = Self { db, legacy: AtomicBool::new(false), shred_retry: AtomicBool::new(false) };
         match store.format_version()? {
             // A new folder starts in the current format.
             None if store.is_empty()? => {
@@ -213,7 +215,7 @@ impl RocksStore {
         co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
         // `meta` and `access` too: a root-key rotation overwrites the sealed
         // signing key and the sealed access-key secrets there.
-        for cf in [CF_SECRETS, CF_KEYS, CF_META, CF_ACCESS] {
+        for cf in [CF_SECRETS, CF_KEYS, CF_META, CF_ACCESS, CF_ALIASES] {
             self.db.compact_range_cf_opt(self.cf(cf), None::<&[u8]>, None::<&[u8]>, &co);
         }
         // `compact_range` reports no errors: check its effect instead. A
@@ -260,7 +262,7 @@ impl RocksStore {
         let existing = DB::list_cf(&opts, dir).map_err(err)?;
         let cfs = ALL_CFS.iter().filter(|n| existing.iter().any(|e| e == *n));
         let db = DB::open_cf_for_read_only(&opts, dir, cfs, false).map_err(err)?;
-        let store = Self { db, legacy: AtomicBool::new(true) };
+        let store = Self { db, legacy: AtomicBool::new(true), shred_retry: AtomicBool::new(false) };
         if let Some(v) = store.format_version()? {
             check_format(dir, v)?;
             store.legacy.store(v < FORMAT_VERSION, Ordering::SeqCst);
@@ -539,8 +541,20 @@ impl Store for RocksStore {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(b, &wo).map_err(err)?;
-        if shred {
-            self.shred()?;
+        // The batch is durable: whatever happens to the purge, the write
+        // happened (reporting it failed would make the writer reuse its
+        // sequence numbers). A purge that could not finish (a backup's
+        // snapshot still holds the old values) stays pending and is retried
+        // with the next commits, and at open.
+        if shred || self.shred_retry.load(Ordering::SeqCst) {
+            match self.shred() {
+                Ok(()) => self.shred_retry.store(false, Ordering::SeqCst),
+                Err(e) => {
+                    if !self.shred_retry.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(error = %e.0, "purging erased or re-wrapped secrets from the files did not finish; retrying with the next writes");
+                    }
+                }
+            }
         }
         Ok(())
     }

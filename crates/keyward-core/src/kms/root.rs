@@ -69,8 +69,11 @@ impl Kms {
             retired.store(true, Ordering::SeqCst);
             drop(guard);
         };
+        // Waited for to the end once the writer has taken it: a big store's
+        // rewrite may take longer than a request's deadline, and its outcome
+        // decides which root key opens the store.
         self.audit
-            .submit(entry, Some(Mutation { batch, apply: Box::new(apply) }))
+            .submit_with(entry, Some(Mutation { batch, apply: Box::new(apply) }), true)
             .await
             .map_err(KmsError::AuditUnavailable)?;
         tracing::warn!(
