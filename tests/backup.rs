@@ -4,20 +4,19 @@
 //! before and whose audit chain verifies, a corrupted file refused
 //! everywhere, and a Shamir folder restored and unsealed with its shares.
 
+mod common;
+
+use common::binary::*;
+use common::clients::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 const ADMIN: &str = "kw_backup_admin_0123456789abcdef0123456789abcdef0123456789abcdef";
 const USER: &str = "kw_backup_user_0123456789abcdef0123456789abcdef0123456789abcdef0";
-
-fn sha(t: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()))
-}
 
 fn config(dir: &Path, name: &str, data: &Path, port: u16, root_key: &str) -> PathBuf {
     let path = dir.join(name);
@@ -49,27 +48,11 @@ fn run(addr: &str, token: &str, args: &[&str]) -> Output {
 
 /// `keyward operator unseal` with the share on stdin.
 fn unseal(addr: &str, share: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .env("KEYWARD_ADDR", addr)
-        .args(["operator", "unseal"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{share}").unwrap();
-    child.wait_with_output().unwrap()
+    with_stdin(&["operator", "unseal"], &[("KEYWARD_ADDR", addr)], &format!("{share}\n"))
 }
 
 fn offline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_keyward")).args(args).output().unwrap()
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
 }
 
 #[track_caller]
@@ -80,14 +63,6 @@ fn fails(o: Output, words: &[&str]) -> String {
         assert!(err.contains(w), "{w:?} not in {err}");
     }
     err
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(config: &Path, addr: &str) -> Child {
@@ -104,15 +79,6 @@ fn spawn(config: &Path, addr: &str) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
-}
-
-fn stop(mut child: Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

@@ -4,6 +4,11 @@
 //! (auto-unseal), restart, seal and unseal again, and refuse to start with a
 //! clear error on a wrong PIN, a missing key or a missing module.
 
+mod common;
+
+use common::binary::*;
+use common::clients::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -64,12 +69,6 @@ fn client(addr: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// Starts the server; waits until it answers.
 fn spawn(conf: &str, config: &Path, addr: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
@@ -93,11 +92,6 @@ fn spawn(conf: &str, config: &Path, addr: &str) -> Child {
     child
 }
 
-fn stop(mut child: Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
-}
-
 /// The server refuses to start: status 64 and a message with every word.
 #[track_caller]
 fn refuses(conf: &str, config: &Path, words: &[&str]) {
@@ -107,10 +101,6 @@ fn refuses(conf: &str, config: &Path, words: &[&str]) {
     for w in words {
         assert!(err.contains(w), "{w:?} not in {err}");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

@@ -5,6 +5,11 @@
 //! made under the old key is readable only with it (destroying the old key
 //! makes such backups unreadable).
 
+mod common;
+
+use common::binary::*;
+use common::clients::free_port;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,10 +19,6 @@ use keyward::pb;
 use serde_json::Value;
 
 const ADMIN: &str = "kw_rotation_admin_0123456789abcdef0123456789abcdef0123456789abcd";
-
-fn sha(t: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()))
-}
 
 fn config(dir: &Path, name: &str, data: &Path, port: u16, root_key: &str) -> PathBuf {
     let path = dir.join(name);
@@ -49,30 +50,7 @@ fn run(addr: &str, args: &[&str]) -> Output {
 }
 
 fn offline(args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    with_stdin(args, &[], stdin)
 }
 
 fn spawn(config: &Path, addr: &str) -> Child {
@@ -94,11 +72,6 @@ fn spawn(config: &Path, addr: &str) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
-}
-
-fn stop(mut child: Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
 }
 
 /// The server refuses to start with this root key.
@@ -413,19 +386,6 @@ fn stored(data: &Path, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-fn all_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(all_bytes(&p));
-        } else {
-            out.extend(std::fs::read(&p).unwrap_or_default());
-        }
-    }
-    out
-}
-
 #[test]
 fn shamir_rotation_offline_shows_new_shares_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -451,18 +411,8 @@ fn shamir_rotation_offline_shows_new_shares_first() {
     let addr = format!("http://127.0.0.1:{port}");
     let cfg = config(dir.path(), "s.toml", &data, port, "[root_key]\nkind = \"shamir\"");
     // The share on stdin, as `keyward operator unseal < share` sends it.
-    let unseal = |share: &str| {
-        let mut o = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .env("KEYWARD_ADDR", &addr)
-            .args(["operator", "unseal"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut o.stdin.take().unwrap(), format!("{share}\n").as_bytes()).unwrap();
-        o.wait_with_output().unwrap()
-    };
+    let unseal =
+        |share: &str| with_stdin(&["operator", "unseal"], &[("KEYWARD_ADDR", &addr)], &format!("{share}\n"));
     let server = spawn(&cfg, &addr);
     for s in &old[..2] {
         ok(unseal(s));

@@ -4,6 +4,11 @@
 //! offered one by one with clear refusals, `seal` drops the keys, a restart
 //! is sealed again, and every attempt is in the audit log (never a share).
 
+mod common;
+
+use common::binary::*;
+use common::clients::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -29,24 +34,7 @@ fn client(addr: &str, token: Option<&str>, args: &[&str]) -> Output {
 /// `keyward operator unseal` with the share on stdin (as a script pipes it;
 /// a share is never a command-line argument).
 fn unseal(addr: &str, share: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .env("KEYWARD_ADDR", addr)
-        .env_remove("KEYWARD_TOKEN")
-        .args(["--output", "json", "operator", "unseal"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{share}").unwrap();
-    child.wait_with_output().unwrap()
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    with_stdin(&["--output", "json", "operator", "unseal"], &[("KEYWARD_ADDR", addr)], &format!("{share}\n"))
 }
 
 #[track_caller]
@@ -58,14 +46,6 @@ fn refused(o: Output, code: &str, words: &[&str]) -> String {
         assert!(err.contains(w), "{w:?} not in {err}");
     }
     err
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Writes a config: Shamir root key, one admin+auditor principal.
@@ -148,37 +128,6 @@ fn health(port: u16) -> i32 {
             .into_inner()
             .status
     })
-}
-
-fn stop(mut child: Child) {
-    unsafe_free_kill(&child);
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn unsafe_free_kill(child: &Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-}
-
-/// Every byte of every file in `dir`, recursively.
-fn all_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(all_bytes(&p));
-        } else {
-            out.extend(std::fs::read(&p).unwrap_or_default());
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A share of the same init with one byte of its value changed, its check recomputed.

@@ -56,7 +56,8 @@ pub fn init(
             SealFile::path(dir).display()
         ));
     }
-    create_private_dir(dir)?;
+    // The same rule as the server's: created 0700, an open one refused.
+    crate::server::create_private_dir(dir).map_err(|e| e.to_string())?;
     let db = dir.join("db");
     let store = RocksStore::open(&db).map_err(|e| format!("data folder {}: {e}", db.display()))?;
     let used = !store.load_keys().map_err(|e| e.to_string())?.is_empty()
@@ -133,24 +134,4 @@ fn wrap_with_hsm(hsm: &HsmConfig, root: &RootKey, create: bool, created_ms: i64)
         wrapped_root: Some(hex::encode(wrapped)),
         previous: None,
     })
-}
-
-fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let mode = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "data folder {}: mode {:04o} lets other users in (chmod 0700 it)",
-            dir.display(),
-            mode & 0o7777
-        ));
-    }
-    Ok(())
 }

@@ -631,7 +631,7 @@ fn reflection() -> Result<Routes, ServerError> {
 /// development root key: it is created mode 0700, and an existing one that
 /// lets group or others in is refused (a configuration error, status 64)
 /// rather than silently tightened, so the operator learns who could read it.
-fn create_private_dir(dir: &std::path::Path) -> Result<(), ServerError> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<(), ServerError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;

@@ -3,6 +3,7 @@
 
 #![expect(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
+pub mod binary;
 pub mod clients;
 pub mod payments;
 pub mod pki;
