@@ -21,3 +21,6 @@ tonic::include_proto!("v2");
 
 /// Encoded descriptors of the KMS v2 API (metrics label its methods by name).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("k8s_descriptor");
+
+crate::pb::redacted_debug!(EncryptRequest { uid; plaintext });
+crate::pb::redacted_debug!(DecryptResponse { ; plaintext });

@@ -352,7 +352,10 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             std::fs::create_dir_all(&dir).unwrap();
             let file = dir.join("root.key");
             keyward::config::create_root_key_file(&file).unwrap();
-            let req = pb::RotateRootKeyRequest { new_root_key_file: file.display().to_string() };
+            let req = pb::RotateRootKeyRequest {
+                new_root_key_file: file.display().to_string(),
+                ..Default::default()
+            };
             let out = operator.rotate_root_key(who.req(req)).await.map(meta);
             let _ = std::fs::remove_dir_all(&dir);
             out

@@ -133,7 +133,7 @@ fn backup_under_load_restore_decrypt_and_verify() {
     stop_load.store(true, Ordering::SeqCst);
     let during = load.join().unwrap();
     assert!(during > 0, "no load ran during the backup");
-    assert_eq!(created["bytes"].as_u64().unwrap(), std::fs::metadata(&file).unwrap().len());
+    assert_eq!(created["file_bytes"].as_u64().unwrap(), std::fs::metadata(&file).unwrap().len());
     assert!(created["entries"]["secrets"].as_u64().unwrap() >= 20, "{created}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);

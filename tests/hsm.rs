@@ -95,7 +95,24 @@ fn spawn(conf: &str, config: &Path, addr: &str) -> Child {
 /// The server refuses to start: status 64 and a message with every word.
 #[track_caller]
 fn refuses(conf: &str, config: &Path, words: &[&str]) {
-    let o = keyward(conf, &["server", "--config", config.to_str().unwrap()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("SOFTHSM2_CONF", conf)
+        .args(["server", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that starts instead of refusing must not hang the test.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("the server started instead of refusing: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(64), "{err}");
     for w in words {
@@ -169,7 +186,7 @@ fn hsm_init_start_restart_and_refusals() {
     stop(server);
     // Offline too, on the stopped server.
     let out = ok(keyward(&conf, &["root-key", "rotate", "--config", cfg.to_str().unwrap()]));
-    assert!(out.contains("root key rotated: 1 keys"), "{out}");
+    assert!(out.contains("root key rotated: 1 key ("), "{out}");
     let server = spawn(&conf, &cfg, &addr);
     assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "from the hsm");
     stop(server);
@@ -180,8 +197,20 @@ fn hsm_init_start_restart_and_refusals() {
     std::fs::set_permissions(&wrong_pin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let c = config(dir.path(), "wrong-pin.toml", &data, port, MODULE, &wrong_pin, "keyward-root");
     refuses(&conf, &c, &["PIN", "wrong.pin", "not accepted"]);
+    // seal.json names the HSM key that wrapped the root key, and the server
+    // uses it over [root_key] key_label; a folder from before seal.json named
+    // it uses the configured label, and a missing key refuses to start.
+    let sealed = std::fs::read_to_string(data.join("seal.json")).unwrap();
+    let mut legacy = json(&sealed);
+    assert_eq!(legacy["key_label"], "keyward-root");
+    legacy.as_object_mut().unwrap().remove("key_label");
+    std::fs::write(data.join("seal.json"), legacy.to_string()).unwrap();
     let c = config(dir.path(), "wrong-key.toml", &data, port, MODULE, &pin, "no-such-key");
-    refuses(&conf, &c, &["no-such-key", "keyward"]);
+    refuses(&conf, &c, &["no-such-key", "keyward", "check token_label"]);
+    let server = spawn(&conf, &cfg, &addr);
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "from the hsm");
+    stop(server);
+    std::fs::write(data.join("seal.json"), &sealed).unwrap();
     let c =
         config(dir.path(), "no-module.toml", &data, port, "/nonexistent/libpkcs11.so", &pin, "keyward-root");
     refuses(&conf, &c, &["/nonexistent/libpkcs11.so"]);
@@ -226,4 +255,155 @@ fn hsm_init_start_restart_and_refusals() {
             assert!(!b.windows(pin_text.len()).any(|w| w == pin_text), "{} holds the PIN", p.display());
         }
     }
+}
+
+/// Item 5 for an HSM folder: a rotation moves the root key to a new HSM
+/// key, the old HSM key is destroyed, and a backup made before can then be
+/// restored but never opened; one made after opens. The destroy command
+/// refuses the key in use, and wants --yes.
+#[test]
+fn hsm_key_rotation_makes_old_backups_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = dir.path().join("hsm");
+    let conf = token(&hsm, "keyward", "pin-5c2e8a");
+    let pin = hsm.join("pin");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let cfg = config(dir.path(), "keyward.toml", &data, port, MODULE, &pin, "root-a");
+    let cfg_s = cfg.to_str().unwrap();
+    ok(keyward(&conf, &["operator", "init", "--config", cfg_s, "--create-hsm-key"]));
+    let seal = |d: &Path| json(&std::fs::read_to_string(d.join("seal.json")).unwrap());
+    assert_eq!(seal(&data)["key_label"], "root-a");
+
+    let server = spawn(&conf, &cfg, &addr);
+    ok(client(&addr, &["key", "create", "--alias", "alias/gone"]));
+    let ct = ok(client(&addr, &["encrypt", "--key", "alias/gone", "--plaintext", "must not return"]))
+        .trim()
+        .to_string();
+    let old_backup = dir.path().join("before.backup");
+    ok(client(&addr, &["backup", "create", "--out", old_backup.to_str().unwrap()]));
+
+    // A new label that does not exist needs --create-hsm-key; the current label is refused.
+    let o = client(&addr, &["root-key", "rotate", "--online", "--new-hsm-key-label", "root-b"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("root-b") && err.contains("--create-hsm-key"), "{err}");
+    let o = client(&addr, &["root-key", "rotate", "--online", "--new-hsm-key-label", "root-a"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("new label"));
+    assert_eq!(seal(&data)["key_label"], "root-a", "a refused rotation changes nothing");
+    let r = json(&ok(client(
+        &addr,
+        &[
+            "--output",
+            "json",
+            "root-key",
+            "rotate",
+            "--online",
+            "--new-hsm-key-label",
+            "root-b",
+            "--create-hsm-key",
+        ],
+    )));
+    assert_eq!(
+        (r["hsm_key_label"].as_str(), r["old_hsm_key_label"].as_str()),
+        (Some("root-b"), Some("root-a")),
+        "{r}"
+    );
+    assert!(r["next_step"].as_str().unwrap().contains("destroy-hsm-key"), "{r}");
+    let s = seal(&data);
+    assert_eq!(s["key_label"], "root-b");
+    assert!(s.get("previous").is_none(), "{s}");
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "must not return");
+    let new_backup = dir.path().join("after.backup");
+    ok(client(&addr, &["backup", "create", "--out", new_backup.to_str().unwrap()]));
+
+    // destroy-hsm-key: never the key in use; only with --yes; while the server serves.
+    let destroy = |label: &str, yes: bool| {
+        let mut args = vec!["root-key", "destroy-hsm-key", "--config", cfg_s, "--key-label", label];
+        if yes {
+            args.push("--yes");
+        }
+        keyward(&conf, &args)
+    };
+    let o = destroy("root-b", true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is wrapped by HSM key \"root-b\""), "{err}");
+    let o = destroy("root-a", false);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--yes"));
+    let out = json(&ok(keyward(
+        &conf,
+        &[
+            "--output",
+            "json",
+            "root-key",
+            "destroy-hsm-key",
+            "--config",
+            cfg_s,
+            "--key-label",
+            "root-a",
+            "--yes",
+        ],
+    )));
+    assert_eq!(
+        (out["destroyed"].as_bool(), out["key_label"].as_str()),
+        (Some(true), Some("root-a")),
+        "{out}"
+    );
+    let o = destroy("root-a", true);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no AES key labelled"));
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "must not return");
+    stop(server);
+    // A restart unwraps with seal.json's label, not the configured one (root-a is gone).
+    let server = spawn(&conf, &cfg, &addr);
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "must not return");
+    stop(server);
+
+    // The backup from before restores (it is intact), but nothing can open it.
+    ok(keyward(&conf, &["backup", "verify", old_backup.to_str().unwrap()]));
+    let restored = dir.path().join("restored-old");
+    ok(keyward(
+        &conf,
+        &["backup", "restore", old_backup.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()],
+    ));
+    let c = config(dir.path(), "old.toml", &restored, port, MODULE, &pin, "root-a");
+    refuses(&conf, &c, &["no AES key labelled \"root-a\"", "destroyed"]);
+    // Another label in the configuration does not help: the backup's seal.json names root-a.
+    let c = config(dir.path(), "old-b.toml", &restored, port, MODULE, &pin, "root-b");
+    refuses(&conf, &c, &["no AES key labelled \"root-a\""]);
+    // The backup from after opens, and decrypts what was made before.
+    let restored = dir.path().join("restored-new");
+    ok(keyward(
+        &conf,
+        &["backup", "restore", new_backup.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()],
+    ));
+    let c = config(dir.path(), "new.toml", &restored, port, MODULE, &pin, "root-a");
+    let server = spawn(&conf, &c, &addr);
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "must not return");
+    stop(server);
+
+    // Offline too: to a third key, then the second one goes.
+    let r = json(&ok(keyward(
+        &conf,
+        &[
+            "--output",
+            "json",
+            "root-key",
+            "rotate",
+            "--config",
+            cfg_s,
+            "--new-hsm-key-label",
+            "root-c",
+            "--create-hsm-key",
+        ],
+    )));
+    assert_eq!(
+        (r["hsm_key_label"].as_str(), r["old_hsm_key_label"].as_str()),
+        (Some("root-c"), Some("root-b")),
+        "{r}"
+    );
+    assert_eq!(seal(&data)["key_label"], "root-c");
+    ok(destroy("root-b", true));
+    let server = spawn(&conf, &cfg, &addr);
+    assert_eq!(ok(client(&addr, &["decrypt", "--ciphertext", &ct])), "must not return");
+    stop(server);
 }

@@ -434,6 +434,8 @@ fn shamir_rotation_offline_shows_new_shares_first() {
         &format!("{}\n{}\n", old[0], old[0]),
     );
     assert!(!forged.status.success(), "the same share twice must not rebuild the key");
+    let err = String::from_utf8_lossy(&forged.stderr);
+    assert!(err.contains("was given twice"), "the refusal names the repeated share: {err}");
     let out = ok(offline(
         &["root-key", "rotate", "--data-dir", data.to_str().unwrap(), "--shares", "4", "--threshold", "3"],
         &format!("{}\n{}\n", old[2], old[1]),
@@ -441,7 +443,7 @@ fn shamir_rotation_offline_shows_new_shares_first() {
     let new: Vec<String> =
         out.lines().filter_map(|l| l.split_once(": kws1-").map(|(_, s)| format!("kws1-{s}"))).collect();
     assert_eq!(new.len(), 4, "{out}");
-    assert!(out.contains("rotated the root key of") && out.contains("root key rotated: 1 keys"), "{out}");
+    assert!(out.contains("rotated the root key of") && out.contains("root key rotated: 1 key ("), "{out}");
     let seal: Value = serde_json::from_slice(&std::fs::read(data.join("seal.json")).unwrap()).unwrap();
     assert_eq!((seal["threshold"].as_u64(), seal.get("previous").is_none()), (Some(3), true), "{seal}");
 
@@ -457,4 +459,30 @@ fn shamir_rotation_offline_shows_new_shares_first() {
     }
     assert_eq!(ok(run(&addr, &["decrypt", "--ciphertext", &ct])), "kept");
     stop(server);
+
+    // --output json: one document, the new shares and the outcome together.
+    let out = ok(offline(
+        &[
+            "--output",
+            "json",
+            "root-key",
+            "rotate",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--shares",
+            "2",
+            "--threshold",
+            "2",
+        ],
+        &format!("{}\n{}\n{}\n", new[0], new[2], new[3]),
+    ));
+    let doc: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"));
+    assert_eq!(doc["shares"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert_eq!(
+        (doc["kind"].as_str(), doc["threshold"].as_u64(), doc["keys"].as_u64()),
+        (Some("shamir"), Some(2), Some(1)),
+        "{doc}"
+    );
+    assert!(doc["next_step"].as_str().is_some_and(|s| s.contains("new shares")), "{doc}");
 }

@@ -83,7 +83,8 @@ fn summary(r: &crate::backup::Restored) -> serde_json::Value {
         "store_format": r.backup.header.store_format,
         "sealed_by": r.backup.header.seal.as_ref().and_then(|s| s.get("kind")).cloned(),
         "entries": r.backup.manifest.entries,
-        "bytes": r.backup.manifest.bytes,
+        // The entries' keys and values, as the manifest counts them.
+        "payload_bytes": r.backup.manifest.bytes,
         "audit_records_checked": r.chain.records_checked,
         "checkpoints_checked": r.chain.checkpoints_checked,
         "audit_chain_intact": r.chain.intact(),
@@ -96,6 +97,7 @@ fn verify(file: &std::path::Path, output: Output) -> Result<(), CliError> {
     let r = crate::backup::verify_offline(file).map_err(CliError::Input)?;
     let mut json = summary(&r);
     json["file"] = json!(file.display().to_string());
+    json["file_bytes"] = json!(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0));
     json["ok"] = json!(true);
     json["elapsed_ms"] = json!(started.elapsed().as_millis() as u64);
     let text = format!(
@@ -194,7 +196,8 @@ impl super::ClientCommand for BackupArgs {
         }
         let json = json!({
             "file": out.display().to_string(),
-            "bytes": bytes,
+            "file_bytes": bytes,
+            "payload_bytes": verified.manifest.bytes,
             "sha256": verified.sha256,
             "created_ms": verified.header.created_ms,
             "entries": verified.manifest.entries,

@@ -163,7 +163,9 @@ impl Client {
             .connect()
             .await
             .map_err(|source| CliError::Connect { addr: addr.to_string(), source })?;
-        let bearer = match &conn.token {
+        // An empty KEYWARD_TOKEN (`export KEYWARD_TOKEN=`) is no token: the
+        // server then says one is missing, not that it is invalid.
+        let bearer = match conn.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => Bearer(Some(
                 format!("Bearer {t}")
                     .parse()

@@ -69,7 +69,12 @@ pub struct InitArgs {
     pub create_hsm_key: bool,
 }
 
+/// Shares, progress and the initialization id mean something for Shamir
+/// only; a file or HSM server reports whether it is sealed and its kind.
 fn status_json(s: &pb::SealStatusResponse) -> Value {
+    if s.kind != "shamir" {
+        return json!({ "sealed": s.sealed, "kind": s.kind });
+    }
     json!({
         "sealed": s.sealed,
         "kind": s.kind,
@@ -168,22 +173,27 @@ fn init(a: InitArgs, output: Output) -> Result<(), CliError> {
 /// and flushed, so a failure to show them fails the init.
 #[cfg(feature = "server")]
 pub(crate) fn show(done: &crate::seal::init::Initialized, dir: &str, output: Output) -> Result<(), String> {
-    show_as(done, dir, output, "initialized")
+    show_as(done, dir, output, "initialized", false)
 }
 
 /// As [`show`], saying what was done (`initialized`, `rotated the root key of`).
+/// With `leave_open`, the JSON object of shares is left open (its last line
+/// `  ],`): the caller adds the fields of what followed and closes it
+/// ([`close_json`]), so `--output json` prints one document.
 #[cfg(feature = "server")]
 pub(crate) fn show_as(
     done: &crate::seal::init::Initialized,
     dir: &str,
     output: Output,
     what: &str,
+    leave_open: bool,
 ) -> Result<(), String> {
     use zeroize::Zeroizing;
     if done.seal.kind != "shamir" {
-        let json = json!({ "data_dir": dir, "kind": done.seal.kind });
+        let label = done.seal.key_label.as_deref().unwrap_or("");
+        let json = json!({ "data_dir": dir, "kind": done.seal.kind, "hsm_key_label": label });
         let text = format!(
-            "initialized {dir}: its root key is stored wrapped by the HSM's key (seal.json). \
+            "initialized {dir}: its root key is stored wrapped by HSM key {label:?} (seal.json). \
              The server unwraps it at start (auto-unseal); without the HSM the folder cannot be opened."
         );
         print(output, json, text);
@@ -207,19 +217,26 @@ pub(crate) fn show_as(
                 out.push_str(sh);
                 out.push_str(if i + 1 < shares.len() { ",\n" } else { "\n" });
             }
-            out.push_str("  ]\n}\n");
+            out.push_str(if leave_open { "  ],\n" } else { "  ]\n}\n" });
             let mut shares = shares;
             for s in shares.iter_mut() {
                 zeroize::Zeroize::zeroize(s);
             }
         }
         Output::Table => {
-            out.push_str(&format!(
-                "{what} {dir} (init {init_id}): {} key shares, any {k} of which unseal it.\n\
-                 Hand each share to a different person now. They are shown only once and stored nowhere:\n\
-                 with fewer than {k} of them, every key in this folder is lost.\n",
-                texts.len(),
-            ));
+            if texts.len() == 1 {
+                out.push_str(&format!(
+                    "{what} {dir} (init {init_id}): 1 key share, which unseals it.\n\
+                     It is shown only once and stored nowhere: without it, every key in this folder is lost.\n"
+                ));
+            } else {
+                out.push_str(&format!(
+                    "{what} {dir} (init {init_id}): {} key shares, any {k} of which unseal it.\n\
+                     Hand each share to a different person now. They are shown only once and stored nowhere:\n\
+                     with fewer than {k} of them, every key in this folder is lost.\n",
+                    texts.len(),
+                ));
+            }
             if texts.len() == 1 {
                 out.push_str(
                     "With one share, the share IS the root key: keep it as you would keep the key itself.\n",
@@ -241,6 +258,20 @@ pub(crate) fn show_as(
             "the shares could not be shown ({e}); nothing was initialized: delete {dir} and run init again"
         )
     })
+}
+
+/// Ends a JSON object [`show_as`] left open: `fields` (none named as one
+/// printed already), then `}`.
+#[cfg(feature = "server")]
+pub(crate) fn close_json(fields: &serde_json::Map<String, Value>) {
+    let mut out = String::new();
+    for (i, (k, v)) in fields.iter().enumerate() {
+        out.push_str(&format!("  {}: {}", Value::from(k.as_str()), v));
+        out.push_str(if i + 1 < fields.len() { ",\n" } else { "\n" });
+    }
+    out.push_str("}\n");
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
 }
 
 impl super::ClientCommand for OperatorArgs {

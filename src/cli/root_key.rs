@@ -29,6 +29,32 @@ pub enum RootKeyCommand {
     /// store, and every ciphertext made before still decrypts. Offline (the
     /// server stopped) by default; --online asks a running server (admin).
     Rotate(Box<RotateArgs>),
+    /// kind = "pkcs11": destroy an HSM wrapping key this folder's root key
+    /// no longer uses (after `rotate --new-hsm-key-label`). Every root key
+    /// it wrapped, in backups made before that rotation, can never be
+    /// unwrapped again: this is what makes a destruction final. Refuses the
+    /// key the folder's root key is wrapped by.
+    DestroyHsmKey(DestroyHsmKeyArgs),
+}
+
+/// `keyward root-key destroy-hsm-key`.
+#[derive(Debug, Args)]
+pub struct DestroyHsmKeyArgs {
+    /// The server's configuration file (its data_dir and [root_key] HSM settings).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The data folder (overrides the configuration's).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The label of the HSM key to destroy.
+    #[arg(long)]
+    pub key_label: String,
+    /// Confirm: backups made under this key become unreadable, for good.
+    #[arg(long)]
+    pub yes: bool,
+    /// Output flags.
+    #[command(flatten)]
+    pub flags: ClientFlags,
 }
 
 /// `keyward root-key rotate`.
@@ -54,6 +80,14 @@ pub struct RotateArgs {
     /// kind = "shamir": how many of the new shares rebuild the new root key.
     #[arg(long, requires = "shares")]
     pub threshold: Option<u32>,
+    /// kind = "pkcs11": wrap the new root key with the HSM key of this label
+    /// (same token) instead of the current one; the old HSM key can then be
+    /// destroyed (`root-key destroy-hsm-key`), and backups made before with it.
+    #[arg(long)]
+    pub new_hsm_key_label: Option<String>,
+    /// With --new-hsm-key-label: create that key on the token first.
+    #[arg(long, requires = "new_hsm_key_label")]
+    pub create_hsm_key: bool,
     /// Ask the running server (RotateRootKey; admin) instead of working offline.
     #[arg(long, conflicts_with_all = ["config", "data_dir", "root_key_file", "shares", "threshold"])]
     pub online: bool,
@@ -67,6 +101,10 @@ impl RootKeyCommand {
     pub fn dispatch(self, top: &ClientArgs) -> std::process::ExitCode {
         match self {
             RootKeyCommand::Create { file } => super::finish(create(&file)),
+            RootKeyCommand::DestroyHsmKey(a) => {
+                let (_, output) = top.with(&a.flags);
+                super::finish(destroy_hsm_key(a, output))
+            }
             RootKeyCommand::Rotate(a) => {
                 let a = *a;
                 let (conn, output) = top.with(&a.flags);
@@ -90,8 +128,25 @@ fn create(file: &std::path::Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn report(kind: &str, d: &keyward_core::RootRotation, next_step: &str) -> (serde_json::Value, String) {
-    let json = json!({
+/// `n thing` or `n things`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The HSM key labels of a rotation (new, old); empty for other kinds.
+#[derive(Debug, Default)]
+struct Labels {
+    new: String,
+    old: String,
+}
+
+fn report(
+    kind: &str,
+    d: &keyward_core::RootRotation,
+    labels: &Labels,
+    next_step: &str,
+) -> (serde_json::Value, String) {
+    let mut json = json!({
         "kind": kind,
         "keys": d.keys,
         "versions": d.versions,
@@ -99,10 +154,17 @@ fn report(kind: &str, d: &keyward_core::RootRotation, next_step: &str) -> (serde
         "access_records": d.access,
         "next_step": next_step,
     });
+    if kind == "pkcs11" {
+        json["hsm_key_label"] = labels.new.clone().into();
+        json["old_hsm_key_label"] = labels.old.clone().into();
+    }
     let text = format!(
-        "root key rotated: {} keys ({} version secrets) re-wrapped, {} aliases and {} access records re-tagged. \
+        "root key rotated: {} ({}) re-wrapped, {} and {} re-tagged. \
          The old root key no longer opens this store.\nNext: {next_step}",
-        d.keys, d.versions, d.aliases, d.access
+        count(d.keys, "key", "keys"),
+        count(d.versions, "version secret", "version secrets"),
+        count(d.aliases, "alias", "aliases"),
+        count(d.access, "access record", "access records"),
     );
     (json, text)
 }
@@ -111,6 +173,8 @@ async fn online(a: RotateArgs, conn: &super::Connection, output: Output) -> Resu
     let c = Client::connect(conn).await?;
     let req = pb::RotateRootKeyRequest {
         new_root_key_file: a.new_root_key_file.map(|p| p.display().to_string()).unwrap_or_default(),
+        new_hsm_key_label: a.new_hsm_key_label.unwrap_or_default(),
+        create_hsm_key: a.create_hsm_key,
     };
     let r = c.operator().rotate_root_key(req).await.map_err(|s| c.rpc(s))?.into_inner();
     let d = keyward_core::RootRotation {
@@ -119,7 +183,8 @@ async fn online(a: RotateArgs, conn: &super::Connection, output: Output) -> Resu
         aliases: r.aliases as usize,
         access: r.access_records as usize,
     };
-    let (json, text) = report(&r.kind, &d, &r.next_step);
+    let labels = Labels { new: r.hsm_key_label, old: r.old_hsm_key_label };
+    let (json, text) = report(&r.kind, &d, &labels, &r.next_step);
     print(output, json, text);
     Ok(())
 }
@@ -159,10 +224,14 @@ fn offline(a: RotateArgs, output: Output) -> Result<(), CliError> {
         }
     }
     let kind = config.root_key.kind();
+    let hsm_flags = a.new_hsm_key_label.is_some();
     let new = match (a.new_root_key_file, a.shares.zip(a.threshold)) {
+        (Some(_), _) | (_, Some(_)) if hsm_flags => {
+            return Err(input("--new-hsm-key-label is for an HSM (kind = \"pkcs11\") only".into()))
+        }
         (Some(f), None) => NewRoot::File(f),
         (None, Some((n, k))) => NewRoot::Shares(n, k),
-        (None, None) => NewRoot::Hsm,
+        (None, None) => NewRoot::Hsm { key_label: a.new_hsm_key_label.clone(), create: a.create_hsm_key },
         (Some(_), Some(_)) => {
             return Err(input("--new-root-key-file is for a key file, --shares for shares: not both".into()))
         }
@@ -174,29 +243,143 @@ fn offline(a: RotateArgs, output: Output) -> Result<(), CliError> {
     crate::hardening::apply();
     let dir = config.data_dir.display().to_string();
     let mut ask = |init: &crate::seal::ShamirInit| read_shares(init);
-    let mut show = |shares: &[crate::seal::shamir::Share], seal: &crate::seal::SealFile| {
-        let done = crate::seal::init::Initialized { seal: seal.clone(), shares: shares.to_vec() };
-        super::operator::show_as(&done, &dir, output, "rotated the root key of")
-    };
-    let next_step = match (&new_file, kind) {
-        (Some(f), _) => format!(
+    // JSON: the shares open one object, the outcome closes it.
+    let json_open = std::cell::Cell::new(false);
+    let mut show =
+        |shares: &[crate::seal::shamir::Share], seal: &crate::seal::SealFile| -> Result<(), String> {
+            let done = crate::seal::init::Initialized { seal: seal.clone(), shares: shares.to_vec() };
+            let open = output == Output::Json;
+            super::operator::show_as(&done, &dir, output, "rotated the root key of", open)?;
+            json_open.set(open);
+            Ok(())
+        };
+    let outcome = crate::seal::rotate::rotate(&config, new, &mut ask, &mut show);
+    // What to do next, from what the rotation did (for an HSM, the keys it used).
+    let next_step = |labels: Option<&crate::seal::rotate::HsmLabels>| {
+        match (&new_file, kind, labels) {
+        (Some(f), _, _) => format!(
             "point root_key_file (or [root_key] file) at {} before starting the server, then destroy the old key file: backups made under it become unreadable",
             f.display()
         ),
-        (None, "shamir") => "start the server and unseal it with the new shares; destroy the old shares: backups made under them become unreadable".into(),
-        _ => "start the server: it unwraps the new root key with the same HSM key".into(),
-    };
-    match crate::seal::rotate::rotate(&config, new, &mut ask, &mut show).map_err(input)? {
-        Rotated::Done(d) => {
-            let (json, text) = report(kind, &d, &next_step);
-            print(output, json, text);
-        }
-        Rotated::Already => print(
-            output,
-            json!({ "kind": kind, "already_rotated": true, "next_step": next_step }),
-            format!("the store already opens with the new root key (an earlier run finished its write); nothing left to do.\nNext: {next_step}"),
+        (None, "shamir", _) => "start the server and unseal it with the new shares; destroy the old shares: backups made under them become unreadable".into(),
+        (None, _, Some(l)) if l.new != l.old => format!(
+            "start the server: it unwraps the new root key with HSM key {:?}. To make backups made before unreadable, destroy the old HSM key: `keyward root-key destroy-hsm-key --config <file> --key-label {:?} --yes`",
+            l.new, l.old
         ),
+        (None, _, Some(l)) => format!(
+            "start the server: it unwraps the new root key with the same HSM key {:?}, which still unwraps the old one in backups made before; to make those unreadable, rotate with --new-hsm-key-label and destroy the old HSM key",
+            l.old
+        ),
+        (None, _, None) => "start the server".into(),
     }
+    };
+    let (json, text) = match outcome {
+        Ok(Rotated::Done(d, l)) => {
+            let labels = l.clone().map(|l| Labels { new: l.new, old: l.old }).unwrap_or_default();
+            report(kind, &d, &labels, &next_step(l.as_ref()))
+        }
+        Ok(Rotated::Already) => {
+            let next_step = next_step(None);
+            (
+                json!({ "kind": kind, "already_rotated": true, "next_step": next_step }),
+                format!("the store already opens with the new root key (an earlier run finished its write); nothing left to do.\nNext: {next_step}"),
+            )
+        }
+        Err(e) => {
+            if json_open.get() {
+                let mut m = serde_json::Map::new();
+                m.insert("error".into(), e.clone().into());
+                super::operator::close_json(&m);
+            }
+            return Err(input(e));
+        }
+    };
+    if json_open.get() {
+        let mut m = json.as_object().cloned().unwrap_or_default();
+        // Printed with the shares already.
+        m.remove("kind");
+        super::operator::close_json(&m);
+    } else {
+        print(output, json, text);
+    }
+    Ok(())
+}
+
+fn destroy_hsm_key(a: DestroyHsmKeyArgs, output: Output) -> Result<(), CliError> {
+    use crate::config::{Overrides, RootKeySource, ServerConfig};
+    let input = |e: String| CliError::Input(e);
+    let overrides =
+        Overrides { config: Some(a.config.clone()), data_dir: a.data_dir.clone(), ..Default::default() };
+    let config = ServerConfig::load(&overrides).map_err(|e| input(e.to_string()))?;
+    let RootKeySource::Pkcs11(hsm) = &config.root_key else {
+        return Err(input(format!(
+            "{}: [root_key] kind = {:?}; destroy-hsm-key is for kind = \"pkcs11\"",
+            a.config.display(),
+            config.root_key.kind()
+        )));
+    };
+    crate::seal::pkcs11::check_label(&a.key_label).map_err(input)?;
+    let dir = &config.data_dir;
+    // No rotation may move to (or from) a key while it is being destroyed.
+    let _lock = crate::seal::SealLock::acquire(dir).map_err(input)?;
+    let seal =
+        crate::seal::SealFile::read(dir).map_err(input)?.filter(|f| f.kind == "pkcs11").ok_or_else(|| {
+            input(format!("{} is not initialized for an HSM (no seal.json of kind pkcs11)", dir.display()))
+        })?;
+    let current = seal.hsm(hsm);
+    if current.key_label == a.key_label {
+        return Err(input(format!(
+            "the root key of {} is wrapped by HSM key {:?}: destroying it would lose every key in the folder. \
+             Rotate to a new HSM key first (`keyward root-key rotate --new-hsm-key-label NEW --create-hsm-key`)",
+            dir.display(),
+            a.key_label
+        )));
+    }
+    if let Some(p) = &seal.previous {
+        if p.hsm(hsm).key_label == a.key_label {
+            return Err(input(format!(
+                "a root-key rotation of {} has not settled (seal.json still names the root key wrapped by {:?}): \
+                 start the server once, which keeps the root key that opens the store, then run this again",
+                dir.display(),
+                a.key_label
+            )));
+        }
+    }
+    // The folder's own root key must come back from the HSM before any key goes.
+    let wrapped =
+        seal.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
+            input(format!("{}: no wrapped_root", crate::seal::SealFile::path(dir).display()))
+        })?;
+    crate::seal::pkcs11::loader(current.clone(), wrapped)().map_err(|e| {
+        input(format!("the folder's own root key does not unwrap, so nothing is destroyed: {e}"))
+    })?;
+    if !a.yes {
+        return Err(input(format!(
+            "destroying HSM key {:?} on token {:?} makes every backup made under it unreadable, for good; \
+             pass --yes to do it",
+            a.key_label, hsm.token_label
+        )));
+    }
+    let target = crate::config::HsmConfig { key_label: a.key_label.clone(), ..hsm.clone() };
+    crate::hardening::apply();
+    crate::seal::pkcs11::destroy_wrapping_key(&target).map_err(|e| input(e.to_string()))?;
+    print(
+        output,
+        json!({
+            "destroyed": true,
+            "key_label": a.key_label,
+            "token_label": hsm.token_label,
+            "data_dir": dir.display().to_string(),
+            "hsm_key_label": current.key_label,
+        }),
+        format!(
+            "destroyed HSM key {:?} on token {:?}: every root key it wrapped (in backups made before the rotation away from it) can never be unwrapped again. {} stays wrapped by {:?}.",
+            a.key_label,
+            hsm.token_label,
+            dir.display(),
+            current.key_label
+        ),
+    );
     Ok(())
 }
 

@@ -21,36 +21,68 @@ pub struct OperatorApi {
 
 /// An HSM server's seal.json during a rotation: the new wrapped root key
 /// with the old one as `previous`, written before the store changes, so a
-/// crash leaves a folder that opens with whichever the store holds.
+/// crash leaves a folder that opens with whichever the store holds. Holds
+/// the folder's seal lock from prepare to finish (no destroy-hsm-key meanwhile).
 struct HsmSwap {
     old: crate::seal::SealFile,
     new: crate::seal::SealFile,
+    _lock: crate::seal::SealLock,
 }
 
 impl HsmSwap {
+    /// `new_label`: wrap the new root key with that HSM key (created first
+    /// with `create`) instead of the current one. `fits` says whether a root
+    /// key opens the store: the entry of seal.json that does is the old one
+    /// (after a settle that failed, seal.json may still name two).
     fn prepare(
         hsm: &crate::config::HsmConfig,
         data_dir: &std::path::Path,
+        new_label: Option<&str>,
+        create: bool,
+        fits: &dyn Fn(&keyward_crypto::RootKey) -> bool,
     ) -> Result<(keyward_crypto::RootKey, crate::seal::RootLoader, Self), KmsError> {
-        let internal = |e: String| KmsError::FailedPrecondition(format!("the HSM: {e}"));
-        let old = crate::seal::SealFile::read(data_dir)
-            .map_err(internal)?
+        use crate::seal::pkcs11::{self, TargetError};
+        let hsm_err = |e: String| KmsError::FailedPrecondition(format!("the HSM: {e}"));
+        let lock = crate::seal::SealLock::acquire(data_dir).map_err(KmsError::FailedPrecondition)?;
+        let file = crate::seal::SealFile::read(data_dir)
+            .map_err(hsm_err)?
             .ok_or_else(|| KmsError::Internal("no seal.json".into()))?;
+        let mut old = None;
+        for c in std::iter::once(&file).chain(file.previous.as_deref()) {
+            let wrapped = c
+                .wrapped_root
+                .as_deref()
+                .and_then(|h| hex::decode(h).ok())
+                .ok_or_else(|| KmsError::Internal("seal.json: no wrapped_root".into()))?;
+            // A key that cannot be unwrapped (destroyed) is not the one in use.
+            if pkcs11::loader(c.hsm(hsm), wrapped)().is_ok_and(|r| fits(&r)) {
+                old = Some(c.clone());
+                break;
+            }
+        }
+        let mut old = old.ok_or_else(|| hsm_err("no root key in seal.json opens this store".into()))?;
+        old.previous = None;
+        old.key_label.get_or_insert_with(|| hsm.key_label.clone());
+        let target = pkcs11::rotation_target(&old.hsm(hsm), new_label, create).map_err(|e| match e {
+            TargetError::Label(m) => KmsError::invalid("new_hsm_key_label", m),
+            TargetError::Hsm(e) => hsm_err(e.to_string()),
+        })?;
         let root = keyward_crypto::RootKey::generate().map_err(|e| KmsError::Internal(e.to_string()))?;
         let wrapped =
-            crate::seal::pkcs11::wrap_root(hsm, root.expose_secret()).map_err(|e| internal(e.to_string()))?;
+            pkcs11::wrap_root_checked(&target, root.expose_secret()).map_err(|e| hsm_err(e.to_string()))?;
         let new = crate::seal::SealFile {
             wrapped_root: Some(hex::encode(&wrapped)),
+            key_label: Some(target.key_label.clone()),
             previous: None,
             ..old.clone()
         };
         let during = crate::seal::SealFile { previous: Some(Box::new(old.clone())), ..new.clone() };
-        during.write(data_dir).map_err(internal)?;
-        Ok((root, crate::seal::pkcs11::loader(hsm.clone(), wrapped), Self { old, new }))
+        during.write(data_dir).map_err(hsm_err)?;
+        Ok((root, pkcs11::loader(target, wrapped), Self { old, new, _lock: lock }))
     }
 
     fn finish(self, data_dir: &std::path::Path, rotated: bool) {
-        let keep = if rotated { self.new } else { self.old };
+        let keep = if rotated { &self.new } else { &self.old };
         if let Err(e) = keep.write(data_dir) {
             tracing::error!(error = %e, "seal.json could not be settled after the root-key rotation; the next start settles it");
         }
@@ -60,11 +92,17 @@ impl HsmSwap {
 /// Bytes per streamed backup chunk.
 const CHUNK: usize = 256 << 10;
 
+/// How long a backup waits for its client to take the next chunk. A client
+/// that stops reading would otherwise hold the snapshot (whose files the
+/// store cannot delete meanwhile) and the one backup slot for ever.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Hands what a backup writes to the response stream in chunks; a client
-/// that went away ends the backup (a broken pipe).
+/// that went away, or stopped reading for [`STALL`], ends the backup.
 struct ChunkWriter {
     tx: tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
     buf: Vec<u8>,
+    rt: tokio::runtime::Handle,
 }
 
 impl ChunkWriter {
@@ -73,9 +111,15 @@ impl ChunkWriter {
             return Ok(());
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(pb::BackupChunk { data }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+        // On a blocking thread (spawn_blocking), so waiting on the runtime is allowed.
+        match self.rt.block_on(tokio::time::timeout(STALL, self.tx.send(Ok(pb::BackupChunk { data })))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took no data for {} s", STALL.as_secs()),
+            )),
+        }
     }
 }
 
@@ -176,8 +220,9 @@ impl OperatorService for OperatorApi {
         let data_dir = self.data_dir.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let request_id = c.request_id.clone();
+        let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+            let mut w = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK), rt };
             let started = std::time::Instant::now();
             match crate::backup::write(store.as_ref(), &data_dir, &mut w) {
                 Ok(m) => tracing::info!(
@@ -190,9 +235,13 @@ impl OperatorService for OperatorApi {
                 Err(e) => {
                     // The detail is for the server log; the caller learns where to look.
                     tracing::error!(request_id, error = %e, "backup failed");
-                    let _ = tx.blocking_send(Err(Status::internal(format!(
-                        "backup failed; the server log says why (request id {request_id})"
-                    ))));
+                    // Waits at most STALL: a client that stopped reading must not hold this thread.
+                    let _ = w.rt.block_on(tokio::time::timeout(
+                        STALL,
+                        tx.send(Err(Status::internal(format!(
+                            "backup failed; the server log says why (request id {request_id})"
+                        )))),
+                    ));
                 }
             }
             seal.end_backup(guard);
@@ -224,6 +273,16 @@ impl OperatorService for OperatorApi {
         }
         let r = req.into_inner();
         let kind = self.root_key.kind();
+        if !matches!(self.root_key, RootKeySource::Pkcs11(_))
+            && (!r.new_hsm_key_label.is_empty() || r.create_hsm_key)
+        {
+            return refuse(KmsError::invalid(
+                "new_hsm_key_label",
+                format!("new_hsm_key_label and create_hsm_key are for an HSM server; this one's root key is kind {kind:?}"),
+            ))
+            .await;
+        }
+        let mut labels = (String::new(), String::new());
         let (prepare, next_step): (Box<dyn FnOnce() -> Result<NewRootKey, KmsError> + Send>, String) =
             match &self.root_key {
                 RootKeySource::File(_) | RootKeySource::Dev(_) => {
@@ -249,13 +308,36 @@ impl OperatorService for OperatorApi {
                     (Box::new(prepare), next)
                 }
                 RootKeySource::Pkcs11(hsm) if r.new_root_key_file.is_empty() => {
-                    let (hsm, dir) = (hsm.clone(), self.data_dir.clone());
+                    let old_label = match crate::seal::SealFile::read(&self.data_dir) {
+                        Ok(Some(f)) => f.hsm(hsm).key_label,
+                        _ => hsm.key_label.clone(),
+                    };
+                    let new_label = (!r.new_hsm_key_label.is_empty()).then(|| r.new_hsm_key_label.clone());
+                    let next = match &new_label {
+                        Some(l) => format!(
+                            "nothing to restart: the new root key is wrapped by HSM key {l:?} (seal.json names it). \
+                             To make backups made before unreadable, destroy the old HSM key: \
+                             `keyward root-key destroy-hsm-key --config <file> --key-label {old_label:?} --yes`"
+                        ),
+                        None => format!(
+                            "nothing to restart: the new root key is wrapped by the same HSM key {old_label:?}. \
+                             Backups made before carry the old wrapped root key, which that HSM key still unwraps: \
+                             to make them unreadable, rotate with new_hsm_key_label (--new-hsm-key-label) and destroy the old HSM key"
+                        ),
+                    };
+                    labels = (new_label.clone().unwrap_or_else(|| old_label.clone()), old_label);
+                    let (hsm, dir, create) = (hsm.clone(), self.data_dir.clone(), r.create_hsm_key);
+                    let store = self.api.seal.store();
                     let prepare = move || {
-                        let (root, loader, swap) = HsmSwap::prepare(&hsm, &dir)?;
+                        let check = store.root_check().map_err(|e| KmsError::Internal(e.to_string()))?;
+                        let fits = |k: &keyward_crypto::RootKey| {
+                            check.as_ref().is_some_and(|c| k.matches(&keyward_crypto::RootCheck(c.clone())))
+                        };
+                        let (root, loader, swap) =
+                            HsmSwap::prepare(&hsm, &dir, new_label.as_deref(), create, &fits)?;
                         let settle: Box<dyn FnOnce(bool) + Send> = Box::new(move |done| swap.finish(&dir, done));
                         Ok(NewRootKey { root, loader: Some(loader), settle: Some(settle) })
                     };
-                    let next = "nothing to restart: the new root key is wrapped by the same HSM key (seal.json). Backups made before carry the old wrapped root key, which that HSM key still unwraps: to make them unreadable, the HSM key itself must go (README: Destruction versus backups)".to_string();
                     (Box::new(prepare), next)
                 }
                 RootKeySource::Pkcs11(_) => {
@@ -283,6 +365,8 @@ impl OperatorService for OperatorApi {
                 access_records: d.access as u32,
                 kind: kind.to_string(),
                 next_step,
+                hsm_key_label: labels.0,
+                old_hsm_key_label: labels.1,
             }),
         )
     }

@@ -38,12 +38,50 @@ pub struct SealFile {
     /// PKCS#11: the root key wrapped by the HSM's key (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wrapped_root: Option<String>,
+    /// PKCS#11: the label of the HSM key that wrapped `wrapped_root`. It
+    /// overrides `[root_key] key_label` (the label init creates), so a
+    /// rotation can move the root key to a new HSM key and the old one can
+    /// be destroyed. Absent: the configured label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_label: Option<String>,
     /// While a root-key rotation may not have finished: how the root key
     /// before it was sealed. Whichever opens the store is kept; the other
     /// is dropped (for an HSM, at the next start, so the old root key
     /// cannot be unwrapped again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Box<SealFile>>,
+}
+
+/// An exclusive lock on `data_dir/seal.lock`, held by whatever changes which
+/// HSM key the folder needs (a root-key rotation, offline or online, and
+/// `root-key destroy-hsm-key`), so a key is never destroyed while a
+/// rotation is moving to it. Released on drop.
+#[derive(Debug)]
+pub struct SealLock {
+    _file: std::fs::File,
+}
+
+impl SealLock {
+    /// Takes the lock, or says who may hold it.
+    pub fn acquire(data_dir: &Path) -> Result<Self, String> {
+        let path = data_dir.join("seal.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "{} is held: a root-key rotation or `root-key destroy-hsm-key` is running on {}; try again when it ends",
+                path.display(),
+                data_dir.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+        }
+    }
 }
 
 impl SealFile {
@@ -69,6 +107,16 @@ impl SealFile {
             ));
         }
         Ok(Some(file))
+    }
+
+    /// The HSM settings that unwrap this file's root key: `base` with this
+    /// file's key label, when it names one.
+    pub fn hsm(&self, base: &crate::config::HsmConfig) -> crate::config::HsmConfig {
+        let mut cfg = base.clone();
+        if let Some(l) = &self.key_label {
+            cfg.key_label.clone_from(l);
+        }
+        cfg
     }
 
     /// Parses the bytes of a seal file (from a backup).
@@ -115,6 +163,7 @@ mod tests {
             threshold: Some(3),
             share_commitments: Some(vec!["00".repeat(32)]),
             wrapped_root: None,
+            key_label: None,
             previous: None,
         };
         f.write(dir.path()).unwrap();
@@ -127,5 +176,14 @@ mod tests {
         std::fs::write(SealFile::path(dir.path()), "{\"version\":2,\"kind\":\"x\",\"created_ms\":0}")
             .unwrap();
         assert!(SealFile::read(dir.path()).unwrap_err().contains("version 2"));
+    }
+
+    #[test]
+    fn the_seal_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SealLock::acquire(dir.path()).unwrap();
+        assert!(SealLock::acquire(dir.path()).unwrap_err().contains("is running"));
+        drop(held);
+        SealLock::acquire(dir.path()).unwrap();
     }
 }

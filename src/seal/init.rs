@@ -92,6 +92,7 @@ pub fn init(
                 threshold: Some(u32::from(k)),
                 share_commitments: Some(shares.iter().map(|s| hex::encode(s.commitment())).collect()),
                 wrapped_root: None,
+                key_label: None,
                 previous: None,
             };
             (seal, shares)
@@ -117,12 +118,13 @@ fn wrap_with_hsm(hsm: &HsmConfig, root: &RootKey, create: bool, created_ms: i64)
     if create {
         pkcs11::create_wrapping_key(hsm).map_err(|e| e.to_string())?;
     }
-    let wrapped = pkcs11::wrap_root(hsm, root.expose_secret()).map_err(|e| e.to_string())?;
-    // Prove the HSM gives it back before anything depends on it.
-    let back = pkcs11::unwrap_root(hsm, &wrapped).map_err(|e| e.to_string())?;
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(&back[..], &root.expose_secret()[..])) {
-        return Err("the HSM did not give back the root key it wrapped".into());
-    }
+    // Wrapped, and proved to come back, before anything depends on it.
+    let wrapped = pkcs11::wrap_root_checked(hsm, root.expose_secret()).map_err(|e| match e {
+        pkcs11::HsmError::KeyNotFound { .. } => {
+            format!("{e}; create it with `keyward operator init --config <file> --create-hsm-key`")
+        }
+        e => e.to_string(),
+    })?;
     Ok(SealFile {
         version: 1,
         kind: "pkcs11".into(),
@@ -132,6 +134,7 @@ fn wrap_with_hsm(hsm: &HsmConfig, root: &RootKey, create: bool, created_ms: i64)
         threshold: None,
         share_commitments: None,
         wrapped_root: Some(hex::encode(wrapped)),
+        key_label: Some(hsm.key_label.clone()),
         previous: None,
     })
 }

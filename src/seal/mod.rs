@@ -30,7 +30,7 @@ use keyward_core::{Clock, Edge, Kms, KmsConfig, KmsError, OpenError, Store, Unse
 use keyward_crypto::RootKey;
 use tokio::sync::watch;
 
-pub use file::SealFile;
+pub use file::{SealFile, SealLock};
 use shamir::{Share, ShareError};
 
 /// Most unseal attempts kept in memory while sealed; past it they are only
@@ -663,7 +663,7 @@ impl Seal {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(kms) = self.cell.write().expect("seal lock").take() {
             self.unsealed.send_replace(false);
-            close(kms, DRAIN_LIMIT);
+            close_for_shutdown(kms, DRAIN_LIMIT);
         }
     }
 
@@ -748,8 +748,30 @@ fn share_error(e: &ShareError) -> KmsError {
 
 /// Stops the audit writer (writing what it has queued) and drops the last
 /// `Kms`, which releases its keys (zeroized) and its hold on the store.
+/// A writer that does not stop within `limit` (a stuck disk) is waited for,
+/// however long it takes: a `Kms` opened after this returns starts a writer
+/// of the same chain, and two would write the same sequence numbers.
 pub fn close(kms: Arc<Kms>, limit: Duration) {
-    kms.audit_log().stop(limit);
+    if !kms.audit_log().stop(limit) {
+        tracing::error!(
+            ?limit,
+            "the audit writer did not stop in time (a stuck disk?); waiting for it before anything else writes the log"
+        );
+        kms.audit_log().wait_exited(None);
+    }
+    close_kms(kms);
+}
+
+/// At shutdown: as [`close`], but a writer that does not stop within
+/// `limit` is left behind (the process is ending; nothing writes after it).
+pub fn close_for_shutdown(kms: Arc<Kms>, limit: Duration) {
+    if !kms.audit_log().stop(limit) {
+        tracing::error!(?limit, "the audit writer did not stop in time; its queued records may be lost");
+    }
+    close_kms(kms);
+}
+
+fn close_kms(kms: Arc<Kms>) {
     match Arc::try_unwrap(kms) {
         Ok(kms) => drop(kms),
         Err(_) => tracing::error!("the key service is still referenced after it stopped; its keys stay in memory until the last request ends"),

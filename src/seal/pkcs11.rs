@@ -58,7 +58,13 @@ pub use crate::config::HsmConfig;
 /// A root-key loader that unwraps `wrapped` with the HSM each time it runs.
 pub fn loader(hsm: HsmConfig, wrapped: Vec<u8>) -> super::RootLoader {
     std::sync::Arc::new(move || {
-        let bytes = unwrap_root(&hsm, &wrapped).map_err(|e| e.to_string())?;
+        let bytes = unwrap_root(&hsm, &wrapped).map_err(|e| match e {
+            HsmError::KeyNotFound { .. } => format!(
+                "{e}, which wrapped this root key (seal.json): check token_label and the token; \
+                 if that key was destroyed, nothing it wrapped can be opened again"
+            ),
+            e => e.to_string(),
+        })?;
         keyward_crypto::RootKey::from_bytes(&*bytes).map_err(|e| e.to_string())
     })
 }
@@ -161,11 +167,10 @@ pub enum HsmError {
         /// The configured token label.
         token: String,
     },
-    /// No AES secret key with the label on the token.
-    #[error(
-        "no AES key labelled {key:?} on token {token:?}; create it with \
-         `keyward operator init --config <file> --create-hsm-key`"
-    )]
+    /// No AES secret key with the label on the token. Callers add what to
+    /// do about it (init: create it; start: it was destroyed, or the label
+    /// or token is wrong).
+    #[error("no AES key labelled {key:?} on token {token:?}")]
     KeyNotFound {
         /// The configured key label.
         key: String,
@@ -279,6 +284,93 @@ pub fn create_wrapping_key(cfg: &HsmConfig) -> Result<(), HsmError> {
         .generate_key(&Mechanism::AesKeyGen, &template)
         .map_err(|e| hsm.op_error("C_GenerateKey (AES-256 wrapping key)", e))?;
     Ok(())
+}
+
+/// Destroys the wrapping key labelled `key_label` (`C_DestroyObject`):
+/// every root key it wrapped, in seal.json files and in backups, can never
+/// be unwrapped again. Refuses unless exactly one AES-256 key carries the
+/// label. Callers check first that the folder's root key is not wrapped by it.
+pub fn destroy_wrapping_key(cfg: &HsmConfig) -> Result<(), HsmError> {
+    let hsm = Hsm::open(cfg, Access::ReadWrite)?;
+    let key = hsm.wrapping_key()?;
+    hsm.session.destroy_object(key).map_err(|e| hsm.op_error("C_DestroyObject (the old wrapping key)", e))?;
+    // Ask again: a token that ignores the call must not look like success.
+    if !hsm.find_keys()?.is_empty() {
+        return Err(hsm.op_error("C_DestroyObject (the key is still there)", CkError::InvalidValue));
+    }
+    Ok(())
+}
+
+/// Why [`rotation_target`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The label asked for is unusable (the caller's mistake).
+    #[error("{0}")]
+    Label(String),
+    /// The HSM failed.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+}
+
+/// Checks a label given for an HSM key: 1 to 128 printable characters.
+pub fn check_label(label: &str) -> Result<(), String> {
+    let n = label.chars().count();
+    if label.trim().is_empty() || n > 128 || label.chars().any(char::is_control) {
+        return Err(format!("the HSM key label {label:?} must be 1 to 128 printable characters"));
+    }
+    Ok(())
+}
+
+/// The HSM settings a root-key rotation wraps the new root key with: the
+/// current key when `new_label` is `None`, else the key labelled
+/// `new_label` on the same token, created first with `create` (refused if
+/// one exists then) and required to exist without it.
+pub fn rotation_target(
+    current: &HsmConfig,
+    new_label: Option<&str>,
+    create: bool,
+) -> Result<HsmConfig, TargetError> {
+    let Some(label) = new_label else {
+        if create {
+            return Err(TargetError::Label(
+                "--create-hsm-key (create_hsm_key) needs a new key label (--new-hsm-key-label)".into(),
+            ));
+        }
+        return Ok(current.clone());
+    };
+    check_label(label).map_err(TargetError::Label)?;
+    if label == current.key_label {
+        return Err(TargetError::Label(format!(
+            "the root key is wrapped by HSM key {label:?} already: a new HSM key needs a new label"
+        )));
+    }
+    let target = HsmConfig { key_label: label.to_owned(), ..current.clone() };
+    if create {
+        create_wrapping_key(&target).map_err(|e| match e {
+            HsmError::KeyExists { .. } => {
+                TargetError::Label(format!("{e}: leave out --create-hsm-key to use it"))
+            }
+            e => TargetError::Hsm(e),
+        })?;
+    } else if !wrapping_key_exists(&target)? {
+        return Err(TargetError::Label(format!(
+            "no AES key labelled {label:?} on token {:?}: add --create-hsm-key to create it",
+            target.token_label
+        )));
+    }
+    Ok(target)
+}
+
+/// [`wrap_root`], then [`unwrap_root`] of the result, compared in constant
+/// time: a key that encrypts but will not decrypt (a key made with other
+/// tools, say) is refused before anything depends on it.
+pub fn wrap_root_checked(cfg: &HsmConfig, root: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
+    let wrapped = wrap_root(cfg, root)?;
+    let back = unwrap_root(cfg, &wrapped)?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&back[..], &root[..])) {
+        return Err(HsmError::Decrypt { key: cfg.key_label.clone(), token: cfg.token_label.clone() });
+    }
+    Ok(wrapped)
 }
 
 /// Whether a secret key labelled `key_label` exists on the token.
@@ -663,6 +755,40 @@ mod tests {
     }
 
     #[test]
+    fn destroy_makes_old_blobs_unreadable() {
+        let hsm = SoftHsm::new("destroy", &["kw"]);
+        let old = hsm.cfg("kw");
+        create_wrapping_key(&old).unwrap();
+        let old_blob = wrap_root(&old, &root()).unwrap();
+        // A rotation target: a new label, created; the same label or a missing one refused.
+        assert!(rotation_target(&old, Some("keyward-root-wrap"), true)
+            .unwrap_err()
+            .to_string()
+            .contains("new label"));
+        assert!(rotation_target(&old, Some("later"), false)
+            .unwrap_err()
+            .to_string()
+            .contains("--create-hsm-key"));
+        assert!(rotation_target(&old, None, true).unwrap_err().to_string().contains("--new-hsm-key-label"));
+        assert!(rotation_target(&old, Some(""), true).unwrap_err().to_string().contains("printable"));
+        assert_eq!(rotation_target(&old, None, false).unwrap(), old);
+        let new = rotation_target(&old, Some("keyward-root-2"), true).unwrap();
+        assert_eq!(new.key_label, "keyward-root-2");
+        assert!(rotation_target(&old, Some("keyward-root-2"), true)
+            .unwrap_err()
+            .to_string()
+            .contains("leave out"));
+        assert_eq!(rotation_target(&old, Some("keyward-root-2"), false).unwrap(), new);
+        let new_blob = wrap_root(&new, &root()).unwrap();
+        destroy_wrapping_key(&old).unwrap();
+        // The old blob can never be unwrapped again; the new key is untouched.
+        assert!(matches!(unwrap_root(&old, &old_blob).unwrap_err(), HsmError::KeyNotFound { .. }));
+        assert!(matches!(unwrap_root(&new, &old_blob).unwrap_err(), HsmError::Decrypt { .. }));
+        assert_eq!(*unwrap_root(&new, &new_blob).unwrap(), root());
+        assert!(matches!(destroy_wrapping_key(&old).unwrap_err(), HsmError::KeyNotFound { .. }));
+    }
+
+    #[test]
     fn create_refuses_an_existing_label() {
         let hsm = SoftHsm::new("exists", &["kw"]);
         let cfg = hsm.cfg("kw");
@@ -817,10 +943,11 @@ mod tests {
         let err = wrap_root(&cfg, &root()).unwrap_err();
         assert!(matches!(err, HsmError::KeyNotFound { .. }), "{err:?}");
         let msg = err.to_string();
+        // What to do about it is the caller's to say (init: create it; start: destroyed?).
         assert!(
             msg.contains("\"keyward-root-wrap\"")
                 && msg.contains("\"kw\"")
-                && msg.contains("--create-hsm-key"),
+                && !msg.contains("--create-hsm-key"),
             "{msg}"
         );
         // A blob made elsewhere meets the same error on unwrap.

@@ -32,18 +32,34 @@ pub enum NewRoot {
     File(PathBuf),
     /// kind = "shamir": split into N shares, K of which rebuild it.
     Shares(u32, u32),
-    /// kind = "pkcs11": wrapped by the same HSM key.
-    Hsm,
+    /// kind = "pkcs11": wrapped by the same HSM key, or by the key with
+    /// this label on the same token (created first with `create`), after
+    /// which the old HSM key can be destroyed.
+    Hsm {
+        /// The new HSM key's label (`None`: the current key).
+        key_label: Option<String>,
+        /// Create it (it must not exist yet).
+        create: bool,
+    },
 }
 
 /// Shows the new shares (and the seal file they go with) to the operator.
 pub type ShowShares<'a> = dyn FnMut(&[Share], &SealFile) -> Result<(), String> + 'a;
 
+/// The HSM keys of a rotation (kind = "pkcs11").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HsmLabels {
+    /// The label of the key that wraps the new root key.
+    pub new: String,
+    /// The label of the key that wrapped the root key the store opened with.
+    pub old: String,
+}
+
 /// How it went.
 #[derive(Debug)]
 pub enum Rotated {
-    /// Rewritten under the new key.
-    Done(RootRotation),
+    /// Rewritten under the new key (and, for an HSM, which keys).
+    Done(RootRotation, Option<HsmLabels>),
     /// The store already opens with the new key file (an earlier run
     /// committed); its leftovers were purged.
     Already,
@@ -67,11 +83,14 @@ pub fn rotate(
     let store = RocksStore::open(&db).map_err(|e| {
         format!("data folder {}: {e} (stop the server first: this runs offline)", db.display())
     })?;
+    // No destroy-hsm-key while the folder moves between HSM keys.
+    let _lock = super::file::SealLock::acquire(dir)?;
     let check =
         store.root_check().map_err(|e| e.to_string())?.ok_or("the store has no root-key check value")?;
     let fits = |r: &RootKey| r.matches(&RootCheck(check.clone()));
     let seal = SealFile::read(dir)?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let mut labels = None;
     let (old, new_root, during, after) = match (&config.root_key, new) {
         (RootKeySource::File(_) | RootKeySource::Dev(_), NewRoot::File(path)) => {
             if path.exists() {
@@ -118,14 +137,14 @@ pub fn rotate(
             let during = SealFile { previous: Some(Box::new(old_file)), ..settled.clone() };
             (old, root, Some(during), Some(settled))
         }
-        (RootKeySource::Pkcs11(hsm), NewRoot::Hsm) => {
+        (RootKeySource::Pkcs11(hsm), NewRoot::Hsm { key_label, create }) => {
             let file = seal.ok_or("no seal.json: the folder is not initialized for an HSM")?;
             let mut candidates = vec![file.clone()];
             candidates.extend(file.previous.clone().map(|p| *p));
             let mut old = None;
             for c in &candidates {
                 let wrapped = c.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or("seal.json: no wrapped_root")?;
-                let r = super::pkcs11::loader(hsm.clone(), wrapped)()?;
+                let r = super::pkcs11::loader(c.hsm(hsm), wrapped)()?;
                 if fits(&r) {
                     old = Some((r, c.clone()));
                     break;
@@ -133,20 +152,33 @@ pub fn rotate(
             }
             let (old, mut old_file) = old.ok_or("no root key in seal.json opens this store")?;
             old_file.previous = None;
+            // Named from now on: a later change of [root_key] key_label does not
+            // change which key this entry needs.
+            old_file.key_label.get_or_insert_with(|| hsm.key_label.clone());
+            let current = old_file.hsm(hsm);
+            let target = super::pkcs11::rotation_target(&current, key_label.as_deref(), create)
+                .map_err(|e| e.to_string())?;
             let root = RootKey::generate().map_err(|e| e.to_string())?;
-            let wrapped = super::pkcs11::wrap_root(hsm, root.expose_secret()).map_err(|e| e.to_string())?;
-            let settled = SealFile { wrapped_root: Some(hex::encode(wrapped)), previous: None, ..old_file.clone() };
+            let wrapped =
+                super::pkcs11::wrap_root_checked(&target, root.expose_secret()).map_err(|e| e.to_string())?;
+            labels = Some(HsmLabels { new: target.key_label.clone(), old: current.key_label });
+            let settled = SealFile {
+                wrapped_root: Some(hex::encode(wrapped)),
+                key_label: Some(target.key_label),
+                previous: None,
+                ..old_file.clone()
+            };
             let during = SealFile { previous: Some(Box::new(old_file)), ..settled.clone() };
             (old, root, Some(during), Some(settled))
         }
         (kind, new) => {
             return Err(format!(
-                "[root_key] kind = {:?} does not rotate with {}: a key file takes --new-root-key-file, shares take --shares and --threshold, an HSM takes neither",
+                "[root_key] kind = {:?} does not rotate with {}: a key file takes --new-root-key-file, shares take --shares and --threshold, an HSM takes neither (or --new-hsm-key-label)",
                 kind.kind(),
                 match new {
                     NewRoot::File(_) => "--new-root-key-file",
                     NewRoot::Shares(..) => "--shares/--threshold",
-                    NewRoot::Hsm => "no flag",
+                    NewRoot::Hsm { .. } => "no flag or --new-hsm-key-label",
                 }
             ))
         }
@@ -169,7 +201,7 @@ pub fn rotate(
     if let Some(f) = &after {
         f.write(dir)?;
     }
-    Ok(Rotated::Done(done))
+    Ok(Rotated::Done(done, labels))
 }
 
 fn open(store: &Arc<dyn Store>, root: RootKey, config: &ServerConfig) -> Result<Kms, String> {
@@ -194,7 +226,15 @@ fn old_root_from_shares(
         }
         _ => (current, file.clone()),
     };
-    for s in &shares {
+    for (i, s) in shares.iter().enumerate() {
+        if shares[..i].iter().any(|o| o.index == s.index) {
+            return Err(format!(
+                "share {} was given twice: {} different shares of initialization {} are needed",
+                s.index,
+                shares.len(),
+                init.init_id
+            ));
+        }
         s.check_init(&init.init_id).map_err(|e| e.to_string())?;
         let c = init.commitments.get(usize::from(s.index) - 1);
         if !init.commitments.is_empty() && c != Some(&s.commitment()) {

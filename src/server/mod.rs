@@ -282,19 +282,26 @@ fn root_source(
                     f.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
                         ConfigError::Invalid(format!("{}: no wrapped_root (hex)", path.display()))
                     })?;
-                Ok(crate::seal::pkcs11::loader(hsm.clone(), wrapped))
+                Ok(crate::seal::pkcs11::loader(f.hsm(hsm), wrapped))
             };
+            if let Some(l) = f.key_label.as_deref().filter(|l| *l != hsm.key_label) {
+                tracing::info!(
+                    seal_json = l,
+                    configured = %hsm.key_label,
+                    "the root key is wrapped by the HSM key seal.json names (a rotation moved it), not [root_key] key_label"
+                );
+            }
             let load = loader(&f)?;
             let root =
                 load().map_err(|e| ConfigError::Invalid(format!("[root_key] kind = \"pkcs11\": {e}")))?;
             let fallback = match &f.previous {
                 Some(p) => {
                     let load = loader(p)?;
-                    let root = load().map_err(|e| {
-                        ConfigError::Invalid(format!(
-                            "[root_key] kind = \"pkcs11\" (the previous root key): {e}"
-                        ))
-                    })?;
+                    // One that no longer unwraps (its HSM key destroyed) cannot be
+                    // the one in use unless the current one does not fit either.
+                    let root = load()
+                        .map_err(|e| tracing::warn!(error = %e, "the root key before the last rotation does not unwrap"))
+                        .ok();
                     Some(HsmFallback { root, load, file: f.clone() })
                 }
                 None => None,
@@ -304,9 +311,10 @@ fn root_source(
     }
 }
 
-/// The HSM-wrapped root key before an unfinished rotation.
+/// The HSM-wrapped root key before an unfinished rotation (none if it no
+/// longer unwraps).
 struct HsmFallback {
-    root: RootKey,
+    root: Option<RootKey>,
     load: crate::seal::RootLoader,
     file: crate::seal::SealFile,
 }
@@ -330,9 +338,9 @@ fn settle_hsm_root(
     let previous = *file.previous.take().expect("a fallback comes from previous");
     let (keep, source, root) = if fits(&root) {
         (file, source, root)
-    } else if fits(&fallback.root) {
+    } else if let Some(old) = fallback.root.filter(|r| fits(r)) {
         tracing::warn!("the last root-key rotation did not finish: serving with the root key before it");
-        (previous, Source::Auto { kind: "pkcs11", load: RwLock::new(fallback.load) }, fallback.root)
+        (previous, Source::Auto { kind: "pkcs11", load: RwLock::new(fallback.load) }, old)
     } else {
         return Err(ServerError::Open(OpenError::WrongRootKey));
     };

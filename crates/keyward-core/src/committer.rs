@@ -163,6 +163,25 @@ pub struct AuditLog {
     healthy: Arc<watch::Sender<bool>>,
     deadline: Duration,
     queue_limit: usize,
+    exited: Arc<Exited>,
+}
+
+/// Set when the writer thread has ended (returned or panicked), so nothing
+/// else starts writing the same chain while it may still write.
+#[derive(Debug, Default)]
+struct Exited {
+    done: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+/// Marks [`Exited`] when dropped: on the writer thread's way out, however it ends.
+struct MarkExited(Arc<Exited>);
+
+impl Drop for MarkExited {
+    fn drop(&mut self) {
+        *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.cv.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -187,9 +206,12 @@ impl AuditLog {
         let healthy = Arc::new(watch::Sender::new(true));
         let writer_health = healthy.clone();
         let max_batch = config.max_batch.max(1);
+        let exited = Arc::new(Exited::default());
+        let mark = MarkExited(exited.clone());
         std::thread::Builder::new()
             .name("keyward-audit".into())
             .spawn(move || {
+                let _mark = mark;
                 let linger = config.in_flight.map(|n| (n, config.linger)).filter(|(_, l)| !l.is_zero());
                 Writer {
                     store,
@@ -206,7 +228,7 @@ impl AuditLog {
                 .run(rx)
             })
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
-        Ok(Self { tx, healthy, deadline: config.deadline, queue_limit })
+        Ok(Self { tx, healthy, deadline: config.deadline, queue_limit, exited })
     }
 
     /// Appends a record and waits until it is durable; returns its sequence number.
@@ -264,8 +286,29 @@ impl AuditLog {
     }
 
     /// Writes what is queued, stops the writer thread and waits for it, so
-    /// the store is released when this returns (at most `timeout`).
-    pub fn stop(&self, timeout: Duration) {
+    /// the store is released when this returns (at most `timeout`). Whether
+    /// the thread has ended: if not, it may still write (a stuck disk), and
+    /// nothing else may write this chain before [`AuditLog::wait_exited`].
+    pub fn stop(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        self.send_stop(timeout);
+        self.wait_exited(Some(until.saturating_duration_since(Instant::now())))
+    }
+
+    /// Waits until the writer thread has ended (at most `timeout`, or for
+    /// ever); whether it has.
+    pub fn wait_exited(&self, timeout: Option<Duration>) -> bool {
+        let done = self.exited.done.lock().unwrap_or_else(|p| p.into_inner());
+        let done = match timeout {
+            Some(t) => {
+                self.exited.cv.wait_timeout_while(done, t, |d| !*d).unwrap_or_else(|p| p.into_inner()).0
+            }
+            None => self.exited.cv.wait_while(done, |d| !*d).unwrap_or_else(|p| p.into_inner()),
+        };
+        *done
+    }
+
+    fn send_stop(&self, timeout: Duration) {
         let (done, wait) = mpsc::channel();
         let until = Instant::now() + timeout;
         let mut msg = Msg::Stop(done);

@@ -268,3 +268,32 @@ async fn the_export_pages_through_records_and_checkpoints_for_auditors_only() {
     let e = kms.export_audit(&user, 0, None).await.unwrap_err();
     assert_eq!(e.kind(), keyward_core::ErrorKind::PermissionDenied);
 }
+
+/// A writer stuck in a slow write does not stop within a short limit:
+/// `stop` says so (nothing else may write the chain yet), and
+/// `wait_exited` returns once the write ends and the thread is gone.
+#[tokio::test]
+async fn a_stuck_writer_is_reported_until_it_has_ended() {
+    let (faulty, faults) = FaultyStore::new(Arc::new(MemoryStore::new()));
+    let store: Arc<dyn Store> = Arc::new(faulty);
+    let config = KmsConfig {
+        audit: AuditLogConfig { deadline: Duration::from_millis(200), ..Default::default() },
+        ..Default::default()
+    };
+    let kms = open_with(&store, &ManualClock::at(0), config);
+    let key = kms.create_key(&caller(), Default::default()).await.unwrap().meta.id.to_string();
+    faults.stall_ms.store(1500, std::sync::atomic::Ordering::SeqCst);
+    // Taken by the writer, then stuck in its write.
+    assert!(encrypt(&kms, &key, "req-stuck").await.is_err());
+    let log = kms.audit_log().clone();
+    let stopped = tokio::task::spawn_blocking(move || log.stop(Duration::from_millis(100))).await.unwrap();
+    assert!(!stopped, "the writer is still inside its write");
+    assert!(!kms.audit_log().wait_exited(Some(Duration::ZERO)));
+    faults.stall_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let log = kms.audit_log().clone();
+    let ended =
+        tokio::task::spawn_blocking(move || log.wait_exited(Some(Duration::from_secs(20)))).await.unwrap();
+    assert!(ended, "the writer ends once its write returns");
+    // Stopping again is immediate and says it has ended.
+    assert!(kms.audit_log().stop(Duration::from_millis(10)));
+}

@@ -69,7 +69,7 @@ fn records(
             source_key_version: None,
             target: None,
             context: BTreeMap::new(),
-            outcome: if seq % 2 == 0 {
+            outcome: if seq.is_multiple_of(2) {
                 Outcome::ok()
             } else {
                 Outcome { code: "NOT_FOUND", reason: "x".into() }
