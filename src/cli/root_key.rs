@@ -133,17 +133,11 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The HSM key labels of a rotation (new, old); empty for other kinds.
-#[derive(Debug, Default)]
-struct Labels {
-    new: String,
-    old: String,
-}
-
+/// `labels`: an HSM rotation's keys (their fields are reported then only).
 fn report(
     kind: &str,
     d: &keyward_core::RootRotation,
-    labels: &Labels,
+    labels: Option<&crate::seal::rotate::HsmLabels>,
     next_step: &str,
 ) -> (serde_json::Value, String) {
     let mut json = json!({
@@ -154,9 +148,9 @@ fn report(
         "access_records": d.access,
         "next_step": next_step,
     });
-    if kind == "pkcs11" {
-        json["hsm_key_label"] = labels.new.clone().into();
-        json["old_hsm_key_label"] = labels.old.clone().into();
+    if let Some(l) = labels {
+        json["hsm_key_label"] = l.new.clone().into();
+        json["old_hsm_key_label"] = l.old.clone().into();
     }
     let text = format!(
         "root key rotated: {} ({}) re-wrapped, {} and {} re-tagged. \
@@ -183,8 +177,9 @@ async fn online(a: RotateArgs, conn: &super::Connection, output: Output) -> Resu
         aliases: r.aliases as usize,
         access: r.access_records as usize,
     };
-    let labels = Labels { new: r.hsm_key_label, old: r.old_hsm_key_label };
-    let (json, text) = report(&r.kind, &d, &labels, &r.next_step);
+    let labels = (r.kind == "pkcs11")
+        .then_some(crate::seal::rotate::HsmLabels { new: r.hsm_key_label, old: r.old_hsm_key_label });
+    let (json, text) = report(&r.kind, &d, labels.as_ref(), &r.next_step);
     print(output, json, text);
     Ok(())
 }
@@ -262,22 +257,12 @@ fn offline(a: RotateArgs, output: Output) -> Result<(), CliError> {
             f.display()
         ),
         (None, "shamir", _) => "start the server and unseal it with the new shares; destroy the old shares: backups made under them become unreadable".into(),
-        (None, _, Some(l)) if l.new != l.old => format!(
-            "start the server: it unwraps the new root key with HSM key {:?}. To make backups made before unreadable, destroy the old HSM key: `keyward root-key destroy-hsm-key --config <file> --key-label {:?} --yes`",
-            l.new, l.old
-        ),
-        (None, _, Some(l)) => format!(
-            "start the server: it unwraps the new root key with the same HSM key {:?}, which still unwraps the old one in backups made before; to make those unreadable, rotate with --new-hsm-key-label and destroy the old HSM key",
-            l.old
-        ),
+        (None, _, Some(l)) => crate::seal::rotate::hsm_next_step(l, "start the server:"),
         (None, _, None) => "start the server".into(),
     }
     };
     let (json, text) = match outcome {
-        Ok(Rotated::Done(d, l)) => {
-            let labels = l.clone().map(|l| Labels { new: l.new, old: l.old }).unwrap_or_default();
-            report(kind, &d, &labels, &next_step(l.as_ref()))
-        }
+        Ok(Rotated::Done(d, l)) => report(kind, &d, l.as_ref(), &next_step(l.as_ref())),
         Ok(Rotated::Already) => {
             let next_step = next_step(None);
             (
@@ -346,11 +331,7 @@ fn destroy_hsm_key(a: DestroyHsmKeyArgs, output: Output) -> Result<(), CliError>
         }
     }
     // The folder's own root key must come back from the HSM before any key goes.
-    let wrapped =
-        seal.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
-            input(format!("{}: no wrapped_root", crate::seal::SealFile::path(dir).display()))
-        })?;
-    crate::seal::pkcs11::loader(current.clone(), wrapped)().map_err(|e| {
+    seal.hsm_loader(hsm).and_then(|load| load()).map_err(|e| {
         input(format!("the folder's own root key does not unwrap, so nothing is destroyed: {e}"))
     })?;
     if !a.yes {

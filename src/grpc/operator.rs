@@ -30,55 +30,29 @@ struct HsmSwap {
 }
 
 impl HsmSwap {
-    /// `new_label`: wrap the new root key with that HSM key (created first
-    /// with `create`) instead of the current one. `fits` says whether a root
-    /// key opens the store: the entry of seal.json that does is the old one
-    /// (after a settle that failed, seal.json may still name two).
+    /// Prepares the rotation ([`crate::seal::rotate::hsm_rewrap`]) and
+    /// writes the `during` seal.json, under the folder's seal lock.
     fn prepare(
         hsm: &crate::config::HsmConfig,
         data_dir: &std::path::Path,
         new_label: Option<&str>,
         create: bool,
         fits: &dyn Fn(&keyward_crypto::RootKey) -> bool,
-    ) -> Result<(keyward_crypto::RootKey, crate::seal::RootLoader, Self), KmsError> {
-        use crate::seal::pkcs11::{self, TargetError};
+    ) -> Result<(crate::seal::rotate::HsmRewrap, Self), KmsError> {
+        use crate::seal::pkcs11::TargetError;
         let hsm_err = |e: String| KmsError::FailedPrecondition(format!("the HSM: {e}"));
         let lock = crate::seal::SealLock::acquire(data_dir).map_err(KmsError::FailedPrecondition)?;
         let file = crate::seal::SealFile::read(data_dir)
             .map_err(hsm_err)?
             .ok_or_else(|| KmsError::Internal("no seal.json".into()))?;
-        let mut old = None;
-        for c in std::iter::once(&file).chain(file.previous.as_deref()) {
-            let wrapped = c
-                .wrapped_root
-                .as_deref()
-                .and_then(|h| hex::decode(h).ok())
-                .ok_or_else(|| KmsError::Internal("seal.json: no wrapped_root".into()))?;
-            // A key that cannot be unwrapped (destroyed) is not the one in use.
-            if pkcs11::loader(c.hsm(hsm), wrapped)().is_ok_and(|r| fits(&r)) {
-                old = Some(c.clone());
-                break;
-            }
-        }
-        let mut old = old.ok_or_else(|| hsm_err("no root key in seal.json opens this store".into()))?;
-        old.previous = None;
-        old.key_label.get_or_insert_with(|| hsm.key_label.clone());
-        let target = pkcs11::rotation_target(&old.hsm(hsm), new_label, create).map_err(|e| match e {
-            TargetError::Label(m) => KmsError::invalid("new_hsm_key_label", m),
-            TargetError::Hsm(e) => hsm_err(e.to_string()),
-        })?;
-        let root = keyward_crypto::RootKey::generate().map_err(|e| KmsError::Internal(e.to_string()))?;
-        let wrapped =
-            pkcs11::wrap_root_checked(&target, root.expose_secret()).map_err(|e| hsm_err(e.to_string()))?;
-        let new = crate::seal::SealFile {
-            wrapped_root: Some(hex::encode(&wrapped)),
-            key_label: Some(target.key_label.clone()),
-            previous: None,
-            ..old.clone()
-        };
-        let during = crate::seal::SealFile { previous: Some(Box::new(old.clone())), ..new.clone() };
-        during.write(data_dir).map_err(hsm_err)?;
-        Ok((root, pkcs11::loader(target, wrapped), Self { old, new, _lock: lock }))
+        let r =
+            crate::seal::rotate::hsm_rewrap(hsm, &file, fits, new_label, create).map_err(|e| match e {
+                TargetError::Label(m) => KmsError::invalid("new_hsm_key_label", m),
+                e => hsm_err(e.to_string()),
+            })?;
+        r.during.write(data_dir).map_err(hsm_err)?;
+        let swap = Self { old: r.old.clone(), new: r.settled.clone(), _lock: lock };
+        Ok((r, swap))
     }
 
     fn finish(self, data_dir: &std::path::Path, rotated: bool) {
@@ -282,7 +256,8 @@ impl OperatorService for OperatorApi {
             ))
             .await;
         }
-        let mut labels = (String::new(), String::new());
+        // An HSM rotation's keys, as its preparation found them.
+        let hsm_labels = std::sync::Arc::new(std::sync::Mutex::new(None::<crate::seal::rotate::HsmLabels>));
         let (prepare, next_step): (Box<dyn FnOnce() -> Result<NewRootKey, KmsError> + Send>, String) =
             match &self.root_key {
                 RootKeySource::File(_) | RootKeySource::Dev(_) => {
@@ -308,37 +283,22 @@ impl OperatorService for OperatorApi {
                     (Box::new(prepare), next)
                 }
                 RootKeySource::Pkcs11(hsm) if r.new_root_key_file.is_empty() => {
-                    let old_label = match crate::seal::SealFile::read(&self.data_dir) {
-                        Ok(Some(f)) => f.hsm(hsm).key_label,
-                        _ => hsm.key_label.clone(),
-                    };
                     let new_label = (!r.new_hsm_key_label.is_empty()).then(|| r.new_hsm_key_label.clone());
-                    let next = match &new_label {
-                        Some(l) => format!(
-                            "nothing to restart: the new root key is wrapped by HSM key {l:?} (seal.json names it). \
-                             To make backups made before unreadable, destroy the old HSM key: \
-                             `keyward root-key destroy-hsm-key --config <file> --key-label {old_label:?} --yes`"
-                        ),
-                        None => format!(
-                            "nothing to restart: the new root key is wrapped by the same HSM key {old_label:?}. \
-                             Backups made before carry the old wrapped root key, which that HSM key still unwraps: \
-                             to make them unreadable, rotate with new_hsm_key_label (--new-hsm-key-label) and destroy the old HSM key"
-                        ),
-                    };
-                    labels = (new_label.clone().unwrap_or_else(|| old_label.clone()), old_label);
                     let (hsm, dir, create) = (hsm.clone(), self.data_dir.clone(), r.create_hsm_key);
                     let store = self.api.seal.store();
+                    let out = hsm_labels.clone();
                     let prepare = move || {
                         let check = store.root_check().map_err(|e| KmsError::Internal(e.to_string()))?;
                         let fits = |k: &keyward_crypto::RootKey| {
                             check.as_ref().is_some_and(|c| k.matches(&keyward_crypto::RootCheck(c.clone())))
                         };
-                        let (root, loader, swap) =
-                            HsmSwap::prepare(&hsm, &dir, new_label.as_deref(), create, &fits)?;
+                        let (r, swap) = HsmSwap::prepare(&hsm, &dir, new_label.as_deref(), create, &fits)?;
+                        *out.lock().expect("labels lock") = Some(r.labels);
                         let settle: Box<dyn FnOnce(bool) + Send> = Box::new(move |done| swap.finish(&dir, done));
-                        Ok(NewRootKey { root, loader: Some(loader), settle: Some(settle) })
+                        Ok(NewRootKey { root: r.root, loader: Some(r.loader), settle: Some(settle) })
                     };
-                    (Box::new(prepare), next)
+                    // Written once the rotation has run (from the keys it used).
+                    (Box::new(prepare), String::new())
                 }
                 RootKeySource::Pkcs11(_) => {
                     return refuse(KmsError::invalid(
@@ -356,6 +316,12 @@ impl OperatorService for OperatorApi {
             };
         drop(kms);
         let out = self.api.seal.rotate_root(&c, prepare).await;
+        let labels = hsm_labels.lock().expect("labels lock").take().unwrap_or_default();
+        let next_step = if matches!(self.root_key, RootKeySource::Pkcs11(_)) {
+            crate::seal::rotate::hsm_next_step(&labels, "nothing to restart:")
+        } else {
+            next_step
+        };
         respond(
             &c,
             out.map(|d| pb::RotateRootKeyResponse {
@@ -365,8 +331,8 @@ impl OperatorService for OperatorApi {
                 access_records: d.access as u32,
                 kind: kind.to_string(),
                 next_step,
-                hsm_key_label: labels.0,
-                old_hsm_key_label: labels.1,
+                hsm_key_label: labels.new,
+                old_hsm_key_label: labels.old,
             }),
         )
     }

@@ -119,6 +119,46 @@ impl SealFile {
         cfg
     }
 
+    /// A loader that unwraps this file's root key with the HSM (`base` with
+    /// this file's key label).
+    pub fn hsm_loader(&self, base: &crate::config::HsmConfig) -> Result<super::RootLoader, String> {
+        let wrapped = self
+            .wrapped_root
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or("seal.json: no wrapped_root (hex)")?;
+        Ok(super::pkcs11::loader(self.hsm(base), wrapped))
+    }
+
+    /// Of this file and its `previous` (a rotation that may not have
+    /// settled), the entry whose root key `fits` the store, with that key;
+    /// the entry without `previous` and with its key label written out (so
+    /// a later change of `[root_key] key_label` does not change which key it
+    /// needs). An entry that does not unwrap (its HSM key destroyed) is not
+    /// the one in use; if none fits, the first unwrap error, if any, says why.
+    pub fn hsm_entry_in_use(
+        &self,
+        base: &crate::config::HsmConfig,
+        fits: &dyn Fn(&keyward_crypto::RootKey) -> bool,
+    ) -> Result<(keyward_crypto::RootKey, SealFile), String> {
+        let mut failed = None;
+        for entry in std::iter::once(self).chain(self.previous.as_deref()) {
+            match entry.hsm_loader(base)?() {
+                Ok(root) if fits(&root) => {
+                    let mut entry = entry.clone();
+                    entry.previous = None;
+                    entry.key_label.get_or_insert_with(|| base.key_label.clone());
+                    return Ok((root, entry));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        Err(failed.unwrap_or_else(|| "no root key in seal.json opens this store".into()))
+    }
+
     /// Parses the bytes of a seal file (from a backup).
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("seal.json: {e}"))

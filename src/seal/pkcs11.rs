@@ -310,6 +310,9 @@ pub enum TargetError {
     /// The HSM failed.
     #[error(transparent)]
     Hsm(#[from] HsmError),
+    /// The folder's seal.json names no root key that opens its store.
+    #[error("{0}")]
+    Seal(String),
 }
 
 /// Checks a label given for an HSM key: 1 to 128 printable characters.

@@ -139,36 +139,9 @@ pub fn rotate(
         }
         (RootKeySource::Pkcs11(hsm), NewRoot::Hsm { key_label, create }) => {
             let file = seal.ok_or("no seal.json: the folder is not initialized for an HSM")?;
-            let mut candidates = vec![file.clone()];
-            candidates.extend(file.previous.clone().map(|p| *p));
-            let mut old = None;
-            for c in &candidates {
-                let wrapped = c.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or("seal.json: no wrapped_root")?;
-                let r = super::pkcs11::loader(c.hsm(hsm), wrapped)()?;
-                if fits(&r) {
-                    old = Some((r, c.clone()));
-                    break;
-                }
-            }
-            let (old, mut old_file) = old.ok_or("no root key in seal.json opens this store")?;
-            old_file.previous = None;
-            // Named from now on: a later change of [root_key] key_label does not
-            // change which key this entry needs.
-            old_file.key_label.get_or_insert_with(|| hsm.key_label.clone());
-            let current = old_file.hsm(hsm);
-            let target = super::pkcs11::rotation_target(&current, key_label.as_deref(), create)
-                .map_err(|e| e.to_string())?;
-            let root = RootKey::generate().map_err(|e| e.to_string())?;
-            let wrapped =
-                super::pkcs11::wrap_root_checked(&target, root.expose_secret()).map_err(|e| e.to_string())?;
-            labels = Some(HsmLabels { new: target.key_label.clone(), old: current.key_label });
-            let settled = SealFile {
-                wrapped_root: Some(hex::encode(wrapped)),
-                key_label: Some(target.key_label),
-                previous: None,
-                ..old_file.clone()
-            };
-            let during = SealFile { previous: Some(Box::new(old_file)), ..settled.clone() };
+            let r = hsm_rewrap(hsm, &file, &fits, key_label.as_deref(), create).map_err(|e| e.to_string())?;
+            labels = Some(r.labels);
+            let (old, root, during, settled) = (r.old_root, r.root, r.during, r.settled);
             (old, root, Some(during), Some(settled))
         }
         (kind, new) => {
@@ -202,6 +175,78 @@ pub fn rotate(
         f.write(dir)?;
     }
     Ok(Rotated::Done(done, labels))
+}
+
+/// An HSM folder's next root key, prepared: wrapped (and proved to unwrap)
+/// by the target HSM key, with the seal files to write before the store
+/// changes (`during`: the new entry, the old one as `previous`) and after
+/// (`settled`). Nothing is written yet. Its Debug names the HSM keys only.
+pub struct HsmRewrap {
+    /// The root key that opens the store now.
+    pub old_root: RootKey,
+    /// Its seal.json entry.
+    pub old: SealFile,
+    /// The new root key.
+    pub root: RootKey,
+    /// A loader that unwraps the new root key.
+    pub loader: super::RootLoader,
+    /// The HSM keys: the one wrapping the new root key and the old one.
+    pub labels: HsmLabels,
+    /// seal.json while the rotation may not have finished.
+    pub during: SealFile,
+    /// seal.json once it has.
+    pub settled: SealFile,
+}
+
+/// Prepares an HSM rotation of the folder whose seal.json is `file`:
+/// `fits` picks the entry in use; `new_label`/`create` choose the HSM key
+/// ([`super::pkcs11::rotation_target`]). Offline rotation and the
+/// RotateRootKey RPC both start here.
+pub fn hsm_rewrap(
+    hsm: &crate::config::HsmConfig,
+    file: &SealFile,
+    fits: &dyn Fn(&RootKey) -> bool,
+    new_label: Option<&str>,
+    create: bool,
+) -> Result<HsmRewrap, super::pkcs11::TargetError> {
+    use super::pkcs11::{self, TargetError};
+    let (old_root, old) = file.hsm_entry_in_use(hsm, fits).map_err(TargetError::Seal)?;
+    let current = old.hsm(hsm);
+    let target = pkcs11::rotation_target(&current, new_label, create)?;
+    let root = RootKey::generate().map_err(|e| TargetError::Seal(e.to_string()))?;
+    let wrapped = pkcs11::wrap_root_checked(&target, root.expose_secret())?;
+    let settled = SealFile {
+        wrapped_root: Some(hex::encode(&wrapped)),
+        key_label: Some(target.key_label.clone()),
+        previous: None,
+        ..old.clone()
+    };
+    let during = SealFile { previous: Some(Box::new(old.clone())), ..settled.clone() };
+    let labels = HsmLabels { new: target.key_label.clone(), old: current.key_label };
+    Ok(HsmRewrap { old_root, old, root, loader: pkcs11::loader(target, wrapped), labels, during, settled })
+}
+
+/// What an operator does after an HSM rotation: with a new HSM key,
+/// destroy the old one; with the same, move to a new one to make backups
+/// made before unreadable. `restart` says what happens at the next start.
+pub fn hsm_next_step(l: &HsmLabels, restart: &str) -> String {
+    if l.new != l.old {
+        format!(
+            "{restart} it unwraps the new root key with HSM key {:?}. To make backups made before unreadable, destroy the old HSM key: `keyward root-key destroy-hsm-key --config <file> --key-label {:?} --yes`",
+            l.new, l.old
+        )
+    } else {
+        format!(
+            "{restart} it unwraps the new root key with the same HSM key {:?}, which still unwraps the old one in backups made before; to make those unreadable, rotate with a new HSM key label (--new-hsm-key-label) and destroy the old HSM key",
+            l.old
+        )
+    }
+}
+
+impl std::fmt::Debug for HsmRewrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmRewrap").field("labels", &self.labels).finish_non_exhaustive()
+    }
 }
 
 fn open(store: &Arc<dyn Store>, root: RootKey, config: &ServerConfig) -> Result<Kms, String> {

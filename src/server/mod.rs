@@ -277,12 +277,8 @@ fn root_source(
         }
         RootKeySource::Pkcs11(hsm) => {
             let f = file.expect("checked by check_seal_kind");
-            let loader = |f: &crate::seal::SealFile| -> Result<crate::seal::RootLoader, ConfigError> {
-                let wrapped =
-                    f.wrapped_root.as_deref().and_then(|h| hex::decode(h).ok()).ok_or_else(|| {
-                        ConfigError::Invalid(format!("{}: no wrapped_root (hex)", path.display()))
-                    })?;
-                Ok(crate::seal::pkcs11::loader(f.hsm(hsm), wrapped))
+            let loader = |f: &crate::seal::SealFile| {
+                f.hsm_loader(hsm).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))
             };
             if let Some(l) = f.key_label.as_deref().filter(|l| *l != hsm.key_label) {
                 tracing::info!(
