@@ -245,11 +245,13 @@ fn offline_rotation_survives_sigkill_at_any_point() {
     let signer_before = stored(&data, "meta");
     assert_eq!(wrapped_before.len(), 2000);
 
-    // Kill each rotation after a different delay; whatever the point, the
-    // store opens with the old key or the new one, and running the same
-    // command again finishes the job.
-    // One run to completion first: its duration spreads the kills over a
-    // whole run (opening, re-wrapping, the write, the purge after it).
+    // Stop rotations between their steps: exactly at each crash point
+    // (KEYWARD_CRASH_AT: an abort, no destructors or flush, like a SIGKILL),
+    // then SIGKILLs after delays spread over a whole run (opening,
+    // re-wrapping, the write, the purge after it) wherever they fall.
+    // Whatever the point, the store opens with the old key or the new one,
+    // and running the same command again finishes the job.
+    // One run to completion first: its duration spreads the delays.
     let k1 = dir.path().join("k1.key");
     let started = Instant::now();
     ok(offline(
@@ -267,9 +269,25 @@ fn offline_rotation_survives_sigkill_at_any_point() {
     ));
     let full = started.elapsed().as_millis() as u64;
     current = k1;
+    enum Stop {
+        /// Aborts at this crash point; whether the new key opens the store after.
+        At(&'static str, bool),
+        /// SIGKILL after this many milliseconds.
+        After(u64),
+    }
+    let stops = [
+        Stop::At("rotate-before-write", false),
+        Stop::At("rekey-written", true),
+        Stop::At("rotate-before-settle", true),
+        Stop::After(0),
+        Stop::After(full / 4),
+        Stop::After(full / 2),
+        Stop::After(full * 3 / 4),
+        Stop::After(full),
+    ];
+    let runs = stops.len();
     let (mut committed, mut interrupted) = (0, 0);
-    let delays = [0, full / 10, full / 4, full / 2, full * 3 / 4, full * 9 / 10, full];
-    for (i, delay_ms) in delays.into_iter().enumerate() {
+    for (i, stop_at) in stops.into_iter().enumerate() {
         let i = i + 1;
         let next = dir.path().join(format!("k{}.key", i + 1));
         let args = [
@@ -282,15 +300,21 @@ fn offline_rotation_survives_sigkill_at_any_point() {
             "--new-root-key-file",
             next.to_str().unwrap(),
         ];
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let status = child.wait().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        let status = match stop_at {
+            Stop::At(point, _) => {
+                let status = cmd.env(keyward_core::CRASH_AT_VAR, point).status().unwrap();
+                assert!(!status.success(), "the run did not stop at {point}");
+                status
+            }
+            Stop::After(ms) => {
+                let mut child = cmd.spawn().unwrap();
+                std::thread::sleep(Duration::from_millis(ms));
+                let _ = child.kill();
+                child.wait().unwrap()
+            }
+        };
         if !status.success() {
             interrupted += 1;
         }
@@ -313,10 +337,14 @@ fn offline_rotation_survives_sigkill_at_any_point() {
             o.status.success()
         };
         let (old_opens, new_opens) = (opens(&current), next.exists() && opens(&next));
-        assert!(
-            old_opens ^ new_opens,
-            "after a kill at {delay_ms} ms ({status}): old opens {old_opens}, new opens {new_opens}"
-        );
+        let at = match stop_at {
+            Stop::At(point, expect_new) => {
+                assert_eq!(new_opens, expect_new, "after an abort at {point}: new key opens {new_opens}");
+                point.to_string()
+            }
+            Stop::After(ms) => format!("a kill after {ms} ms"),
+        };
+        assert!(old_opens ^ new_opens, "after {at} ({status}): old opens {old_opens}, new opens {new_opens}");
         if new_opens {
             committed += 1;
         }
@@ -325,11 +353,11 @@ fn offline_rotation_survives_sigkill_at_any_point() {
         assert!(again.contains("rotated") || again.contains("already"), "{again}");
         current = next;
     }
-    // How the kills fell (a noisy machine moves them; the checks above hold either way).
+    // How the timed kills fell (a noisy machine moves them; the checks above
+    // hold either way, and the crash points cover each step exactly).
     eprintln!(
-        "a full rotation took {full} ms; {interrupted} of 7 runs were killed, {committed} after their write"
+        "a full rotation took {full} ms; {interrupted} of {runs} runs were stopped, {committed} after their write"
     );
-    assert!(interrupted >= 4, "most runs were killed mid-way ({interrupted} of 7)");
 
     // Served with the last key: everything made before decrypts; the chain
     // verifies and records exactly one rotation per run.
@@ -353,7 +381,7 @@ fn offline_rotation_survives_sigkill_at_any_point() {
         &["--output", "json", "audit", "query", "--operation", "RotateRootKey", "--limit", "100"],
     )));
     let ok_count = q["records"].as_array().unwrap().iter().filter(|r| r["outcome"] == "OK").count();
-    assert_eq!(ok_count, 8, "one record per rotation: {q}");
+    assert_eq!(ok_count, 1 + runs, "one record per rotation: {q}");
     stop(server);
 
     // No file of the store still holds a secret wrapped under the first

@@ -168,9 +168,11 @@ pub fn rotate(
         policy: Arc::new(Policy::everything()),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    keyward_core::crash_point("rotate-before-write");
     let done = rt.block_on(kms.rotate_root_key(&caller, new_root)).map_err(|e| e.public_message());
     super::close(Arc::new(kms), std::time::Duration::from_secs(30));
     let done = done?;
+    keyward_core::crash_point("rotate-before-settle");
     if let Some(f) = &after {
         f.write(dir)?;
     }

@@ -15,6 +15,7 @@ mod audit;
 mod checkpoint;
 mod clock;
 mod committer;
+mod crash;
 mod directory;
 mod error;
 mod ids;
@@ -39,6 +40,7 @@ pub use checkpoint::{
 };
 pub use clock::{Clock, SystemClock};
 pub use committer::{AuditError, AuditLog, AuditLogConfig, AuditObserver, DEFAULT_AUDIT_QUEUE_LIMIT};
+pub use crash::{crash_point, CRASH_AT_VAR};
 pub use directory::{
     access_key_from_bytes, is_access_key_id, AccessChange, AccessId, AccessKeyRecord, AccessRecord,
     AccessRecordKey, GrantRecord, PrincipalRecord, TokenRecord, TokenRefusal, ACCESS_KEY_ID_LEN,

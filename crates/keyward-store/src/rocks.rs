@@ -541,6 +541,9 @@ impl Store for RocksStore {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(b, &wo).map_err(err)?;
+        if batch.rekey.is_some() {
+            keyward_core::crash_point("rekey-written");
+        }
         // The batch is durable: whatever happens to the purge, the write
         // happened (reporting it failed would make the writer reuse its
         // sequence numbers). A purge that could not finish (a backup's
