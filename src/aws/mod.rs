@@ -121,6 +121,8 @@ impl AwsError {
             KmsError::AuditUnavailable(_) => Self::new(503, "DependencyTimeoutException", e.public_message()),
             // Retryable, as the sealed state passes once an operator unseals.
             KmsError::Sealed(_) => Self::new(503, "DependencyTimeoutException", e.public_message()),
+            // Retryable: a cluster node serves again once it is current.
+            KmsError::Stale(_) => Self::new(503, "KMSInternalException", e.public_message()),
             KmsError::Store(_) | KmsError::Internal(_) => {
                 Self::new(500, "KMSInternalException", e.public_message())
             }

@@ -48,8 +48,9 @@ pub fn to_status(e: &KmsError) -> Status {
         ErrorKind::Internal => Code::Internal,
     };
     match e.kind() {
-        // Sealed is a state, not a failure: one line per request would flood the log.
-        ErrorKind::Unavailable if matches!(e, KmsError::Sealed(_)) => {
+        // Sealed (or, in a cluster, not current) is a state, not a failure:
+        // one line per request would flood the log (the state change is logged).
+        ErrorKind::Unavailable if matches!(e, KmsError::Sealed(_) | KmsError::Stale(_)) => {
             tracing::debug!(error = %e.public_message(), "refused while sealed")
         }
         ErrorKind::Internal | ErrorKind::Unavailable => {

@@ -90,6 +90,7 @@ impl VaultError {
             KmsError::ResourceExhausted(_) => Self::new(429, e.public_message()),
             // As Vault answers every request while sealed.
             KmsError::Sealed(_) => Self::new(503, "Vault is sealed"),
+            KmsError::Stale(_) => Self::new(503, e.public_message()),
             KmsError::AuditUnavailable(_) | KmsError::Store(_) | KmsError::Internal(_) => {
                 Self::new(500, e.public_message())
             }

@@ -93,6 +93,10 @@ pub enum KmsError {
     /// message says how far unsealing has come.
     #[error("keyward is sealed: {0}")]
     Sealed(String),
+    /// Cluster mode: this node could not confirm it is current with the
+    /// shared key store within its freshness bound (UNAVAILABLE).
+    #[error("{0}")]
+    Stale(String),
 }
 
 impl KmsError {
@@ -111,7 +115,9 @@ impl KmsError {
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
-            Self::AuditUnavailable(_) | Self::Store(_) | Self::Sealed(_) => ErrorKind::Unavailable,
+            Self::AuditUnavailable(_) | Self::Store(_) | Self::Sealed(_) | Self::Stale(_) => {
+                ErrorKind::Unavailable
+            }
             Self::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -24,6 +24,7 @@ mod kms;
 mod limits;
 mod model;
 mod refusals;
+mod shared;
 mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -50,8 +51,8 @@ pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     export_audit_page, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, AuditQueryInput, Caller,
-    CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput,
-    GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
+    ClusterConfig, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage,
+    GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
     PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl,
     TokenView, UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
     RESERVED_PRINCIPALS, WRONG_KEY,
@@ -62,6 +63,10 @@ pub use model::{
     MIN_ROTATION_PERIOD_MS,
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
+pub use shared::{
+    Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite, WatchError,
+    WriteError,
+};
 pub use store::{
     AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, Rekey, SealedRecord, Store, StoreError,
 };

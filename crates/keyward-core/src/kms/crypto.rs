@@ -174,6 +174,7 @@ impl Kms {
         if ciphertext.is_empty() {
             return Err(KmsError::invalid("ciphertext", "must not be empty"));
         }
+        self.check_current()?;
         let header = CiphertextHeader::parse(ciphertext)?;
         let id = KeyId::from_bytes(header.key_id);
         let (pin_field, perm) = match side {

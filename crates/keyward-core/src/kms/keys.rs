@@ -66,8 +66,8 @@ impl Kms {
             p.entry.key_version = Some(1);
             let meta = KeyMeta {
                 id,
-                description: input.description,
-                labels: input.labels,
+                description: input.description.clone(),
+                labels: input.labels.clone(),
                 state: KeyState::Enabled,
                 created_ms: p.now,
                 primary_version: 1,
@@ -80,7 +80,7 @@ impl Kms {
             let output = KeyView { meta: meta.clone(), aliases: input.alias.iter().cloned().collect() };
             let record = KeyRecord { meta, wrapped: BTreeMap::from([(1, wrapped)]), tag: None };
             let live = LiveKey { record, secrets: BTreeMap::from([(1, Arc::new(secret))]) };
-            let aliases = input.alias.into_iter().map(|a| AliasChange::set(a, id)).collect();
+            let aliases = input.alias.iter().map(|a| AliasChange::set(a.clone(), id)).collect();
             Ok(Plan::Change { keys: vec![live], aliases, output })
         })
         .await
@@ -186,7 +186,7 @@ impl Kms {
             for k in &remove {
                 labels.remove(k);
             }
-            labels.extend(set);
+            labels.extend(set.clone());
             validate_labels(&labels)?;
             let changed = labels != meta.labels;
             meta.labels = labels;

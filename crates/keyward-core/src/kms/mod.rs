@@ -30,6 +30,7 @@ mod access;
 mod access_keys;
 mod aliases;
 mod audit;
+mod cluster;
 mod crypto;
 mod keys;
 mod operator;
@@ -59,6 +60,7 @@ pub use access::{
 };
 pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAccessKey};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
+pub use cluster::ClusterConfig;
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput, WRONG_KEY,
 };
@@ -162,6 +164,8 @@ impl LiveKey {
 struct State {
     keys: BTreeMap<KeyId, Arc<LiveKey>>,
     aliases: BTreeMap<String, KeyId>,
+    /// Cluster mode: the shared-store revision of each key and alias.
+    revisions: cluster::Revisions,
 }
 
 impl State {
@@ -201,6 +205,8 @@ pub struct Kms {
     audit_identity: (crate::NodeId, keyward_crypto::AuditPublicKey),
     /// Set once a root-key rotation committed: changes are refused.
     retired: root::Retired,
+    /// Cluster mode: the shared key store this node follows.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -219,7 +225,47 @@ impl Kms {
         clock: Arc<dyn Clock>,
         config: KmsConfig,
     ) -> Result<Self, OpenError> {
+        Self::open_with(store, root, clock, config, None)
+    }
+
+    /// Opens a cluster node: the keys and aliases come from `shared` (whose
+    /// root-key check value this root key must match, or becomes, for the
+    /// first node), `store` keeps this node's audit log, usage and access
+    /// records. Start [`Kms::cluster_tasks`] next, or the node stops being
+    /// current after `cluster.freshness_bound`.
+    pub async fn open_cluster(
+        store: Arc<dyn Store>,
+        shared: Arc<dyn crate::SharedKeys>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        config: KmsConfig,
+        cluster: ClusterConfig,
+    ) -> Result<Self, OpenError> {
+        let check = shared.root_check(&root.check_value().0).await.map_err(OpenError::Store)?;
+        if !root.matches(&keyward_crypto::RootCheck(check)) {
+            return Err(OpenError::ClusterRootKey);
+        }
+        let started = std::time::Instant::now();
+        let snapshot = shared.load().await.map_err(OpenError::Store)?;
+        Self::open_with(store, root, clock, config, Some((shared, snapshot, cluster, started)))
+    }
+
+    fn open_with(
+        store: Arc<dyn Store>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        config: KmsConfig,
+        joining: Option<(
+            Arc<dyn crate::SharedKeys>,
+            crate::SharedSnapshot,
+            ClusterConfig,
+            std::time::Instant,
+        )>,
+    ) -> Result<Self, OpenError> {
         let mut keys = store.load_keys().map_err(OpenError::Store)?;
+        if joining.is_some() && !keys.is_empty() {
+            return Err(OpenError::LocalKeys(keys.len()));
+        }
         match store.root_check().map_err(OpenError::Store)? {
             Some(v) => {
                 if !root.matches(&keyward_crypto::RootCheck(v)) {
@@ -250,6 +296,12 @@ impl Kms {
             tracing::warn!(keys = keys.len(), aliases = aliases.len(), "data folder upgraded to the current stored format; key records and aliases are now authenticated");
         }
         let mut state = State::default();
+        let mut cluster = None;
+        if let Some((shared, snapshot, config, started)) = joining {
+            let revision = snapshot.revision;
+            state = cluster::state_from(&root, &records, snapshot)?;
+            cluster = Some(cluster::Cluster::new(shared, config, revision, started));
+        }
         for record in keys {
             if !integrity::key_intact(&records, &record) {
                 return Err(OpenError::Tampered(format!("key record {}", record.meta.id)));
@@ -320,6 +372,7 @@ impl Kms {
             clock,
             audit_identity: (node_id, audit_key),
             retired: Default::default(),
+            cluster,
         })
     }
 
@@ -393,6 +446,12 @@ pub enum OpenError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// Cluster mode: the root key is not the cluster's.
+    #[error("the root key differs from the cluster's (its check value in the shared store does not match): every node must be given the same root key")]
+    ClusterRootKey,
+    /// Cluster mode: the local data folder holds keys of its own.
+    #[error("this data folder holds {0} keys of a single-node server; a cluster node keeps its keys in the shared store: use an empty data folder, or move them with `keyward cluster import`")]
+    LocalKeys(usize),
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;

@@ -142,6 +142,7 @@ impl Kms {
         field: &'static str,
         key: &str,
     ) -> Result<Arc<LiveKey>, KmsError> {
+        self.check_current()?;
         resolve_in(&self.state.read().expect("state lock"), entry, field, key)
     }
 
@@ -238,7 +239,7 @@ impl Kms {
         &self,
         caller: &Caller,
         op: Operation,
-        prepare: impl FnOnce(Prep<'_>) -> Result<Plan<T>, KmsError>,
+        mut prepare: impl FnMut(Prep<'_>) -> Result<Plan<T>, KmsError>,
     ) -> Result<T, KmsError> {
         let mut entry = self.entry(caller, op);
         // Every lifecycle change is an administrator's: anyone else is
@@ -257,6 +258,9 @@ impl Kms {
                 Ok(_) => KmsError::PermissionDenied(format!("{} may not change keys", caller.principal)),
             };
             return self.finish(entry, Err(e)).await;
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.lifecycle_shared(cluster, entry, prepare).await;
         }
         let guard = self.lifecycle.clone().lock_owned().await;
         if let Err(e) = self.check_not_retired() {
@@ -306,6 +310,93 @@ impl Kms {
         Ok(output)
     }
 
+    /// The lifecycle path of a cluster node: decided from memory under the
+    /// lock, written to the shared store as a compare-and-swap on the
+    /// revisions memory holds; a write that lost a race waits until the
+    /// winning change is in memory and decides again. The record follows
+    /// the write (so it never claims a change that did not happen) and is
+    /// durable before the answer.
+    async fn lifecycle_shared<T>(
+        &self,
+        cluster: &super::cluster::Cluster,
+        first: AuditEntry,
+        mut prepare: impl FnMut(Prep<'_>) -> Result<Plan<T>, KmsError>,
+    ) -> Result<T, KmsError> {
+        for _ in 0..super::cluster::MAX_WRITE_ATTEMPTS {
+            let mut entry = first.clone();
+            let guard = self.lifecycle.clone().lock_owned().await;
+            if let Err(e) = self.check_not_retired().and_then(|()| cluster.check_current()) {
+                drop(guard);
+                return self.finish(entry, Err(e)).await;
+            }
+            let planned = {
+                let state = self.state.read().expect("state lock");
+                let now = self.clock.now_ms();
+                prepare(Prep { entry: &mut entry, state: &state, root: &self.root, now }).map(|plan| {
+                    // The revisions of what the change replaces, as memory holds them.
+                    let expect = match &plan {
+                        Plan::Change { keys, aliases, .. } => (
+                            keys.iter().map(|k| state.expected_key(k.meta().id)).collect(),
+                            aliases.iter().map(|a| state.expected_alias(alias_name(a))).collect(),
+                        ),
+                        Plan::Unchanged { .. } => (Vec::new(), Vec::new()),
+                    };
+                    (plan, expect)
+                })
+            };
+            let (keys, aliases, output, expect) = match planned {
+                Err(e) => {
+                    drop(guard);
+                    return self.finish(entry, Err(e)).await;
+                }
+                Ok((Plan::Unchanged { output, record }, _)) => {
+                    drop(guard);
+                    return if record { self.finish(entry, Ok(output)).await } else { Ok(output) };
+                }
+                Ok((Plan::Change { keys, aliases, output }, expect)) => (keys, aliases, output, expect),
+            };
+            let keys: Vec<LiveKey> = keys
+                .into_iter()
+                .map(|k| LiveKey { record: self.tagged(&k.record), secrets: k.secrets })
+                .collect();
+            let aliases: Vec<AliasChange> = aliases.into_iter().map(|a| self.tagged_alias(a)).collect();
+            let write = crate::SharedWrite {
+                keys: keys.iter().zip(expect.0).map(|(k, rev)| (k.record.clone(), rev)).collect(),
+                aliases: aliases.iter().zip(expect.1).map(|(a, rev)| (a.clone(), rev)).collect(),
+            };
+            match cluster.shared.write(write).await {
+                Ok(rev) => {
+                    {
+                        let mut s = self.state.write().expect("state lock");
+                        for key in keys {
+                            s.put_shared_key(key, rev);
+                        }
+                        for change in aliases {
+                            s.put_shared_alias(change, rev);
+                        }
+                    }
+                    drop(guard);
+                    return self.finish(entry, Ok(output)).await;
+                }
+                Err(crate::WriteError::Conflict(at)) => {
+                    drop(guard);
+                    // Decide again once the change that won is in memory.
+                    cluster.wait_applied(at, cluster.config.freshness_bound).await;
+                }
+                Err(e) => {
+                    drop(guard);
+                    let e = KmsError::Store(crate::StoreError(format!("the shared key store: {e}")));
+                    return self.finish(entry, Err(e)).await;
+                }
+            }
+        }
+        let e = KmsError::Stale(format!(
+            "{} concurrent changes won the race for this change; retry",
+            super::cluster::MAX_WRITE_ATTEMPTS
+        ));
+        self.finish(first, Err(e)).await
+    }
+
     /// A lifecycle change of one existing key by an administrator: `change`
     /// gets the key and returns its new form, or `None` if nothing changes.
     /// `version` is the version the record names (default: the primary).
@@ -319,7 +410,7 @@ impl Kms {
         key: &str,
         version: Option<u32>,
         record_noop: bool,
-        change: impl FnOnce(&LiveKey, &RootKey, i64) -> Result<Option<LiveKey>, KmsError>,
+        mut change: impl FnMut(&LiveKey, &RootKey, i64) -> Result<Option<LiveKey>, KmsError>,
     ) -> Result<KeyView, KmsError> {
         self.lifecycle(caller, op, |p| {
             let live = resolve_in(p.state, p.entry, "key_id", key)?;
@@ -344,13 +435,21 @@ impl Kms {
         op: Operation,
         key: &str,
         version: Option<u32>,
-        f: impl FnOnce(&mut crate::KeyMeta, i64) -> Result<bool, KmsError>,
+        mut f: impl FnMut(&mut crate::KeyMeta, i64) -> Result<bool, KmsError>,
     ) -> Result<KeyView, KmsError> {
         self.change_key(caller, op, key, version, true, |live, _, now| {
             check_key_manageable(live.meta())?;
             live.try_with_meta(|m| f(m, now))
         })
         .await
+    }
+}
+
+/// The alias an alias change concerns.
+fn alias_name(change: &AliasChange) -> &str {
+    match change {
+        AliasChange::Set(e) => &e.alias,
+        AliasChange::Remove(a) => a,
     }
 }
 

@@ -190,7 +190,7 @@ impl Kms {
         key: &str,
         version: u32,
         not_primary: bool,
-        f: impl FnOnce(&mut VersionMeta, i64) -> Result<bool, KmsError>,
+        mut f: impl FnMut(&mut VersionMeta, i64) -> Result<bool, KmsError>,
     ) -> Result<KeyView, KmsError> {
         self.change_meta(caller, op, key, Some(version), move |meta, now| {
             if meta.version(version).is_none() {

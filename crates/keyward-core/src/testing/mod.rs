@@ -6,12 +6,14 @@
 
 mod faulty;
 mod memory;
+mod shared;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use faulty::{Faults, FaultyStore};
 pub use memory::MemoryStore;
+pub use shared::{MemoryShared, SharedNode};
 
 use crate::Clock;
 

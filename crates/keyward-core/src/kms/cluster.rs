@@ -1,0 +1,377 @@
+//! Cluster mode: the keys live in a shared store ([`SharedKeys`], etcd),
+//! every node holds all of them in memory and follows the store's changes.
+//!
+//! - **Following.** Loaded at one revision at open, then a watch from the
+//!   next; a compacted watch reloads everything. Crypto requests read only
+//!   memory.
+//! - **Freshness, fail closed.** Every `probe_every` the node reads the
+//!   revision of the last shared write linearizably (at `t0`) and waits
+//!   until it has applied it; it is then current until `t0 +
+//!   freshness_bound`. Past that without a confirmation it refuses crypto
+//!   and lifecycle requests (`Stale`, UNAVAILABLE): a key disabled anywhere
+//!   is refused everywhere within the bound, even by a node cut off from
+//!   the shared store.
+//! - **Lifecycle writes** are compare-and-swap writes on the revisions of
+//!   what they replace, decided from memory under this node's lifecycle
+//!   lock. A write that loses a race waits until this node has applied the
+//!   change that beat it and decides again, so two rotations of one key on
+//!   two nodes make versions n+1 and n+2.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{unwrap_record, Kms, LiveKey, State};
+use crate::shared::{Revision, SharedEvent, SharedKeys, SharedSnapshot, WatchError};
+use crate::{integrity, AliasChange, KeyId, KmsError, OpenError};
+
+/// Cluster-mode settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How long a confirmation that this node is current holds.
+    pub freshness_bound: Duration,
+    /// How often the node confirms it is current.
+    pub probe_every: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { freshness_bound: Duration::from_secs(2), probe_every: Duration::from_millis(250) }
+    }
+}
+
+/// How many times a lifecycle write that lost a race is decided again.
+pub(super) const MAX_WRITE_ATTEMPTS: usize = 16;
+
+/// The revisions of what memory holds (cluster mode only).
+#[derive(Debug, Default)]
+pub(super) struct Revisions {
+    /// The revision that last wrote each key.
+    pub keys: HashMap<KeyId, Revision>,
+    /// The revision that last set or removed each alias (kept after removal,
+    /// so an older event for it is not applied).
+    pub aliases: HashMap<String, Revision>,
+}
+
+/// This node's link to the shared store.
+pub(super) struct Cluster {
+    pub shared: Arc<dyn SharedKeys>,
+    pub config: ClusterConfig,
+    /// Everything up to this revision is in memory.
+    applied: watch::Sender<Revision>,
+    base: Instant,
+    /// Nanoseconds after `base` until which this node is current.
+    fresh_until: AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("shared", &self.shared)
+            .field("applied", &*self.applied.borrow())
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn new(
+        shared: Arc<dyn SharedKeys>,
+        config: ClusterConfig,
+        loaded_at: Revision,
+        started: Instant,
+    ) -> Self {
+        let c = Self {
+            shared,
+            config,
+            applied: watch::Sender::new(loaded_at),
+            base: started,
+            fresh_until: AtomicU64::new(0),
+        };
+        // The load was a linearizable read begun at `started`.
+        c.confirm(started);
+        c
+    }
+
+    fn confirm(&self, probe_start: Instant) {
+        let until = probe_start.saturating_duration_since(self.base) + self.config.freshness_bound;
+        self.fresh_until.fetch_max(until.as_nanos() as u64, Ordering::SeqCst);
+    }
+
+    /// Whether this node is current (within the bound of its last confirmation).
+    pub fn is_current(&self) -> bool {
+        (self.base.elapsed().as_nanos() as u64) < self.fresh_until.load(Ordering::SeqCst)
+    }
+
+    /// `Stale` unless this node is current.
+    pub fn check_current(&self) -> Result<(), KmsError> {
+        if self.is_current() {
+            return Ok(());
+        }
+        let until = Duration::from_nanos(self.fresh_until.load(Ordering::SeqCst));
+        let since = self.base.elapsed().saturating_sub(until) + self.config.freshness_bound;
+        Err(KmsError::Stale(format!(
+            "this node has not confirmed it is current with the cluster for {} ms (bound {} ms): it refuses until it is",
+            since.as_millis(),
+            self.config.freshness_bound.as_millis()
+        )))
+    }
+
+    /// The revision applied so far.
+    pub fn applied(&self) -> Revision {
+        *self.applied.borrow()
+    }
+
+    fn advance(&self, to: Revision) {
+        self.applied.send_if_modified(|a| {
+            let moved = to > *a;
+            if moved {
+                *a = to;
+            }
+            moved
+        });
+    }
+
+    /// Waits until everything up to `rev` is applied, at most `max`.
+    pub async fn wait_applied(&self, rev: Revision, max: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(max, rx.wait_for(|a| *a >= rev)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Builds the in-memory state from a snapshot, checking every tag and
+/// unwrapping every secret.
+pub(super) fn state_from(
+    kms_root: &keyward_crypto::RootKey,
+    records: &keyward_crypto::RecordKey,
+    snap: SharedSnapshot,
+) -> Result<State, OpenError> {
+    let mut state = State::default();
+    for k in snap.keys {
+        if !integrity::key_intact(records, &k.record) {
+            return Err(OpenError::Tampered(format!("shared key record {}", k.record.meta.id)));
+        }
+        let id = k.record.meta.id;
+        let live = unwrap_record(kms_root, k.record).map_err(|_| OpenError::WrongRootKey)?;
+        state.keys.insert(id, Arc::new(live));
+        state.revisions.keys.insert(id, k.revision);
+    }
+    for a in snap.aliases {
+        let e = a.entry;
+        if !integrity::alias_intact(records, &e.alias, e.key, e.tag.as_ref()) {
+            return Err(OpenError::Tampered(format!("shared alias {:?}", e.alias)));
+        }
+        state.revisions.aliases.insert(e.alias.clone(), a.revision);
+        state.aliases.insert(e.alias, e.key);
+    }
+    Ok(state)
+}
+
+impl State {
+    /// The revision a write must expect for key `id` (0: not stored).
+    pub(super) fn expected_key(&self, id: KeyId) -> Revision {
+        self.revisions.keys.get(&id).copied().unwrap_or(0)
+    }
+
+    /// The revision a write must expect for `alias` (0: not set).
+    pub(super) fn expected_alias(&self, alias: &str) -> Revision {
+        if self.aliases.contains_key(alias) {
+            self.revisions.aliases.get(alias).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Puts a key written at `rev`, unless memory holds a later write of it.
+    pub(super) fn put_shared_key(&mut self, key: LiveKey, rev: Revision) {
+        let id = key.meta().id;
+        if self.revisions.keys.get(&id).is_some_and(|r| *r >= rev) {
+            return;
+        }
+        self.revisions.keys.insert(id, rev);
+        self.keys.insert(id, Arc::new(key));
+    }
+
+    /// Applies an alias change made at `rev`, unless memory holds a later one.
+    pub(super) fn put_shared_alias(&mut self, change: AliasChange, rev: Revision) {
+        let alias = match &change {
+            AliasChange::Set(e) => e.alias.clone(),
+            AliasChange::Remove(a) => a.clone(),
+        };
+        if self.revisions.aliases.get(&alias).is_some_and(|r| *r >= rev) {
+            return;
+        }
+        self.revisions.aliases.insert(alias, rev);
+        match change {
+            AliasChange::Set(e) => self.aliases.insert(e.alias, e.key),
+            AliasChange::Remove(a) => self.aliases.remove(&a),
+        };
+    }
+}
+
+impl Kms {
+    /// Whether this node may serve: always in single-node mode; in cluster
+    /// mode, while it is current (for health reporting).
+    pub fn is_current(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.is_current())
+    }
+
+    /// `Stale` if this is a cluster node that is not current.
+    pub(super) fn check_current(&self) -> Result<(), KmsError> {
+        self.cluster.as_ref().map_or(Ok(()), |c| c.check_current())
+    }
+
+    /// The revision of the shared store this node has applied (cluster mode).
+    pub fn applied_revision(&self) -> Option<Revision> {
+        self.cluster.as_ref().map(|c| c.applied())
+    }
+
+    /// The background work of a cluster node: following the shared store
+    /// and confirming it is current. Empty in single-node mode. Each ends
+    /// once this `Kms` is dropped or retired.
+    pub fn cluster_tasks(self: &Arc<Self>) -> Vec<BoxFuture<'static, ()>> {
+        if self.cluster.is_none() {
+            return Vec::new();
+        }
+        vec![Box::pin(follow(Arc::downgrade(self))), Box::pin(probe(Arc::downgrade(self)))]
+    }
+
+    /// Applies one change from the shared store. A record that fails its
+    /// tag or does not unwrap is not applied and stops the node's progress:
+    /// it then fails closed at the freshness bound.
+    fn apply_shared(&self, cluster: &Cluster, event: SharedEvent) -> Result<(), String> {
+        match event {
+            SharedEvent::Key(k) => {
+                if !integrity::key_intact(&self.records, &k.record) {
+                    return Err(format!("shared key record {} fails its integrity check", k.record.meta.id));
+                }
+                let id = k.record.meta.id;
+                let live = unwrap_record(&self.root, k.record).map_err(|_| {
+                    format!("shared key record {id} does not unwrap under this node's root key")
+                })?;
+                self.state.write().expect("state lock").put_shared_key(live, k.revision);
+            }
+            SharedEvent::Alias(a) => {
+                let e = a.entry;
+                if !integrity::alias_intact(&self.records, &e.alias, e.key, e.tag.as_ref()) {
+                    return Err(format!("shared alias {:?} fails its integrity check", e.alias));
+                }
+                self.state.write().expect("state lock").put_shared_alias(AliasChange::Set(e), a.revision);
+            }
+            SharedEvent::AliasRemoved { alias, revision } => {
+                self.state
+                    .write()
+                    .expect("state lock")
+                    .put_shared_alias(AliasChange::Remove(alias), revision);
+            }
+            SharedEvent::Progress(rev) => cluster.advance(rev),
+        }
+        Ok(())
+    }
+
+    /// Replaces memory with a fresh snapshot (after a compacted watch).
+    fn reload_shared(&self, cluster: &Cluster, snap: SharedSnapshot) -> Result<(), String> {
+        let rev = snap.revision;
+        let state = state_from(&self.root, &self.records, snap).map_err(|e| e.to_string())?;
+        *self.state.write().expect("state lock") = state;
+        cluster.advance(rev);
+        Ok(())
+    }
+}
+
+/// Follows the shared store's changes into memory.
+async fn follow(kms: Weak<Kms>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some((shared, from)) = kms.upgrade().and_then(|k| {
+            let c = k.cluster.as_ref()?;
+            (!k.is_retired()).then(|| (c.shared.clone(), c.applied()))
+        }) else {
+            return;
+        };
+        let mut events = shared.watch(from);
+        let mut failure = None;
+        while let Some(event) = events.next().await {
+            let Some(k) = kms.upgrade() else { return };
+            let Some(c) = k.cluster.as_ref() else { return };
+            match event {
+                Ok(e) => {
+                    if let Err(e) = k.apply_shared(c, e) {
+                        failure = Some(e);
+                        break;
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(WatchError::Compacted(at)) => {
+                    tracing::warn!(
+                        revision = at,
+                        "the shared store compacted past this node's revision: reloading every key"
+                    );
+                    match shared.load().await {
+                        Ok(snap) => {
+                            if let Err(e) = k.reload_shared(c, snap) {
+                                failure = Some(e);
+                            }
+                        }
+                        Err(e) => failure = Some(e.to_string()),
+                    }
+                    break;
+                }
+                Err(WatchError::Store(e)) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            tracing::error!(error = %e, "following the shared key store failed; this node refuses requests once its freshness bound passes; retrying");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Confirms, every `probe_every`, that this node has applied the last
+/// shared write (read linearizably).
+async fn probe(kms: Weak<Kms>) {
+    let mut was_current = true;
+    loop {
+        let Some((shared, config)) = kms.upgrade().and_then(|k| {
+            let c = k.cluster.as_ref()?;
+            (!k.is_retired()).then(|| (c.shared.clone(), c.config.clone()))
+        }) else {
+            return;
+        };
+        tokio::time::sleep(config.probe_every).await;
+        let t0 = Instant::now();
+        let last = tokio::time::timeout(config.freshness_bound, shared.last_write()).await;
+        let Some(k) = kms.upgrade() else { return };
+        let Some(c) = k.cluster.as_ref() else { return };
+        match last {
+            Ok(Ok(rev)) => {
+                let left = config.freshness_bound.saturating_sub(t0.elapsed());
+                if c.wait_applied(rev, left).await {
+                    c.confirm(t0);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "confirming this node is current failed"),
+            Err(_) => tracing::debug!("confirming this node is current timed out"),
+        }
+        let current = c.is_current();
+        if current != was_current {
+            if current {
+                tracing::warn!(
+                    revision = c.applied(),
+                    "this node is current with the cluster again: serving"
+                );
+            } else {
+                tracing::error!(bound_ms = config.freshness_bound.as_millis() as u64, "this node could not confirm it is current with the cluster within its freshness bound: refusing crypto and lifecycle requests");
+            }
+            was_current = current;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The port of cluster mode: keys and aliases shared by every node through a
+//! replicated store (etcd), each write a compare-and-swap on the revisions
+//! of what it replaces.
+//!
+//! Every node keeps all keys in memory (loaded at one revision, then
+//! followed by a watch), so crypto requests never wait on the shared store.
+//! Every write also moves one marker (its revision is the store's last
+//! write to the shared keys), which a node reads linearizably to prove it
+//! is current: see [`crate::kms`]'s cluster follower.
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+
+use crate::{AliasChange, AliasEntry, KeyRecord, StoreError};
+
+/// A revision of the shared store: every write has a larger one than the
+/// writes before it. 0 means "absent" (never written, or removed).
+pub type Revision = i64;
+
+/// A key as the shared store holds it, with the revision that last wrote it.
+#[derive(Debug, Clone)]
+pub struct SharedKey {
+    /// The key record (sealed version secrets, tagged).
+    pub record: KeyRecord,
+    /// The revision that last wrote it.
+    pub revision: Revision,
+}
+
+/// An alias as the shared store holds it, with the revision that last wrote it.
+#[derive(Debug, Clone)]
+pub struct SharedAlias {
+    /// The alias entry (tagged).
+    pub entry: AliasEntry,
+    /// The revision that last wrote it.
+    pub revision: Revision,
+}
+
+/// Every shared key and alias at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct SharedSnapshot {
+    /// The revision read at.
+    pub revision: Revision,
+    /// Every key.
+    pub keys: Vec<SharedKey>,
+    /// Every alias.
+    pub aliases: Vec<SharedAlias>,
+}
+
+/// One all-or-nothing write: each key and alias is written only if the
+/// revision that last wrote it is still the one given (0: it must not exist).
+#[derive(Debug, Clone, Default)]
+pub struct SharedWrite {
+    /// Keys to write, each with its expected revision.
+    pub keys: Vec<(KeyRecord, Revision)>,
+    /// Alias changes, each with the alias's expected revision.
+    pub aliases: Vec<(AliasChange, Revision)>,
+}
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another write changed something this one expected unchanged; the
+    /// store is at this revision now (at least).
+    #[error("a concurrent change (the shared store is at revision {0})")]
+    Conflict(Revision),
+    /// The store could not be reached or refused; the write may or may not
+    /// have happened only if the store says so ([`WriteError::Unknown`]).
+    #[error("{0}")]
+    Store(StoreError),
+    /// The outcome is unknown (the connection broke after sending).
+    #[error("outcome unknown: {0}")]
+    Unknown(StoreError),
+}
+
+/// One change, in revision order, as a watch delivers it.
+#[derive(Debug, Clone)]
+pub enum SharedEvent {
+    /// A key written.
+    Key(SharedKey),
+    /// An alias set.
+    Alias(SharedAlias),
+    /// An alias removed (at this revision).
+    AliasRemoved {
+        /// The alias.
+        alias: String,
+        /// The revision that removed it.
+        revision: Revision,
+    },
+    /// Every change up to this revision has been delivered.
+    Progress(Revision),
+}
+
+/// Why a watch ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The revision to start from is no longer kept: reload everything.
+    #[error("the shared store compacted past revision {0}: reload")]
+    Compacted(Revision),
+    /// The store could not be reached.
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+/// The shared key store (etcd in production, [`crate::testing::MemoryShared`] in tests).
+pub trait SharedKeys: Send + Sync + std::fmt::Debug + 'static {
+    /// Every key and alias at one revision (linearizable).
+    fn load(&self) -> BoxFuture<'_, Result<SharedSnapshot, StoreError>>;
+    /// Applies `write` if every expected revision holds; returns the revision it made.
+    fn write(&self, write: SharedWrite) -> BoxFuture<'_, Result<Revision, WriteError>>;
+    /// Every change after `after`, in order, until an error ends it.
+    fn watch(&self, after: Revision) -> BoxStream<'static, Result<SharedEvent, WatchError>>;
+    /// The revision of the last write to the shared keys, read
+    /// linearizably: a node that has applied it is current.
+    fn last_write(&self) -> BoxFuture<'_, Result<Revision, StoreError>>;
+    /// The root-key check value every node must match, stored by the first
+    /// node if none is (returns the stored one either way).
+    fn root_check(&self, mine: &[u8]) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
+}

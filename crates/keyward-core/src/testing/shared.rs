@@ -1,0 +1,213 @@
+//! An in-memory [`SharedKeys`]: the shared key store of cluster mode, for
+//! use-case tests of several `Kms` nodes in one process. Any node can be
+//! cut off from it ([`MemoryShared::cut_off`]), and old revisions compacted.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::shared::{Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite};
+use crate::{AliasChange, AliasEntry, KeyId, KeyRecord, StoreError, WatchError, WriteError};
+
+#[derive(Debug, Default)]
+struct Inner {
+    revision: Revision,
+    keys: BTreeMap<KeyId, (KeyRecord, Revision)>,
+    aliases: BTreeMap<String, (AliasEntry, Revision)>,
+    /// Every change, by revision (from `compacted` on).
+    log: Vec<(Revision, SharedEvent)>,
+    compacted: Revision,
+    root_check: Option<Vec<u8>>,
+    writes: u64,
+}
+
+/// The shared store every node of a test cluster opens (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct MemoryShared {
+    inner: Arc<Mutex<Inner>>,
+    changed: watch::Sender<Revision>,
+}
+
+impl Default for MemoryShared {
+    fn default() -> Self {
+        Self { inner: Default::default(), changed: watch::Sender::new(0) }
+    }
+}
+
+impl MemoryShared {
+    /// An empty shared store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A view of this store for one node, which the test can cut off.
+    pub fn node(&self) -> SharedNode {
+        SharedNode { store: self.clone(), cut: Arc::new(watch::Sender::new(false)) }
+    }
+
+    /// Forgets the changes before the current revision: a watch from
+    /// before it fails with `Compacted`.
+    pub fn compact(&self) {
+        let mut g = self.inner.lock().unwrap();
+        g.compacted = g.revision;
+        g.log.clear();
+    }
+
+    /// How many writes succeeded.
+    pub fn writes(&self) -> u64 {
+        self.inner.lock().unwrap().writes
+    }
+
+    /// The key as stored, with its revision.
+    pub fn key(&self, id: KeyId) -> Option<(KeyRecord, Revision)> {
+        self.inner.lock().unwrap().keys.get(&id).cloned()
+    }
+}
+
+/// One node's connection to a [`MemoryShared`].
+#[derive(Debug, Clone)]
+pub struct SharedNode {
+    store: MemoryShared,
+    cut: Arc<watch::Sender<bool>>,
+}
+
+impl SharedNode {
+    /// Cuts this node off (`true`): every call waits, and its watch
+    /// delivers nothing, until it is reconnected (`false`).
+    pub fn cut_off(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+
+    async fn connected(cut: &watch::Sender<bool>) {
+        let mut rx = cut.subscribe();
+        let _ = rx.wait_for(|c| !*c).await;
+    }
+}
+
+impl SharedKeys for SharedNode {
+    fn load(&self) -> BoxFuture<'_, Result<SharedSnapshot, StoreError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            let g = self.store.inner.lock().unwrap();
+            Ok(SharedSnapshot {
+                revision: g.revision,
+                keys: g
+                    .keys
+                    .values()
+                    .map(|(r, rev)| SharedKey { record: r.clone(), revision: *rev })
+                    .collect(),
+                aliases: g
+                    .aliases
+                    .values()
+                    .map(|(e, rev)| SharedAlias { entry: e.clone(), revision: *rev })
+                    .collect(),
+            })
+        }
+        .boxed()
+    }
+
+    fn write(&self, write: SharedWrite) -> BoxFuture<'_, Result<Revision, WriteError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            let rev = {
+                let mut g = self.store.inner.lock().unwrap();
+                let holds_keys =
+                    write.keys.iter().all(|(k, want)| g.keys.get(&k.meta.id).map_or(0, |(_, r)| *r) == *want);
+                let holds_aliases = write.aliases.iter().all(|(a, want)| {
+                    let name = match a {
+                        AliasChange::Set(e) => &e.alias,
+                        AliasChange::Remove(n) => n,
+                    };
+                    g.aliases.get(name).map_or(0, |(_, r)| *r) == *want
+                });
+                if !holds_keys || !holds_aliases {
+                    return Err(WriteError::Conflict(g.revision));
+                }
+                g.revision += 1;
+                g.writes += 1;
+                let rev = g.revision;
+                for (k, _) in write.keys {
+                    g.log.push((rev, SharedEvent::Key(SharedKey { record: k.clone(), revision: rev })));
+                    g.keys.insert(k.meta.id, (k, rev));
+                }
+                for (a, _) in write.aliases {
+                    match a {
+                        AliasChange::Set(e) => {
+                            g.log.push((
+                                rev,
+                                SharedEvent::Alias(SharedAlias { entry: e.clone(), revision: rev }),
+                            ));
+                            g.aliases.insert(e.alias.clone(), (e, rev));
+                        }
+                        AliasChange::Remove(n) => {
+                            g.log.push((rev, SharedEvent::AliasRemoved { alias: n.clone(), revision: rev }));
+                            g.aliases.remove(&n);
+                        }
+                    }
+                }
+                rev
+            };
+            self.store.changed.send_replace(rev);
+            Ok(rev)
+        }
+        .boxed()
+    }
+
+    fn watch(&self, after: Revision) -> BoxStream<'static, Result<SharedEvent, WatchError>> {
+        let (store, cut) = (self.store.clone(), self.cut.clone());
+        let rx = store.changed.subscribe();
+        futures_util::stream::unfold(
+            (after, rx, Vec::<SharedEvent>::new()),
+            move |(mut from, mut rx, mut queue)| {
+                let (store, cut) = (store.clone(), cut.clone());
+                async move {
+                    loop {
+                        if !queue.is_empty() {
+                            let e = queue.remove(0);
+                            return Some((Ok(e), (from, rx, queue)));
+                        }
+                        Self::connected(&cut).await;
+                        {
+                            let g = store.inner.lock().unwrap();
+                            if from < g.compacted {
+                                return Some((Err(WatchError::Compacted(from)), (from, rx, queue)));
+                            }
+                            if g.revision > from {
+                                queue.extend(g.log.iter().filter(|(r, _)| *r > from).map(|(_, e)| e.clone()));
+                                from = g.revision;
+                                queue.push(SharedEvent::Progress(from));
+                                continue;
+                            }
+                        }
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            },
+        )
+        .boxed()
+    }
+
+    fn last_write(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            Ok(self.store.inner.lock().unwrap().revision)
+        }
+        .boxed()
+    }
+
+    fn root_check(&self, mine: &[u8]) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        let mine = mine.to_vec();
+        async move {
+            Self::connected(&self.cut).await;
+            let mut g = self.store.inner.lock().unwrap();
+            Ok(g.root_check.get_or_insert(mine).clone())
+        }
+        .boxed()
+    }
+}
