@@ -5,6 +5,11 @@
 //! secret is a value of its own (key: key UUID || version, [`secret_key`]),
 //! so destroying a version deletes exactly its secret and nothing else.
 //!
+//! Shared (cluster mode, one etcd value per key): the metadata, its tag and
+//! every version's wrapped secret in one document,
+//! `{"meta":{...},"tag":"<hex>","wrapped":{"<version>":"<hex>"}}`, so a key
+//! changes in one compare-and-swap of one value.
+//!
 //! Format 1 (read, for upgrades): secrets inside the record,
 //! `{"meta":{...},"wrapped":{"<version>":"<hex of the wrapped secret>"}}`.
 //!
@@ -33,6 +38,16 @@ struct StoredKeyV2 {
     meta: StoredMeta,
     /// Hex of the record's tag (see `keyward_core::KeyRecord::tag`).
     tag: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKeyShared {
+    meta: StoredMeta,
+    /// Hex of the record's tag.
+    tag: String,
+    /// Version -> hex of the secret wrapped under the root key.
+    wrapped: BTreeMap<u32, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -113,6 +128,32 @@ pub fn decode(bytes: &[u8], wrapped: BTreeMap<u32, WrappedVersionSecret>) -> Res
     let stored: StoredKeyV2 = serde_json::from_slice(bytes).map_err(|e| corrupt("key record", e))?;
     let tag = hex::decode(&stored.tag).map_err(|e| corrupt("key record tag", e))?;
     let tag: [u8; RECORD_TAG_LEN] = tag.try_into().map_err(|_| corrupt("key record tag", "not 32 bytes"))?;
+    Ok(KeyRecord { meta: meta_from_stored(stored.meta)?, wrapped, tag: Some(RecordTag(tag)) })
+}
+
+/// The shared form of a key record (cluster mode): metadata, tag and
+/// wrapped secrets in one value. Fails for a record without a tag.
+pub fn encode_shared(record: &KeyRecord) -> Result<Vec<u8>, StoreError> {
+    let tag = record.tag.ok_or_else(|| StoreError(format!("key record {} has no tag", record.meta.id)))?;
+    let stored = StoredKeyShared {
+        meta: meta_to_stored(&record.meta),
+        tag: hex::encode(tag.0),
+        wrapped: record.wrapped.iter().map(|(v, w)| (*v, hex::encode(w.as_bytes()))).collect(),
+    };
+    Ok(serde_json::to_vec(&stored).expect("key record serialises"))
+}
+
+/// Reads the shared form of a key record.
+pub fn decode_shared(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
+    let stored: StoredKeyShared =
+        serde_json::from_slice(bytes).map_err(|e| corrupt("shared key record", e))?;
+    let tag = hex::decode(&stored.tag).map_err(|e| corrupt("key record tag", e))?;
+    let tag: [u8; RECORD_TAG_LEN] = tag.try_into().map_err(|_| corrupt("key record tag", "not 32 bytes"))?;
+    let mut wrapped = BTreeMap::new();
+    for (v, h) in stored.wrapped {
+        let bytes = hex::decode(&h).map_err(|e| corrupt("wrapped secret", e))?;
+        wrapped.insert(v, WrappedVersionSecret::from_stored(bytes));
+    }
     Ok(KeyRecord { meta: meta_from_stored(stored.meta)?, wrapped, tag: Some(RecordTag(tag)) })
 }
 

@@ -156,6 +156,28 @@ fn key_records_secrets_and_aliases_match_their_golden_bytes_format_2() {
 }
 
 #[test]
+fn shared_key_records_match_their_golden_bytes() {
+    let vectors = cases(include_str!("vectors/key_record_shared_v1.txt"));
+    assert_eq!(vectors.len(), 3);
+    let tags = [("every field set", 0x11), ("fresh key", 0x22), ("destroyed key", 0x33)];
+    for (v, (name, tag)) in vectors.iter().zip(tags) {
+        assert_eq!(v["name"], name);
+        let record = KeyRecord { tag: Some(RecordTag([tag; 32])), ..key_record(name) };
+        let bytes = format::keys::encode_shared(&record).unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), v["bytes"], "{name}");
+        assert_eq!(format::keys::decode_shared(v["bytes"].as_bytes()).unwrap(), record, "{name}");
+    }
+    // Never without a tag; unknown fields and a short tag are refused.
+    assert!(format::keys::encode_shared(&key_record("fresh key")).is_err());
+    let fresh = &vectors[1]["bytes"];
+    assert!(format::keys::decode_shared(
+        fresh.replace("\"rotation\":{}}", "\"rotation\":{}},\"x\":1").as_bytes()
+    )
+    .is_err());
+    assert!(format::keys::decode_shared(fresh.replace(&"22".repeat(32), "22").as_bytes()).is_err());
+}
+
+#[test]
 fn usage_entries_match_their_golden_bytes() {
     let vectors = cases(include_str!("vectors/usage_v1.txt"));
     assert_eq!(vectors.len(), 2);

@@ -295,7 +295,25 @@ async fn follow(kms: Weak<Kms>) {
         };
         let mut events = shared.watch(from);
         let mut failure = None;
-        while let Some(event) = events.next().await {
+        loop {
+            // A watch that stays silent while the node is not current may
+            // be stuck on a member cut off from its quorum: open another.
+            let bound = match kms.upgrade() {
+                Some(k) => k.cluster.as_ref().map_or(Duration::from_secs(2), |c| c.config.freshness_bound),
+                None => return,
+            };
+            let event = match tokio::time::timeout(bound, events.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(_) => {
+                    let stuck = kms.upgrade().and_then(|k| k.cluster.as_ref().map(|c| !c.is_current()));
+                    if stuck == Some(true) {
+                        failure = Some("no change or progress from the watch while not current".to_string());
+                        break;
+                    }
+                    continue;
+                }
+            };
             let Some(k) = kms.upgrade() else { return };
             let Some(c) = k.cluster.as_ref() else { return };
             match event {

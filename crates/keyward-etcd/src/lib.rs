@@ -1,0 +1,380 @@
+//! Cluster mode's shared key store on etcd: [`EtcdShared`] implements
+//! `keyward_core::SharedKeys`.
+//!
+//! Layout under the prefix (default `/keyward/`):
+//!
+//! | key | value |
+//! |---|---|
+//! | `keys/<uuid>` | the key record, shared form (`keyward_format::keys::encode_shared`: metadata, tag, wrapped secrets) |
+//! | `aliases/<alias>` | key UUID (16 bytes) and the alias's tag (32 bytes), as format 2 stores it |
+//! | `last-write` | empty; put by every write, so its `mod_revision` is the last write's revision |
+//! | `root-check` | the root key's check value, put by the first node |
+//!
+//! Every write is one transaction that compares the `mod_revision` of each
+//! key and alias it replaces (0: must not exist) and puts `last-write`.
+//! Nothing here is a secret in the clear: version secrets are wrapped under
+//! the root key, which never leaves the nodes.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+use keyward_core::{
+    AliasChange, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite,
+    StoreError, WatchError, WriteError,
+};
+use keyward_format as format;
+
+/// Keys read per range request while loading.
+const PAGE: i64 = 500;
+
+/// How a node reaches etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port`, one per member.
+    pub endpoints: Vec<String>,
+    /// Prefix of every key Keyward writes (default `/keyward/`).
+    pub prefix: String,
+    /// Longest wait for one request.
+    pub request_timeout: Duration,
+    /// TLS to the members (CA, and a client certificate if they ask for one).
+    pub tls: Option<etcd_client::TlsOptions>,
+}
+
+impl EtcdConfig {
+    /// Plain connections to `endpoints`, prefix `/keyward/`, 5 s per request.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self { endpoints, prefix: "/keyward/".into(), request_timeout: Duration::from_secs(5), tls: None }
+    }
+}
+
+/// The shared key store on an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdShared {
+    client: Client,
+    prefix: String,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdShared")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn store_err(what: &str, e: etcd_client::Error) -> StoreError {
+    StoreError(format!("etcd {what}: {e}"))
+}
+
+impl EtcdShared {
+    /// Connects to the members (a balanced channel over every endpoint).
+    /// Requests need the member to have a leader, so a member cut off from
+    /// its quorum fails them instead of answering from its own state.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new()
+            .with_timeout(config.request_timeout)
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_require_leader(true);
+        if let Some(tls) = config.tls {
+            options = options.with_tls(tls);
+        }
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|e| store_err(&format!("connect to {}", config.endpoints.join(",")), e))?;
+        Ok(Self { client, prefix: config.prefix, endpoints: config.endpoints })
+    }
+
+    fn key_of_record(&self, id: &str) -> String {
+        format!("{}keys/{id}", self.prefix)
+    }
+
+    fn key_of_alias(&self, alias: &str) -> String {
+        format!("{}aliases/{alias}", self.prefix)
+    }
+
+    fn last_write_key(&self) -> String {
+        format!("{}last-write", self.prefix)
+    }
+
+    /// Every value under `prefix` at `revision` (0: now), page by page.
+    async fn range_all(
+        &self,
+        prefix: &str,
+        revision: i64,
+    ) -> Result<(i64, Vec<etcd_client::KeyValue>), StoreError> {
+        let mut client = self.client.clone();
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        let mut at = revision;
+        let mut out = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if at > 0 {
+                opts = opts.with_revision(at);
+            }
+            let mut resp =
+                client.get(from.clone(), Some(opts)).await.map_err(|e| store_err("range read", e))?;
+            if at == 0 {
+                at = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            from = [last.key(), &[0]].concat();
+            out.extend(kvs);
+            if !more {
+                break;
+            }
+        }
+        Ok((at, out))
+    }
+
+    fn decode_key(&self, kv: &etcd_client::KeyValue) -> Result<SharedKey, StoreError> {
+        let record = format::keys::decode_shared(kv.value())?;
+        let expected = self.key_of_record(&record.meta.id.to_string());
+        if kv.key() != expected.as_bytes() {
+            return Err(StoreError(format!(
+                "etcd: key record {} is stored under another key",
+                record.meta.id
+            )));
+        }
+        Ok(SharedKey { record, revision: kv.mod_revision() })
+    }
+
+    fn decode_alias(&self, kv: &etcd_client::KeyValue) -> Result<SharedAlias, StoreError> {
+        let name = &kv.key()[self.key_of_alias("").len()..];
+        let entry = format::aliases::decode(name, kv.value())?;
+        Ok(SharedAlias { entry, revision: kv.mod_revision() })
+    }
+
+    /// The events of one watch response, in order, then how far it got.
+    fn events_of(&self, resp: &etcd_client::WatchResponse) -> Result<Vec<SharedEvent>, WatchError> {
+        let (keys, aliases) = (self.key_of_record(""), self.key_of_alias(""));
+        let mut out = Vec::new();
+        let mut last = 0;
+        for e in resp.events() {
+            let Some(kv) = e.kv() else { continue };
+            last = last.max(kv.mod_revision());
+            let k = kv.key();
+            if k.starts_with(keys.as_bytes()) {
+                if e.event_type() == EventType::Put {
+                    out.push(SharedEvent::Key(self.decode_key(kv).map_err(WatchError::Store)?));
+                }
+                // Key records are never deleted by Keyward: a deletion is
+                // someone else's doing, and memory keeps what it has.
+            } else if k.starts_with(aliases.as_bytes()) {
+                match e.event_type() {
+                    EventType::Put => {
+                        out.push(SharedEvent::Alias(self.decode_alias(kv).map_err(WatchError::Store)?))
+                    }
+                    EventType::Delete => {
+                        let name = String::from_utf8_lossy(&k[aliases.len()..]).into_owned();
+                        out.push(SharedEvent::AliasRemoved { alias: name, revision: kv.mod_revision() });
+                    }
+                }
+            }
+        }
+        if resp.events().is_empty() {
+            // A progress notification: the watch is synced up to the header's revision.
+            last = resp.header().map_or(0, |h| h.revision());
+        }
+        if last > 0 {
+            out.push(SharedEvent::Progress(last));
+        }
+        Ok(out)
+    }
+}
+
+/// The end of the range of keys starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Whether a failed request may still have been applied.
+fn outcome_unknown(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+impl SharedKeys for EtcdShared {
+    fn load(&self) -> BoxFuture<'_, Result<SharedSnapshot, StoreError>> {
+        async move {
+            let (rev, key_kvs) = self.range_all(&self.key_of_record(""), 0).await?;
+            let (_, alias_kvs) = self.range_all(&self.key_of_alias(""), rev).await?;
+            let keys = key_kvs.iter().map(|kv| self.decode_key(kv)).collect::<Result<_, _>>()?;
+            let aliases = alias_kvs.iter().map(|kv| self.decode_alias(kv)).collect::<Result<_, _>>()?;
+            Ok(SharedSnapshot { revision: rev, keys, aliases })
+        }
+        .boxed()
+    }
+
+    fn write(&self, write: SharedWrite) -> BoxFuture<'_, Result<Revision, WriteError>> {
+        async move {
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
+            for (record, rev) in &write.keys {
+                let k = self.key_of_record(&record.meta.id.to_string());
+                compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
+                ops.push(TxnOp::put(
+                    k,
+                    format::keys::encode_shared(record).map_err(WriteError::Store)?,
+                    None,
+                ));
+            }
+            for (change, rev) in &write.aliases {
+                match change {
+                    AliasChange::Set(e) => {
+                        let k = self.key_of_alias(&e.alias);
+                        compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
+                        ops.push(TxnOp::put(k, format::aliases::encode(e).map_err(WriteError::Store)?, None));
+                    }
+                    AliasChange::Remove(name) => {
+                        let k = self.key_of_alias(name);
+                        compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
+                        ops.push(TxnOp::delete(k, None));
+                    }
+                }
+            }
+            ops.push(TxnOp::put(self.last_write_key(), Vec::new(), None));
+            let txn = Txn::new().when(compares).and_then(ops);
+            let mut client = self.client.clone();
+            let resp = client.txn(txn).await.map_err(|e| {
+                if outcome_unknown(&e) {
+                    WriteError::Unknown(store_err("write", e))
+                } else {
+                    WriteError::Store(store_err("write", e))
+                }
+            })?;
+            let rev = resp.header().map_or(0, |h| h.revision());
+            if resp.succeeded() {
+                Ok(rev)
+            } else {
+                Err(WriteError::Conflict(rev))
+            }
+        }
+        .boxed()
+    }
+
+    fn watch(&self, after: Revision) -> BoxStream<'static, Result<SharedEvent, WatchError>> {
+        let this = self.clone();
+        let start = async move {
+            let mut client = this.client.clone();
+            let opts =
+                WatchOptions::new().with_prefix().with_start_revision(after + 1).with_progress_notify();
+            let stream = client
+                .watch(this.prefix.clone(), Some(opts))
+                .await
+                .map_err(|e| WatchError::Store(store_err("watch", e)))?;
+            Ok::<_, WatchError>((this, stream))
+        };
+        futures_util::stream::once(start)
+            .flat_map(|started| match started {
+                Err(e) => futures_util::stream::iter(vec![Err(e)]).boxed(),
+                Ok((this, stream)) => {
+                    futures_util::stream::unfold(Some((this, stream)), |state| async move {
+                        let (this, mut stream) = state?;
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(resp)) => {
+                                    if resp.compact_revision() > 0 {
+                                        return Some((
+                                            vec![Err(WatchError::Compacted(resp.compact_revision()))],
+                                            None,
+                                        ));
+                                    }
+                                    if resp.canceled() {
+                                        let why = resp.cancel_reason().to_string();
+                                        return Some((
+                                            vec![Err(WatchError::Store(StoreError(format!(
+                                                "etcd watch canceled: {why}"
+                                            ))))],
+                                            None,
+                                        ));
+                                    }
+                                    if resp.created() && resp.events().is_empty() {
+                                        continue;
+                                    }
+                                    match this.events_of(&resp) {
+                                        Ok(events) if events.is_empty() => continue,
+                                        Ok(events) => {
+                                            return Some((
+                                                events.into_iter().map(Ok).collect(),
+                                                Some((this, stream)),
+                                            ))
+                                        }
+                                        Err(e) => return Some((vec![Err(e)], None)),
+                                    }
+                                }
+                                Ok(None) => {
+                                    return Some((
+                                        vec![Err(WatchError::Store(StoreError("etcd watch ended".into())))],
+                                        None,
+                                    ))
+                                }
+                                Err(e) => {
+                                    return Some((vec![Err(WatchError::Store(store_err("watch", e)))], None))
+                                }
+                            }
+                        }
+                    })
+                    .flat_map(futures_util::stream::iter)
+                    .boxed()
+                }
+            })
+            .boxed()
+    }
+
+    fn last_write(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        async move {
+            let mut client = self.client.clone();
+            let resp = client.get(self.last_write_key(), None).await.map_err(|e| store_err("probe", e))?;
+            Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
+        }
+        .boxed()
+    }
+
+    fn root_check(&self, mine: &[u8]) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        let mine = mine.to_vec();
+        async move {
+            let k = format!("{}root-check", self.prefix);
+            let mut client = self.client.clone();
+            let txn = Txn::new()
+                .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(k.clone(), mine.clone(), None)]);
+            let resp = client.txn(txn).await.map_err(|e| store_err("root-key check", e))?;
+            if resp.succeeded() {
+                return Ok(mine);
+            }
+            let resp = client.get(k, None).await.map_err(|e| store_err("root-key check", e))?;
+            resp.kvs()
+                .first()
+                .map(|kv| kv.value().to_vec())
+                .ok_or_else(|| StoreError("etcd: the root-key check vanished".into()))
+        }
+        .boxed()
+    }
+}

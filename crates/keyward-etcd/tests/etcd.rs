@@ -1,0 +1,217 @@
+//! Cluster mode over a real three-member etcd cluster on loopback ports
+//! (Debian's `etcd-server`; `.ci/run` installs it): several `Kms` nodes in
+//! this process, each with its own in-memory local store, sharing keys
+//! through `EtcdShared`.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyward_core::testing::MemoryStore;
+use keyward_core::{
+    Caller, ClusterConfig, CreateKeyInput, Edge, ErrorKind, Kms, KmsConfig, KmsError, OpenError, Policy,
+    SharedKeys, Store, SystemClock,
+};
+use keyward_crypto::{Plaintext, RootKey};
+use keyward_etcd::{EtcdConfig, EtcdShared};
+
+const ROOT: [u8; 32] = [5; 32];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Three etcd members on loopback, killed when dropped.
+struct Etcd {
+    members: Vec<Child>,
+    clients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cluster =
+            (0..3).map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i])).collect::<Vec<_>>().join(",");
+        let members = (0..3)
+            .map(|i| {
+                Command::new("etcd")
+                    .args(["--name", &format!("m{i}")])
+                    .args(["--data-dir", dir.path().join(format!("m{i}")).to_str().unwrap()])
+                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
+                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
+                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
+                    .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
+                    .args(["--initial-cluster-token", "keyward-test"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("etcd (Debian: apt-get install etcd-server)")
+            })
+            .collect();
+        let clients = clients.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        Self { members, clients, _dir: dir }
+    }
+
+    fn signal(&self, member: usize, signal: &str) {
+        let pid = self.members[member].id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        request_id: "req-1".into(),
+        principal: "admin".into(),
+        peer: String::new(),
+        edge: Edge::Grpc,
+        policy: Arc::new(Policy::everything()),
+    }
+}
+
+async fn connect(endpoints: &[String]) -> EtcdShared {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = EtcdShared::connect(EtcdConfig::new(endpoints.to_vec())).await {
+            if s.last_write().await.is_ok() {
+                return s;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "etcd never answered at {endpoints:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Node {
+    kms: Arc<Kms>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+async fn open(shared: EtcdShared, root: [u8; 32]) -> Result<Node, OpenError> {
+    let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let config =
+        ClusterConfig { freshness_bound: Duration::from_secs(2), probe_every: Duration::from_millis(250) };
+    let kms = Kms::open_cluster(
+        local,
+        Arc::new(shared),
+        RootKey::from_bytes(&root).unwrap(),
+        Arc::new(SystemClock),
+        KmsConfig::default(),
+        config,
+    )
+    .await?;
+    let kms = Arc::new(kms);
+    let tasks = kms.cluster_tasks().into_iter().map(tokio::spawn).collect();
+    Ok(Node { kms, tasks })
+}
+
+async fn encrypt(kms: &Kms, key: &str) -> Result<Vec<u8>, KmsError> {
+    kms.encrypt(&caller(), key, Plaintext::new(b"etcd".to_vec()), HashMap::new()).await.map(|o| o.ciphertext)
+}
+
+async fn eventually(what: &str, max: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < max, "not within {max:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_keys_through_etcd_and_fail_closed_when_cut_off() {
+    let etcd = Etcd::start();
+    // Node a talks to every member; b and c are pinned to one each.
+    let a = open(connect(&etcd.clients).await, ROOT).await.unwrap();
+    let b = open(connect(&etcd.clients[1..2]).await, ROOT).await.unwrap();
+    let c = open(connect(&etcd.clients[2..3]).await, ROOT).await.unwrap();
+
+    // Another root key is refused, naming the reason.
+    let e = open(connect(&etcd.clients).await, [6; 32]).await.err().expect("another root key joined");
+    assert!(matches!(e, OpenError::ClusterRootKey), "{e}");
+
+    // Made on a, aliased, used everywhere; rotated on c, used by a.
+    let key = a.kms.create_key(&caller(), CreateKeyInput::default()).await.unwrap().meta.id.to_string();
+    a.kms.create_alias(&caller(), "alias/etcd", &key).await.unwrap();
+    eventually("b and c know the alias", Duration::from_secs(5), async || {
+        b.kms.peek_key("alias/etcd").is_ok() && c.kms.peek_key("alias/etcd").is_ok()
+    })
+    .await;
+    let ct = encrypt(&b.kms, "alias/etcd").await.unwrap();
+    assert_eq!(
+        c.kms.decrypt(&caller(), &ct, HashMap::new(), None).await.unwrap().plaintext.expose_secret(),
+        b"etcd"
+    );
+    c.kms.rotate_key(&caller(), &key).await.unwrap();
+    eventually("a uses version 2", Duration::from_secs(5), async || a.kms.peek_key(&key).unwrap().2 == 2)
+        .await;
+
+    // Concurrent rotations through two nodes: consecutive versions, none twice.
+    eventually("b knows version 2", Duration::from_secs(5), async || b.kms.peek_key(&key).unwrap().2 == 2)
+        .await;
+    let rounds = 5;
+    let (ra, rb) = tokio::join!(
+        async {
+            let mut v = Vec::new();
+            for _ in 0..rounds {
+                v.push(a.kms.rotate_key(&caller(), &key).await.unwrap().meta.primary_version);
+            }
+            v
+        },
+        async {
+            let mut v = Vec::new();
+            for _ in 0..rounds {
+                v.push(b.kms.rotate_key(&caller(), &key).await.unwrap().meta.primary_version);
+            }
+            v
+        }
+    );
+    let mut all: Vec<u32> = ra.iter().chain(&rb).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (3..3 + 2 * rounds).collect::<Vec<u32>>(), "a: {ra:?}, b: {rb:?}");
+
+    // c's member frozen (SIGSTOP); a disables the key. Within the bound c
+    // refuses everything as UNAVAILABLE; the others refuse the key itself.
+    etcd.signal(2, "-STOP");
+    let disabled_at = Instant::now();
+    a.kms.disable_key(&caller(), &key).await.unwrap();
+    eventually("b refuses the disabled key", Duration::from_secs(5), async || {
+        encrypt(&b.kms, &key).await.is_err_and(|e| e.kind() == ErrorKind::FailedPrecondition)
+    })
+    .await;
+    eventually("c fails closed", Duration::from_secs(4), async || {
+        encrypt(&c.kms, &key).await.is_err_and(|e| e.kind() == ErrorKind::Unavailable)
+    })
+    .await;
+    eprintln!("c refused {} ms after the disable", disabled_at.elapsed().as_millis());
+    assert!(!c.kms.is_current());
+
+    // Thawed: c catches up and refuses the key for what it is.
+    etcd.signal(2, "-CONT");
+    eventually("c is current again", Duration::from_secs(20), async || c.kms.is_current()).await;
+    let e = encrypt(&c.kms, &key).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    a.kms.enable_key(&caller(), &key).await.unwrap();
+    eventually("c serves the key again", Duration::from_secs(5), async || {
+        encrypt(&c.kms, &key).await.is_ok()
+    })
+    .await;
+}
