@@ -55,6 +55,31 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: FileLog,
+    /// Cluster mode: keys shared by several nodes through etcd.
+    pub cluster: Option<FileCluster>,
+}
+
+/// `[cluster]`: keys shared by several nodes through etcd.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// One URL per etcd member.
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// This node's name.
+    pub node_id: Option<String>,
+    /// The address other nodes reach this one at.
+    pub advertise_addr: Option<String>,
+    /// How long a node serves after it last confirmed it is current (default "2s").
+    pub freshness_bound: Option<String>,
+    /// Prefix of every etcd key Keyward writes (default "/keyward/").
+    pub etcd_prefix: Option<String>,
+    /// CA bundle of the members' certificates.
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate for the members.
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Its key.
+    pub etcd_key_file: Option<PathBuf>,
 }
 
 /// `[root_key]`: where the root key comes from.

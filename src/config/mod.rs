@@ -7,6 +7,7 @@
 //! [`tls`], [`principals`] (who may do what), [`jwt`] (workload identity:
 //! JWT issuers and their rules), [`root_key`].
 
+mod cluster;
 mod edges;
 mod file;
 mod jwt;
@@ -24,6 +25,7 @@ use keyward_core::{AuditLogConfig, KmsConfig, Limits, TokenTtl};
 
 use crate::auth::Authenticator;
 
+pub use cluster::ClusterSettings;
 pub use edges::{AwsKmsConfig, VaultTransitConfig, DEFAULT_ACCOUNT, DEFAULT_REGION};
 pub use file::{
     FileAudit, FileConfig, FileGrant, FileJwtIssuer, FileJwtRule, FileKmsV2, FileLimits, FileLog,
@@ -98,6 +100,13 @@ pub struct Overrides {
     /// Log line format (the level comes from RUST_LOG or [log] level).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Cluster mode: the etcd members that hold the shared keys, e.g.
+    /// http://127.0.0.1:2379,http://127.0.0.1:22379 (see [cluster]).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Cluster mode: this node's name.
+    #[arg(long)]
+    pub node_id: Option<String>,
     /// Upgrade a data folder written by an earlier Keyward (an older stored
     /// format) in place: its key records and audit log are authenticated as
     /// they are now. Needed once; only if nobody else could have written to it.
@@ -161,6 +170,8 @@ pub struct ServerConfig {
     pub vault_transit: Option<VaultTransitConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// Cluster mode (keys in etcd), if configured.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl ServerConfig {
@@ -254,6 +265,18 @@ impl ServerConfig {
                 edges::check_listener(field, addr, tls.is_some(), allow_insecure, dev)?;
             }
         }
+        let cluster = cluster::settings(o.etcd_endpoints.clone(), o.node_id.clone(), file.cluster)?;
+        if cluster.is_some() && !matches!(root_key, RootKeySource::File(_) | RootKeySource::Dev(_)) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster mode takes a root key file (--root-key-file, the same on every node); [root_key] kind = {:?} is not supported in cluster mode yet",
+                root_key.kind()
+            )));
+        }
+        if cluster.is_some() && matches!(root_key, RootKeySource::Dev(_)) {
+            return Err(ConfigError::Invalid(
+                "--dev in cluster mode needs --root-key-file: every node must be given the same root key (create one with `keyward root-key create FILE`)".into(),
+            ));
+        }
         let log =
             LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
         if let Some(l) = &log.level {
@@ -277,6 +300,7 @@ impl ServerConfig {
             aws_kms,
             vault_transit,
             log,
+            cluster,
         })
     }
 

@@ -74,6 +74,9 @@ pub fn rotate(
     old_shares: &mut dyn FnMut(&ShamirInit) -> Result<Vec<Share>, String>,
     show: &mut ShowShares<'_>,
 ) -> Result<Rotated, String> {
+    if config.cluster.is_some() {
+        return Err("root-key rotation is not supported in cluster mode yet: the keys live in etcd, shared by every node".into());
+    }
     let dir = &config.data_dir;
     let db = dir.join("db");
     if !db.join("CURRENT").exists() {

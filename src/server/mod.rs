@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use keyward_core::{OpenError, Store, SystemClock};
+use keyward_core::{Kms, OpenError, Store, SystemClock};
 use keyward_crypto::RootKey;
 use keyward_store::RocksStore;
 use tokio::net::TcpListener;
@@ -103,7 +103,16 @@ impl Server {
             }
             (_, root) => (source, root),
         };
-        Self::prepare(config, transport, Arc::new(store), source, root)
+        let store: Arc<dyn Store> = Arc::new(store);
+        if let Some(cluster) = &config.cluster {
+            let root =
+                root.ok_or_else(|| ConfigError::Invalid("cluster mode needs a root key file".into()))?;
+            let copy =
+                RootKey::from_bytes(root.expose_secret()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            let kms = open_cluster_node(cluster, store.clone(), root, &config).await?;
+            return Self::prepare_opened(config, transport, store, source, kms, copy);
+        }
+        Self::prepare(config, transport, store, source, root)
     }
 
     /// Like [`Server::build`], over an already opened store (tests wrap it to
@@ -134,6 +143,29 @@ impl Server {
         source: Source,
         root: Option<RootKey>,
     ) -> Result<Prepared, ServerError> {
+        Self::prepare_with(config, transport, store, source, root.map(Opening::Root))
+    }
+
+    /// As [`Server::prepare`], with the key service already open (a cluster node).
+    fn prepare_opened(
+        config: ServerConfig,
+        transport: Transport,
+        store: Arc<dyn Store>,
+        source: Source,
+        kms: Kms,
+        root: RootKey,
+    ) -> Result<Prepared, ServerError> {
+        Self::prepare_with(config, transport, store, source, Some(Opening::Opened(Box::new(kms), root)))
+    }
+
+    fn prepare_with(
+        config: ServerConfig,
+        transport: Transport,
+        store: Arc<dyn Store>,
+        source: Source,
+        opening: Option<Opening>,
+    ) -> Result<Prepared, ServerError> {
+        let root = opening.as_ref().map(Opening::root);
         let reflection = reflection()?;
         // The HTTP edges' TLS, read now so a bad file refuses to start.
         let edge_tls = match (&config.tls, config.aws_kms.is_some() || config.vault_transit.is_some()) {
@@ -158,12 +190,13 @@ impl Server {
         let in_flight = Arc::new(AtomicUsize::new(0));
         kms_config.audit.in_flight = Some(in_flight.clone());
         let clock: Arc<dyn keyward_core::Clock> = Arc::new(SystemClock);
-        let seal = Arc::new(match root {
+        let seal = Arc::new(match opening {
             None => Seal::sealed(store, kms_config, clock, source),
-            Some(root) => {
+            Some(Opening::Root(root)) => {
                 let kms = Seal::open_kms(store.clone(), root, kms_config.clone(), clock.clone())?;
                 Seal::unsealed(Arc::new(kms), store, kms_config, clock, source)
             }
+            Some(Opening::Opened(kms, _)) => Seal::unsealed(Arc::from(kms), store, kms_config, clock, source),
         });
         if let Some(kms) = seal.get() {
             for (issuer, rule) in
@@ -223,6 +256,68 @@ impl Server {
             edge_tls,
         })
     }
+}
+
+/// How the key service comes up at start.
+enum Opening {
+    /// Open it over the local store with this root key.
+    Root(RootKey),
+    /// Already open (a cluster node), with a copy of its root key for the
+    /// development credentials.
+    Opened(Box<Kms>, RootKey),
+}
+
+impl Opening {
+    fn root(&self) -> &RootKey {
+        match self {
+            Self::Root(r) | Self::Opened(_, r) => r,
+        }
+    }
+}
+
+/// Connects to etcd and opens this node's key service over the shared
+/// keys (the local store keeps its audit log, usage and access records).
+async fn open_cluster_node(
+    cluster: &crate::config::ClusterSettings,
+    store: Arc<dyn Store>,
+    root: RootKey,
+    config: &ServerConfig,
+) -> Result<Kms, ServerError> {
+    let mut etcd = keyward_etcd::EtcdConfig::new(cluster.etcd_endpoints.clone());
+    etcd.prefix = cluster.etcd_prefix.clone();
+    if let Some(ca) = &cluster.etcd_ca_file {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ConfigError::Invalid(format!("cluster: {}: {e}", p.display())))
+        };
+        let mut tls =
+            keyward_etcd::TlsOptions::new().ca_certificate(keyward_etcd::Certificate::from_pem(read(ca)?));
+        if let (Some(c), Some(k)) = (&cluster.etcd_cert_file, &cluster.etcd_key_file) {
+            tls = tls.identity(keyward_etcd::Identity::from_pem(read(c)?, read(k)?));
+        }
+        etcd.tls = Some(tls);
+    }
+    let shared = keyward_etcd::EtcdShared::connect(etcd).await.map_err(|e| {
+        ConfigError::Invalid(format!(
+            "cluster: {e} (is etcd running at {}?)",
+            cluster.etcd_endpoints.join(",")
+        ))
+    })?;
+    let settings = keyward_core::ClusterConfig {
+        freshness_bound: cluster.freshness_bound,
+        probe_every: (cluster.freshness_bound / 8)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500)),
+    };
+    let kms =
+        Kms::open_cluster(store, Arc::new(shared), root, Arc::new(SystemClock), config.kms.clone(), settings)
+            .await?;
+    tracing::info!(
+        node_id = %cluster.node_id,
+        etcd = %cluster.etcd_endpoints.join(","),
+        revision = kms.applied_revision().unwrap_or(0),
+        freshness_bound_ms = cluster.freshness_bound.as_millis() as u64,
+        "cluster node: keys shared through etcd"
+    );
+    Ok(kms)
 }
 
 /// A `seal.json` in the data folder says how its root key is sealed; the
@@ -420,6 +515,13 @@ impl Prepared {
         } = self;
         let drain = Drain::new();
         let mut tasks = tasks::Tasks::new();
+        // A cluster node follows etcd and confirms it is current (each task
+        // ends with its `Kms`).
+        if let Some(kms) = seal.get() {
+            for task in kms.cluster_tasks() {
+                tokio::spawn(task);
+            }
+        }
         let health = tasks.health(&seal);
         if let Some(l) = sockets.metrics {
             let m = metrics.clone().expect("metrics are on when they have a listener");

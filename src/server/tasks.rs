@@ -115,7 +115,9 @@ impl Tasks {
                 // The audit writer's health, without holding the `Kms`
                 // (sealing waits for every holder to let go).
                 let mut healthy = seal.get().map(|k| k.audit_log().health());
-                let ok = healthy.as_mut().is_some_and(|h| *h.borrow_and_update());
+                // A cluster node serves while it is current with etcd: looked at every 100 ms.
+                let cluster = seal.get().and_then(|k| k.applied_revision().map(|_| k.is_current()));
+                let ok = healthy.as_mut().is_some_and(|h| *h.borrow_and_update()) && cluster != Some(false);
                 let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
                 for name in [
                     "",
@@ -138,9 +140,16 @@ impl Tasks {
                         None => std::future::pending::<()>().await,
                     }
                 };
+                let recheck = async {
+                    match cluster {
+                        Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     changed = unsealed.changed() => if changed.is_err() { break },
                     _ = audit_changed => {}
+                    _ = recheck => {}
                     _ = &mut stopped => break,
                 }
             }

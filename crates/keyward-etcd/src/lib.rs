@@ -17,6 +17,9 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "test-util")]
+pub mod testing;
+
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
 };
@@ -28,6 +31,8 @@ use keyward_core::{
     StoreError, WatchError, WriteError,
 };
 use keyward_format as format;
+
+pub use etcd_client::{Certificate, Identity, TlsOptions};
 
 /// Keys read per range request while loading.
 const PAGE: i64 = 500;

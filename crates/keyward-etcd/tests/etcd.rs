@@ -4,7 +4,6 @@
 //! through `EtcdShared`.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,63 +13,10 @@ use keyward_core::{
     SharedKeys, Store, SystemClock,
 };
 use keyward_crypto::{Plaintext, RootKey};
+use keyward_etcd::testing::Etcd;
 use keyward_etcd::{EtcdConfig, EtcdShared};
 
 const ROOT: [u8; 32] = [5; 32];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Three etcd members on loopback, killed when dropped.
-struct Etcd {
-    members: Vec<Child>,
-    clients: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let cluster =
-            (0..3).map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i])).collect::<Vec<_>>().join(",");
-        let members = (0..3)
-            .map(|i| {
-                Command::new("etcd")
-                    .args(["--name", &format!("m{i}")])
-                    .args(["--data-dir", dir.path().join(format!("m{i}")).to_str().unwrap()])
-                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
-                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", clients[i])])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
-                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", peers[i])])
-                    .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
-                    .args(["--initial-cluster-token", "keyward-test"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("etcd (Debian: apt-get install etcd-server)")
-            })
-            .collect();
-        let clients = clients.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
-        Self { members, clients, _dir: dir }
-    }
-
-    fn signal(&self, member: usize, signal: &str) {
-        let pid = self.members[member].id().to_string();
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for m in &mut self.members {
-            let _ = m.kill();
-            let _ = m.wait();
-        }
-    }
-}
 
 fn caller() -> Caller {
     Caller {

@@ -69,7 +69,14 @@ impl Kms {
             Operation::RotateRootKey => "rotate the root key",
             _ => "run operator actions",
         };
-        let result = self.require(caller, Role::Admin, what);
+        let mut result = self.require(caller, Role::Admin, what);
+        if result.is_ok() && self.cluster.is_some() {
+            // The keys are in etcd, not in this node's data folder (and a
+            // sealed node would reopen over its folder alone).
+            result = Err(KmsError::FailedPrecondition(format!(
+                "a cluster node cannot {what} yet: the keys live in etcd (back them up with `etcdctl snapshot save`), this node's folder holds only its audit log"
+            )));
+        }
         self.finish(entry, result).await
     }
 }

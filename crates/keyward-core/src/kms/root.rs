@@ -50,6 +50,12 @@ impl Kms {
             let e = KmsError::PermissionDenied(format!("{} may not rotate the root key", caller.principal));
             return self.finish(entry, Err(e)).await;
         }
+        if self.cluster.is_some() {
+            let e = KmsError::FailedPrecondition(
+                "root-key rotation is not supported in cluster mode yet: the keys live in etcd, shared by every node".into(),
+            );
+            return self.finish(entry, Err(e)).await;
+        }
         let guard = self.lifecycle.clone().lock_owned().await;
         let planned = self.plan_rekey(&new_root);
         let (rekey, done) = match planned {

@@ -1,0 +1,183 @@
+//! Cluster mode through the real binary: three etcd members and three
+//! `keyward server --dev --root-key-file F --etcd-endpoints ... --node-id`
+//! nodes on loopback, driven with the `keyward` command line.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::binary::*;
+use common::clients::free_port;
+use keyward_etcd::testing::Etcd;
+
+fn keyward(addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .env("KEYWARD_ADDR", addr)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+struct Node {
+    addr: String,
+    port: u16,
+    data: std::path::PathBuf,
+    endpoints: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(dir: &Path, id: &str, endpoints: &str) -> Self {
+        let port = free_port();
+        Self {
+            addr: format!("http://127.0.0.1:{port}"),
+            port,
+            data: dir.join(id),
+            endpoints: endpoints.to_string(),
+            child: None,
+        }
+    }
+
+    fn command(&self, id: &str, root: &Path) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        c.args(["server", "--dev", "--root-key-file"])
+            .arg(root)
+            .args(["--etcd-endpoints", &self.endpoints, "--node-id", id])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn start(&mut self, id: &str, root: &Path) {
+        let mut child = self.command(id, root).spawn().unwrap();
+        let start = Instant::now();
+        while !keyward(&self.addr, &["key", "list"]).status.success() {
+            if let Some(st) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("node {id} exited ({st}): {err}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "node {id} never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        keyward(&self.addr, args)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            stop(c);
+        }
+    }
+}
+
+fn eventually(what: &str, max: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < max, "not within {max:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_nodes_share_keys_and_a_cut_off_node_fails_closed() {
+    let etcd = Etcd::start();
+    etcd.wait_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cluster.key");
+    ok(with_stdin(&["root-key", "create", root.to_str().unwrap()], &[], ""));
+    let all = etcd.clients.join(",");
+    // n1 and n2 use every member; n3 is pinned to the third.
+    let mut nodes = [
+        Node::new(dir.path(), "n1", &all),
+        Node::new(dir.path(), "n2", &all),
+        Node::new(dir.path(), "n3", &etcd.clients[2]),
+    ];
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.start(&format!("n{}", i + 1), &root);
+    }
+
+    // Created and aliased through n1, used through n2 and n3.
+    let key = json(&ok(nodes[0].run(&["--output", "json", "key", "create", "--alias", "alias/orders"])));
+    let id = key["key_id"].as_str().unwrap_or_else(|| key["id"].as_str().unwrap()).to_string();
+    eventually("n2 and n3 know the alias", Duration::from_secs(5), || {
+        nodes[1..].iter().all(|n| n.run(&["key", "describe", "alias/orders"]).status.success())
+    });
+    let ct = ok(nodes[1].run(&["encrypt", "--key", "alias/orders", "--plaintext", "order 7"]));
+    assert_eq!(ok(nodes[2].run(&["decrypt", "--ciphertext", ct.trim()])), "order 7");
+
+    // Rotated through n3: n1 encrypts under version 2, n2 opens both.
+    ok(nodes[2].run(&["key", "rotate", "alias/orders"]));
+    eventually("n1 uses version 2", Duration::from_secs(5), || {
+        let out = nodes[0].run(&["--output", "json", "data-key", "--key", "alias/orders", "--bytes", "16"]);
+        out.status.success() && json(&String::from_utf8_lossy(&out.stdout))["key_version"] == 2
+    });
+    let ct2 = ok(nodes[0].run(&["encrypt", "--key", &id, "--plaintext", "order 8"]));
+    assert_eq!(ok(nodes[1].run(&["decrypt", "--ciphertext", ct2.trim()])), "order 8");
+    assert_eq!(ok(nodes[1].run(&["decrypt", "--ciphertext", ct.trim()])), "order 7");
+
+    // n3's member frozen; the key disabled through n1: n2 refuses the key,
+    // n3 refuses everything as UNAVAILABLE within its 2 s bound.
+    etcd.signal(2, "-STOP");
+    ok(nodes[0].run(&["key", "disable", &id]));
+    let disabled = Instant::now();
+    eventually("n2 refuses the disabled key", Duration::from_secs(5), || {
+        let o = nodes[1].run(&["encrypt", "--key", &id, "--plaintext", "x"]);
+        String::from_utf8_lossy(&o.stderr).contains("FailedPrecondition")
+    });
+    eventually("n3 fails closed", Duration::from_secs(4), || {
+        let o = nodes[2].run(&["encrypt", "--key", &id, "--plaintext", "x"]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        !o.status.success() && err.contains("Unavailable") && err.contains("current with the cluster")
+    });
+    eprintln!("n3 refused {} ms after the disable", disabled.elapsed().as_millis());
+    etcd.signal(2, "-CONT");
+    eventually("n3 is current and refuses the disabled key", Duration::from_secs(20), || {
+        let o = nodes[2].run(&["encrypt", "--key", &id, "--plaintext", "x"]);
+        String::from_utf8_lossy(&o.stderr).contains("FailedPrecondition")
+    });
+    ok(nodes[0].run(&["key", "enable", &id]));
+
+    // SIGKILL n2, restart it over the same folder: its keys come from etcd,
+    // and its own audit chain is intact.
+    nodes[1].kill();
+    nodes[1].start("n2", &root);
+    assert_eq!(ok(nodes[1].run(&["decrypt", "--ciphertext", ct2.trim()])), "order 8");
+    let v = json(&ok(nodes[1].run(&["--output", "json", "audit", "verify"])));
+    assert_eq!(v["intact"], true, "{v}");
+
+    // Cluster nodes refuse what would act on the local folder alone.
+    let o = nodes[0].run(&["backup", "create", "--out", dir.path().join("b.kwbak").to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cluster node"), "{o:?}");
+
+    // A node given another root key refuses to start, saying why.
+    let other = dir.path().join("other.key");
+    ok(with_stdin(&["root-key", "create", other.to_str().unwrap()], &[], ""));
+    let stranger = Node::new(dir.path(), "n4", &all);
+    let o = stranger.command("n4", &other).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("same root key"), "{err}");
+    // And a node id is required.
+    let o = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["server", "--dev", "--root-key-file", root.to_str().unwrap(), "--etcd-endpoints", &all])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--node-id"), "{o:?}");
+}
