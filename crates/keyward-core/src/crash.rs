@@ -3,16 +3,18 @@
 //! SIGKILL) when it reaches that point, so a test can stop a multi-step
 //! write exactly between two of its steps instead of guessing when to kill.
 //!
-//! Unset (every real deployment), a point costs one load of a cached
-//! `Option`. Whoever sets a process's environment can already kill it, so
-//! the variable grants nothing.
+//! Only with the `test-util` feature (which only dev-dependencies enable,
+//! so test builds of the binary have it): a release build's crash points
+//! are empty functions and the variable means nothing to it.
 
+#[cfg(any(test, feature = "test-util"))]
 use std::sync::OnceLock;
 
 /// The environment variable naming the point to abort at.
 pub const CRASH_AT_VAR: &str = "KEYWARD_CRASH_AT";
 
-/// Aborts the process if `KEYWARD_CRASH_AT` names `point`.
+/// Aborts the process if `KEYWARD_CRASH_AT` names `point` (test builds).
+#[cfg(any(test, feature = "test-util"))]
 pub fn crash_point(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     let at = AT.get_or_init(|| std::env::var(CRASH_AT_VAR).ok().filter(|v| !v.is_empty()));
@@ -21,6 +23,11 @@ pub fn crash_point(point: &str) {
         std::process::abort();
     }
 }
+
+/// A crash point of a release build: nothing.
+#[cfg(not(any(test, feature = "test-util")))]
+#[inline(always)]
+pub fn crash_point(_point: &str) {}
 
 #[cfg(test)]
 mod tests {
