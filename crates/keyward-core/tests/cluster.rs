@@ -112,23 +112,8 @@ async fn a_node_that_lost_a_race_decides_again() {
     eventually("b knows the key", async || b.kms.peek_key(&key).is_ok()).await;
     // Both nodes rotate the same key at once, many times: every rotation
     // succeeds and makes its own version, none twice.
-    let rounds = 10;
-    let (ra, rb) = tokio::join!(
-        async {
-            let mut v = Vec::new();
-            for _ in 0..rounds {
-                v.push(a.kms.rotate_key(&caller(), &key).await.unwrap().meta.primary_version);
-            }
-            v
-        },
-        async {
-            let mut v = Vec::new();
-            for _ in 0..rounds {
-                v.push(b.kms.rotate_key(&caller(), &key).await.unwrap().meta.primary_version);
-            }
-            v
-        }
-    );
+    let rounds = 10_u32;
+    let (ra, rb) = keyward_core::testing::rotate_on_both(&a.kms, &b.kms, &caller(), &key, rounds).await;
     let mut all: Vec<u32> = ra.iter().chain(&rb).copied().collect();
     all.sort_unstable();
     assert_eq!(all, (2..=2 + 2 * rounds - 1).collect::<Vec<u32>>(), "a: {ra:?}, b: {rb:?}");

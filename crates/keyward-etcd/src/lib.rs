@@ -210,6 +210,15 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// How long a write waits for the members to elect a leader.
+const ELECTION_WAIT: Duration = Duration::from_secs(6);
+
+/// Whether a member refused a request for want of a leader (it proposed
+/// nothing: retrying is safe).
+fn no_leader(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("no leader"))
+}
+
 /// Whether a failed request may still have been applied.
 fn outcome_unknown(e: &etcd_client::Error) -> bool {
     match e {
@@ -267,13 +276,20 @@ impl SharedKeys for EtcdShared {
             ops.push(TxnOp::put(self.last_write_key(), Vec::new(), None));
             let txn = Txn::new().when(compares).and_then(ops);
             let mut client = self.client.clone();
-            let resp = client.txn(txn).await.map_err(|e| {
-                if outcome_unknown(&e) {
-                    WriteError::Unknown(store_err("write", e))
-                } else {
-                    WriteError::Store(store_err("write", e))
+            // While the members elect a leader (the old one died or froze),
+            // a member refuses before proposing anything: wait and retry,
+            // for as long as an election takes, rather than fail the change.
+            let started = std::time::Instant::now();
+            let resp = loop {
+                match client.txn(txn.clone()).await {
+                    Ok(r) => break r,
+                    Err(e) if no_leader(&e) && started.elapsed() < ELECTION_WAIT => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) if outcome_unknown(&e) => return Err(WriteError::Unknown(store_err("write", e))),
+                    Err(e) => return Err(WriteError::Store(store_err("write", e))),
                 }
-            })?;
+            };
             let rev = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
                 Ok(rev)

@@ -38,3 +38,22 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Rotates `key` `rounds` times through each of two nodes at once (cluster
+/// tests) and returns the versions each made; panics if a rotation fails.
+pub async fn rotate_on_both(
+    a: &crate::Kms,
+    b: &crate::Kms,
+    caller: &crate::Caller,
+    key: &str,
+    rounds: u32,
+) -> (Vec<u32>, Vec<u32>) {
+    async fn many(kms: &crate::Kms, caller: &crate::Caller, key: &str, rounds: u32) -> Vec<u32> {
+        let mut v = Vec::new();
+        for _ in 0..rounds {
+            v.push(kms.rotate_key(caller, key).await.expect("rotation").meta.primary_version);
+        }
+        v
+    }
+    tokio::join!(many(a, caller, key, rounds), many(b, caller, key, rounds))
+}
