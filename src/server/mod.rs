@@ -110,7 +110,8 @@ impl Server {
             let copy =
                 RootKey::from_bytes(root.expose_secret()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
             let kms = open_cluster_node(cluster, store.clone(), root, &config).await?;
-            return Self::prepare_opened(config, transport, store, source, kms, copy);
+            let opened = Opening::Opened(Box::new(kms), copy);
+            return Self::prepare_with(config, transport, store, source, Some(opened));
         }
         Self::prepare(config, transport, store, source, root)
     }
@@ -144,18 +145,6 @@ impl Server {
         root: Option<RootKey>,
     ) -> Result<Prepared, ServerError> {
         Self::prepare_with(config, transport, store, source, root.map(Opening::Root))
-    }
-
-    /// As [`Server::prepare`], with the key service already open (a cluster node).
-    fn prepare_opened(
-        config: ServerConfig,
-        transport: Transport,
-        store: Arc<dyn Store>,
-        source: Source,
-        kms: Kms,
-        root: RootKey,
-    ) -> Result<Prepared, ServerError> {
-        Self::prepare_with(config, transport, store, source, Some(Opening::Opened(Box::new(kms), root)))
     }
 
     fn prepare_with(

@@ -38,6 +38,13 @@ fn config(bound_ms: u64) -> ClusterConfig {
     }
 }
 
+/// Opens a node over `local` and `link` with root key `root`.
+async fn open(local: Arc<dyn Store>, link: SharedNode, root: [u8; 32]) -> Result<Kms, OpenError> {
+    let root = RootKey::from_bytes(&root).unwrap();
+    Kms::open_cluster(local, Arc::new(link), root, Arc::new(SystemClock), KmsConfig::default(), config(2000))
+        .await
+}
+
 async fn join(shared: &MemoryShared, bound_ms: u64) -> Node {
     let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let link = shared.node();
@@ -193,16 +200,7 @@ async fn a_compacted_watch_reloads_every_key() {
 async fn a_node_with_another_root_key_or_local_keys_refuses_to_join() {
     let shared = MemoryShared::new();
     let _a = join(&shared, 2000).await;
-    let other = Kms::open_cluster(
-        Arc::new(MemoryStore::new()),
-        Arc::new(shared.node()),
-        RootKey::from_bytes(&[7; 32]).unwrap(),
-        Arc::new(SystemClock),
-        KmsConfig::default(),
-        config(2000),
-    )
-    .await
-    .unwrap_err();
+    let other = open(Arc::new(MemoryStore::new()), shared.node(), [7; 32]).await.unwrap_err();
     assert!(matches!(other, OpenError::ClusterRootKey), "{other}");
     assert!(other.to_string().contains("same root key"), "{other}");
 
@@ -218,15 +216,6 @@ async fn a_node_with_another_root_key_or_local_keys_refuses_to_join() {
     create(&single).await;
     single.audit_log().stop(Duration::from_secs(5));
     drop(single);
-    let e = Kms::open_cluster(
-        local,
-        Arc::new(shared.node()),
-        RootKey::from_bytes(&ROOT).unwrap(),
-        Arc::new(SystemClock),
-        KmsConfig::default(),
-        config(2000),
-    )
-    .await
-    .unwrap_err();
+    let e = open(local, shared.node(), ROOT).await.unwrap_err();
     assert!(matches!(e, OpenError::LocalKeys(1)), "{e}");
 }
