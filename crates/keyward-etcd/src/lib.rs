@@ -109,6 +109,25 @@ impl EtcdShared {
         format!("{}last-write", self.prefix)
     }
 
+    /// Whether every key holds what `wanted` says (an earlier attempt of
+    /// a write applied), and at which revision. `None` if any differs;
+    /// an error (outcome still unknown) if that cannot be told: a write
+    /// that only removes has no revision of its own to read.
+    async fn applied_at(&self, wanted: &[(String, Option<Vec<u8>>)]) -> Result<Option<Revision>, StoreError> {
+        let mut client = self.client.clone();
+        let mut at = None;
+        for (k, want) in wanted {
+            let resp = client.get(k.clone(), None).await.map_err(|e| store_err("read back", e))?;
+            let kv = resp.kvs().first();
+            match (want, kv) {
+                (Some(v), Some(kv)) if kv.value() == v.as_slice() => at = Some(kv.mod_revision()),
+                (None, None) => {}
+                _ => return Ok(None),
+            }
+        }
+        at.map(Some).ok_or_else(|| StoreError("etcd: the outcome of a removal is unknown".into()))
+    }
+
     /// Every value under `prefix` at `revision` (0: now), page by page.
     async fn range_all(
         &self,
@@ -250,26 +269,29 @@ impl SharedKeys for EtcdShared {
         async move {
             let mut compares = Vec::new();
             let mut ops = Vec::new();
+            // What each key holds once the write applied (None: removed).
+            let mut wanted: Vec<(String, Option<Vec<u8>>)> = Vec::new();
             for (record, rev) in &write.keys {
                 let k = self.key_of_record(&record.meta.id.to_string());
+                let value = format::keys::encode_shared(record).map_err(WriteError::Store)?;
                 compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
-                ops.push(TxnOp::put(
-                    k,
-                    format::keys::encode_shared(record).map_err(WriteError::Store)?,
-                    None,
-                ));
+                ops.push(TxnOp::put(k.clone(), value.clone(), None));
+                wanted.push((k, Some(value)));
             }
             for (change, rev) in &write.aliases {
                 match change {
                     AliasChange::Set(e) => {
                         let k = self.key_of_alias(&e.alias);
+                        let value = format::aliases::encode(e).map_err(WriteError::Store)?;
                         compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
-                        ops.push(TxnOp::put(k, format::aliases::encode(e).map_err(WriteError::Store)?, None));
+                        ops.push(TxnOp::put(k.clone(), value.clone(), None));
+                        wanted.push((k, Some(value)));
                     }
                     AliasChange::Remove(name) => {
                         let k = self.key_of_alias(name);
                         compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, *rev));
-                        ops.push(TxnOp::delete(k, None));
+                        ops.push(TxnOp::delete(k.clone(), None));
+                        wanted.push((k, None));
                     }
                 }
             }
@@ -277,13 +299,21 @@ impl SharedKeys for EtcdShared {
             let txn = Txn::new().when(compares).and_then(ops);
             let mut client = self.client.clone();
             // While the members elect a leader (the old one died or froze),
-            // a member refuses before proposing anything: wait and retry,
-            // for as long as an election takes, rather than fail the change.
+            // a write fails: refused before anything was proposed ("no
+            // leader"), or with its outcome unknown (the proposal timed
+            // out). The same transaction is sent again, for as long as an
+            // election takes: it compares revisions, so it can never apply
+            // twice; a retry that finds them moved asks whether the values
+            // are this write's (an earlier attempt applied) or someone else's.
             let started = std::time::Instant::now();
+            let mut unsure = None;
             let resp = loop {
                 match client.txn(txn.clone()).await {
                     Ok(r) => break r,
-                    Err(e) if no_leader(&e) && started.elapsed() < ELECTION_WAIT => {
+                    Err(e) if (no_leader(&e) || outcome_unknown(&e)) && started.elapsed() < ELECTION_WAIT => {
+                        if outcome_unknown(&e) {
+                            unsure = Some(store_err("write", e));
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) if outcome_unknown(&e) => return Err(WriteError::Unknown(store_err("write", e))),
@@ -292,9 +322,15 @@ impl SharedKeys for EtcdShared {
             };
             let rev = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
-                Ok(rev)
-            } else {
-                Err(WriteError::Conflict(rev))
+                return Ok(rev);
+            }
+            match unsure {
+                None => Err(WriteError::Conflict(rev)),
+                Some(first) => match self.applied_at(&wanted).await {
+                    Ok(Some(at)) => Ok(at),
+                    Ok(None) => Err(WriteError::Conflict(rev)),
+                    Err(_) => Err(WriteError::Unknown(first)),
+                },
             }
         }
         .boxed()
