@@ -85,6 +85,9 @@ pub struct AuditFilter {
     /// Edge the request came through: grpc, kms-v2, aws-kms, vault-transit, system.
     #[arg(long)]
     pub edge: Option<String>,
+    /// Cluster node that wrote the record (its --node-id).
+    #[arg(long)]
+    pub node_id: Option<String>,
     /// Records at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
     #[arg(long)]
     pub since: Option<String>,
@@ -128,9 +131,18 @@ pub struct AuditExportArgs {
 impl AuditFilter {
     /// No filter given.
     fn is_empty(&self) -> bool {
-        [&self.key, &self.principal, &self.operation, &self.outcome, &self.edge, &self.since, &self.until]
-            .iter()
-            .all(|f| f.is_none())
+        [
+            &self.key,
+            &self.principal,
+            &self.operation,
+            &self.outcome,
+            &self.edge,
+            &self.node_id,
+            &self.since,
+            &self.until,
+        ]
+        .iter()
+        .all(|f| f.is_none())
     }
 
     fn request(
@@ -145,6 +157,7 @@ impl AuditFilter {
             operation: self.operation.clone().unwrap_or_default(),
             outcome: self.outcome.clone().unwrap_or_default(),
             edge: self.edge.clone().unwrap_or_default(),
+            node_id: self.node_id.clone().unwrap_or_default(),
             start_time: rfc3339("since", &self.since)?,
             end_time: rfc3339("until", &self.until)?,
             page_size,

@@ -225,6 +225,7 @@ pub(crate) fn record_json(r: &pb::AuditRecord) -> Value {
         "principal": r.principal,
         "peer": r.peer,
         "edge": r.edge,
+        "node_id": r.node_id,
         "operation": r.operation,
         "key_id": r.key_id,
         "key_version": r.key_version,
@@ -242,9 +243,20 @@ pub(crate) fn record_json(r: &pb::AuditRecord) -> Value {
 
 /// `audit query` as a table.
 pub(crate) fn records_text(r: &pb::QueryAuditLogResponse) -> String {
+    // A cluster's records name their node: then a NODE column leads.
+    let nodes = r.records.iter().any(|x| !x.node_id.is_empty());
+    let node =
+        |n: &str| if nodes { format!("{:<12} ", if n.is_empty() { "-" } else { n }) } else { String::new() };
     let header = format!(
-        "{:>6}  {:<24}  {:<13} {:<32} {:<20} {}  {}",
-        "SEQ", "TIME", "EDGE", "OPERATION", "OUTCOME", "KEY", "PRINCIPAL"
+        "{}{:>6}  {:<24}  {:<13} {:<32} {:<20} {}  {}",
+        node("NODE"),
+        "SEQ",
+        "TIME",
+        "EDGE",
+        "OPERATION",
+        "OUTCOME",
+        "KEY",
+        "PRINCIPAL"
     );
     let rows = r.records.iter().map(|x| {
         // The key, else what an access change concerned (principal:, token:, grant:).
@@ -255,7 +267,8 @@ pub(crate) fn records_text(r: &pb::QueryAuditLogResponse) -> String {
         };
         let reason = if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) };
         format!(
-            "{:>6}  {}  {:<13} {:<32} {:<20} {}  {}{}",
+            "{}{:>6}  {}  {:<13} {:<32} {:<20} {}  {}{}",
+            node(&x.node_id),
             x.sequence,
             time_str(&x.time),
             if x.edge.is_empty() { "-" } else { &x.edge },

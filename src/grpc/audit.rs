@@ -25,6 +25,7 @@ impl AuditService for AuditApi {
             operation: given(r.operation),
             outcome: given(r.outcome),
             edge: given(r.edge),
+            node_id: given(r.node_id),
             start_ms: r.start_time.as_ref().map(millis),
             end_ms: r.end_time.as_ref().map(millis),
             page_size: nonzero(r.page_size),

@@ -131,5 +131,6 @@ pub fn record_to_pb(sealed: SealedRecord) -> pb::AuditRecord {
         hash,
         target: r.target.unwrap_or_default(),
         edge: r.edge.unwrap_or_default(),
+        node_id: r.node_id.unwrap_or_default(),
     }
 }

@@ -292,6 +292,7 @@ async fn open_cluster_node(
         ))
     })?;
     let settings = keyward_core::ClusterConfig {
+        node_id: cluster.node_id.clone(),
         freshness_bound: cluster.freshness_bound,
         probe_every: (cluster.freshness_bound / 8)
             .clamp(Duration::from_millis(50), Duration::from_millis(500)),

@@ -358,6 +358,8 @@ pub struct AuditRecord {
     /// The edge the request came through (`None` in records written
     /// before edges were recorded).
     pub edge: Option<String>,
+    /// The cluster node that wrote the record (`None` in single-node mode).
+    pub node_id: Option<String>,
     /// Operation name.
     pub operation: String,
     /// Key id (destination key for ReEncrypt).
@@ -392,6 +394,7 @@ impl AuditRecord {
             principal: entry.principal,
             peer: entry.peer,
             edge: Some(entry.edge.as_str().to_string()),
+            node_id: None,
             operation: entry.operation.as_str().to_string(),
             key_id: entry.key_id.map(|k| k.to_string()),
             key_version: entry.key_version,
@@ -404,6 +407,31 @@ impl AuditRecord {
             reason: entry.outcome.reason,
             prev_hash,
         }
+    }
+}
+
+impl AuditEntry {
+    /// The entry a successful request's record was built from (a cluster
+    /// node's pending lifecycle record, read back): `None` if a field does
+    /// not parse.
+    pub(crate) fn from_record(r: AuditRecord) -> Option<Self> {
+        let key = |k: Option<String>| k.map(|k| k.parse::<KeyId>().map_err(drop)).transpose().ok();
+        Some(Self {
+            time_ms: r.time_ms,
+            request_id: r.request_id,
+            principal: r.principal,
+            peer: r.peer,
+            edge: r.edge?.parse().ok()?,
+            operation: Operation::ALL.into_iter().find(|o| o.as_str() == r.operation)?,
+            key_id: key(r.key_id)?,
+            key_version: r.key_version,
+            alias: r.alias,
+            source_key_id: key(r.source_key_id)?,
+            source_key_version: r.source_key_version,
+            target: r.target,
+            context: r.context,
+            outcome: (r.outcome == "OK").then(Outcome::ok)?,
+        })
     }
 }
 
@@ -434,6 +462,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Records that came through this edge.
     pub edge: Option<String>,
+    /// Records written by this cluster node.
+    pub node_id: Option<String>,
     /// Records at or after this time, Unix ms.
     pub start_ms: Option<i64>,
     /// Records before this time, Unix ms.
@@ -459,6 +489,7 @@ impl AuditQuery {
             && self.operation.as_ref().is_none_or(|o| &r.operation == o)
             && self.outcome.as_ref().is_none_or(|o| &r.outcome == o)
             && self.edge.as_ref().is_none_or(|e| r.edge.as_ref() == Some(e))
+            && self.node_id.as_ref().is_none_or(|n| r.node_id.as_ref() == Some(n))
             && self.start_ms.is_none_or(|s| r.time_ms >= s)
             && self.end_ms.is_none_or(|e| r.time_ms < e)
     }

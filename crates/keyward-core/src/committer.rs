@@ -60,6 +60,8 @@ pub struct AuditLogConfig {
     pub queue_limit: usize,
     /// How often, under load, the writer signs a checkpoint.
     pub checkpoint_every: Duration,
+    /// The cluster node every record names (cluster mode only).
+    pub node_id: Option<String>,
 }
 
 /// Default [`AuditLogConfig::queue_limit`].
@@ -75,6 +77,7 @@ impl Default for AuditLogConfig {
             in_flight: None,
             queue_limit: DEFAULT_AUDIT_QUEUE_LIMIT,
             checkpoint_every: Duration::from_secs(1),
+            node_id: None,
         }
     }
 }
@@ -224,6 +227,7 @@ impl AuditLog {
                     signer,
                     last_checkpoint,
                     checkpoint_every,
+                    node_id: config.node_id,
                 }
                 .run(rx)
             })
@@ -345,6 +349,7 @@ struct Writer {
     /// Sequence number and time of the newest stored checkpoint.
     last_checkpoint: Option<(u64, i64)>,
     checkpoint_every: Duration,
+    node_id: Option<String>,
 }
 
 impl Writer {
@@ -436,7 +441,7 @@ impl Writer {
             if jobs.is_empty() {
                 continue;
             }
-            let Writer { store, usage, healthy, observer, .. } = &self;
+            let Writer { store, usage, healthy, observer, node_id, .. } = &self;
             let (mut seq, mut prev) = match &head {
                 Some(h) => (h.seq, h.hash.clone()),
                 None => (0, crate::GENESIS_HASH.to_string()),
@@ -447,7 +452,8 @@ impl Writer {
             let mut replies = Vec::with_capacity(jobs.len());
             for job in jobs.drain(..) {
                 seq += 1;
-                let record = AuditRecord::from_entry(job.entry, seq, prev);
+                let mut record = AuditRecord::from_entry(job.entry, seq, prev);
+                record.node_id.clone_from(node_id);
                 let bytes = store.encode_audit(&record);
                 prev = hash_bytes(&bytes);
                 batch.audit.push(SealedRecord { record, bytes });
@@ -459,6 +465,11 @@ impl Writer {
                     // At most one: rotations hold the lifecycle lock until applied.
                     if m.batch.rekey.is_some() {
                         batch.rekey = m.batch.rekey;
+                    }
+                    // At most one too: a cluster node's lifecycle changes
+                    // hold the lock until their record is durable.
+                    if m.batch.settled.is_some() {
+                        batch.settled = m.batch.settled;
                     }
                     applies.push(m.apply);
                 }

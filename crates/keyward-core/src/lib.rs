@@ -64,8 +64,8 @@ pub use model::{
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
 pub use shared::{
-    Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite, WatchError,
-    WriteError,
+    PendingRecord, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite,
+    WatchError, WriteError,
 };
 pub use store::{
     AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, Rekey, SealedRecord, Store, StoreError,

@@ -54,6 +54,21 @@ pub struct SharedWrite {
     pub keys: Vec<(KeyRecord, Revision)>,
     /// Alias changes, each with the alias's expected revision.
     pub aliases: Vec<(AliasChange, Revision)>,
+    /// The change's audit record, written with it (replacing the node's
+    /// previous one): a node that dies before its local record is durable
+    /// appends it when it starts again, so no change lacks its record.
+    pub pending: Option<PendingRecord>,
+}
+
+/// A node's latest lifecycle record, as the shared store keeps it (one per
+/// node, overwritten by its next change): opaque bytes, tagged under the
+/// root key (see `Kms::settle_pending`).
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    /// The node that wrote it.
+    pub node: String,
+    /// The tagged record.
+    pub value: Vec<u8>,
 }
 
 /// Why a write did not happen.
@@ -115,4 +130,6 @@ pub trait SharedKeys: Send + Sync + std::fmt::Debug + 'static {
     /// The root-key check value every node must match, stored by the first
     /// node if none is (returns the stored one either way).
     fn root_check(&self, mine: &[u8]) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
+    /// Node `node`'s latest pending record ([`SharedWrite::pending`]), read linearizably.
+    fn pending(&self, node: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
 }

@@ -85,6 +85,9 @@ pub struct CommitBatch {
     /// A root-key rotation: everything the root key protects, rewritten
     /// under the new one, in this same atomic write.
     pub rekey: Option<Box<Rekey>>,
+    /// Cluster mode: the id of the pending record (a lifecycle change's,
+    /// kept in the shared store) this batch's record settles.
+    pub settled: Option<[u8; 16]>,
 }
 
 /// Everything a root-key rotation rewrites (see `Kms::rotate_root_key`):
@@ -140,6 +143,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn root_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores the root-key check value (synced).
     fn set_root_check(&self, value: &[u8]) -> Result<(), StoreError>;
+    /// Cluster mode: the id of the last pending record settled here
+    /// ([`CommitBatch::settled`]).
+    fn settled_pending(&self) -> Result<Option<[u8; 16]>, StoreError>;
     /// The newest audit record's sequence and hash.
     fn audit_head(&self) -> Result<Option<AuditHead>, StoreError>;
     /// Applies a batch atomically and durably (WAL synced) before returning.

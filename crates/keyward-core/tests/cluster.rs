@@ -31,8 +31,12 @@ impl Drop for Node {
     }
 }
 
+/// A new node's settings: named n1, n2, ... in the order they are made.
 fn config(bound_ms: u64) -> ClusterConfig {
+    static NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     ClusterConfig {
+        node_id: format!("n{n}"),
         freshness_bound: Duration::from_millis(bound_ms),
         probe_every: Duration::from_millis(bound_ms / 8),
     }
@@ -46,7 +50,11 @@ async fn open(local: Arc<dyn Store>, link: SharedNode, root: [u8; 32]) -> Result
 }
 
 async fn join(shared: &MemoryShared, bound_ms: u64) -> Node {
-    let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    join_as(shared, Arc::new(MemoryStore::new()), config(bound_ms)).await
+}
+
+/// A node over the local store `local`, with `config` (its name).
+async fn join_as(shared: &MemoryShared, local: Arc<dyn Store>, config: ClusterConfig) -> Node {
     let link = shared.node();
     let kms = Kms::open_cluster(
         local,
@@ -54,7 +62,7 @@ async fn join(shared: &MemoryShared, bound_ms: u64) -> Node {
         RootKey::from_bytes(&ROOT).unwrap(),
         Arc::new(SystemClock),
         KmsConfig::default(),
-        config(bound_ms),
+        config,
     )
     .await
     .unwrap();
@@ -218,4 +226,104 @@ async fn a_node_with_another_root_key_or_local_keys_refuses_to_join() {
     drop(single);
     let e = open(local, shared.node(), ROOT).await.unwrap_err();
     assert!(matches!(e, OpenError::LocalKeys(1)), "{e}");
+}
+
+/// Every record in `store`'s log, oldest first.
+fn records(store: &dyn Store) -> Vec<keyward_core::AuditRecord> {
+    let mut out = Vec::new();
+    store
+        .scan_audit(1, &mut |_, bytes| {
+            out.push(store.decode_audit(bytes).unwrap());
+            true
+        })
+        .unwrap();
+    out
+}
+
+fn successes<'a>(records: &'a [keyward_core::AuditRecord], op: &str) -> Vec<&'a keyward_core::AuditRecord> {
+    records.iter().filter(|r| r.operation == op && r.outcome == "OK").collect()
+}
+
+#[tokio::test]
+async fn a_change_made_without_its_local_record_is_recorded_before_the_next_change_and_at_restart() {
+    use keyward_core::testing::FaultyStore;
+    use std::sync::atomic::Ordering;
+    let shared = MemoryShared::new();
+    let inner: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (faulty, faults) = FaultyStore::new(inner.clone());
+    let local: Arc<dyn Store> = Arc::new(faulty);
+    let named = |name: &str| ClusterConfig { node_id: name.into(), ..config(2000) };
+    let a = join_as(&shared, local.clone(), named("a")).await;
+    let key = create(&a.kms).await;
+    let id: keyward_core::KeyId = key.parse().unwrap();
+
+    // The local disk fails after the shared write: the caller is told the
+    // audit log is unavailable, and the rotation is in force cluster-wide.
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    let mut rotate = caller();
+    rotate.request_id = "rotate-1".into();
+    let e = a.kms.rotate_key(&rotate, &key).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(shared.key(id).unwrap().0.meta.primary_version, 2);
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    assert!(successes(&records(&*inner), "RotateKey").is_empty());
+
+    // The node's next change first appends the missing record.
+    a.kms.disable_key(&caller(), &key).await.unwrap();
+    let log = records(&*inner);
+    let rotated = successes(&log, "RotateKey");
+    assert_eq!(rotated.len(), 1, "{log:?}");
+    assert_eq!(rotated[0].request_id, "rotate-1");
+    assert_eq!(rotated[0].node_id.as_deref(), Some("a"));
+    assert_eq!(rotated[0].key_version, Some(2));
+    let pos = |op: &str| log.iter().position(|r| r.operation == op && r.outcome == "OK").unwrap();
+    assert!(pos("RotateKey") < pos("DisableKey"), "{log:?}");
+
+    // The same, when the node stops before its next change: it appends the
+    // record when it starts again, once.
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    let mut enable = caller();
+    enable.request_id = "enable-1".into();
+    a.kms.enable_key(&enable, &key).await.unwrap_err();
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    a.kms.audit_log().stop(Duration::from_secs(5));
+    drop(a);
+    let a = join_as(&shared, local.clone(), named("a")).await;
+    let enabled =
+        records(&*inner).into_iter().filter(|r| r.operation == "EnableKey" && r.outcome == "OK").count();
+    assert_eq!(enabled, 1);
+    a.kms.audit_log().stop(Duration::from_secs(5));
+    drop(a);
+    let _a = join_as(&shared, local, named("a")).await;
+    let log = records(&*inner);
+    assert_eq!(successes(&log, "EnableKey").len(), 1, "appended once: {log:?}");
+    assert_eq!(successes(&log, "EnableKey")[0].request_id, "enable-1");
+    assert!(keyward_core::verify_chain(&*inner).unwrap().intact());
+
+    // Every record a cluster node writes names it.
+    assert!(log.iter().all(|r| r.node_id.as_deref() == Some("a")), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_pending_record_changed_in_the_shared_store_refuses_the_start() {
+    let shared = MemoryShared::new();
+    let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let named = ClusterConfig { node_id: "a".into(), ..config(2000) };
+    let a = join_as(&shared, local.clone(), named.clone()).await;
+    create(&a.kms).await;
+    a.kms.audit_log().stop(Duration::from_secs(5));
+    drop(a);
+    shared.tamper_pending("a");
+    let e = Kms::open_cluster(
+        local,
+        Arc::new(shared.node()),
+        RootKey::from_bytes(&ROOT).unwrap(),
+        Arc::new(SystemClock),
+        KmsConfig::default(),
+        named,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, OpenError::Tampered(_)), "{e}");
+    assert!(e.to_string().contains("pending lifecycle record"), "{e}");
 }

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `keys/<uuid>` | the key record, shared form (`keyward_format::keys::encode_shared`: metadata, tag, wrapped secrets) |
 //! | `aliases/<alias>` | key UUID (16 bytes) and the alias's tag (32 bytes), as format 2 stores it |
+//! | `pending/<node>` | the node's latest lifecycle record, put with its change (tagged; see `keyward_core`'s `kms::pending`) |
 //! | `last-write` | empty; put by every write, so its `mod_revision` is the last write's revision |
 //! | `root-check` | the root key's check value, put by the first node |
 //!
@@ -103,6 +104,10 @@ impl EtcdShared {
 
     fn key_of_alias(&self, alias: &str) -> String {
         format!("{}aliases/{alias}", self.prefix)
+    }
+
+    fn key_of_pending(&self, node: &str) -> String {
+        format!("{}pending/{node}", self.prefix)
     }
 
     fn last_write_key(&self) -> String {
@@ -295,6 +300,9 @@ impl SharedKeys for EtcdShared {
                     }
                 }
             }
+            if let Some(p) = &write.pending {
+                ops.push(TxnOp::put(self.key_of_pending(&p.node), p.value.clone(), None));
+            }
             ops.push(TxnOp::put(self.last_write_key(), Vec::new(), None));
             let txn = Txn::new().when(compares).and_then(ops);
             let mut client = self.client.clone();
@@ -431,6 +439,16 @@ impl SharedKeys for EtcdShared {
                 .first()
                 .map(|kv| kv.value().to_vec())
                 .ok_or_else(|| StoreError("etcd: the root-key check vanished".into()))
+        }
+        .boxed()
+    }
+
+    fn pending(&self, node: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let k = self.key_of_pending(node);
+        async move {
+            let mut client = self.client.clone();
+            let resp = client.get(k, None).await.map_err(|e| store_err("read the pending record", e))?;
+            Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
         }
         .boxed()
     }

@@ -54,8 +54,9 @@ impl Drop for Node {
 
 async fn open(shared: EtcdShared, root: [u8; 32]) -> Result<Node, OpenError> {
     let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let config =
-        ClusterConfig { freshness_bound: Duration::from_secs(2), probe_every: Duration::from_millis(250) };
+    static NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let config = ClusterConfig::new(format!("n{n}"));
     let kms = Kms::open_cluster(
         local,
         Arc::new(shared),

@@ -18,6 +18,8 @@ struct StoredRecord {
     peer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     edge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node_id: Option<String>,
     operation: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_id: Option<String>,
@@ -54,6 +56,7 @@ pub fn encode(r: &AuditRecord) -> Vec<u8> {
         principal: r.principal.clone(),
         peer: r.peer.clone(),
         edge: r.edge.clone(),
+        node_id: r.node_id.clone(),
         operation: r.operation.clone(),
         key_id: r.key_id.clone(),
         key_version: r.key_version,
@@ -79,6 +82,7 @@ pub fn decode(bytes: &[u8]) -> Result<AuditRecord, StoreError> {
         principal: s.principal,
         peer: s.peer,
         edge: s.edge,
+        node_id: s.node_id,
         operation: s.operation,
         key_id: s.key_id,
         key_version: s.key_version,

@@ -284,6 +284,7 @@ mod tests {
                     principal: "p \"quoted\" \u{e9}".into(),
                     peer: String::new(),
                     edge: Some("grpc".into()),
+                    node_id: None,
                     operation: "Encrypt".into(),
                     key_id: None,
                     key_version: None,

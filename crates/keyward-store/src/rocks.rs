@@ -68,6 +68,8 @@ const ALL_CFS: [&str; 10] = [
 ];
 const AUDIT_SIGNER: &[u8] = b"audit_signer";
 const AUDIT_HEAD_SEAL: &[u8] = b"audit_head_seal";
+/// Cluster mode: the id of the last pending lifecycle record settled here.
+const SETTLED_PENDING: &[u8] = b"cluster_settled_pending";
 const ROOT_CHECK: &[u8] = b"root_check";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const FORMAT: &[u8] = b"format_version";
@@ -456,6 +458,17 @@ impl Store for RocksStore {
         self.db.write_opt(b, &wo).map_err(err)
     }
 
+    fn settled_pending(&self) -> Result<Option<[u8; 16]>, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), SETTLED_PENDING).map_err(err)? {
+            None => Ok(None),
+            Some(v) => v
+                .as_slice()
+                .try_into()
+                .map(Some)
+                .map_err(|_| StoreError("corrupt settled pending record id".into())),
+        }
+    }
+
     fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         match self.db.get_cf(self.cf(CF_META), AUDIT_HEAD).map_err(err)? {
             Some(b) => format::audit::decode_head(&b).map(Some),
@@ -534,6 +547,9 @@ impl Store for RocksStore {
         }
         if let Some(c) = &batch.head_seal {
             b.put_cf(meta, AUDIT_HEAD_SEAL, format::checkpoint::encode(c));
+        }
+        if let Some(id) = &batch.settled {
+            b.put_cf(meta, SETTLED_PENDING, id);
         }
         if let Some(c) = &batch.checkpoint {
             b.put_cf(self.cf(CF_CHECKPOINTS), c.seq.to_be_bytes(), format::checkpoint::encode(c));

@@ -206,6 +206,7 @@ fn audit_record(seq: u64, prev_hash: String) -> AuditRecord {
         principal: "alice".into(),
         peer: "127.0.0.1:40000".into(),
         edge: None,
+        node_id: None,
         operation: String::new(),
         key_id: None,
         key_version: None,
@@ -299,6 +300,7 @@ fn records_with_an_edge_match_their_golden_bytes_and_chain_onto_format_1_records
             principal: "svc".into(),
             peer: "127.0.0.1:40001".into(),
             edge: Some("aws-kms".into()),
+            node_id: None,
             operation: "Encrypt".into(),
             key_id: Some(key.clone()),
             key_version: Some(2),
@@ -309,6 +311,7 @@ fn records_with_an_edge_match_their_golden_bytes_and_chain_onto_format_1_records
             principal: "ops".into(),
             peer: String::new(),
             edge: Some("grpc".into()),
+            node_id: None,
             operation: "CreateGrant".into(),
             target: Some(
                 "grant:0f0f0f0f-0f0f-4f0f-8f0f-0f0f0f0f0f0f principal:svc keys:* operations:Encrypt".into(),

@@ -82,6 +82,8 @@ pub struct AuditQueryInput {
     /// Records that came through this edge (`grpc`, `kms-v2`, `aws-kms`,
     /// `vault-transit`, `system`).
     pub edge: Option<String>,
+    /// Records written by this cluster node.
+    pub node_id: Option<String>,
     /// Records at or after this time, Unix ms.
     pub start_ms: Option<i64>,
     /// Records before this time, Unix ms.
@@ -141,6 +143,7 @@ impl Kms {
                 operation: input.operation,
                 outcome: input.outcome,
                 edge: input.edge,
+                node_id: input.node_id,
                 start_ms: input.start_ms,
                 end_ms: input.end_ms,
                 limit,

@@ -18,7 +18,7 @@
 //!   two nodes make versions n+1 and n+2.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,15 +33,22 @@ use crate::{integrity, AliasChange, KeyId, KmsError, OpenError};
 /// Cluster-mode settings.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
+    /// This node's name: every audit record it writes carries it.
+    pub node_id: String,
     /// How long a confirmation that this node is current holds.
     pub freshness_bound: Duration,
     /// How often the node confirms it is current.
     pub probe_every: Duration,
 }
 
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self { freshness_bound: Duration::from_secs(2), probe_every: Duration::from_millis(250) }
+impl ClusterConfig {
+    /// Node `node_id` with the default bound (2 s) and probe interval (250 ms).
+    pub fn new(node_id: impl Into<String>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            freshness_bound: Duration::from_secs(2),
+            probe_every: Duration::from_millis(250),
+        }
     }
 }
 
@@ -67,6 +74,10 @@ pub(super) struct Cluster {
     base: Instant,
     /// Nanoseconds after `base` until which this node is current.
     fresh_until: AtomicU64,
+    /// A lifecycle change may be in the shared store without its local
+    /// record (its write's outcome was unknown, or the local write failed):
+    /// settle this node's pending record before the next change.
+    unsettled: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -91,6 +102,7 @@ impl Cluster {
             applied: watch::Sender::new(loaded_at),
             base: started,
             fresh_until: AtomicU64::new(0),
+            unsettled: AtomicBool::new(true),
         };
         // The load was a linearizable read begun at `started`.
         c.confirm(started);
@@ -119,6 +131,16 @@ impl Cluster {
             since.as_millis(),
             self.config.freshness_bound.as_millis()
         )))
+    }
+
+    /// Whether this node's pending record may still need settling.
+    pub fn unsettled(&self) -> bool {
+        self.unsettled.load(Ordering::SeqCst)
+    }
+
+    /// Marks whether this node's pending record may still need settling.
+    pub fn set_unsettled(&self, unsettled: bool) {
+        self.unsettled.store(unsettled, Ordering::SeqCst);
     }
 
     /// The revision applied so far.

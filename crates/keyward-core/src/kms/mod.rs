@@ -34,6 +34,7 @@ mod cluster;
 mod crypto;
 mod keys;
 mod operator;
+mod pending;
 mod pipeline;
 mod refusals;
 mod root;
@@ -247,14 +248,24 @@ impl Kms {
         }
         let started = std::time::Instant::now();
         let snapshot = shared.load().await.map_err(OpenError::Store)?;
-        Self::open_with(store, root, clock, config, Some((shared, snapshot, cluster, started)))
+        let kms = Self::open_with(store, root, clock, config, Some((shared, snapshot, cluster, started)))?;
+        // The record of a change this node made just before it stopped.
+        let c = kms.cluster.as_ref().expect("a cluster node");
+        match kms.settle_pending(c).await {
+            Ok(_) => Ok(kms),
+            Err(KmsError::Internal(e)) => Err(OpenError::Tampered(e)),
+            Err(KmsError::Store(e)) => Err(OpenError::Store(e)),
+            Err(e) => {
+                Err(OpenError::AuditHead(format!("appending this node's pending lifecycle record: {e}")))
+            }
+        }
     }
 
     fn open_with(
         store: Arc<dyn Store>,
         root: RootKey,
         clock: Arc<dyn Clock>,
-        config: KmsConfig,
+        mut config: KmsConfig,
         joining: Option<(
             Arc<dyn crate::SharedKeys>,
             crate::SharedSnapshot,
@@ -297,10 +308,11 @@ impl Kms {
         }
         let mut state = State::default();
         let mut cluster = None;
-        if let Some((shared, snapshot, config, started)) = joining {
+        if let Some((shared, snapshot, cluster_config, started)) = joining {
             let revision = snapshot.revision;
+            config.audit.node_id = Some(cluster_config.node_id.clone());
             state = cluster::state_from(&root, &records, snapshot)?;
-            cluster = Some(cluster::Cluster::new(shared, config, revision, started));
+            cluster = Some(cluster::Cluster::new(shared, cluster_config, revision, started));
         }
         for record in keys {
             if !integrity::key_intact(&records, &record) {

@@ -329,6 +329,14 @@ impl Kms {
                 drop(guard);
                 return self.finish(entry, Err(e)).await;
             }
+            // An earlier change's record may be missing: append it first,
+            // before this change overwrites its pending record.
+            if cluster.unsettled() {
+                if let Err(e) = self.settle_pending(cluster).await {
+                    drop(guard);
+                    return self.finish(entry, Err(e)).await;
+                }
+            }
             let planned = {
                 let state = self.state.read().expect("state lock");
                 let now = self.clock.now_ms();
@@ -360,9 +368,17 @@ impl Kms {
                 .map(|k| LiveKey { record: self.tagged(&k.record), secrets: k.secrets })
                 .collect();
             let aliases: Vec<AliasChange> = aliases.into_iter().map(|a| self.tagged_alias(a)).collect();
+            let (pending_id, pending) = match self.pending_record(&cluster.config.node_id, &entry) {
+                Ok(p) => p,
+                Err(e) => {
+                    drop(guard);
+                    return self.finish(entry, Err(e)).await;
+                }
+            };
             let write = crate::SharedWrite {
                 keys: keys.iter().zip(expect.0).map(|(k, rev)| (k.record.clone(), rev)).collect(),
                 aliases: aliases.iter().zip(expect.1).map(|(a, rev)| (a.clone(), rev)).collect(),
+                pending: Some(pending),
             };
             match cluster.shared.write(write).await {
                 Ok(rev) => {
@@ -375,8 +391,16 @@ impl Kms {
                             s.put_shared_alias(change, rev);
                         }
                     }
-                    drop(guard);
-                    return self.finish(entry, Ok(output)).await;
+                    // The lock is held until the record is durable, so no
+                    // later change overwrites its pending record before.
+                    let hold = move || drop(guard);
+                    return match self.record_settled_holding(entry, pending_id, hold).await {
+                        Ok(()) => Ok(output),
+                        Err(e) => {
+                            cluster.set_unsettled(true);
+                            Err(e)
+                        }
+                    };
                 }
                 Err(crate::WriteError::Conflict(at)) => {
                     drop(guard);
@@ -384,6 +408,10 @@ impl Kms {
                     cluster.wait_applied(at, cluster.config.freshness_bound).await;
                 }
                 Err(e) => {
+                    // An unknown outcome may have applied: settle before the next change.
+                    if matches!(e, crate::WriteError::Unknown(_)) {
+                        cluster.set_unsettled(true);
+                    }
                     drop(guard);
                     let e = KmsError::Store(crate::StoreError(format!("the shared key store: {e}")));
                     return self.finish(entry, Err(e)).await;

@@ -63,6 +63,9 @@ impl Store for FaultyStore {
     fn set_root_check(&self, value: &[u8]) -> Result<(), StoreError> {
         self.inner.set_root_check(value)
     }
+    fn settled_pending(&self) -> Result<Option<[u8; 16]>, StoreError> {
+        self.inner.settled_pending()
+    }
     fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         self.inner.audit_head()
     }

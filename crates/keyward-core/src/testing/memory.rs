@@ -24,6 +24,7 @@ struct Inner {
     signer: Option<AuditSigner>,
     checkpoints: BTreeMap<u64, Checkpoint>,
     head_seal: Option<Checkpoint>,
+    settled: Option<[u8; 16]>,
     index: BTreeSet<IndexEntry>,
     access: BTreeMap<AccessRecordKey, AccessRecord>,
     token_uses: BTreeMap<AccessId, i64>,
@@ -75,6 +76,7 @@ impl Store for MemoryStore {
         w.opt_u32(r.source_key_version);
         w.opt_str(r.target.as_deref());
         w.opt_str(r.edge.as_deref());
+        w.opt_str(r.node_id.as_deref());
         w.u64(r.context.len() as u64);
         for (k, v) in &r.context {
             w.str(k);
@@ -99,6 +101,7 @@ impl Store for MemoryStore {
             let source_key_version = r.opt_u32()?;
             let target = r.opt_str()?;
             let edge = r.opt_str()?;
+            let node_id = r.opt_str()?;
             let mut context = BTreeMap::new();
             for _ in 0..r.u64()? {
                 context.insert(r.str()?, r.str()?);
@@ -111,6 +114,7 @@ impl Store for MemoryStore {
                 principal,
                 peer,
                 edge,
+                node_id,
                 operation,
                 key_id,
                 key_version,
@@ -167,6 +171,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn settled_pending(&self) -> Result<Option<[u8; 16]>, StoreError> {
+        Ok(self.inner().settled)
+    }
+
     fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         Ok(self.inner().head.clone())
     }
@@ -198,6 +206,9 @@ impl Store for MemoryStore {
         for r in &batch.audit {
             inner.audit.insert(r.record.seq, r.bytes.clone());
             inner.index.extend(crate::index_entries(&r.record));
+        }
+        if batch.settled.is_some() {
+            inner.settled = batch.settled;
         }
         if let Some(c) = &batch.head_seal {
             inner.head_seal = Some(c.clone());
@@ -438,6 +449,7 @@ mod tests {
             principal: "p".into(),
             peer: String::new(),
             edge: Some("vault-transit".into()),
+            node_id: Some("n2".into()),
             operation: "Encrypt".into(),
             key_id: Some("k".into()),
             key_version: Some(2),

@@ -23,6 +23,7 @@ struct Inner {
     compacted: Revision,
     root_check: Option<Vec<u8>>,
     writes: u64,
+    pending: BTreeMap<String, Vec<u8>>,
 }
 
 /// The shared store every node of a test cluster opens (cheap to clone).
@@ -60,6 +61,15 @@ impl MemoryShared {
     /// How many writes succeeded.
     pub fn writes(&self) -> u64 {
         self.inner.lock().unwrap().writes
+    }
+
+    /// Flips one byte of node `node`'s pending record (as someone with
+    /// write access to the shared store could).
+    pub fn tamper_pending(&self, node: &str) {
+        let mut g = self.inner.lock().unwrap();
+        let v = g.pending.get_mut(node).expect("a pending record");
+        let last = v.len() - 1;
+        v[last] ^= 1;
     }
 
     /// The key as stored, with its revision.
@@ -149,6 +159,9 @@ impl SharedKeys for SharedNode {
                         }
                     }
                 }
+                if let Some(p) = write.pending {
+                    g.pending.insert(p.node, p.value);
+                }
                 rev
             };
             self.store.changed.send_replace(rev);
@@ -207,6 +220,15 @@ impl SharedKeys for SharedNode {
             Self::connected(&self.cut).await;
             let mut g = self.store.inner.lock().unwrap();
             Ok(g.root_check.get_or_insert(mine).clone())
+        }
+        .boxed()
+    }
+
+    fn pending(&self, node: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let node = node.to_string();
+        async move {
+            Self::connected(&self.cut).await;
+            Ok(self.store.inner.lock().unwrap().pending.get(&node).cloned())
         }
         .boxed()
     }
