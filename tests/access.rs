@@ -360,6 +360,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             let _ = std::fs::remove_dir_all(&dir);
             out
         }
+        "ClusterStatus" => operator.cluster_status(who.req(pb::ClusterStatusRequest {})).await.map(meta),
         "CreateBackup" => {
             let resp = operator.create_backup(who.req(pb::CreateBackupRequest {})).await?;
             let m = resp.metadata().clone();
@@ -527,6 +528,8 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         let wrong: Vec<&Who> = match service {
             // DescribeKey is also for whoever holds a grant on the key (the user, on `granted`).
             "keys" if rpc == "DescribeKey" => vec![&auditor, &limited],
+            // Administrators and auditors may read the cluster's status.
+            "keys" if rpc == "ClusterStatus" => vec![&user, &limited],
             "keys" | "access" => vec![&user, &auditor, &limited],
             "crypto" => vec![&admin, &auditor],
             _ => vec![&admin, &user, &limited],
@@ -557,6 +560,16 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
             "crypto" => &user,
             _ => &auditor,
         };
+        if rpc == "ClusterStatus" {
+            // This is a single-node server: the authorized caller is told so.
+            for who in [&admin, &auditor] {
+                let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
+                assert_eq!(e.code(), Code::FailedPrecondition, "{rpc}: {}", e.message());
+                assert!(e.message().contains("not a cluster node"), "{}", e.message());
+                assert!(e.metadata().get("x-request-id").is_some(), "{rpc}: no x-request-id");
+            }
+            continue;
+        }
         let m = call(ok, rpc, &granted, &granted_ct)
             .await
             .unwrap_or_else(|e| panic!("{rpc} by its owner: {e:?}"));

@@ -166,6 +166,40 @@ fn three_nodes_share_keys_and_a_cut_off_node_fails_closed() {
     let v = json(&ok(nodes[1].run(&["--output", "json", "audit", "verify"])));
     assert_eq!(v["intact"], true, "{v}");
 
+    // Every record names its node; the lifecycle changes are on the nodes
+    // that made them.
+    let q = json(&ok(nodes[2].run(&["--output", "json", "audit", "query", "--operation", "RotateKey"])));
+    let recs = q["records"].as_array().unwrap();
+    assert!(!recs.is_empty() && recs.iter().all(|r| r["node_id"] == "n3"), "{q}");
+    let q =
+        json(&ok(nodes[0].run(&["--output", "json", "audit", "query", "--node-id", "n1", "--limit", "5"])));
+    assert!(q["records"].as_array().unwrap().iter().all(|r| r["node_id"] == "n1"), "{q}");
+
+    // `cluster status` lists the three nodes and one sweeper leader.
+    eventually("every node is listed and current", Duration::from_secs(10), || {
+        let s = json(&ok(nodes[1].run(&["--output", "json", "cluster", "status"])));
+        let listed = s["nodes"].as_array().unwrap();
+        listed.len() == 3 && listed.iter().all(|n| n["current"] == true)
+    });
+    let s = json(&ok(nodes[1].run(&["--output", "json", "cluster", "status"])));
+    assert_eq!(s["node_id"], "n2", "{s}");
+    let listed = s["nodes"].as_array().unwrap();
+    let ids: Vec<_> = listed.iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n1", "n2", "n3"], "{s}");
+    assert_eq!(listed.iter().filter(|n| n["sweeper_leader"] == true).count(), 1, "{s}");
+    assert!(ids.contains(&s["sweeper_leader"].as_str().unwrap()), "{s}");
+    for (n, node) in listed.iter().zip(&nodes) {
+        assert_eq!(n["address"], node.addr.trim_start_matches("http://"), "{s}");
+        assert_eq!(n["version"], env!("CARGO_PKG_VERSION"), "{s}");
+        for field in
+            ["started_time", "updated_time", "applied_revision", "checkpoint_sequence", "checkpoint_hash"]
+        {
+            assert!(n.get(field).is_some(), "{field} missing: {s}");
+        }
+    }
+    let table = ok(nodes[0].run(&["cluster", "status"]));
+    assert!(table.contains("SWEEPER") && table.contains("leader"), "{table}");
+
     // Cluster nodes refuse what would act on the local folder alone.
     let o = nodes[0].run(&["backup", "create", "--out", dir.path().join("b.kwbak").to_str().unwrap()]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cluster node"), "{o:?}");

@@ -18,6 +18,7 @@ mod alias;
 mod audit;
 mod backup;
 mod client;
+mod cluster;
 mod completions;
 mod crypto;
 mod data_key;
@@ -45,6 +46,7 @@ pub use alias::{AliasArgs, AliasCommand};
 pub use audit::{AuditArgs, AuditCommand, AuditExportArgs, AuditFilter, AuditQueryArgs};
 pub use backup::{BackupArgs, BackupCommand};
 pub use client::{Bearer, ClientArgs, ClientFlags, Connection};
+pub use cluster::{ClusterArgs, ClusterCommand};
 pub use completions::CompletionsArgs;
 pub use crypto::{DecryptArgs, EncryptArgs, ReEncryptArgs};
 pub use data_key::{DataKeyArgs, RandomArgs};
@@ -115,6 +117,8 @@ pub enum Command {
     Rewrap(RewrapArgs),
     /// Query and verify the key-usage log.
     Audit(AuditArgs),
+    /// Cluster mode: the nodes and the sweeper leader (status).
+    Cluster(ClusterArgs),
     /// Print a shell completion script, e.g. `keyward completions bash > /etc/bash_completion.d/keyward`.
     Completions(CompletionsArgs),
 }
@@ -167,6 +171,7 @@ impl Cli {
             Command::ReEncrypt(a) => client(&top, a),
             Command::Rewrap(a) => client(&top, a),
             Command::Audit(a) => client(&top, a),
+            Command::Cluster(a) => client(&top, a),
             Command::Token(a) => client(&top, a),
             Command::Principal(a) => client(&top, a),
             Command::Grant(a) => client(&top, a),

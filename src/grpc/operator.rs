@@ -226,6 +226,41 @@ impl OperatorService for OperatorApi {
         respond(&c, Ok(stream))
     }
 
+    async fn cluster_status(
+        &self,
+        req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        use super::convert::timestamp;
+        let c = self.api.caller(&req, Operation::ClusterStatus).await?;
+        let out = self.api.live()?.cluster_status(&c).await.map(|s| {
+            let leader = s.sweeper_leader.clone().unwrap_or_default();
+            let when = |ms: i64| (ms > 0).then(|| timestamp(ms));
+            pb::ClusterStatusResponse {
+                node_id: s.this_node,
+                nodes: s
+                    .nodes
+                    .into_iter()
+                    .map(|n| pb::ClusterNode {
+                        sweeper_leader: n.node_id == leader,
+                        node_id: n.node_id,
+                        address: n.address,
+                        version: n.version,
+                        started_time: when(n.started_ms),
+                        updated_time: when(n.updated_ms),
+                        applied_revision: n.applied_revision,
+                        current: n.current,
+                        checkpoint_sequence: n.checkpoint_seq,
+                        checkpoint_hash: n.checkpoint_hash,
+                        checkpoint_time: when(n.checkpoint_ms),
+                    })
+                    .collect(),
+                sweeper_leader: leader,
+                last_write_revision: s.last_write.unwrap_or_default(),
+            }
+        });
+        respond(&c, out)
+    }
+
     async fn rotate_root_key(
         &self,
         req: Request<pb::RotateRootKeyRequest>,

@@ -293,6 +293,10 @@ async fn open_cluster_node(
     })?;
     let settings = keyward_core::ClusterConfig {
         node_id: cluster.node_id.clone(),
+        // The listener as other nodes and operators reach it.
+        address: cluster.advertise_addr.clone().unwrap_or_else(|| config.listen.to_string()),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        lease_ttl: Duration::from_secs(5),
         freshness_bound: cluster.freshness_bound,
         probe_every: (cluster.freshness_bound / 8)
             .clamp(Duration::from_millis(50), Duration::from_millis(500)),

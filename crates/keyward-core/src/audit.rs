@@ -118,11 +118,13 @@ pub enum Operation {
     RotateRootKey,
     /// `OperatorService.CreateBackup`.
     CreateBackup,
+    /// `OperatorService.ClusterStatus` (`keyward cluster status`).
+    ClusterStatus,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 50] = [
+    const ALL: [Operation; 51] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -173,6 +175,7 @@ impl Operation {
         Self::Seal,
         Self::RotateRootKey,
         Self::CreateBackup,
+        Self::ClusterStatus,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -239,6 +242,7 @@ impl Operation {
             Self::Seal => "Seal",
             Self::RotateRootKey => "RotateRootKey",
             Self::CreateBackup => "CreateBackup",
+            Self::ClusterStatus => "ClusterStatus",
         }
     }
 }

@@ -51,11 +51,11 @@ pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     export_audit_page, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, AuditQueryInput, Caller,
-    ClusterConfig, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage,
-    GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError,
-    PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl,
-    TokenView, UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME,
-    RESERVED_PRINCIPALS, WRONG_KEY,
+    ClusterConfig, ClusterStatus, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,
+    ExportPage, GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken,
+    OpenError, PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity,
+    TokenTtl, TokenView, UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS,
+    MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS, WRONG_KEY,
 };
 pub use limits::Limits;
 pub use model::{
@@ -64,8 +64,8 @@ pub use model::{
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
 pub use shared::{
-    PendingRecord, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite,
-    WatchError, WriteError,
+    Members, Membership, NodeInfo, PendingRecord, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys,
+    SharedSnapshot, SharedWrite, WatchError, WriteError,
 };
 pub use store::{
     AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, Rekey, SealedRecord, Store, StoreError,

@@ -58,6 +58,55 @@ pub struct SharedWrite {
     /// previous one): a node that dies before its local record is durable
     /// appends it when it starts again, so no change lacks its record.
     pub pending: Option<PendingRecord>,
+    /// Scheduled work: written only while the sweeper leadership this
+    /// revision began is still held ([`Membership::leading`]), so a paused
+    /// ex-leader's late writes fail ([`WriteError::Fenced`]).
+    pub fence: Option<Revision>,
+}
+
+/// What a node publishes about itself, under its lease (gone when it stops
+/// renewing it), for `keyward cluster status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its `--node-id`.
+    pub node_id: String,
+    /// Where its gRPC listener is reached.
+    pub address: String,
+    /// Its Keyward version.
+    pub version: String,
+    /// When it started, Unix ms.
+    pub started_ms: i64,
+    /// When it published this, Unix ms.
+    pub updated_ms: i64,
+    /// The shared store's revision it had applied.
+    pub applied_revision: Revision,
+    /// Whether it was current (within its freshness bound).
+    pub current: bool,
+    /// Its newest signed audit checkpoint: sequence number (0: none).
+    pub checkpoint_seq: u64,
+    /// The checkpoint's record hash (hex).
+    pub checkpoint_hash: String,
+    /// The checkpoint's time, Unix ms.
+    pub checkpoint_ms: i64,
+}
+
+/// Every node whose lease is alive, and the sweeper leader.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// The nodes, as each last published itself.
+    pub nodes: Vec<NodeInfo>,
+    /// The node that leads the sweeper, if any.
+    pub sweeper_leader: Option<String>,
+}
+
+/// What one heartbeat learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// While this node leads the sweeper: the revision its leadership
+    /// began at (the fence of its scheduled writes).
+    pub leading: Option<Revision>,
+    /// The node that leads the sweeper, if any.
+    pub leader: Option<String>,
 }
 
 /// A node's latest lifecycle record, as the shared store keeps it (one per
@@ -85,6 +134,9 @@ pub enum WriteError {
     /// The outcome is unknown (the connection broke after sending).
     #[error("outcome unknown: {0}")]
     Unknown(StoreError),
+    /// A fenced write ([`SharedWrite::fence`]) whose leadership has ended.
+    #[error("this node no longer leads the sweeper")]
+    Fenced,
 }
 
 /// One change, in revision order, as a watch delivers it.
@@ -132,4 +184,13 @@ pub trait SharedKeys: Send + Sync + std::fmt::Debug + 'static {
     fn root_check(&self, mine: &[u8]) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
     /// Node `node`'s latest pending record ([`SharedWrite::pending`]), read linearizably.
     fn pending(&self, node: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    /// Renews this node's lease (taking a new one if it expired), publishes
+    /// `me` under it, and takes the sweeper leadership if no node holds it.
+    fn heartbeat(
+        &self,
+        me: NodeInfo,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Membership, StoreError>>;
+    /// Every node whose lease is alive, and the sweeper leader.
+    fn members(&self) -> BoxFuture<'_, Result<Members, StoreError>>;
 }

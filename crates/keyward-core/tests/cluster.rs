@@ -36,9 +36,10 @@ fn config(bound_ms: u64) -> ClusterConfig {
     static NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     ClusterConfig {
-        node_id: format!("n{n}"),
         freshness_bound: Duration::from_millis(bound_ms),
         probe_every: Duration::from_millis(bound_ms / 8),
+        lease_ttl: Duration::from_millis(300),
+        ..ClusterConfig::new(format!("n{n}"))
     }
 }
 
@@ -55,12 +56,21 @@ async fn join(shared: &MemoryShared, bound_ms: u64) -> Node {
 
 /// A node over the local store `local`, with `config` (its name).
 async fn join_as(shared: &MemoryShared, local: Arc<dyn Store>, config: ClusterConfig) -> Node {
+    join_with(shared, local, config, Arc::new(SystemClock)).await
+}
+
+async fn join_with(
+    shared: &MemoryShared,
+    local: Arc<dyn Store>,
+    config: ClusterConfig,
+    clock: Arc<dyn keyward_core::Clock>,
+) -> Node {
     let link = shared.node();
     let kms = Kms::open_cluster(
         local,
         Arc::new(link.clone()),
         RootKey::from_bytes(&ROOT).unwrap(),
-        Arc::new(SystemClock),
+        clock,
         KmsConfig::default(),
         config,
     )
@@ -326,4 +336,71 @@ async fn a_pending_record_changed_in_the_shared_store_refuses_the_start() {
     .unwrap_err();
     assert!(matches!(e, OpenError::Tampered(_)), "{e}");
     assert!(e.to_string().contains("pending lifecycle record"), "{e}");
+}
+
+#[tokio::test]
+async fn scheduled_work_runs_on_the_sweeper_leader_only_and_a_paused_ex_leader_changes_nothing() {
+    use keyward_core::testing::ManualClock;
+    use keyward_core::RotationInput;
+    const HOUR: i64 = 3_600_000;
+    let shared = MemoryShared::new();
+    let clock = ManualClock::at(1_800_000_000_000);
+    let node = |name: &str| ClusterConfig { node_id: name.into(), ..config(2000) };
+    let (sa, sb): (Arc<dyn Store>, Arc<dyn Store>) =
+        (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+    let a = join_with(&shared, sa.clone(), node("a"), Arc::new(clock.clone())).await;
+    eventually("a leads the sweeper", async || a.kms.leads_sweeper()).await;
+    let b = join_with(&shared, sb.clone(), node("b"), Arc::new(clock.clone())).await;
+    let key = create(&a.kms).await;
+    let id: keyward_core::KeyId = key.parse().unwrap();
+    let policy = RotationInput { period_ms: Some(HOUR), ..Default::default() };
+    a.kms.update_rotation_policy(&caller(), &key, policy).await.unwrap();
+    eventually("b knows the policy", async || {
+        b.kms.peek_key(&key).is_ok_and(|_| shared.key(id).unwrap().0.meta.rotation.period_ms == Some(HOUR))
+    })
+    .await;
+    let status = b.kms.cluster_status(&caller()).await.unwrap();
+    assert_eq!(status.sweeper_leader.as_deref(), Some("a"));
+    eventually("both nodes are published", async || {
+        b.kms.cluster_status(&caller()).await.unwrap().nodes.len() == 2
+    })
+    .await;
+
+    // Due: only the leader does it, once.
+    clock.advance_ms(HOUR + 1);
+    assert_eq!(b.kms.run_due().await.unwrap(), 0, "b does not lead");
+    assert_eq!(a.kms.run_due().await.unwrap(), 1);
+    assert_eq!(a.kms.run_due().await.unwrap(), 0, "done already");
+    assert_eq!(shared.key(id).unwrap().0.meta.primary_version, 2);
+
+    // a is paused past its lease with the next rotation in hand: b takes
+    // over, and a's late write is refused by the fence.
+    clock.advance_ms(HOUR + 1);
+    a.link.cut_off(true);
+    let late = {
+        let kms = a.kms.clone();
+        tokio::spawn(async move { kms.run_due().await })
+    };
+    eventually("b leads the sweeper", async || b.kms.leads_sweeper()).await;
+    a.link.cut_off(false);
+    let e = late.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("no longer leads the sweeper"), "{e}");
+    assert_eq!(shared.key(id).unwrap().0.meta.primary_version, 2, "the fenced write changed nothing");
+    assert_eq!(b.kms.run_due().await.unwrap(), 1);
+    assert_eq!(shared.key(id).unwrap().0.meta.primary_version, 3);
+    eventually("a knows it no longer leads", async || !a.kms.leads_sweeper()).await;
+    assert_eq!(a.kms.run_due().await.unwrap(), 0);
+
+    // Each scheduled rotation is recorded once, as done, across the nodes.
+    let rotations: usize = [&sa, &sb]
+        .iter()
+        .map(|s| {
+            let log = records(&***s);
+            log.iter()
+                .filter(|r| r.operation == "RotateKey" && r.principal == "system" && r.outcome == "OK")
+                .count()
+        })
+        .sum();
+    assert_eq!(rotations, 2);
 }

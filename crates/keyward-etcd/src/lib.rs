@@ -8,6 +8,8 @@
 //! | `keys/<uuid>` | the key record, shared form (`keyward_format::keys::encode_shared`: metadata, tag, wrapped secrets) |
 //! | `aliases/<alias>` | key UUID (16 bytes) and the alias's tag (32 bytes), as format 2 stores it |
 //! | `pending/<node>` | the node's latest lifecycle record, put with its change (tagged; see `keyward_core`'s `kms::pending`) |
+//! | `nodes/<node>` | what the node publishes about itself (`keyward_format::cluster`), under its lease |
+//! | `sweeper` | the node id of the sweeper leader, under its lease; its `create_revision` fences the leader's writes |
 //! | `last-write` | empty; put by every write, so its `mod_revision` is the last write's revision |
 //! | `root-check` | the root key's check value, put by the first node |
 //!
@@ -22,14 +24,15 @@ use std::time::Duration;
 pub mod testing;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use keyward_core::{
-    AliasChange, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite,
-    StoreError, WatchError, WriteError,
+    AliasChange, Members, Membership, NodeInfo, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys,
+    SharedSnapshot, SharedWrite, StoreError, WatchError, WriteError,
 };
 use keyward_format as format;
 
@@ -64,6 +67,8 @@ pub struct EtcdShared {
     client: Client,
     prefix: String,
     endpoints: Vec<String>,
+    /// This node's lease, once granted.
+    lease: std::sync::Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 impl std::fmt::Debug for EtcdShared {
@@ -95,7 +100,7 @@ impl EtcdShared {
         let client = Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(|e| store_err(&format!("connect to {}", config.endpoints.join(",")), e))?;
-        Ok(Self { client, prefix: config.prefix, endpoints: config.endpoints })
+        Ok(Self { client, prefix: config.prefix, endpoints: config.endpoints, lease: Default::default() })
     }
 
     fn key_of_record(&self, id: &str) -> String {
@@ -104,6 +109,41 @@ impl EtcdShared {
 
     fn key_of_alias(&self, alias: &str) -> String {
         format!("{}aliases/{alias}", self.prefix)
+    }
+
+    fn key_of_node(&self, node: &str) -> String {
+        format!("{}nodes/{node}", self.prefix)
+    }
+
+    fn sweeper_key(&self) -> String {
+        format!("{}sweeper", self.prefix)
+    }
+
+    /// This node's lease, renewed; a new one if it expired (or none was granted).
+    async fn renewed_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let mut client = self.client.clone();
+        let held = *self.lease.lock().expect("lease lock");
+        if let Some(id) = held {
+            // An expired lease answers "lease not found" (or a TTL of 0):
+            // then a new one. Any other failure is the connection's.
+            let renewed = async {
+                let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
+            .await;
+            match renewed {
+                Ok(Some(r)) if r.ttl() > 0 => return Ok(id),
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("lease not found") => {}
+                Err(e) => return Err(store_err("lease keep-alive", e)),
+            }
+        }
+        // etcd leases last whole seconds.
+        let secs = ttl.as_secs().max(2) as i64;
+        let id = client.lease_grant(secs, None).await.map_err(|e| store_err("lease grant", e))?.id();
+        *self.lease.lock().expect("lease lock") = Some(id);
+        Ok(id)
     }
 
     fn key_of_pending(&self, node: &str) -> String {
@@ -300,6 +340,9 @@ impl SharedKeys for EtcdShared {
                     }
                 }
             }
+            if let Some(fence) = write.fence {
+                compares.push(Compare::create_revision(self.sweeper_key(), CompareOp::Equal, fence));
+            }
             if let Some(p) = &write.pending {
                 ops.push(TxnOp::put(self.key_of_pending(&p.node), p.value.clone(), None));
             }
@@ -331,6 +374,15 @@ impl SharedKeys for EtcdShared {
             let rev = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
                 return Ok(rev);
+            }
+            if let Some(fence) = write.fence {
+                let leader = client
+                    .get(self.sweeper_key(), None)
+                    .await
+                    .map_err(|e| WriteError::Store(store_err("read the sweeper leader", e)))?;
+                if leader.kvs().first().map(|kv| kv.create_revision()) != Some(fence) {
+                    return Err(WriteError::Fenced);
+                }
             }
             match unsure {
                 None => Err(WriteError::Conflict(rev)),
@@ -439,6 +491,54 @@ impl SharedKeys for EtcdShared {
                 .first()
                 .map(|kv| kv.value().to_vec())
                 .ok_or_else(|| StoreError("etcd: the root-key check vanished".into()))
+        }
+        .boxed()
+    }
+
+    fn heartbeat(&self, me: NodeInfo, ttl: Duration) -> BoxFuture<'_, Result<Membership, StoreError>> {
+        async move {
+            let lease = self.renewed_lease(ttl).await?;
+            let sweeper = self.sweeper_key();
+            let leased = || Some(PutOptions::new().with_lease(lease));
+            let put_node =
+                TxnOp::put(self.key_of_node(&me.node_id), format::cluster::encode_node(&me), leased());
+            // Take the leadership if no node holds it; read who does.
+            let txn = Txn::new()
+                .when([Compare::create_revision(sweeper.clone(), CompareOp::Equal, 0)])
+                .and_then([
+                    put_node.clone(),
+                    TxnOp::put(sweeper.clone(), me.node_id.clone(), leased()),
+                    TxnOp::get(sweeper.clone(), None),
+                ])
+                .or_else([put_node, TxnOp::get(sweeper, None)]);
+            let mut client = self.client.clone();
+            let resp = client.txn(txn).await.map_err(|e| store_err("heartbeat", e))?;
+            let mut out = Membership::default();
+            for r in resp.op_responses() {
+                if let TxnOpResponse::Get(g) = r {
+                    if let Some(kv) = g.kvs().first() {
+                        out.leading = (kv.lease() == lease).then(|| kv.create_revision());
+                        out.leader = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                    }
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn members(&self) -> BoxFuture<'_, Result<Members, StoreError>> {
+        async move {
+            let (rev, kvs) = self.range_all(&self.key_of_node(""), 0).await?;
+            let nodes =
+                kvs.iter().map(|kv| format::cluster::decode_node(kv.value())).collect::<Result<_, _>>()?;
+            let mut client = self.client.clone();
+            let leader = client
+                .get(self.sweeper_key(), Some(GetOptions::new().with_revision(rev)))
+                .await
+                .map_err(|e| store_err("read the sweeper leader", e))?;
+            let leader = leader.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            Ok(Members { nodes, sweeper_leader: leader })
         }
         .boxed()
     }

@@ -149,3 +149,46 @@ async fn three_nodes_share_keys_through_etcd_and_fail_closed_when_cut_off() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_leadership_moves_when_its_lease_expires_and_fences_the_old_leader() {
+    use keyward_core::{NodeInfo, SharedWrite, WriteError};
+    let etcd = Etcd::start();
+    let (a, b) = (connect(&etcd.clients).await, connect(&etcd.clients).await);
+    let me = |id: &str| NodeInfo { node_id: id.into(), address: format!("{id}:1"), ..Default::default() };
+    let ttl = Duration::from_secs(2);
+    let first = a.heartbeat(me("a"), ttl).await.unwrap();
+    let fence = first.leading.expect("a leads the sweeper, as the first to ask");
+    assert_eq!(first.leader.as_deref(), Some("a"));
+    let seen = b.heartbeat(me("b"), ttl).await.unwrap();
+    assert_eq!((seen.leading, seen.leader.as_deref()), (None, Some("a")));
+    assert_eq!(a.heartbeat(me("a"), ttl).await.unwrap().leading, Some(fence), "renewed, same term");
+    let keyward_core::Members { nodes, sweeper_leader: leader } = b.members().await.unwrap();
+    assert_eq!(nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(nodes[0].address, "a:1");
+    assert_eq!(leader.as_deref(), Some("a"));
+    // A fenced write while a leads applies.
+    let write = |fence| SharedWrite { fence: Some(fence), ..Default::default() };
+    a.write(write(fence)).await.unwrap();
+
+    // a stops renewing (paused): its lease expires, b takes over, and a's
+    // late fenced write is refused.
+    let started = Instant::now();
+    let taken = loop {
+        let m = b.heartbeat(me("b"), ttl).await.unwrap();
+        if let Some(f) = m.leading {
+            break f;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "b never took over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("b took over {} ms after a's last renewal", started.elapsed().as_millis());
+    assert_ne!(taken, fence);
+    assert!(matches!(a.write(write(fence)).await, Err(WriteError::Fenced)));
+    let keyward_core::Members { nodes, sweeper_leader: leader } = b.members().await.unwrap();
+    assert_eq!(nodes.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), ["b"], "a's entry expired");
+    assert_eq!(leader.as_deref(), Some("b"));
+    // a, back, renews a new lease and does not lead.
+    let back = a.heartbeat(me("a"), ttl).await.unwrap();
+    assert_eq!((back.leading, back.leader.as_deref()), (None, Some("b")));
+}

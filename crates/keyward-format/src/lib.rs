@@ -31,6 +31,7 @@ pub mod aliases;
 pub mod audit;
 pub mod backup;
 pub mod checkpoint;
+pub mod cluster;
 pub mod export;
 pub mod keys;
 pub mod usage;

@@ -18,7 +18,7 @@
 //!   two nodes make versions n+1 and n+2.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,13 @@ use crate::{integrity, AliasChange, KeyId, KmsError, OpenError};
 pub struct ClusterConfig {
     /// This node's name: every audit record it writes carries it.
     pub node_id: String,
+    /// Where other nodes and `keyward cluster status` reach it.
+    pub address: String,
+    /// Its Keyward version, as published.
+    pub version: String,
+    /// Its lease: it publishes itself and may lead the sweeper while it
+    /// renews it (every third of it).
+    pub lease_ttl: Duration,
     /// How long a confirmation that this node is current holds.
     pub freshness_bound: Duration,
     /// How often the node confirms it is current.
@@ -46,6 +53,9 @@ impl ClusterConfig {
     pub fn new(node_id: impl Into<String>) -> Self {
         Self {
             node_id: node_id.into(),
+            address: String::new(),
+            version: String::new(),
+            lease_ttl: Duration::from_secs(5),
             freshness_bound: Duration::from_secs(2),
             probe_every: Duration::from_millis(250),
         }
@@ -72,12 +82,19 @@ pub(super) struct Cluster {
     /// Everything up to this revision is in memory.
     applied: watch::Sender<Revision>,
     base: Instant,
+    /// When this node opened, Unix ms.
+    started_ms: i64,
     /// Nanoseconds after `base` until which this node is current.
     fresh_until: AtomicU64,
     /// A lifecycle change may be in the shared store without its local
     /// record (its write's outcome was unknown, or the local write failed):
     /// settle this node's pending record before the next change.
     unsettled: AtomicBool,
+    /// While this node leads the sweeper: the revision its leadership began
+    /// at (0: it does not lead).
+    leading: AtomicI64,
+    /// The sweeper leader, as the last heartbeat saw it.
+    leader: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -95,14 +112,18 @@ impl Cluster {
         config: ClusterConfig,
         loaded_at: Revision,
         started: Instant,
+        started_ms: i64,
     ) -> Self {
         let c = Self {
             shared,
             config,
             applied: watch::Sender::new(loaded_at),
             base: started,
+            started_ms,
             fresh_until: AtomicU64::new(0),
             unsettled: AtomicBool::new(true),
+            leading: AtomicI64::new(0),
+            leader: std::sync::Mutex::new(None),
         };
         // The load was a linearizable read begun at `started`.
         c.confirm(started);
@@ -131,6 +152,24 @@ impl Cluster {
             since.as_millis(),
             self.config.freshness_bound.as_millis()
         )))
+    }
+
+    /// The fence of this node's sweeper leadership, while it leads.
+    pub fn leading(&self) -> Option<Revision> {
+        Some(self.leading.load(Ordering::SeqCst)).filter(|r| *r != 0)
+    }
+
+    fn set_membership(&self, m: Option<crate::Membership>) {
+        let (leading, leader) = m.map_or((None, None), |m| (m.leading, m.leader));
+        let was = self.leading.swap(leading.unwrap_or(0), Ordering::SeqCst);
+        if (was != 0) != leading.is_some() {
+            if leading.is_some() {
+                tracing::warn!(node_id = %self.config.node_id, "this node now leads the sweeper (scheduled rotations, destructions and deletions)");
+            } else {
+                tracing::warn!(node_id = %self.config.node_id, "this node no longer leads the sweeper");
+            }
+        }
+        *self.leader.lock().expect("leader lock") = leader;
     }
 
     /// Whether this node's pending record may still need settling.
@@ -259,7 +298,64 @@ impl Kms {
         if self.cluster.is_none() {
             return Vec::new();
         }
-        vec![Box::pin(follow(Arc::downgrade(self))), Box::pin(probe(Arc::downgrade(self)))]
+        vec![
+            Box::pin(follow(Arc::downgrade(self))),
+            Box::pin(probe(Arc::downgrade(self))),
+            Box::pin(membership(Arc::downgrade(self))),
+        ]
+    }
+
+    /// Whether this cluster node leads the sweeper now.
+    pub fn leads_sweeper(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.leading().is_some())
+    }
+
+    /// What this node publishes about itself.
+    fn node_info(&self, c: &Cluster) -> crate::NodeInfo {
+        let checkpoint = self.store.last_checkpoint().ok().flatten();
+        crate::NodeInfo {
+            node_id: c.config.node_id.clone(),
+            address: c.config.address.clone(),
+            version: c.config.version.clone(),
+            started_ms: c.started_ms,
+            updated_ms: self.clock.now_ms(),
+            applied_revision: c.applied(),
+            current: c.is_current(),
+            checkpoint_seq: checkpoint.as_ref().map_or(0, |c| c.seq),
+            checkpoint_hash: checkpoint.as_ref().map_or(String::new(), |c| c.record_hash.clone()),
+            checkpoint_ms: checkpoint.as_ref().map_or(0, |c| c.time_ms),
+        }
+    }
+
+    /// `keyward cluster status`: every node whose lease is alive (as each
+    /// last published itself), and the sweeper leader. Administrators and
+    /// auditors only.
+    pub async fn cluster_status(&self, caller: &super::Caller) -> Result<ClusterStatus, KmsError> {
+        let entry = self.entry(caller, crate::Operation::ClusterStatus);
+        let result = self.read_cluster_status(caller).await;
+        self.finish(entry, result).await
+    }
+
+    async fn read_cluster_status(&self, caller: &super::Caller) -> Result<ClusterStatus, KmsError> {
+        if !caller.policy.has(crate::Role::Admin) && !caller.policy.has(crate::Role::Auditor) {
+            return Err(KmsError::PermissionDenied(format!(
+                "{} may not read the cluster's status (administrators and auditors may)",
+                caller.principal
+            )));
+        }
+        let Some(c) = self.cluster.as_ref() else {
+            return Err(KmsError::FailedPrecondition(
+                "this server is not a cluster node (start it with --etcd-endpoints and --node-id)".into(),
+            ));
+        };
+        let crate::Members { mut nodes, sweeper_leader } = c
+            .shared
+            .members()
+            .await
+            .map_err(|e| KmsError::Store(crate::StoreError(format!("the shared key store: {e}"))))?;
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let last_write = c.shared.last_write().await.ok();
+        Ok(ClusterStatus { this_node: c.config.node_id.clone(), nodes, sweeper_leader, last_write })
     }
 
     /// Applies one change from the shared store. A record that fails its
@@ -372,6 +468,51 @@ async fn follow(kms: Weak<Kms>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The answer of [`Kms::cluster_status`].
+#[derive(Debug, Clone)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub this_node: String,
+    /// Every node whose lease is alive, by id.
+    pub nodes: Vec<crate::NodeInfo>,
+    /// The node that leads the sweeper.
+    pub sweeper_leader: Option<String>,
+    /// The shared store's last write (a node that applied it is up to date).
+    pub last_write: Option<Revision>,
+}
+
+/// Renews this node's lease every third of it, publishing what it knows
+/// about itself, and takes or keeps the sweeper leadership. A heartbeat
+/// that fails or times out ends this node's leadership at once (its lease
+/// may expire before the next one succeeds).
+async fn membership(kms: Weak<Kms>) {
+    loop {
+        let Some((shared, ttl, info)) = kms.upgrade().and_then(|k| {
+            let c = k.cluster.as_ref()?;
+            (!k.is_retired()).then(|| (c.shared.clone(), c.config.lease_ttl, k.node_info(c)))
+        }) else {
+            return;
+        };
+        let started = Instant::now();
+        let beat = tokio::time::timeout(ttl / 3, shared.heartbeat(info, ttl)).await;
+        let Some(k) = kms.upgrade() else { return };
+        let Some(c) = k.cluster.as_ref() else { return };
+        match beat {
+            Ok(Ok(m)) => c.set_membership(Some(m)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "renewing this node's cluster lease failed");
+                c.set_membership(None);
+            }
+            Err(_) => {
+                tracing::debug!("renewing this node's cluster lease timed out");
+                c.set_membership(None);
+            }
+        }
+        drop(k);
+        tokio::time::sleep((ttl / 3).saturating_sub(started.elapsed())).await;
     }
 }
 

@@ -61,7 +61,7 @@ pub use access::{
 };
 pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAccessKey};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, ClusterStatus};
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput, WRONG_KEY,
 };
@@ -312,7 +312,7 @@ impl Kms {
             let revision = snapshot.revision;
             config.audit.node_id = Some(cluster_config.node_id.clone());
             state = cluster::state_from(&root, &records, snapshot)?;
-            cluster = Some(cluster::Cluster::new(shared, cluster_config, revision, started));
+            cluster = Some(cluster::Cluster::new(shared, cluster_config, revision, started, clock.now_ms()));
         }
         for record in keys {
             if !integrity::key_intact(&records, &record) {

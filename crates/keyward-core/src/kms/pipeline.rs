@@ -379,6 +379,7 @@ impl Kms {
                 keys: keys.iter().zip(expect.0).map(|(k, rev)| (k.record.clone(), rev)).collect(),
                 aliases: aliases.iter().zip(expect.1).map(|(a, rev)| (a.clone(), rev)).collect(),
                 pending: Some(pending),
+                fence: super::scheduled::SWEEPER_FENCE.try_with(|f| *f).ok().flatten(),
             };
             match cluster.shared.write(write).await {
                 Ok(rev) => {
@@ -406,6 +407,13 @@ impl Kms {
                     drop(guard);
                     // Decide again once the change that won is in memory.
                     cluster.wait_applied(at, cluster.config.freshness_bound).await;
+                }
+                Err(crate::WriteError::Fenced) => {
+                    drop(guard);
+                    let e = KmsError::FailedPrecondition(
+                        "this node no longer leads the sweeper: the node that does carries out the scheduled work".into(),
+                    );
+                    return self.finish(entry, Err(e)).await;
                 }
                 Err(e) => {
                     // An unknown outcome may have applied: settle before the next change.

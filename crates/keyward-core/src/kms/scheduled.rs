@@ -9,6 +9,12 @@ use super::versions::destruction_due;
 use super::{Caller, Kms};
 use crate::{KeyId, KmsError};
 
+tokio::task_local! {
+    /// The fence of the sweeper leadership the scheduled work in this task
+    /// runs under (cluster mode): its shared writes carry it.
+    pub(super) static SWEEPER_FENCE: Option<crate::Revision>;
+}
+
 /// Scheduled work found by [`Kms::run_due`].
 #[derive(Debug, Clone, Copy)]
 enum Due {
@@ -27,12 +33,30 @@ impl Kms {
     /// `system`, and re-checked under the lifecycle lock before it is done.
     /// Returns how many were carried out. The server calls it at start-up
     /// and every minute.
+    ///
+    /// In cluster mode only the node that leads the sweeper does the key
+    /// work (tokens are each node's own), and every write it makes is
+    /// fenced on its leadership: once another node has taken over, a late
+    /// write of this one fails and changes nothing.
     pub async fn run_due(&self) -> Result<usize, KmsError> {
         let now = self.clock.now_ms();
-        let due = self.find_due(now);
         let system = Caller::system(format!("system-{now}"));
+        let mut done = self.purge_expired_tokens(&system, now).await?;
+        let fence = match &self.cluster {
+            None => None,
+            Some(c) => match c.leading() {
+                Some(f) => Some(f),
+                None => return Ok(done),
+            },
+        };
+        let due = self.find_due(now);
+        done += SWEEPER_FENCE.scope(fence, self.run_jobs(&system, due)).await?;
+        Ok(done)
+    }
+
+    async fn run_jobs(&self, system: &Caller, due: Vec<(KeyId, Due)>) -> Result<usize, KmsError> {
+        let system = system.clone();
         let mut done = 0;
-        done += self.purge_expired_tokens(&system, now).await?;
         for (id, what) in due {
             let result = match what {
                 Due::Rotate => self.rotate_if_due(&system, id).await,

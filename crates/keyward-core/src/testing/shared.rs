@@ -10,7 +10,10 @@ use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::shared::{Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot, SharedWrite};
+use crate::shared::{
+    Members, Membership, NodeInfo, Revision, SharedAlias, SharedEvent, SharedKey, SharedKeys, SharedSnapshot,
+    SharedWrite,
+};
 use crate::{AliasChange, AliasEntry, KeyId, KeyRecord, StoreError, WatchError, WriteError};
 
 #[derive(Debug, Default)]
@@ -24,6 +27,27 @@ struct Inner {
     root_check: Option<Vec<u8>>,
     writes: u64,
     pending: BTreeMap<String, Vec<u8>>,
+    /// Lease id to its expiry.
+    leases: BTreeMap<u64, std::time::Instant>,
+    next_lease: u64,
+    /// Published nodes, each under a lease.
+    nodes: BTreeMap<String, (NodeInfo, u64)>,
+    /// The sweeper leader: node, lease, the term its leadership began.
+    sweeper: Option<(String, u64, Revision)>,
+    terms: Revision,
+}
+
+impl Inner {
+    /// Drops expired leases and what was kept under them.
+    fn expire(&mut self) {
+        let now = std::time::Instant::now();
+        self.leases.retain(|_, until| *until > now);
+        let leases = &self.leases;
+        self.nodes.retain(|_, (_, l)| leases.contains_key(l));
+        if self.sweeper.as_ref().is_some_and(|(_, l, _)| !leases.contains_key(l)) {
+            self.sweeper = None;
+        }
+    }
 }
 
 /// The shared store every node of a test cluster opens (cheap to clone).
@@ -47,7 +71,11 @@ impl MemoryShared {
 
     /// A view of this store for one node, which the test can cut off.
     pub fn node(&self) -> SharedNode {
-        SharedNode { store: self.clone(), cut: Arc::new(watch::Sender::new(false)) }
+        SharedNode {
+            store: self.clone(),
+            cut: Arc::new(watch::Sender::new(false)),
+            lease: Default::default(),
+        }
     }
 
     /// Forgets the changes before the current revision: a watch from
@@ -83,6 +111,7 @@ impl MemoryShared {
 pub struct SharedNode {
     store: MemoryShared,
     cut: Arc<watch::Sender<bool>>,
+    lease: Arc<Mutex<Option<u64>>>,
 }
 
 impl SharedNode {
@@ -134,6 +163,12 @@ impl SharedKeys for SharedNode {
                     };
                     g.aliases.get(name).map_or(0, |(_, r)| *r) == *want
                 });
+                if let Some(fence) = write.fence {
+                    g.expire();
+                    if g.sweeper.as_ref().map(|s| s.2) != Some(fence) {
+                        return Err(WriteError::Fenced);
+                    }
+                }
                 if !holds_keys || !holds_aliases {
                     return Err(WriteError::Conflict(g.revision));
                 }
@@ -220,6 +255,49 @@ impl SharedKeys for SharedNode {
             Self::connected(&self.cut).await;
             let mut g = self.store.inner.lock().unwrap();
             Ok(g.root_check.get_or_insert(mine).clone())
+        }
+        .boxed()
+    }
+
+    fn heartbeat(
+        &self,
+        me: NodeInfo,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Membership, StoreError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            let mut g = self.store.inner.lock().unwrap();
+            g.expire();
+            let mut mine = self.lease.lock().unwrap();
+            let lease = match *mine {
+                Some(l) if g.leases.contains_key(&l) => l,
+                _ => {
+                    g.next_lease += 1;
+                    g.next_lease
+                }
+            };
+            *mine = Some(lease);
+            g.leases.insert(lease, std::time::Instant::now() + ttl);
+            let node = me.node_id.clone();
+            g.nodes.insert(node.clone(), (me, lease));
+            if g.sweeper.is_none() {
+                g.terms += 1;
+                let term = g.terms;
+                g.sweeper = Some((node, lease, term));
+            }
+            let (leader, held, term) = g.sweeper.clone().expect("a leader");
+            Ok(Membership { leading: (held == lease).then_some(term), leader: Some(leader) })
+        }
+        .boxed()
+    }
+
+    fn members(&self) -> BoxFuture<'_, Result<Members, StoreError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            let mut g = self.store.inner.lock().unwrap();
+            g.expire();
+            let nodes = g.nodes.values().map(|(n, _)| n.clone()).collect();
+            Ok(Members { nodes, sweeper_leader: g.sweeper.as_ref().map(|s| s.0.clone()) })
         }
         .boxed()
     }
