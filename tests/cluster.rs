@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::*;
 use common::clients::free_port;
+use keyward::k8s_pb::key_management_service_client::KeyManagementServiceClient;
 use keyward_etcd::testing::Etcd;
 
 fn keyward(addr: &str, args: &[&str]) -> Output {
@@ -26,6 +27,8 @@ struct Node {
     port: u16,
     data: std::path::PathBuf,
     endpoints: String,
+    /// More server flags.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -37,6 +40,7 @@ impl Node {
             port,
             data: dir.join(id),
             endpoints: endpoints.to_string(),
+            extra: Vec::new(),
             child: None,
         }
     }
@@ -48,6 +52,7 @@ impl Node {
             .args(["--etcd-endpoints", &self.endpoints, "--node-id", id])
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
             .arg(&self.data)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         c
@@ -217,4 +222,96 @@ fn three_nodes_share_keys_and_a_cut_off_node_fails_closed() {
         .output()
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--node-id"), "{o:?}");
+}
+
+/// A KMS v2 client on a plugin socket.
+async fn plugin(path: std::path::PathBuf) -> KeyManagementServiceClient<tonic::transport::Channel> {
+    use hyper_util::rt::TokioIo;
+    use tonic::transport::{Endpoint, Uri};
+    for _ in 0..400 {
+        let p = path.clone();
+        let connected = Endpoint::from_static("http://kms.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let p = p.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+            }))
+            .await;
+        if let Ok(ch) = connected {
+            return KeyManagementServiceClient::new(ch);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no plugin socket at {}", path.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kms_v2_plugin_of_every_node_opens_what_another_sealed() {
+    use keyward::k8s_pb as v2;
+    let etcd = Etcd::start();
+    etcd.wait_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cluster.key");
+    ok(with_stdin(&["root-key", "create", root.to_str().unwrap()], &[], ""));
+    let all = etcd.clients.join(",");
+    // The plugin's key exists before the nodes bind to it.
+    let mut first = Node::new(dir.path(), "n1", &all);
+    first.start("n1", &root);
+    let key = json(&ok(first.run(&["--output", "json", "key", "create", "--alias", "alias/k8s"])));
+    let id = key["key_id"].as_str().unwrap_or_else(|| key["id"].as_str().unwrap()).to_string();
+    first.kill();
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let mut n = Node::new(dir.path(), &format!("n{i}"), &all);
+        let socket = dir.path().join(format!("kms-{i}.sock"));
+        n.extra = vec![
+            "--kms-v2-socket".into(),
+            socket.display().to_string(),
+            "--kms-v2-key".into(),
+            "alias/k8s".into(),
+        ];
+        n.start(&format!("n{i}"), &root);
+        nodes.push((n, plugin(socket).await));
+    }
+
+    // Every node's plugin reports the same key id.
+    let mut ids = Vec::new();
+    for (_, p) in &mut nodes {
+        ids.push(p.status(v2::StatusRequest {}).await.unwrap().into_inner().key_id);
+    }
+    assert!(ids.iter().all(|k| *k == format!("{id}:v1")), "{ids:?}");
+
+    // Sealed by n1's plugin, opened by every node's (as three kube-apiservers do).
+    let dek = vec![9u8; 32];
+    let enc =
+        nodes[0].1.encrypt(v2::EncryptRequest { plaintext: dek.clone(), uid: "u1".into() }).await.unwrap();
+    let enc = enc.into_inner();
+    let dec = |ct: &v2::EncryptResponse| v2::DecryptRequest {
+        ciphertext: ct.ciphertext.clone(),
+        uid: "u2".into(),
+        key_id: ct.key_id.clone(),
+        annotations: ct.annotations.clone(),
+    };
+    for (_, p) in &mut nodes {
+        assert_eq!(p.decrypt(dec(&enc)).await.unwrap().into_inner().plaintext, dek);
+    }
+
+    // Rotated through n2: every plugin reports version 2, seals under it,
+    // and still opens the version-1 ciphertext.
+    ok(nodes[1].0.run(&["key", "rotate", "alias/k8s"]));
+    let v2_id = format!("{id}:v2");
+    for (_, p) in &mut nodes {
+        let start = Instant::now();
+        while p.status(v2::StatusRequest {}).await.unwrap().into_inner().key_id != v2_id {
+            assert!(start.elapsed() < Duration::from_secs(5), "a plugin never reported version 2");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let enc2 =
+        nodes[2].1.encrypt(v2::EncryptRequest { plaintext: dek.clone(), uid: "u3".into() }).await.unwrap();
+    let enc2 = enc2.into_inner();
+    assert_eq!(enc2.key_id, v2_id);
+    for (_, p) in &mut nodes {
+        assert_eq!(p.decrypt(dec(&enc2)).await.unwrap().into_inner().plaintext, dek);
+        assert_eq!(p.decrypt(dec(&enc)).await.unwrap().into_inner().plaintext, dek);
+    }
 }
