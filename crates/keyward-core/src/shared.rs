@@ -191,6 +191,19 @@ pub trait SharedKeys: Send + Sync + std::fmt::Debug + 'static {
         me: NodeInfo,
         ttl: std::time::Duration,
     ) -> BoxFuture<'_, Result<Membership, StoreError>>;
+    /// Grants this node up to `want` more seals of `version` of key `key`,
+    /// never past `cap` in all (a compare-and-swap on the version's
+    /// cluster-wide "granted" count), and at most a quarter of what is left
+    /// (at least one), so blocks shrink near the cap. Returns how many it
+    /// granted (0: the cap is reached). Units granted to a node that dies
+    /// are lost: the cap is never exceeded, some of it may go unused.
+    fn lease_units(
+        &self,
+        key: crate::KeyId,
+        version: u32,
+        want: u64,
+        cap: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Every node whose lease is alive, and the sweeper leader.
     fn members(&self) -> BoxFuture<'_, Result<Members, StoreError>>;
 }

@@ -20,6 +20,10 @@ struct Entry {
     durable: VersionUsage,
     /// Seal slots handed out (at least `durable.sealed()` once used).
     reserved: u64,
+    /// Cluster mode: seals this node was granted and has not used.
+    leased: u64,
+    /// Cluster mode: the size of the last block asked for.
+    block: u64,
 }
 
 /// Usage of every version, shared by the use cases and the audit writer.
@@ -39,7 +43,10 @@ enum Use {
 impl UsageBook {
     /// A book holding the stored totals.
     pub(crate) fn load(rows: Vec<(KeyId, u32, VersionUsage)>) -> Self {
-        let map = rows.into_iter().map(|(id, v, u)| ((id, v), Entry { durable: u, reserved: 0 })).collect();
+        let map = rows
+            .into_iter()
+            .map(|(id, v, u)| ((id, v), Entry { durable: u, ..Default::default() }))
+            .collect();
         Self { map: Mutex::new(map) }
     }
 
@@ -58,6 +65,33 @@ impl UsageBook {
         }
         e.reserved += 1;
         true
+    }
+
+    /// Cluster mode: takes one of the seals this node was granted.
+    pub(crate) fn take_leased(&self, id: KeyId, version: u32) -> bool {
+        let mut map = self.map.lock().expect("usage lock");
+        match map.get_mut(&(id, version)) {
+            Some(e) if e.leased > 0 => {
+                e.leased -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cluster mode: adds `n` granted seals.
+    pub(crate) fn add_leased(&self, id: KeyId, version: u32, n: u64) {
+        self.map.lock().expect("usage lock").entry((id, version)).or_default().leased += n;
+    }
+
+    /// Cluster mode: how many seals to ask for next: twice the last block
+    /// (from 8, at most 1024), so a busy node asks rarely and an idle one
+    /// holds little.
+    pub(crate) fn next_block(&self, id: KeyId, version: u32) -> u64 {
+        let mut map = self.map.lock().expect("usage lock");
+        let e = map.entry((id, version)).or_default();
+        e.block = (e.block * 2).clamp(8, 1024);
+        e.block
     }
 
     /// New totals after `entries` (a batch about to be written); not applied.

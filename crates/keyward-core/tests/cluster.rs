@@ -404,3 +404,76 @@ async fn scheduled_work_runs_on_the_sweeper_leader_only_and_a_paused_ex_leader_c
         .sum();
     assert_eq!(rotations, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_cap_holds_across_nodes_and_each_exhaustion_rotates_once() {
+    use keyward_core::RotationInput;
+    const CAP: u64 = 40;
+    let shared = MemoryShared::new();
+    let stores: Vec<Arc<dyn Store>> =
+        (0..3).map(|_| Arc::new(MemoryStore::new()) as Arc<dyn Store>).collect();
+    let mut nodes = Vec::new();
+    for s in &stores {
+        nodes.push(join_as(&shared, s.clone(), config(2000)).await);
+    }
+    let key = create(&nodes[0].kms).await;
+    let cap = RotationInput { max_encryptions_per_version: Some(CAP), ..Default::default() };
+    nodes[0].kms.update_rotation_policy(&caller(), &key, cap).await.unwrap();
+    eventually("every node knows the cap", async || {
+        nodes.iter().all(|n| {
+            n.kms.peek_key(&key).is_ok()
+                && shared.key(key.parse().unwrap()).unwrap().0.meta.rotation.max_encryptions_per_version
+                    == Some(CAP)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // 3 nodes × 4 clients × 25 encryptions = 300 seals: several exhaustions.
+    let mut clients = Vec::new();
+    for n in &nodes {
+        for _ in 0..4 {
+            let (kms, key) = (n.kms.clone(), key.clone());
+            clients.push(tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for _ in 0..25 {
+                    let ct = kms
+                        .encrypt(&caller(), &key, Plaintext::new(b"capped".to_vec()), HashMap::new())
+                        .await
+                        .unwrap()
+                        .ciphertext;
+                    versions
+                        .push(kms.decrypt(&caller(), &ct, HashMap::new(), None).await.unwrap().key_version);
+                }
+                versions
+            }));
+        }
+    }
+    let mut per_version: HashMap<u32, u64> = HashMap::new();
+    for c in clients {
+        for v in c.await.unwrap() {
+            *per_version.entry(v).or_default() += 1;
+        }
+    }
+    assert_eq!(per_version.values().sum::<u64>(), 300);
+    assert!(per_version.values().all(|n| *n <= CAP), "a version sealed past its cap: {per_version:?}");
+    let primary = shared.key(key.parse().unwrap()).unwrap().0.meta.primary_version;
+    assert!(primary as u64 >= 300 / CAP, "at least {} versions: {primary}", 300 / CAP);
+    // One rotation per exhaustion, recorded once across the nodes, and the
+    // audit logs count exactly the seals each version made.
+    let mut rotations = 0;
+    let mut recorded: HashMap<u32, u64> = HashMap::new();
+    for s in &stores {
+        for r in records(&**s) {
+            if r.operation == "RotateKey" && r.principal == "system" && r.outcome == "OK" {
+                rotations += 1;
+            }
+            if r.operation == "Encrypt" && r.outcome == "OK" {
+                *recorded.entry(r.key_version.unwrap()).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(rotations, primary - 1, "{per_version:?}");
+    assert_eq!(recorded, per_version);
+    eprintln!("cap {CAP}: 300 seals over {primary} versions: {per_version:?}");
+}

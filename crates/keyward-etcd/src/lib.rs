@@ -9,6 +9,7 @@
 //! | `aliases/<alias>` | key UUID (16 bytes) and the alias's tag (32 bytes), as format 2 stores it |
 //! | `pending/<node>` | the node's latest lifecycle record, put with its change (tagged; see `keyward_core`'s `kms::pending`) |
 //! | `nodes/<node>` | what the node publishes about itself (`keyward_format::cluster`), under its lease |
+//! | `usage/<key>/<version>` | seals granted to nodes so far under the version's usage cap (u64, big-endian) |
 //! | `sweeper` | the node id of the sweeper leader, under its lease; its `create_revision` fences the leader's writes |
 //! | `last-write` | empty; put by every write, so its `mod_revision` is the last write's revision |
 //! | `root-check` | the root key's check value, put by the first node |
@@ -523,6 +524,49 @@ impl SharedKeys for EtcdShared {
                 }
             }
             Ok(out)
+        }
+        .boxed()
+    }
+
+    fn lease_units(
+        &self,
+        key: keyward_core::KeyId,
+        version: u32,
+        want: u64,
+        cap: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let k = format!("{}usage/{key}/{version}", self.prefix);
+        async move {
+            let mut client = self.client.clone();
+            // Compare-and-swap on the count; a lost race reads it again. An
+            // unknown outcome is not retried: its units are lost, never doubled.
+            for _ in 0..16 {
+                let resp =
+                    client.get(k.clone(), None).await.map_err(|e| store_err("read a usage count", e))?;
+                let (granted, rev) = match resp.kvs().first() {
+                    None => (0, 0),
+                    Some(kv) => {
+                        let v: [u8; 8] = kv
+                            .value()
+                            .try_into()
+                            .map_err(|_| StoreError(format!("etcd: the usage count {k} is not 8 bytes")))?;
+                        (u64::from_be_bytes(v), kv.mod_revision())
+                    }
+                };
+                let left = cap.saturating_sub(granted);
+                let grant = want.min((left / 4).max(1)).min(left);
+                if grant == 0 {
+                    return Ok(0);
+                }
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::put(k.clone(), (granted + grant).to_be_bytes().to_vec(), None)]);
+                let resp = client.txn(txn).await.map_err(|e| store_err("lease usage units", e))?;
+                if resp.succeeded() {
+                    return Ok(grant);
+                }
+            }
+            Err(StoreError("etcd: the usage count kept changing; retry".into()))
         }
         .boxed()
     }

@@ -192,3 +192,30 @@ async fn the_sweeper_leadership_moves_when_its_lease_expires_and_fences_the_old_
     let back = a.heartbeat(me("a"), ttl).await.unwrap();
     assert_eq!((back.leading, back.leader.as_deref()), (None, Some("b")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_units_leased_by_racing_nodes_never_pass_the_cap() {
+    let etcd = Etcd::start();
+    let (a, b) = (connect(&etcd.clients).await, connect(&etcd.clients).await);
+    let key: keyward_core::KeyId = "a1a1a1a1-a1a1-4a1a-8a1a-a1a1a1a1a1a1".parse().unwrap();
+    let lease = |s: EtcdShared| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                match s.lease_units(key, 3, 16, 100).await.unwrap() {
+                    0 => return got,
+                    n => got.push(n),
+                }
+            }
+        })
+    };
+    let (ga, gb) = (lease(a.clone()), lease(b.clone()));
+    let (ga, gb) = (ga.await.unwrap(), gb.await.unwrap());
+    let total: u64 = ga.iter().chain(&gb).sum();
+    assert_eq!(total, 100, "{ga:?} {gb:?}");
+    // Blocks shrink near the cap: never more than a quarter of what was left.
+    assert!(ga.iter().chain(&gb).any(|n| *n < 16), "{ga:?} {gb:?}");
+    assert_eq!(a.lease_units(key, 3, 16, 100).await.unwrap(), 0);
+    // Another version counts on its own.
+    assert_eq!(a.lease_units(key, 4, 16, 100).await.unwrap(), 16);
+}

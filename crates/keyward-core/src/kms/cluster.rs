@@ -95,6 +95,8 @@ pub(super) struct Cluster {
     leading: AtomicI64,
     /// The sweeper leader, as the last heartbeat saw it.
     leader: std::sync::Mutex<Option<String>>,
+    /// One request at a time asks the shared store for usage units.
+    pub lease_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -124,6 +126,7 @@ impl Cluster {
             unsettled: AtomicBool::new(true),
             leading: AtomicI64::new(0),
             leader: std::sync::Mutex::new(None),
+            lease_lock: tokio::sync::Mutex::new(()),
         };
         // The load was a linearizable read begun at `started`.
         c.confirm(started);

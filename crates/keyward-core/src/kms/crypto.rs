@@ -374,6 +374,9 @@ impl Kms {
         let Some(cap) = live.meta().rotation.max_encryptions_per_version else {
             return Ok((id, version, secret));
         };
+        if let Some(cluster) = &self.cluster {
+            return self.seal_leased(cluster, caller, id, version, secret, cap).await;
+        }
         if self.usage.reserve(id, version, cap) {
             return Ok((id, version, secret));
         }

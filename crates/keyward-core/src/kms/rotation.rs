@@ -182,6 +182,91 @@ impl Kms {
     }
 }
 
+impl Kms {
+    /// Cluster mode: a seal of key `id` under a usage cap takes one of the
+    /// units this node leased from the version's cluster-wide count; when
+    /// they run out it leases a block more, and when the cap is reached
+    /// cluster-wide the key is rotated, once: the rotation is a
+    /// compare-and-swap on the key, and a node that lost the race finds the
+    /// version already replaced and seals under the new one.
+    pub(super) async fn seal_leased(
+        &self,
+        cluster: &super::cluster::Cluster,
+        caller: &Caller,
+        id: KeyId,
+        mut version: u32,
+        mut secret: Arc<VersionSecret>,
+        cap: u64,
+    ) -> Result<(KeyId, u32, Arc<VersionSecret>), KmsError> {
+        for _ in 0..4 {
+            if self.usage.take_leased(id, version) {
+                return Ok((id, version, secret));
+            }
+            let granted = {
+                let _one = cluster.lease_lock.lock().await;
+                if self.usage.take_leased(id, version) {
+                    return Ok((id, version, secret));
+                }
+                let want = self.usage.next_block(id, version);
+                let got = cluster.shared.lease_units(id, version, want, cap).await.map_err(|e| {
+                    KmsError::Store(crate::StoreError(format!("the shared key store (usage cap): {e}")))
+                })?;
+                self.usage.add_leased(id, version, got);
+                got
+            };
+            if granted > 0 {
+                continue;
+            }
+            // The cap is reached on every node: rotate unless another node did.
+            (version, secret) = self.rotate_exhausted(caller, id, version).await?;
+        }
+        Err(KmsError::ResourceExhausted(format!(
+            "key {id}: every new version reached its usage cap at once; retry"
+        )))
+    }
+
+    /// Rotates key `id` if `exhausted` is still its primary version
+    /// (audited as `system`, with the request's id), within the cap's
+    /// rotation limit; returns the primary version then.
+    async fn rotate_exhausted(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        exhausted: u32,
+    ) -> Result<(u32, Arc<VersionSecret>), KmsError> {
+        let max = self.limits.max_cap_rotations_per_hour;
+        let mut limited = false;
+        let system = Caller::system(caller.request_id.clone());
+        self.change_key(&system, Operation::RotateKey, &id.to_string(), None, false, |live, root, now| {
+            check_key_usable(live.meta())?;
+            limited = false;
+            if live.meta().primary_version != exhausted {
+                return Ok(None);
+            }
+            if self.cap_rotations.recent(id, now) >= max as usize {
+                limited = true;
+                return Ok(None);
+            }
+            let new = rotated(live, root, now)?;
+            self.cap_rotations.record(id, now);
+            Ok(Some(new))
+        })
+        .await?;
+        let cap = self.state.read().expect("state lock").resolve(&KeyRef::Id(id))?;
+        let version = cap.meta().primary_version;
+        if limited || version == exhausted {
+            return Err(KmsError::ResourceExhausted(format!(
+                "key {id} reached its usage cap and the cap has already made {max} versions in the last hour \
+                 (limits.max_cap_rotations_per_hour); retry later, or rotate the key with RotateKey"
+            )));
+        }
+        let secret = cap.secrets.get(&version).cloned().ok_or_else(|| {
+            KmsError::FailedPrecondition(format!("version {version} of key {id} is no longer usable"))
+        })?;
+        Ok((version, secret))
+    }
+}
+
 /// When the usage cap last rotated each key, within the past hour (kept in
 /// memory: a restart forgets it, which at worst allows one more hour's worth).
 #[derive(Debug, Default)]

@@ -35,6 +35,8 @@ struct Inner {
     /// The sweeper leader: node, lease, the term its leadership began.
     sweeper: Option<(String, u64, Revision)>,
     terms: Revision,
+    /// Seals granted per version, cluster-wide.
+    granted: BTreeMap<(KeyId, u32), u64>,
 }
 
 impl Inner {
@@ -287,6 +289,25 @@ impl SharedKeys for SharedNode {
             }
             let (leader, held, term) = g.sweeper.clone().expect("a leader");
             Ok(Membership { leading: (held == lease).then_some(term), leader: Some(leader) })
+        }
+        .boxed()
+    }
+
+    fn lease_units(
+        &self,
+        key: KeyId,
+        version: u32,
+        want: u64,
+        cap: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            let mut g = self.store.inner.lock().unwrap();
+            let granted = g.granted.entry((key, version)).or_default();
+            let left = cap.saturating_sub(*granted);
+            let grant = want.min((left / 4).max(1)).min(left);
+            *granted += grant;
+            Ok(grant)
         }
         .boxed()
     }
