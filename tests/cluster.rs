@@ -245,7 +245,7 @@ async fn plugin(path: std::path::PathBuf) -> KeyManagementServiceClient<tonic::t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_kms_v2_plugin_of_every_node_opens_what_another_sealed() {
+async fn every_nodes_kms_v2_plugin_opens_what_another_sealed_and_every_node_fails_closed_without_quorum() {
     use keyward::k8s_pb as v2;
     let etcd = Etcd::start();
     etcd.wait_ready();
@@ -312,6 +312,30 @@ async fn the_kms_v2_plugin_of_every_node_opens_what_another_sealed() {
     assert_eq!(enc2.key_id, v2_id);
     for (_, p) in &mut nodes {
         assert_eq!(p.decrypt(dec(&enc2)).await.unwrap().into_inner().plaintext, dek);
+        assert_eq!(p.decrypt(dec(&enc)).await.unwrap().into_inner().plaintext, dek);
+    }
+
+    // Quorum lost (two of three members frozen): every node fails closed
+    // within its bound, and serves again once the members are back.
+    etcd.signal(1, "-STOP");
+    etcd.signal(2, "-STOP");
+    let lost = Instant::now();
+    for (n, p) in &mut nodes {
+        eventually("the node fails closed", Duration::from_secs(6), || {
+            let o = n.run(&["encrypt", "--key", "alias/k8s", "--plaintext", "x"]);
+            let err = String::from_utf8_lossy(&o.stderr).into_owned();
+            !o.status.success() && err.contains("Unavailable") && err.contains("current with the cluster")
+        });
+        let e = p.encrypt(v2::EncryptRequest { plaintext: dek.clone(), uid: "u4".into() }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{}", e.message());
+    }
+    eprintln!("all three nodes refused {} ms after quorum was lost", lost.elapsed().as_millis());
+    etcd.signal(1, "-CONT");
+    etcd.signal(2, "-CONT");
+    for (n, p) in &mut nodes {
+        eventually("the node serves again", Duration::from_secs(30), || {
+            n.run(&["encrypt", "--key", "alias/k8s", "--plaintext", "x"]).status.success()
+        });
         assert_eq!(p.decrypt(dec(&enc)).await.unwrap().into_inner().plaintext, dek);
     }
 }
