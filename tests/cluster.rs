@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::binary::*;
 use common::clients::free_port;
-use keyward::k8s_pb::key_management_service_client::KeyManagementServiceClient;
 use keyward_etcd::testing::Etcd;
 
 fn keyward(addr: &str, args: &[&str]) -> Output {
@@ -101,13 +100,19 @@ fn eventually(what: &str, max: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn three_nodes_share_keys_and_a_cut_off_node_fails_closed() {
+/// Three etcd members, ready; a temporary folder; a root key file in it.
+fn cluster() -> (Etcd, tempfile::TempDir, std::path::PathBuf) {
     let etcd = Etcd::start();
     etcd.wait_ready();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("cluster.key");
     ok(with_stdin(&["root-key", "create", root.to_str().unwrap()], &[], ""));
+    (etcd, dir, root)
+}
+
+#[test]
+fn three_nodes_share_keys_and_a_cut_off_node_fails_closed() {
+    let (etcd, dir, root) = cluster();
     let all = etcd.clients.join(",");
     // n1 and n2 use the two members that stay up (a write sent to a frozen
     // member fails after the 2 s keep-alive, outcome unknown); n3 is pinned
@@ -224,34 +229,10 @@ fn three_nodes_share_keys_and_a_cut_off_node_fails_closed() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--node-id"), "{o:?}");
 }
 
-/// A KMS v2 client on a plugin socket.
-async fn plugin(path: std::path::PathBuf) -> KeyManagementServiceClient<tonic::transport::Channel> {
-    use hyper_util::rt::TokioIo;
-    use tonic::transport::{Endpoint, Uri};
-    for _ in 0..400 {
-        let p = path.clone();
-        let connected = Endpoint::from_static("http://kms.invalid")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let p = p.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
-            }))
-            .await;
-        if let Ok(ch) = connected {
-            return KeyManagementServiceClient::new(ch);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no plugin socket at {}", path.display())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nodes_kms_v2_plugin_opens_what_another_sealed_and_every_node_fails_closed_without_quorum() {
     use keyward::k8s_pb as v2;
-    let etcd = Etcd::start();
-    etcd.wait_ready();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("cluster.key");
-    ok(with_stdin(&["root-key", "create", root.to_str().unwrap()], &[], ""));
+    let (etcd, dir, root) = cluster();
     let all = etcd.clients.join(",");
     // The plugin's key exists before the nodes bind to it.
     let mut first = Node::new(dir.path(), "n1", &all);
@@ -270,7 +251,7 @@ async fn every_nodes_kms_v2_plugin_opens_what_another_sealed_and_every_node_fail
             "alias/k8s".into(),
         ];
         n.start(&format!("n{i}"), &root);
-        nodes.push((n, plugin(socket).await));
+        nodes.push((n, common::kms_v2_client(socket).await));
     }
 
     // Every node's plugin reports the same key id.

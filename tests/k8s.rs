@@ -7,29 +7,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::TestServer;
-use hyper_util::rt::TokioIo;
 use keyward::k8s_pb as v2;
 use keyward::k8s_pb::key_management_service_client::KeyManagementServiceClient;
 use keyward::pb;
 use keyward::ServerConfig;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::Code;
 
 async fn uds(path: PathBuf) -> KeyManagementServiceClient<Channel> {
-    for _ in 0..200 {
-        let p = path.clone();
-        let connected = Endpoint::from_static("http://kms.invalid")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let p = p.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
-            }))
-            .await;
-        if let Ok(ch) = connected {
-            return KeyManagementServiceClient::new(ch);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no connection to {}", path.display())
+    common::kms_v2_client(path).await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

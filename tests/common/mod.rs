@@ -146,3 +146,26 @@ pub fn assert_status<T: std::fmt::Debug>(
     assert!(s.message().contains(needle), "{:?} does not contain {needle:?}", s.message());
     s
 }
+
+/// A Kubernetes KMS v2 client on the plugin's unix socket at `path`
+/// (retried while the server starts, up to 10 s).
+pub async fn kms_v2_client(
+    path: PathBuf,
+) -> keyward::k8s_pb::key_management_service_client::KeyManagementServiceClient<Channel> {
+    use hyper_util::rt::TokioIo;
+    use tonic::transport::{Endpoint, Uri};
+    for _ in 0..400 {
+        let p = path.clone();
+        let connected = Endpoint::from_static("http://kms.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let p = p.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+            }))
+            .await;
+        if let Ok(ch) = connected {
+            return keyward::k8s_pb::key_management_service_client::KeyManagementServiceClient::new(ch);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no plugin socket at {}", path.display())
+}
