@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".keyward.v1.CreateTokenResponse",
             ".keyward.v1.CreateAccessKeyResponse",
             ".keyward.v1.UnsealRequest",
+            ".keyward.v1.PeerCredential",
         ])
         .compile_protos(&["proto/keyward/v1/keyward.proto"], &["proto"])?;
     tonic_prost_build::configure()

@@ -56,6 +56,7 @@ redacted_debug!(GenerateRandomResponse { random_crc32c; random });
 redacted_debug!(CreateTokenResponse { info; token });
 redacted_debug!(CreateAccessKeyResponse { info; secret_access_key });
 redacted_debug!(UnsealRequest { reset; share });
+redacted_debug!(PeerCredential { from_node, to_node, issued_unix_ms, request_id, principal; tag });
 
 #[cfg(test)]
 mod tests {

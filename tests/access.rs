@@ -71,6 +71,7 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
     let mut audit = AuditServiceClient::new(who.channel.clone());
     let mut access = AccessServiceClient::new(who.channel.clone());
     let mut operator = OperatorServiceClient::new(who.channel.clone());
+    let mut peer = pb::cluster_peer_service_client::ClusterPeerServiceClient::new(who.channel.clone());
     let grant = || pb::CreateGrantRequest {
         principal: "user".into(),
         keys: vec![key.into()],
@@ -361,6 +362,15 @@ async fn call(who: &Who, rpc: &str, key: &str, ct: &[u8]) -> Result<MetadataMap,
             out
         }
         "ClusterStatus" => operator.cluster_status(who.req(pb::ClusterStatusRequest {})).await.map(meta),
+        "PeerQueryAuditLog" => peer
+            .peer_query_audit_log(
+                who.req(pb::PeerQueryAuditLogRequest { page_size: 10, ..Default::default() }),
+            )
+            .await
+            .map(meta),
+        "PeerVerifyAuditLog" => {
+            peer.peer_verify_audit_log(who.req(pb::PeerVerifyAuditLogRequest::default())).await.map(meta)
+        }
         "CreateBackup" => {
             let resp = operator.create_backup(who.req(pb::CreateBackupRequest {})).await?;
             let m = resp.metadata().clone();
@@ -392,6 +402,8 @@ fn service_of(rpc: &Rpc) -> &'static str {
         "AccessService" => "access",
         // Seal is the admin's; SealStatus and Unseal are UNGUARDED.
         "OperatorService" => "keys",
+        // Node to node: a peer credential, whoever the caller.
+        "ClusterPeerService" => "peer",
         other => {
             panic!("{}: service {other} is new to tests/access.rs: say which roles may call it", rpc.path())
         }
@@ -515,6 +527,18 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
             // Anyone may ask and offer shares (the share is the credential);
             // they answer while sealed, when no identity can be checked.
             assert!(call(&nobody, rpc, &granted, &granted_ct).await.is_ok(), "{rpc}");
+            continue;
+        }
+        if service == "peer" {
+            // Without a peer credential (and on a single node, with any),
+            // every caller is refused, administrators too.
+            for who in [&nobody, &admin] {
+                let e = call(who, rpc, &granted, &granted_ct).await.unwrap_err();
+                assert_eq!(e.code(), Code::Unauthenticated, "{rpc}: {}", e.message());
+                assert!(e.message().contains("peer credential"), "{rpc}: {}", e.message());
+                assert!(e.metadata().get("x-request-id").is_some(), "{rpc}: refusal without x-request-id");
+                refusals += 1;
+            }
             continue;
         }
         // Unauthenticated: no credentials, a wrong token, an unknown certificate.

@@ -199,7 +199,14 @@ impl ClientCommand for AuditArgs {
                 let json = json!({
                     "records": r.records.iter().map(record_json).collect::<Vec<_>>(),
                     "next_page_token": r.next_page_token,
+                    "unreachable_nodes": r.unreachable_nodes,
                 });
+                if !r.unreachable_nodes.is_empty() {
+                    eprintln!(
+                        "warning: the records of node(s) {} could not be read for this page (see the server's log); the page token keeps their place",
+                        r.unreachable_nodes.join(", ")
+                    );
+                }
                 print(output, json, records_text(&r));
                 Ok(())
             }
@@ -210,6 +217,9 @@ impl ClientCommand for AuditArgs {
                     .await
                     .map_err(|s| c.rpc(s))?
                     .into_inner();
+                if !r.nodes.is_empty() {
+                    return cluster_report(output, &r);
+                }
                 let last_checkpoint = (r.last_checkpoint_sequence > 0).then_some(r.last_checkpoint_sequence);
                 report(
                     output,
@@ -352,6 +362,68 @@ fn print_public_key(output: Output, pem: &str, node_id: &str, fingerprint: &str)
 }
 
 /// Prints a verification result; a broken chain is an error.
+/// `keyward audit verify` on a cluster node: one line per node.
+fn cluster_report(output: Output, r: &pb::VerifyAuditLogResponse) -> Result<(), CliError> {
+    let mut text = vec![format!(
+        "cluster audit logs {}: {} nodes, {} records and {} signed checkpoints checked",
+        if r.intact { "intact" } else { "NOT INTACT" },
+        r.nodes.len(),
+        r.records_checked,
+        r.checkpoints_checked
+    )];
+    for n in &r.nodes {
+        let state = match (n.reachable, n.intact) {
+            (false, _) => "UNREACHABLE",
+            (true, true) => "intact",
+            (true, false) if n.behind => "BEHIND",
+            (true, false) => "BROKEN",
+        };
+        let mut line = format!(
+            "  {}: {state}, {} records, {} checkpoints, published checkpoint {}",
+            n.node_id, n.records_checked, n.checkpoints_checked, n.published_checkpoint_sequence
+        );
+        if !n.problem.is_empty() {
+            line.push_str(&format!(": {}", n.problem));
+        }
+        text.push(line);
+    }
+    let nodes: Vec<_> = r
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node_id": n.node_id,
+                "reachable": n.reachable,
+                "intact": n.intact,
+                "records_checked": n.records_checked,
+                "checkpoints_checked": n.checkpoints_checked,
+                "first_bad_sequence": n.first_bad_sequence,
+                "published_checkpoint_sequence": n.published_checkpoint_sequence,
+                "behind": n.behind,
+                "problem": n.problem,
+            })
+        })
+        .collect();
+    print(
+        output,
+        json!({
+            "records_checked": r.records_checked,
+            "checkpoints_checked": r.checkpoints_checked,
+            "last_checkpoint_sequence": r.last_checkpoint_sequence,
+            "intact": r.intact,
+            "first_bad_sequence": r.first_bad_sequence,
+            "problem": r.problem,
+            "nodes": nodes,
+        }),
+        text.join("\n"),
+    );
+    if r.intact {
+        Ok(())
+    } else {
+        Err(CliError::Input(format!("the cluster's audit logs are not intact: {}", r.problem)))
+    }
+}
+
 fn report(
     output: Output,
     checked: u64,

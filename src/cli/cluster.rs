@@ -25,6 +25,100 @@ pub enum ClusterCommand {
     /// The nodes (id, address, version, last checkpoint, freshness) and the
     /// sweeper leader, as the server asked names them (admin or auditor).
     Status,
+    /// Move a stopped single-node server's keys, versions, aliases and
+    /// usage counts into an empty cluster (offline: reads the folder, writes
+    /// etcd). Its audit history stays in the folder, verifiable as before;
+    /// do not start a single-node server on it again.
+    Import(ImportArgs),
+}
+
+/// `keyward cluster import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The single-node server's data folder (stopped; only read).
+    #[arg(long)]
+    pub data_dir: std::path::PathBuf,
+    /// The cluster's etcd members, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd_endpoints: Vec<String>,
+    /// The root key file of the folder, which becomes (or must be) the cluster's.
+    #[arg(long)]
+    pub root_key_file: std::path::PathBuf,
+    /// The prefix of every key Keyward writes in etcd.
+    #[arg(long, default_value = "/keyward/")]
+    pub etcd_prefix: String,
+    /// CA of https etcd endpoints.
+    #[arg(long)]
+    pub etcd_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate for etcd, if its members ask for one.
+    #[arg(long, requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "server")]
+async fn import(a: ImportArgs, output: Output) -> Result<(), CliError> {
+    use keyward_store::RocksStore;
+    let root = crate::config::load_root_key(&crate::config::RootKeySource::File(a.root_key_file.clone()))
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    let db = a.data_dir.join("db");
+    let store =
+        RocksStore::open_read_only(&db).map_err(|e| CliError::Input(format!("{}: {e}", db.display())))?;
+    let mut etcd = keyward_etcd::EtcdConfig::new(a.etcd_endpoints.clone());
+    etcd.prefix = a.etcd_prefix.clone();
+    if let Some(ca) = &a.etcd_ca_file {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| CliError::Input(format!("{}: {e}", p.display())))
+        };
+        let mut tls =
+            keyward_etcd::TlsOptions::new().ca_certificate(keyward_etcd::Certificate::from_pem(read(ca)?));
+        if let (Some(c), Some(k)) = (&a.etcd_cert_file, &a.etcd_key_file) {
+            tls = tls.identity(keyward_etcd::Identity::from_pem(read(c)?, read(k)?));
+        }
+        etcd.tls = Some(tls);
+    }
+    let shared = keyward_etcd::EtcdShared::connect(etcd)
+        .await
+        .map_err(|e| CliError::Input(format!("{e} (is etcd running at {}?)", a.etcd_endpoints.join(","))))?;
+    let r = keyward_core::import_into_cluster(&store, &shared, &root)
+        .await
+        .map_err(|e| CliError::Input(format!("import from {}: {e}", a.data_dir.display())))?;
+    let text = format!(
+        "imported {} keys ({} versions), {} aliases and {} usage counts into the cluster at {} in {} transactions{}; \
+         the audit history stays in {} (keyward audit verify --data-dir); do not start a single-node server on it again",
+        r.keys,
+        r.versions,
+        r.aliases,
+        r.usage,
+        a.etcd_endpoints.join(","),
+        r.writes,
+        if r.already_there > 0 { format!(" ({} already there from an earlier run)", r.already_there) } else { String::new() },
+        a.data_dir.display()
+    );
+    print(
+        output,
+        json!({
+            "keys": r.keys,
+            "versions": r.versions,
+            "aliases": r.aliases,
+            "usage_counts": r.usage,
+            "already_there": r.already_there,
+            "writes": r.writes,
+            "data_dir": a.data_dir.display().to_string(),
+        }),
+        text,
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "server"))]
+async fn import(a: ImportArgs, _output: Output) -> Result<(), CliError> {
+    Err(CliError::Input(format!(
+        "cannot read {}: this keyward was built without the `server` feature",
+        a.data_dir.display()
+    )))
 }
 
 fn node_json(n: &pb::ClusterNode) -> Value {
@@ -84,18 +178,17 @@ impl super::ClientCommand for ClusterArgs {
     }
 
     async fn run(self, conn: &Connection, output: Output) -> Result<(), CliError> {
-        let c = Client::connect(conn).await?;
-        match self.command {
-            ClusterCommand::Status => {
-                let s = c
-                    .operator()
-                    .cluster_status(pb::ClusterStatusRequest {})
-                    .await
-                    .map_err(|s| c.rpc(s))?
-                    .into_inner();
-                print(output, status_json(&s), status_text(&s));
-            }
+        if let ClusterCommand::Import(a) = self.command {
+            return import(a, output).await;
         }
+        let c = Client::connect(conn).await?;
+        let s = c
+            .operator()
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await
+            .map_err(|s| c.rpc(s))?
+            .into_inner();
+        print(output, status_json(&s), status_text(&s));
         Ok(())
     }
 }

@@ -57,6 +57,9 @@ pub struct FileConfig {
     pub log: FileLog,
     /// Cluster mode: keys shared by several nodes through etcd.
     pub cluster: Option<FileCluster>,
+    /// How often scheduled lifecycle work (rotation periods, destruction and
+    /// deletion windows) is looked for (default "60s"; 1s to 1h).
+    pub sweep_interval: Option<String>,
 }
 
 /// `[cluster]`: keys shared by several nodes through etcd.

@@ -112,6 +112,10 @@ pub struct Overrides {
     /// they are now. Needed once; only if nobody else could have written to it.
     #[arg(long)]
     pub upgrade: bool,
+    /// Tests of scheduled work only, with --dev: move this server's wall
+    /// clock by the milliseconds written in this file (re-read every 100 ms).
+    #[arg(long, hide = true, requires = "dev")]
+    pub dev_clock_file: Option<PathBuf>,
 }
 
 /// Logging settings.
@@ -172,6 +176,10 @@ pub struct ServerConfig {
     pub log: LogConfig,
     /// Cluster mode (keys in etcd), if configured.
     pub cluster: Option<ClusterSettings>,
+    /// How often scheduled lifecycle work is looked for (`sweep_interval`).
+    pub sweep_every: Duration,
+    /// `--dev-clock-file`: the wall clock moved by the offset in this file.
+    pub dev_clock_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -277,6 +285,10 @@ impl ServerConfig {
                 "--dev in cluster mode needs --root-key-file: every node must be given the same root key (create one with `keyward root-key create FILE`)".into(),
             ));
         }
+        let sweep_every = sweep_interval(file.sweep_interval.as_deref())?;
+        if o.dev_clock_file.is_some() && !dev {
+            return Err(ConfigError::Invalid("--dev-clock-file is for tests and needs --dev".into()));
+        }
         let log =
             LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
         if let Some(l) = &log.level {
@@ -301,6 +313,8 @@ impl ServerConfig {
             vault_transit,
             log,
             cluster,
+            sweep_every,
+            dev_clock_file: o.dev_clock_file.clone(),
         })
     }
 
@@ -312,6 +326,19 @@ impl ServerConfig {
         )
         .expect("dev defaults are valid")
     }
+}
+
+/// `sweep_interval`: how often the sweeper looks for due rotations,
+/// destructions and deletions (default a minute; 1 s to 1 h).
+fn sweep_interval(v: Option<&str>) -> Result<Duration, ConfigError> {
+    let Some(v) = v else { return Ok(Duration::from_secs(60)) };
+    let d = humantime::parse_duration(v).map_err(|e| {
+        ConfigError::Invalid(format!("sweep_interval {v:?}: {e} (say e.g. \"60s\" or \"5m\")"))
+    })?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(ConfigError::Invalid(format!("sweep_interval {v:?}: must be between 1s and 1h")));
+    }
+    Ok(d)
 }
 
 /// The longest `max_token_ttl`: a year (and a day).

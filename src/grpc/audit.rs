@@ -37,7 +37,8 @@ impl AuditService for AuditApi {
             &c,
             out.map(|page| pb::QueryAuditLogResponse {
                 records: page.records.into_iter().map(record_to_pb).collect(),
-                next_page_token: page.next_cursor.map(|s| s.to_string()).unwrap_or_default(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                unreachable_nodes: page.unreachable_nodes,
             }),
         )
     }
@@ -53,6 +54,21 @@ impl AuditService for AuditApi {
             out.map(|rep| pb::VerifyAuditLogResponse {
                 records_checked: rep.records_checked,
                 intact: rep.intact(),
+                nodes: rep
+                    .nodes
+                    .iter()
+                    .map(|n| pb::NodeAuditVerification {
+                        node_id: n.node_id.clone(),
+                        reachable: n.reachable,
+                        intact: n.ok(),
+                        records_checked: n.records_checked,
+                        checkpoints_checked: n.checkpoints_checked,
+                        first_bad_sequence: n.first_bad_seq.unwrap_or(0),
+                        published_checkpoint_sequence: n.published_checkpoint_seq,
+                        behind: n.behind,
+                        problem: n.problem.clone().unwrap_or_default(),
+                    })
+                    .collect(),
                 first_bad_sequence: rep.first_bad_seq.unwrap_or(0),
                 problem: rep.problem.unwrap_or_default(),
                 checkpoints_checked: rep.checkpoints_checked,

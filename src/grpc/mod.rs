@@ -11,6 +11,7 @@ mod convert;
 mod crypto;
 mod keys;
 mod operator;
+mod peer;
 mod size;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use convert::{record_to_pb, timestamp};
 pub use crypto::CryptoApi;
 pub use keys::KeysApi;
 pub use operator::OperatorApi;
+pub use peer::{GrpcPeers, PeerApi};
 pub use size::{size_status, SizeLayer};
 
 /// Metadata key carrying the request id, both ways.

@@ -17,6 +17,7 @@
 //! listener the caller bound.
 
 pub(crate) mod accept;
+mod clock;
 mod drain;
 mod tasks;
 
@@ -25,7 +26,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use keyward_core::{Kms, OpenError, Store, SystemClock};
+use keyward_core::{Kms, OpenError, Store};
 use keyward_crypto::RootKey;
 use keyward_store::RocksStore;
 use tokio::net::TcpListener;
@@ -33,12 +34,13 @@ use tonic::service::Routes;
 use tonic::transport::Server as Transport;
 
 use crate::config::{load_root_key, ConfigError, RootKeySource, ServerConfig};
-use crate::grpc::{AccessApi, Api, AuditApi, CryptoApi, KeysApi, OperatorApi};
+use crate::grpc::{AccessApi, Api, AuditApi, CryptoApi, KeysApi, OperatorApi, PeerApi};
 use crate::k8s::KmsV2;
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::audit_service_server::AuditServiceServer;
+use crate::pb::cluster_peer_service_server::ClusterPeerServiceServer;
 use crate::pb::crypto_service_server::CryptoServiceServer;
 use crate::pb::key_service_server::KeyServiceServer;
 use crate::pb::operator_service_server::OperatorServiceServer;
@@ -178,7 +180,7 @@ impl Server {
         }
         let in_flight = Arc::new(AtomicUsize::new(0));
         kms_config.audit.in_flight = Some(in_flight.clone());
-        let clock: Arc<dyn keyward_core::Clock> = Arc::new(SystemClock);
+        let clock = clock::server_clock(config.dev_clock_file.as_deref());
         let seal = Arc::new(match opening {
             None => Seal::sealed(store, kms_config, clock, source),
             Some(Opening::Root(root)) => {
@@ -300,10 +302,21 @@ async fn open_cluster_node(
         freshness_bound: cluster.freshness_bound,
         probe_every: (cluster.freshness_bound / 8)
             .clamp(Duration::from_millis(50), Duration::from_millis(500)),
+        peers: Some(Arc::new(crate::grpc::GrpcPeers::new(
+            config.tls.as_ref().map(crate::grpc::GrpcPeers::tls_for).transpose().map_err(|e| {
+                ConfigError::Invalid(format!("cluster: the TLS files to reach other nodes: {e}"))
+            })?,
+        ))),
     };
-    let kms =
-        Kms::open_cluster(store, Arc::new(shared), root, Arc::new(SystemClock), config.kms.clone(), settings)
-            .await?;
+    let kms = Kms::open_cluster(
+        store,
+        Arc::new(shared),
+        root,
+        clock::server_clock(config.dev_clock_file.as_deref()),
+        config.kms.clone(),
+        settings,
+    )
+    .await?;
     tracing::info!(
         node_id = %cluster.node_id,
         etcd = %cluster.etcd_endpoints.join(","),
@@ -597,7 +610,7 @@ impl Prepared {
             }
             tasks.listener("vault_transit", crate::http::serve(l, settings, vault.handler(), tasks.stop()));
         }
-        tasks.sweeper(seal.clone());
+        tasks.sweeper(seal.clone(), config.sweep_every);
 
         match &config.tls {
             Some(t) => tracing::info!(mutual = t.client_ca_file.is_some(), "TLS enabled"),
@@ -624,6 +637,7 @@ impl Prepared {
             .add_service(CryptoServiceServer::new(CryptoApi(api.clone())).max_decoding_message_size(max))
             .add_service(AccessServiceServer::new(AccessApi(api.clone())).max_decoding_message_size(max))
             .add_service(AuditServiceServer::new(AuditApi(api.clone())).max_decoding_message_size(max))
+            .add_service(ClusterPeerServiceServer::new(PeerApi(api.clone())).max_decoding_message_size(max))
             .add_service(
                 OperatorServiceServer::new(OperatorApi {
                     api,

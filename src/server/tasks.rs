@@ -19,9 +19,6 @@ use super::{ServerError, STAGE_LIMIT};
 use crate::config::{ConfigError, ServerConfig};
 use crate::seal::Seal;
 
-/// How often scheduled lifecycle work is looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-
 /// The side listeners, bound.
 #[derive(Debug)]
 pub(super) struct Sockets {
@@ -158,14 +155,14 @@ impl Tasks {
     }
 
     /// Scheduled lifecycle work: at once (catching up on anything missed
-    /// while stopped), then every minute, until the signal; a run in
-    /// progress finishes first. Every second, the refusal summaries of the
+    /// while stopped), then every `every` (`sweep_interval`, a minute by
+    /// default), until the signal; a run in progress finishes first. Every second, the refusal summaries of the
     /// second that ended (`Kms::flush_refusals`).
-    pub(super) fn sweeper(&mut self, seal: Arc<Seal>) {
+    pub(super) fn sweeper(&mut self, seal: Arc<Seal>, every: Duration) {
         let stopped = self.stopped();
         self.sweeper = Some(tokio::spawn(async move {
             tokio::pin!(stopped);
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            let mut tick = tokio::time::interval(every);
             // Refusal summaries: each second's, once it is over (the last
             // one at shutdown, once the requests have drained).
             let mut second = tokio::time::interval(Duration::from_secs(1));

@@ -15,6 +15,9 @@
 //! Transit API of one Keyward (and OpenBao's transit, as a reference) in the
 //! same run, and prints each edge's ratio to gRPC.
 //!
+//! `keyward-bench cluster --single ADDR --nodes A,B,C`: the cluster's
+//! durable GenerateDataKey per node against a single node (src/cluster.rs).
+//!
 //! `keyward-bench run --keyward ADDR [--echo ADDR] [--openbao URL]
 //! --concurrency N --seconds S` drives GenerateDataKey (32-byte keys),
 //! Encrypt (4 KiB) and Decrypt (4 KiB), and at each concurrency the ceiling
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod edges;
 use hdrhistogram::Histogram;
 use keyward::pb;
@@ -50,6 +54,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Durable GenerateDataKey on a single node and on each node of a
+    /// cluster in one run (ratios), RotateKey latency and the time a
+    /// rotation takes to reach every node (scripts/bench-cluster).
+    Cluster {
+        /// A single-node Keyward (a --dev server).
+        #[arg(long)]
+        single: String,
+        /// The cluster's nodes, comma-separated (--dev servers).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// HTTP/2 connections to spread the load over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Rotations to time.
+        #[arg(long, default_value_t = 100)]
+        rotations: usize,
+    },
     /// Serve the no-op echo CryptoService.
     Echo {
         /// Listen address.
@@ -608,6 +635,9 @@ fn main() -> std::process::ExitCode {
                     key: "keyward-bench".into(),
                 });
                 run(&keyward, echo.as_deref(), bao, &concurrency, seconds, connections).await
+            }
+            Cmd::Cluster { single, nodes, concurrency, seconds, connections, rotations } => {
+                cluster::run(&single, &nodes, concurrency, seconds, connections, rotations).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
             Cmd::Populate { keyward, admin_token, keys, records, concurrency } => {

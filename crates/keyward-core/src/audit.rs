@@ -184,6 +184,9 @@ impl Operation {
         let single = match method {
             "GenerateDataKeyBatch" => "GenerateDataKey",
             "BatchReEncrypt" | "ReEncryptStream" => "ReEncrypt",
+            // Node to node (cluster mode): one node's part of the merged read.
+            "PeerQueryAuditLog" => "QueryAuditLog",
+            "PeerVerifyAuditLog" => "VerifyAuditLog",
             m => m,
         };
         Self::ALL.into_iter().find(|o| o.as_str() == single)

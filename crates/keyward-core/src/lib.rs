@@ -23,6 +23,7 @@ mod integrity;
 mod kms;
 mod limits;
 mod model;
+mod peers;
 mod refusals;
 mod shared;
 mod store;
@@ -50,17 +51,22 @@ pub use directory::{
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
-    export_audit_page, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, AuditQueryInput, Caller,
-    ClusterConfig, ClusterStatus, CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput,
-    ExportPage, GrantInput, GrantView, KeyPage, KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken,
-    OpenError, PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation, RotationInput, TokenIdentity,
-    TokenTtl, TokenView, UnsealAttempt, VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS,
-    MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS, WRONG_KEY,
+    export_audit_page, import_into_cluster, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView,
+    AuditQueryInput, AuditResults, Caller, ClusterConfig, ClusterStatus, CreateKeyInput, DataKeyInput,
+    DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput, GrantView, ImportReport, KeyPage,
+    KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError, PrincipalView, ReEncryptInput,
+    ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl, TokenView, UnsealAttempt,
+    VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
+    WRONG_KEY,
 };
 pub use limits::Limits;
 pub use model::{
     KeyMeta, KeyRecord, KeyState, RotationPolicy, VersionMeta, VersionState, VersionUsage,
     MIN_ROTATION_PERIOD_MS,
+};
+pub use peers::{
+    peer_message, AuditPeers, NodeVerification, PeerCall, PeerCredential, PeerError, PeerVerifyReply,
+    PEER_CREDENTIAL_WINDOW_MS, PEER_DOMAIN,
 };
 pub use refusals::{OTHER_PEERS, REFUSALS_AUDITED_PER_SECOND, REFUSAL_PEERS};
 pub use shared::{

@@ -62,6 +62,9 @@ pub struct SharedWrite {
     /// revision began is still held ([`Membership::leading`]), so a paused
     /// ex-leader's late writes fail ([`WriteError::Fenced`]).
     pub fence: Option<Revision>,
+    /// Cluster-wide usage counts to start (`keyward cluster import`): each
+    /// version's seals so far, written only if the version has no count yet.
+    pub usage: Vec<(crate::KeyId, u32, u64)>,
 }
 
 /// What a node publishes about itself, under its lease (gone when it stops
@@ -206,4 +209,14 @@ pub trait SharedKeys: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Every node whose lease is alive, and the sweeper leader.
     fn members(&self) -> BoxFuture<'_, Result<Members, StoreError>>;
+    /// Keeps `checkpoint` as node `node`'s last published signed audit
+    /// checkpoint (not under a lease: it outlives the node, so a node whose
+    /// log is later found behind it, or unreachable, is reported).
+    fn publish_checkpoint(
+        &self,
+        node: &str,
+        checkpoint: &crate::Checkpoint,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Every node's last published checkpoint, by node id, read linearizably.
+    fn checkpoints(&self) -> BoxFuture<'_, Result<Vec<(String, crate::Checkpoint)>, StoreError>>;
 }

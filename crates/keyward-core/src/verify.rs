@@ -19,12 +19,16 @@ pub struct VerifyReport {
     pub first_bad_seq: Option<u64>,
     /// What was wrong, for humans.
     pub problem: Option<String>,
+    /// Cluster mode: each node's log (empty on a single node). The counts
+    /// above are then their sums.
+    pub nodes: Vec<crate::NodeVerification>,
 }
 
 impl VerifyReport {
-    /// Whether the chain is intact.
+    /// Whether the chain is intact (in cluster mode: every node's, each
+    /// reachable and holding its published checkpoint).
     pub fn intact(&self) -> bool {
-        self.first_bad_seq.is_none()
+        self.first_bad_seq.is_none() && self.nodes.iter().all(|n| n.ok())
     }
 }
 
@@ -224,5 +228,6 @@ fn verify_view(
         last_checkpoint_seq: last_checkpoint,
         first_bad_seq: bad.0.as_ref().map(|b| b.0),
         problem: bad.0.map(|b| b.1),
+        nodes: Vec::new(),
     })
 }

@@ -56,7 +56,7 @@ async fn join(shared: &MemoryShared, bound_ms: u64) -> Node {
 
 /// A node over the local store `local`, with `config` (its name).
 async fn join_as(shared: &MemoryShared, local: Arc<dyn Store>, config: ClusterConfig) -> Node {
-    join_with(shared, local, config, Arc::new(SystemClock)).await
+    join_with(shared, local, config, Arc::new(SystemClock), KmsConfig::default()).await
 }
 
 async fn join_with(
@@ -64,6 +64,7 @@ async fn join_with(
     local: Arc<dyn Store>,
     config: ClusterConfig,
     clock: Arc<dyn keyward_core::Clock>,
+    settings: KmsConfig,
 ) -> Node {
     let link = shared.node();
     let kms = Kms::open_cluster(
@@ -71,7 +72,7 @@ async fn join_with(
         Arc::new(link.clone()),
         RootKey::from_bytes(&ROOT).unwrap(),
         clock,
-        KmsConfig::default(),
+        settings,
         config,
     )
     .await
@@ -348,9 +349,9 @@ async fn scheduled_work_runs_on_the_sweeper_leader_only_and_a_paused_ex_leader_c
     let node = |name: &str| ClusterConfig { node_id: name.into(), ..config(2000) };
     let (sa, sb): (Arc<dyn Store>, Arc<dyn Store>) =
         (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
-    let a = join_with(&shared, sa.clone(), node("a"), Arc::new(clock.clone())).await;
+    let a = join_with(&shared, sa.clone(), node("a"), Arc::new(clock.clone()), KmsConfig::default()).await;
     eventually("a leads the sweeper", async || a.kms.leads_sweeper()).await;
-    let b = join_with(&shared, sb.clone(), node("b"), Arc::new(clock.clone())).await;
+    let b = join_with(&shared, sb.clone(), node("b"), Arc::new(clock.clone()), KmsConfig::default()).await;
     let key = create(&a.kms).await;
     let id: keyward_core::KeyId = key.parse().unwrap();
     let policy = RotationInput { period_ms: Some(HOUR), ..Default::default() };
@@ -476,4 +477,286 @@ async fn a_usage_cap_holds_across_nodes_and_each_exhaustion_rotates_once() {
     assert_eq!(rotations, primary - 1, "{per_version:?}");
     assert_eq!(recorded, per_version);
     eprintln!("cap {CAP}: 300 seals over {primary} versions: {per_version:?}");
+}
+
+/// A node reachable by the others through `peers` at its own name, signing
+/// checkpoints every 50 ms.
+async fn join_peered(
+    shared: &MemoryShared,
+    peers: &keyward_core::testing::LocalPeers,
+    local: Arc<dyn Store>,
+) -> Node {
+    let mut c = config(2000);
+    c.address = c.node_id.clone();
+    c.peers = Some(Arc::new(peers.clone()));
+    let address = c.address.clone();
+    let settings = KmsConfig {
+        audit: keyward_core::AuditLogConfig {
+            checkpoint_every: Duration::from_millis(50),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let node = join_with(shared, local, c, Arc::new(SystemClock), settings).await;
+    peers.register(&address, &node.kms);
+    node
+}
+
+fn audit_query(page_size: u32, page_token: Option<String>) -> keyward_core::AuditQueryInput {
+    keyward_core::AuditQueryInput { page_size: Some(page_size), page_token, ..Default::default() }
+}
+
+#[tokio::test]
+async fn any_node_answers_for_every_nodes_audit_log() {
+    let shared = MemoryShared::new();
+    let peers = keyward_core::testing::LocalPeers::default();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(join_peered(&shared, &peers, Arc::new(MemoryStore::new())).await);
+    }
+    let mut names = Vec::new();
+    for n in &nodes {
+        names.push(n.kms.cluster_status(&caller()).await.unwrap().this_node);
+    }
+    let key = create(&nodes[0].kms).await;
+    eventually("every node knows the key", async || nodes.iter().all(|n| n.kms.peek_key(&key).is_ok())).await;
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..=i {
+            encrypt(&n.kms, &key).await.unwrap();
+        }
+    }
+    eventually("every node is published", async || {
+        nodes[0].kms.cluster_status(&caller()).await.unwrap().nodes.len() == 3
+    })
+    .await;
+
+    // One node's query returns the Encrypt records of all three, newest first.
+    let enc = keyward_core::AuditQueryInput { operation: Some("Encrypt".into()), ..audit_query(100, None) };
+    let page = nodes[1].kms.query_audit(&caller(), enc.clone()).await.unwrap();
+    assert!(page.unreachable_nodes.is_empty());
+    let by: Vec<&str> = page.records.iter().map(|r| r.record.node_id.as_deref().unwrap()).collect();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(by.iter().filter(|n| **n == name).count(), i + 1, "{by:?}");
+    }
+    let times: Vec<i64> = page.records.iter().map(|r| r.record.time_ms).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    // A node filter asks that node only.
+    let only = keyward_core::AuditQueryInput { node_id: Some(names[2].clone()), ..enc.clone() };
+    let page = nodes[0].kms.query_audit(&caller(), only).await.unwrap();
+    assert_eq!(page.records.len(), 3);
+
+    // Pages of two, oldest first, return every record of every node once
+    // (filtered: each page's own QueryAuditLog records would outrun it).
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let q = keyward_core::AuditQueryInput {
+            oldest_first: true,
+            ..keyward_core::AuditQueryInput { page_token: token, page_size: Some(2), ..enc.clone() }
+        };
+        let page = nodes[2].kms.query_audit(&caller(), q).await.unwrap();
+        assert!(page.records.len() <= 2);
+        seen.extend(page.records.iter().map(|r| (r.record.node_id.clone().unwrap(), r.record.seq)));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no record twice: {seen:?}");
+    assert_eq!(seen.len(), 6, "every Encrypt of the three nodes: {seen:?}");
+    for n in &names {
+        let mine: Vec<u64> = seen.iter().filter(|(m, _)| m == n).map(|(_, s)| *s).collect();
+        assert!(!mine.is_empty());
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{n}: {mine:?}");
+    }
+    let bad = nodes[0].kms.query_audit(&caller(), audit_query(2, Some("17".into()))).await.unwrap_err();
+    assert!(bad.to_string().contains("page_token"), "{bad}");
+
+    // Each peer recorded what it was asked, under the asking node's name.
+    let asked = records_of(
+        &nodes[2].kms,
+        keyward_core::AuditQueryInput {
+            principal: Some(format!("node:{}", names[1])),
+            node_id: Some(names[2].clone()),
+            ..audit_query(100, None)
+        },
+    )
+    .await;
+    assert!(asked.iter().any(|r| r.operation == "QueryAuditLog" && r.outcome == "OK"), "{asked:?}");
+
+    // Every node's chain verifies, through any node.
+    eventually("every node published a checkpoint", async || {
+        names.iter().all(|n| shared.published_checkpoint(n).is_some())
+    })
+    .await;
+    let report = nodes[0].kms.verify_audit(&caller()).await.unwrap();
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.nodes.len(), 3);
+    assert!(report
+        .nodes
+        .iter()
+        .all(|n| n.reachable && n.records_checked > 0 && n.published_checkpoint_seq > 0));
+
+    // A stopped node is reported, not silently left out.
+    peers.remove(&names[2]);
+    let page = nodes[0].kms.query_audit(&caller(), enc).await.unwrap();
+    assert_eq!(page.unreachable_nodes, vec![names[2].clone()]);
+    assert_eq!(page.records.len(), 3, "the other two nodes' records");
+    let report = nodes[0].kms.verify_audit(&caller()).await.unwrap();
+    assert!(!report.intact());
+    let gone = report.nodes.iter().find(|n| n.node_id == names[2]).unwrap();
+    assert!(!gone.reachable && gone.problem.as_deref().unwrap().contains("unreachable"), "{gone:?}");
+}
+
+async fn records_of(kms: &Kms, q: keyward_core::AuditQueryInput) -> Vec<keyward_core::AuditRecord> {
+    kms.query_audit(&caller(), q).await.unwrap().records.into_iter().map(|r| r.record).collect()
+}
+
+#[tokio::test]
+async fn a_node_restored_from_an_older_copy_of_its_log_is_reported_behind() {
+    let shared = MemoryShared::new();
+    let peers = keyward_core::testing::LocalPeers::default();
+    let a = join_peered(&shared, &peers, Arc::new(MemoryStore::new())).await;
+    let old = Arc::new(MemoryStore::new());
+    let b = join_peered(&shared, &peers, old.clone()).await;
+    let b_name = b.kms.cluster_status(&caller()).await.unwrap().this_node;
+    let key = create(&a.kms).await;
+    eventually("b knows the key", async || b.kms.peek_key(&key).is_ok()).await;
+    // b's log as it was, then more records and a newer published checkpoint.
+    let copy: Arc<dyn Store> = Arc::new(old.snapshot_copy());
+    let copied_to = copy.audit_head().unwrap().map_or(0, |h| h.seq);
+    for _ in 0..5 {
+        encrypt(&b.kms, &key).await.unwrap();
+    }
+    eventually("b publishes a checkpoint past the copy", async || {
+        shared.published_checkpoint(&b_name).is_some_and(|c| c.seq > copied_to)
+    })
+    .await;
+    peers.remove(&b_name);
+    drop(b);
+    // b comes back on the old copy: it says so, and VerifyAuditLog reports it.
+    let mut c = config(2000);
+    c.node_id = b_name.clone();
+    c.address = b_name.clone();
+    c.peers = Some(Arc::new(peers.clone()));
+    let b = join_with(&shared, copy, c, Arc::new(SystemClock), KmsConfig::default()).await;
+    peers.register(&b_name, &b.kms);
+    let report = a.kms.verify_audit(&caller()).await.unwrap();
+    assert!(!report.intact(), "{report:?}");
+    let nb = report.nodes.iter().find(|n| n.node_id == b_name).unwrap();
+    assert!(nb.reachable && nb.behind, "{nb:?}");
+    assert!(nb.problem.as_deref().unwrap().contains("older copy"), "{nb:?}");
+    let na = report.nodes.iter().find(|n| n.node_id != b_name).unwrap();
+    assert!(na.ok(), "{na:?}");
+    // It publishes nothing newer, so the evidence stays.
+    for _ in 0..3 {
+        encrypt(&b.kms, &key).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(a.kms.verify_audit(&caller()).await.unwrap().nodes.iter().any(|n| n.behind));
+}
+
+#[tokio::test]
+async fn a_peer_credential_from_another_root_key_for_another_node_or_too_old_is_refused() {
+    use keyward_core::{peer_message, AuditQuery, PeerCall, PeerCredential, PEER_DOMAIN};
+    let shared = MemoryShared::new();
+    let peers = keyward_core::testing::LocalPeers::default();
+    let local: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = join_peered(&shared, &peers, local.clone()).await;
+    let name = a.kms.cluster_status(&caller()).await.unwrap().this_node;
+    let now = keyward_core::Clock::now_ms(&keyward_core::SystemClock);
+    let q = AuditQuery { limit: 10, ..Default::default() };
+    let signed = |root: [u8; 32], to: &str, issued_ms: i64| {
+        let mut c = PeerCredential {
+            from_node: "n-other".into(),
+            to_node: to.into(),
+            issued_ms,
+            request_id: "r-claimed".into(),
+            principal: "mallory".into(),
+            tag: [0; 32],
+        };
+        let key = keyward_crypto::RecordKey::derive(&RootKey::from_bytes(&root).unwrap());
+        c.tag = key.tag(PEER_DOMAIN, &peer_message(&c, &PeerCall::Query(q.clone()))).0;
+        c
+    };
+    let edge = || keyward_core::Caller {
+        request_id: "r-edge".into(),
+        principal: "unauthenticated".into(),
+        ..caller()
+    };
+    for (cred, why) in [
+        (signed([8; 32], &name, now), "does not verify"),
+        (signed(ROOT, "n-elsewhere", now), "not this one"),
+        (signed(ROOT, &name, now - 60_000), "away from this node's clock"),
+        (PeerCredential { tag: [7; 32], ..signed(ROOT, &name, now) }, "does not verify"),
+    ] {
+        let e = a.kms.peer_query_audit(edge(), cred, q.clone()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    let e = a.kms.peer_verify_audit(edge(), signed([8; 32], &name, now), 0).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    // The verifier's own signature with a different request is refused too.
+    let other_q = AuditQuery { limit: 11, ..q.clone() };
+    let e = a.kms.peer_query_audit(edge(), signed(ROOT, &name, now), other_q).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    // Refusals are recorded as the edge saw the caller, claiming nothing.
+    let log = records(&*local);
+    let refused: Vec<_> = log.iter().filter(|r| r.outcome == "UNAUTHENTICATED").collect();
+    assert!(!refused.is_empty());
+    assert!(refused.iter().all(|r| r.principal == "unauthenticated"), "{refused:?}");
+    assert!(!log.iter().any(|r| r.principal == "mallory" || r.request_id == "r-claimed"), "{log:?}");
+    // A good credential is served and recorded under the asking node.
+    a.kms.peer_query_audit(edge(), signed(ROOT, &name, now), q.clone()).await.unwrap();
+    let log = records(&*local);
+    assert!(
+        log.iter().any(|r| r.principal == "node:n-other" && r.request_id == "r-claimed" && r.outcome == "OK"),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_single_node_folder_is_imported_into_an_empty_cluster_once() {
+    let root = || RootKey::from_bytes(&ROOT).unwrap();
+    let folder = Arc::new(MemoryStore::new());
+    let single = Kms::open(folder.clone(), root(), Arc::new(SystemClock), KmsConfig::default()).unwrap();
+    let a = create(&single).await;
+    let b = create(&single).await;
+    single.rotate_key(&caller(), &a).await.unwrap();
+    single.create_alias(&caller(), "alias/moved", &b).await.unwrap();
+    let ct = encrypt(&single, "alias/moved").await.unwrap();
+    let ct_a = encrypt(&single, &a).await.unwrap();
+    let records_before = records(&*folder).len();
+    drop(single);
+
+    let shared = MemoryShared::new();
+    let report = keyward_core::import_into_cluster(&*folder, &shared.node(), &root()).await.unwrap();
+    assert_eq!((report.keys, report.versions, report.aliases), (2, 3, 1), "{report:?}");
+    assert_eq!(report.usage, 2, "one sealed version of each key: {report:?}");
+    assert_eq!(records(&*folder).len(), records_before, "the folder is only read");
+
+    // A node of the cluster serves the imported keys and aliases.
+    let n = join(&shared, 2000).await;
+    let out = n.kms.decrypt(&caller(), &ct, HashMap::new(), None).await.unwrap();
+    assert_eq!(out.plaintext.expose_secret(), b"shared");
+    assert_eq!(n.kms.decrypt(&caller(), &ct_a, HashMap::new(), None).await.unwrap().key_version, 2);
+    assert_eq!(n.kms.peek_key("alias/moved").unwrap().0.to_string(), b);
+
+    // Run again, it writes nothing; another folder's keys are refused.
+    let again = keyward_core::import_into_cluster(&*folder, &shared.node(), &root()).await.unwrap();
+    assert_eq!((again.keys, again.aliases, again.already_there, again.writes), (0, 0, 3, 0), "{again:?}");
+    let other = Arc::new(MemoryStore::new());
+    let o = Kms::open(other.clone(), root(), Arc::new(SystemClock), KmsConfig::default()).unwrap();
+    create(&o).await;
+    drop(o);
+    let e = keyward_core::import_into_cluster(&*other, &shared.node(), &root()).await.unwrap_err();
+    assert!(matches!(e, OpenError::ClusterNotEmpty(_)), "{e}");
+    // Under another root key: refused before anything is read into the cluster.
+    let wrong = RootKey::from_bytes(&[8; 32]).unwrap();
+    let e =
+        keyward_core::import_into_cluster(&*folder, &MemoryShared::new().node(), &wrong).await.unwrap_err();
+    assert!(matches!(e, OpenError::WrongRootKey), "{e}");
 }

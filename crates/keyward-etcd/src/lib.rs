@@ -9,6 +9,7 @@
 //! | `aliases/<alias>` | key UUID (16 bytes) and the alias's tag (32 bytes), as format 2 stores it |
 //! | `pending/<node>` | the node's latest lifecycle record, put with its change (tagged; see `keyward_core`'s `kms::pending`) |
 //! | `nodes/<node>` | what the node publishes about itself (`keyward_format::cluster`), under its lease |
+//! | `checkpoints/<node>` | the node's newest signed audit checkpoint (`keyward_format::checkpoint`), kept after the node stops |
 //! | `usage/<key>/<version>` | seals granted to nodes so far under the version's usage cap (u64, big-endian) |
 //! | `sweeper` | the node id of the sweeper leader, under its lease; its `create_revision` fences the leader's writes |
 //! | `last-write` | empty; put by every write, so its `mod_revision` is the last write's revision |
@@ -118,6 +119,14 @@ impl EtcdShared {
 
     fn sweeper_key(&self) -> String {
         format!("{}sweeper", self.prefix)
+    }
+
+    fn key_of_usage(&self, key: keyward_core::KeyId, version: u32) -> String {
+        format!("{}usage/{key}/{version}", self.prefix)
+    }
+
+    fn key_of_checkpoint(&self, node: &str) -> String {
+        format!("{}checkpoints/{node}", self.prefix)
     }
 
     /// This node's lease, renewed; a new one if it expired (or none was granted).
@@ -275,6 +284,10 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Longest wait for one attempt of a write (a healthy write takes
+/// milliseconds; see `write`).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// How long a write waits for the members to elect a leader.
 const ELECTION_WAIT: Duration = Duration::from_secs(6);
 
@@ -344,6 +357,13 @@ impl SharedKeys for EtcdShared {
             if let Some(fence) = write.fence {
                 compares.push(Compare::create_revision(self.sweeper_key(), CompareOp::Equal, fence));
             }
+            for (key, version, count) in &write.usage {
+                let k = self.key_of_usage(*key, *version);
+                compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
+                let value = count.to_be_bytes().to_vec();
+                ops.push(TxnOp::put(k.clone(), value.clone(), None));
+                wanted.push((k, Some(value)));
+            }
             if let Some(p) = &write.pending {
                 ops.push(TxnOp::put(self.key_of_pending(&p.node), p.value.clone(), None));
             }
@@ -360,7 +380,16 @@ impl SharedKeys for EtcdShared {
             let started = std::time::Instant::now();
             let mut unsure = None;
             let resp = loop {
-                match client.txn(txn.clone()).await {
+                // A proposal in flight when the leader dies is dropped
+                // without an answer: the member waits out its own timeout
+                // (5 s). An attempt is given up sooner, as outcome unknown.
+                let attempt = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.txn(txn.clone())).await {
+                    Ok(r) => r,
+                    Err(_) => Err(etcd_client::Error::GRpcStatus(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {ATTEMPT_TIMEOUT:?}"
+                    )))),
+                };
+                match attempt {
                     Ok(r) => break r,
                     Err(e) if (no_leader(&e) || outcome_unknown(&e)) && started.elapsed() < ELECTION_WAIT => {
                         if outcome_unknown(&e) {
@@ -535,7 +564,7 @@ impl SharedKeys for EtcdShared {
         want: u64,
         cap: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let k = format!("{}usage/{key}/{version}", self.prefix);
+        let k = self.key_of_usage(key, version);
         async move {
             let mut client = self.client.clone();
             // Compare-and-swap on the count; a lost race reads it again. An
@@ -593,6 +622,34 @@ impl SharedKeys for EtcdShared {
             let mut client = self.client.clone();
             let resp = client.get(k, None).await.map_err(|e| store_err("read the pending record", e))?;
             Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        }
+        .boxed()
+    }
+
+    fn publish_checkpoint(
+        &self,
+        node: &str,
+        checkpoint: &keyward_core::Checkpoint,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (k, v) = (self.key_of_checkpoint(node), format::checkpoint::encode(checkpoint));
+        async move {
+            let mut client = self.client.clone();
+            client.put(k, v, None).await.map_err(|e| store_err("publish the audit checkpoint", e))?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn checkpoints(&self) -> BoxFuture<'_, Result<Vec<(String, keyward_core::Checkpoint)>, StoreError>> {
+        async move {
+            let prefix = self.key_of_checkpoint("");
+            let (_, kvs) = self.range_all(&prefix, 0).await?;
+            kvs.iter()
+                .map(|kv| {
+                    let node = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
+                    Ok((node, format::checkpoint::decode(kv.value())?))
+                })
+                .collect()
         }
         .boxed()
     }

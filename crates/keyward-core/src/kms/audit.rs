@@ -1,16 +1,16 @@
 //! Audit queries: QueryAuditLog and VerifyAuditLog, for principals with the
 //! auditor role. Both are audited themselves.
 
+use super::AuditResults;
 use super::{Caller, Kms};
 use crate::{
-    AuditPage, AuditQuery, Checkpoint, KeyId, KeyRef, KmsError, Operation, Role, Store, StoreError,
-    VerifyReport,
+    AuditQuery, Checkpoint, KeyId, KeyRef, KmsError, Operation, Role, Store, StoreError, VerifyReport,
 };
 
 /// Records on a `QueryAuditLog` page unless asked otherwise.
 pub const DEFAULT_AUDIT_PAGE_SIZE: u32 = 100;
 /// Most records on one page.
-const MAX_AUDIT_PAGE_SIZE: u32 = 1000;
+pub(super) const MAX_AUDIT_PAGE_SIZE: u32 = 1000;
 
 /// Records on an `ExportAuditLog` page unless asked otherwise.
 pub const DEFAULT_EXPORT_PAGE_SIZE: u32 = 1000;
@@ -68,6 +68,13 @@ pub fn export_audit_page(store: &dyn Store, after_seq: u64, limit: usize) -> Res
     Ok(page)
 }
 
+/// Where a page continues: after one sequence number (single node), or
+/// after each node's (cluster mode).
+enum Cursor {
+    Single(Option<u64>),
+    Merged(std::collections::BTreeMap<String, u64>),
+}
+
 /// Arguments of `QueryAuditLog`. `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQueryInput {
@@ -97,62 +104,92 @@ pub struct AuditQueryInput {
 }
 
 impl Kms {
-    /// `QueryAuditLog`. The query itself is audited.
-    pub async fn query_audit(&self, caller: &Caller, input: AuditQueryInput) -> Result<AuditPage, KmsError> {
+    /// `QueryAuditLog`. The query itself is audited. In cluster mode the
+    /// records of every node, merged (`cluster_audit`).
+    pub async fn query_audit(
+        &self,
+        caller: &Caller,
+        input: AuditQueryInput,
+    ) -> Result<AuditResults, KmsError> {
         let mut entry = self.entry(caller, Operation::QueryAuditLog);
-        let result = (|| {
-            let cursor = input
-                .page_token
-                .map(|t| {
-                    t.parse::<u64>()
-                        .map_err(|_| KmsError::invalid("page_token", "not a token from QueryAuditLog"))
+        let result = match self.prepare_audit_query(caller, &mut entry, input) {
+            Err(e) => Err(e),
+            Ok((query, Cursor::Single(cursor))) => self
+                .store
+                .query_audit(&AuditQuery { cursor, ..query })
+                .map(|page| AuditResults {
+                    records: page.records,
+                    next_page_token: page.next_cursor.map(|s| s.to_string()),
+                    unreachable_nodes: Vec::new(),
                 })
-                .transpose()?;
-            let key_id = match input.key {
-                None => None,
-                Some(key) => {
-                    let r = KeyRef::parse("key_id", &key)?;
-                    entry.alias = r.alias().map(str::to_string);
-                    let id: KeyId = match &r {
-                        KeyRef::Id(id) => *id,
-                        // An alias must exist now; an id may name a deleted key.
-                        KeyRef::Alias(_) => self.state.read().expect("state lock").resolve(&r)?.meta().id,
-                    };
-                    entry.key_id = Some(id);
-                    Some(id)
-                }
-            };
-            // After the key filter is resolved, so a refusal names the key.
-            self.require(caller, Role::Auditor, "read the audit log")?;
-            let limit = match input.page_size.unwrap_or(DEFAULT_AUDIT_PAGE_SIZE) {
-                n if n > MAX_AUDIT_PAGE_SIZE => return Err(KmsError::invalid("page_size", "at most 1000")),
-                0 => return Err(KmsError::invalid("page_size", "must be at least 1")),
-                n => n as usize,
-            };
-            if let (Some(s), Some(e)) = (input.start_ms, input.end_ms) {
-                if s > e {
-                    return Err(KmsError::invalid("start_time", "must not be after end_time"));
-                }
+                .map_err(KmsError::Store),
+            Ok((query, Cursor::Merged(cursors))) => {
+                let c = self.cluster.as_ref().expect("merged cursors only in cluster mode");
+                self.merged_query(c, caller, query, cursors).await
             }
-            if let Some(e) = &input.edge {
-                e.parse::<crate::Edge>().map_err(|m| KmsError::invalid("edge", m))?;
-            }
-            let query = AuditQuery {
-                key_id,
-                principal: input.principal,
-                operation: input.operation,
-                outcome: input.outcome,
-                edge: input.edge,
-                node_id: input.node_id,
-                start_ms: input.start_ms,
-                end_ms: input.end_ms,
-                limit,
-                cursor,
-                oldest_first: input.oldest_first,
-            };
-            self.store.query_audit(&query).map_err(KmsError::Store)
-        })();
+        };
         self.finish(entry, result).await
+    }
+
+    /// Checks a query's arguments and the caller's role.
+    fn prepare_audit_query(
+        &self,
+        caller: &Caller,
+        entry: &mut crate::AuditEntry,
+        input: AuditQueryInput,
+    ) -> Result<(AuditQuery, Cursor), KmsError> {
+        let cursor = match (&self.cluster, input.page_token) {
+            (None, None) => Cursor::Single(None),
+            (Some(_), None) => Cursor::Merged(Default::default()),
+            (None, Some(t)) => Cursor::Single(Some(
+                t.parse::<u64>()
+                    .map_err(|_| KmsError::invalid("page_token", "not a token from QueryAuditLog"))?,
+            )),
+            (Some(_), Some(t)) => Cursor::Merged(super::cluster_audit::parse_token(&t)?),
+        };
+        let key_id = match input.key {
+            None => None,
+            Some(key) => {
+                let r = KeyRef::parse("key_id", &key)?;
+                entry.alias = r.alias().map(str::to_string);
+                let id: KeyId = match &r {
+                    KeyRef::Id(id) => *id,
+                    // An alias must exist now; an id may name a deleted key.
+                    KeyRef::Alias(_) => self.state.read().expect("state lock").resolve(&r)?.meta().id,
+                };
+                entry.key_id = Some(id);
+                Some(id)
+            }
+        };
+        // After the key filter is resolved, so a refusal names the key.
+        self.require(caller, Role::Auditor, "read the audit log")?;
+        let limit = match input.page_size.unwrap_or(DEFAULT_AUDIT_PAGE_SIZE) {
+            n if n > MAX_AUDIT_PAGE_SIZE => return Err(KmsError::invalid("page_size", "at most 1000")),
+            0 => return Err(KmsError::invalid("page_size", "must be at least 1")),
+            n => n as usize,
+        };
+        if let (Some(s), Some(e)) = (input.start_ms, input.end_ms) {
+            if s > e {
+                return Err(KmsError::invalid("start_time", "must not be after end_time"));
+            }
+        }
+        if let Some(e) = &input.edge {
+            e.parse::<crate::Edge>().map_err(|m| KmsError::invalid("edge", m))?;
+        }
+        let query = AuditQuery {
+            key_id,
+            principal: input.principal,
+            operation: input.operation,
+            outcome: input.outcome,
+            edge: input.edge,
+            node_id: input.node_id,
+            start_ms: input.start_ms,
+            end_ms: input.end_ms,
+            limit,
+            cursor: None,
+            oldest_first: input.oldest_first,
+        };
+        Ok((query, cursor))
     }
 
     /// `GetAuditPublicKey`: this node's id and the public key its signed
@@ -202,10 +239,14 @@ impl Kms {
     }
 
     /// `VerifyAuditLog`: walks the hash chain, checkpoints and indexes.
+    /// In cluster mode every node verifies its own (`cluster_audit`).
     pub async fn verify_audit(&self, caller: &Caller) -> Result<VerifyReport, KmsError> {
         let entry = self.entry(caller, Operation::VerifyAuditLog);
         let result = match self.require(caller, Role::Auditor, "verify the audit log") {
             Err(e) => Err(e),
+            Ok(()) if self.cluster.is_some() => {
+                self.merged_verify(self.cluster.as_ref().expect("checked"), caller).await
+            }
             Ok(()) => {
                 let store = self.store.clone();
                 let key = self.audit_identity.1;

@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     pub freshness_bound: Duration,
     /// How often the node confirms it is current.
     pub probe_every: Duration,
+    /// How it reaches the other nodes' audit logs (merged `QueryAuditLog`
+    /// and `VerifyAuditLog`); `None`: it cannot, and reports them unreachable.
+    pub peers: Option<Arc<dyn crate::AuditPeers>>,
 }
 
 impl ClusterConfig {
@@ -58,6 +61,7 @@ impl ClusterConfig {
             lease_ttl: Duration::from_secs(5),
             freshness_bound: Duration::from_secs(2),
             probe_every: Duration::from_millis(250),
+            peers: None,
         }
     }
 }
@@ -97,7 +101,21 @@ pub(super) struct Cluster {
     leader: std::sync::Mutex<Option<String>>,
     /// One request at a time asks the shared store for usage units.
     pub lease_lock: tokio::sync::Mutex<()>,
+    /// This node's published audit checkpoint: what it last published or
+    /// found published ([`PUBLISHED_UNKNOWN`] until read at start).
+    pub published: AtomicU64,
+    /// The probe found the watch behind the last write for a while (its
+    /// member may have died): the follower opens another watch.
+    lagging: Arc<tokio::sync::Notify>,
+    /// The last write the probe found not yet applied.
+    lag_target: AtomicI64,
+    /// Its log does not hold its own published checkpoint (restored from an
+    /// older copy, or rewritten): it publishes no more, so the evidence stays.
+    pub diverged: AtomicBool,
 }
+
+/// [`Cluster::published`] before the node has read its published checkpoint.
+pub(super) const PUBLISHED_UNKNOWN: u64 = u64::MAX;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +145,10 @@ impl Cluster {
             leading: AtomicI64::new(0),
             leader: std::sync::Mutex::new(None),
             lease_lock: tokio::sync::Mutex::new(()),
+            lagging: Arc::new(tokio::sync::Notify::new()),
+            lag_target: AtomicI64::new(0),
+            published: AtomicU64::new(PUBLISHED_UNKNOWN),
+            diverged: AtomicBool::new(false),
         };
         // The load was a linearizable read begun at `started`.
         c.confirm(started);
@@ -408,9 +430,9 @@ impl Kms {
 async fn follow(kms: Weak<Kms>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Some((shared, from)) = kms.upgrade().and_then(|k| {
+        let Some((shared, from, lagging)) = kms.upgrade().and_then(|k| {
             let c = k.cluster.as_ref()?;
-            (!k.is_retired()).then(|| (c.shared.clone(), c.applied()))
+            (!k.is_retired()).then(|| (c.shared.clone(), c.applied(), c.lagging.clone()))
         }) else {
             return;
         };
@@ -423,7 +445,21 @@ async fn follow(kms: Weak<Kms>) {
                 Some(k) => k.cluster.as_ref().map_or(Duration::from_secs(2), |c| c.config.freshness_bound),
                 None => return,
             };
-            let event = match tokio::time::timeout(bound, events.next()).await {
+            let next = tokio::select! {
+                biased;
+                next = tokio::time::timeout(bound, events.next()) => next,
+                () = lagging.notified() => {
+                    let behind = kms.upgrade().and_then(|k| {
+                        k.cluster.as_ref().map(|c| c.applied() < c.lag_target.load(Ordering::SeqCst))
+                    });
+                    if behind == Some(true) {
+                        tracing::warn!("the watch is behind the last shared write (its etcd member may have gone): opening another");
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let event = match next {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(_) => {
@@ -504,7 +540,10 @@ async fn membership(kms: Weak<Kms>) {
         let Some(k) = kms.upgrade() else { return };
         let Some(c) = k.cluster.as_ref() else { return };
         match beat {
-            Ok(Ok(m)) => c.set_membership(Some(m)),
+            Ok(Ok(m)) => {
+                c.set_membership(Some(m));
+                k.publish_checkpoint(c).await;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "renewing this node's cluster lease failed");
                 c.set_membership(None);
@@ -538,7 +577,18 @@ async fn probe(kms: Weak<Kms>) {
         match last {
             Ok(Ok(rev)) => {
                 let left = config.freshness_bound.saturating_sub(t0.elapsed());
-                if c.wait_applied(rev, left).await {
+                // A live watch delivers within milliseconds; one still behind
+                // after a quarter of the bound may be on a member that died
+                // (a node whose writes are all its own would not notice):
+                // the follower opens another while this probe waits on.
+                let patience = (config.freshness_bound / 4).min(left);
+                let mut applied = c.wait_applied(rev, patience).await;
+                if !applied {
+                    c.lag_target.fetch_max(rev, Ordering::SeqCst);
+                    c.lagging.notify_one();
+                    applied = c.wait_applied(rev, left.saturating_sub(patience)).await;
+                }
+                if applied {
                     c.confirm(t0);
                 }
             }

@@ -31,7 +31,9 @@ mod access_keys;
 mod aliases;
 mod audit;
 mod cluster;
+mod cluster_audit;
 mod crypto;
+mod import;
 mod keys;
 mod operator;
 mod pending;
@@ -62,9 +64,11 @@ pub use access::{
 pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAccessKey};
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use cluster::{ClusterConfig, ClusterStatus};
+pub use cluster_audit::AuditResults;
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput, WRONG_KEY,
 };
+pub use import::{import_into_cluster, ImportReport};
 pub use keys::{CreateKeyInput, KeyPage};
 pub use operator::UnsealAttempt;
 pub use root::RootRotation;
@@ -461,6 +465,9 @@ pub enum OpenError {
     /// Cluster mode: the root key is not the cluster's.
     #[error("the root key differs from the cluster's (its check value in the shared store does not match): every node must be given the same root key")]
     ClusterRootKey,
+    /// `keyward cluster import`: the cluster already holds other keys.
+    #[error("the cluster is not empty: {0}; import only into an empty cluster (an import stopped half way may be run again: what it already wrote is recognised)")]
+    ClusterNotEmpty(String),
     /// Cluster mode: the local data folder holds keys of its own.
     #[error("this data folder holds {0} keys of a single-node server; a cluster node keeps its keys in the shared store: use an empty data folder, or move them with `keyward cluster import`")]
     LocalKeys(usize),

@@ -380,6 +380,7 @@ impl Kms {
                 aliases: aliases.iter().zip(expect.1).map(|(a, rev)| (a.clone(), rev)).collect(),
                 pending: Some(pending),
                 fence: super::scheduled::SWEEPER_FENCE.try_with(|f| *f).ok().flatten(),
+                usage: Vec::new(),
             };
             match cluster.shared.write(write).await {
                 Ok(rev) => {

@@ -13,7 +13,7 @@ use crate::{
 };
 use crate::{AuditSigner, AuditView, Checkpoint, IndexEntry};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inner {
     keys: BTreeMap<KeyId, KeyRecord>,
     aliases: BTreeMap<String, AliasEntry>,
@@ -38,6 +38,11 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A copy of everything stored now (an old backup of the disk).
+    pub fn snapshot_copy(&self) -> Self {
+        Self(Mutex::new(self.inner().clone()))
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {

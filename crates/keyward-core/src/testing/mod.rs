@@ -6,6 +6,7 @@
 
 mod faulty;
 mod memory;
+mod peers;
 mod shared;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 pub use faulty::{Faults, FaultyStore};
 pub use memory::MemoryStore;
+pub use peers::LocalPeers;
 pub use shared::{MemoryShared, SharedNode};
 
 use crate::Clock;

@@ -37,6 +37,8 @@ struct Inner {
     terms: Revision,
     /// Seals granted per version, cluster-wide.
     granted: BTreeMap<(KeyId, u32), u64>,
+    /// Each node's last published audit checkpoint.
+    checkpoints: BTreeMap<String, crate::Checkpoint>,
 }
 
 impl Inner {
@@ -100,6 +102,11 @@ impl MemoryShared {
         let v = g.pending.get_mut(node).expect("a pending record");
         let last = v.len() - 1;
         v[last] ^= 1;
+    }
+
+    /// Node `node`'s published audit checkpoint.
+    pub fn published_checkpoint(&self, node: &str) -> Option<crate::Checkpoint> {
+        self.inner.lock().unwrap().checkpoints.get(node).cloned()
     }
 
     /// The key as stored, with its revision.
@@ -171,8 +178,12 @@ impl SharedKeys for SharedNode {
                         return Err(WriteError::Fenced);
                     }
                 }
-                if !holds_keys || !holds_aliases {
+                let usage_new = write.usage.iter().all(|(k, v, _)| !g.granted.contains_key(&(*k, *v)));
+                if !holds_keys || !holds_aliases || !usage_new {
                     return Err(WriteError::Conflict(g.revision));
+                }
+                for (k, v, n) in &write.usage {
+                    g.granted.insert((*k, *v), *n);
                 }
                 g.revision += 1;
                 g.writes += 1;
@@ -328,6 +339,29 @@ impl SharedKeys for SharedNode {
         async move {
             Self::connected(&self.cut).await;
             Ok(self.store.inner.lock().unwrap().pending.get(&node).cloned())
+        }
+        .boxed()
+    }
+
+    fn publish_checkpoint(
+        &self,
+        node: &str,
+        checkpoint: &crate::Checkpoint,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (node, checkpoint) = (node.to_string(), checkpoint.clone());
+        async move {
+            Self::connected(&self.cut).await;
+            self.store.inner.lock().unwrap().checkpoints.insert(node, checkpoint);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn checkpoints(&self) -> BoxFuture<'_, Result<Vec<(String, crate::Checkpoint)>, StoreError>> {
+        async move {
+            Self::connected(&self.cut).await;
+            let g = self.store.inner.lock().unwrap();
+            Ok(g.checkpoints.iter().map(|(n, c)| (n.clone(), c.clone())).collect())
         }
         .boxed()
     }
