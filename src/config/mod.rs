@@ -208,6 +208,9 @@ impl ServerConfig {
     /// Validates a parsed file plus overrides.
     pub fn from_parts(file: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
         let dev = o.dev || file.dev.unwrap_or(false);
+        if o.dev_clock_file.is_some() && !dev {
+            return Err(ConfigError::Invalid("--dev-clock-file is for tests and needs --dev".into()));
+        }
         let listen_str = o.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1:50051".into());
         let listen = listeners::socket_addr("listen", &listen_str, "127.0.0.1:50051")?;
         let data_dir =
@@ -286,9 +289,6 @@ impl ServerConfig {
             ));
         }
         let sweep_every = sweep_interval(file.sweep_interval.as_deref())?;
-        if o.dev_clock_file.is_some() && !dev {
-            return Err(ConfigError::Invalid("--dev-clock-file is for tests and needs --dev".into()));
-        }
         let log =
             LogConfig { format: o.log_format.or(file.log.format).unwrap_or_default(), level: file.log.level };
         if let Some(l) = &log.level {
@@ -469,6 +469,32 @@ mod tests {
             .starts_with("listen:"));
         let bad: Result<FileConfig, _> = toml::from_str("listn = \"x\"");
         assert!(bad.unwrap_err().to_string().contains("listn"));
+    }
+
+    #[test]
+    fn the_sweep_interval_is_a_minute_unless_set_between_a_second_and_an_hour() {
+        let dev = Overrides { dev: true, ..Default::default() };
+        let load = |text: &str| ServerConfig::from_toml(text, Path::new("t.toml"), &dev);
+        assert_eq!(load("").unwrap().sweep_every, Duration::from_secs(60));
+        assert_eq!(load("sweep_interval = \"5s\"").unwrap().sweep_every, Duration::from_secs(5));
+        for bad in ["500ms", "2h", "often"] {
+            let e = load(&format!("sweep_interval = \"{bad}\"")).unwrap_err().to_string();
+            assert!(e.starts_with("sweep_interval") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_dev_clock_needs_dev() {
+        let o = Overrides {
+            root_key_file: Some("/k".into()),
+            dev_clock_file: Some("/offset".into()),
+            ..Default::default()
+        };
+        let e = ServerConfig::from_parts(FileConfig::default(), &o).unwrap_err().to_string();
+        assert!(e.contains("--dev-clock-file") && e.contains("--dev"), "{e}");
+        let o = Overrides { dev: true, dev_clock_file: Some("/offset".into()), ..Default::default() };
+        let c = ServerConfig::from_parts(FileConfig::default(), &o).unwrap();
+        assert_eq!(c.dev_clock_file.as_deref(), Some(Path::new("/offset")));
     }
 
     #[test]
