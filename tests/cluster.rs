@@ -2,7 +2,10 @@
 //! `keyward server --dev --root-key-file F --etcd-endpoints ... --node-id`
 //! nodes on loopback, driven with the `keyward` command line.
 
-#![allow(clippy::await_holding_lock)] // ONE_AT_A_TIME is held for a whole test, by design (each test has its own runtime).
+#![expect(
+    clippy::await_holding_lock,
+    reason = "ONE_AT_A_TIME is held for a whole test, by design (each test has its own runtime)"
+)]
 
 mod common;
 
