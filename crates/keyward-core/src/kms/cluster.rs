@@ -52,7 +52,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Node `node_id` with the default bound (2 s) and probe interval (250 ms).
+    /// Node `node_id` with the default bound (2 s) and probe interval (50 ms).
     pub fn new(node_id: impl Into<String>) -> Self {
         Self {
             node_id: node_id.into(),
@@ -60,7 +60,7 @@ impl ClusterConfig {
             version: String::new(),
             lease_ttl: Duration::from_secs(5),
             freshness_bound: Duration::from_secs(2),
-            probe_every: Duration::from_millis(250),
+            probe_every: Duration::from_millis(50),
             peers: None,
         }
     }
@@ -558,10 +558,19 @@ async fn membership(kms: Weak<Kms>) {
     }
 }
 
+/// Probes in flight at once, at most (each ends within the bound).
+const MAX_PROBES_IN_FLIGHT: usize = 64;
+
 /// Confirms, every `probe_every`, that this node has applied the last
-/// shared write (read linearizably).
+/// shared write (read linearizably). Each probe runs on its own: one that
+/// waits (sent while etcd elects a leader, say, which etcd answers only
+/// once it has one, and then after its own retry interval) does not hold up
+/// the next, so the first probe sent after a new leader is elected
+/// confirms, and the time a node refuses across an etcd leader's death is
+/// the election's and not the election's plus a probe's wait.
 async fn probe(kms: Weak<Kms>) {
     let mut was_current = true;
+    let mut probes = futures_util::stream::FuturesUnordered::new();
     loop {
         let Some((shared, config)) = kms.upgrade().and_then(|k| {
             let c = k.cluster.as_ref()?;
@@ -569,32 +578,19 @@ async fn probe(kms: Weak<Kms>) {
         }) else {
             return;
         };
-        tokio::time::sleep(config.probe_every).await;
-        let t0 = Instant::now();
-        let last = tokio::time::timeout(config.freshness_bound, shared.last_write()).await;
+        let tick = tokio::time::sleep(config.probe_every);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                _ = &mut tick => break,
+                Some(()) = probes.next(), if !probes.is_empty() => {}
+            }
+        }
+        if probes.len() < MAX_PROBES_IN_FLIGHT {
+            probes.push(probe_once(kms.clone(), shared, config.clone()));
+        }
         let Some(k) = kms.upgrade() else { return };
         let Some(c) = k.cluster.as_ref() else { return };
-        match last {
-            Ok(Ok(rev)) => {
-                let left = config.freshness_bound.saturating_sub(t0.elapsed());
-                // A live watch delivers within milliseconds; one still behind
-                // after a quarter of the bound may be on a member that died
-                // (a node whose writes are all its own would not notice):
-                // the follower opens another while this probe waits on.
-                let patience = (config.freshness_bound / 4).min(left);
-                let mut applied = c.wait_applied(rev, patience).await;
-                if !applied {
-                    c.lag_target.fetch_max(rev, Ordering::SeqCst);
-                    c.lagging.notify_one();
-                    applied = c.wait_applied(rev, left.saturating_sub(patience)).await;
-                }
-                if applied {
-                    c.confirm(t0);
-                }
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "confirming this node is current failed"),
-            Err(_) => tracing::debug!("confirming this node is current timed out"),
-        }
         let current = c.is_current();
         if current != was_current {
             if current {
@@ -607,5 +603,36 @@ async fn probe(kms: Weak<Kms>) {
             }
             was_current = current;
         }
+    }
+}
+
+/// One probe: the last shared write's revision, read linearizably, and
+/// then waiting (within the bound) until this node has applied it; if it
+/// has, this node was current when the probe began.
+async fn probe_once(kms: Weak<Kms>, shared: Arc<dyn SharedKeys>, config: ClusterConfig) {
+    let t0 = Instant::now();
+    let last = tokio::time::timeout(config.freshness_bound, shared.last_write()).await;
+    match last {
+        Ok(Ok(rev)) => {
+            let Some(k) = kms.upgrade() else { return };
+            let Some(c) = k.cluster.as_ref() else { return };
+            let left = config.freshness_bound.saturating_sub(t0.elapsed());
+            // A live watch delivers within milliseconds; one still behind
+            // after a quarter of the bound may be on a member that died
+            // (a node whose writes are all its own would not notice):
+            // the follower opens another while this probe waits on.
+            let patience = (config.freshness_bound / 4).min(left);
+            let mut applied = c.wait_applied(rev, patience).await;
+            if !applied {
+                c.lag_target.fetch_max(rev, Ordering::SeqCst);
+                c.lagging.notify_one();
+                applied = c.wait_applied(rev, left.saturating_sub(patience)).await;
+            }
+            if applied {
+                c.confirm(t0);
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "confirming this node is current failed"),
+        Err(_) => tracing::debug!("confirming this node is current timed out"),
     }
 }
