@@ -385,32 +385,37 @@ async fn encrypt_load(
     journal
 }
 
+/// Every record the merged QueryAuditLog through `addr` returns for
+/// `filter`, page by page; no node may be unreachable.
+async fn merged_records(
+    addr: &str,
+    mut filter: keyward::pb::QueryAuditLogRequest,
+) -> Vec<keyward::pb::AuditRecord> {
+    use keyward::pb::audit_service_client::AuditServiceClient;
+    let mut client = AuditServiceClient::new(common::connect(addr).await);
+    let mut records = Vec::new();
+    filter.page_size = 1000;
+    loop {
+        let r = client.query_audit_log(filter.clone()).await.unwrap().into_inner();
+        assert!(r.unreachable_nodes.is_empty(), "{:?}", r.unreachable_nodes);
+        records.extend(r.records);
+        if r.next_page_token.is_empty() {
+            return records;
+        }
+        filter.page_token = r.next_page_token;
+    }
+}
+
 /// Every request id of node `node`'s records of `operation`, read through
 /// `addr` (the merged QueryAuditLog, paged).
 async fn recorded_ids(addr: &str, node: &str, operation: &str) -> std::collections::HashSet<String> {
-    use keyward::pb::{audit_service_client::AuditServiceClient, QueryAuditLogRequest};
-    let mut client = AuditServiceClient::new(common::connect(addr).await);
-    let mut ids = std::collections::HashSet::new();
-    let mut token = String::new();
-    loop {
-        let r = client
-            .query_audit_log(QueryAuditLogRequest {
-                node_id: node.into(),
-                operation: operation.into(),
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(r.unreachable_nodes.is_empty(), "{:?}", r.unreachable_nodes);
-        ids.extend(r.records.into_iter().filter(|r| r.outcome == "OK").map(|r| r.request_id));
-        if r.next_page_token.is_empty() {
-            return ids;
-        }
-        token = r.next_page_token;
-    }
+    let filter = keyward::pb::QueryAuditLogRequest {
+        node_id: node.into(),
+        operation: operation.into(),
+        ..Default::default()
+    };
+    let records = merged_records(addr, filter).await;
+    records.into_iter().filter(|r| r.outcome == "OK").map(|r| r.request_id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,7 +631,7 @@ fn a_single_node_folder_is_imported_into_the_cluster_and_stays_verifiable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_usage_cap_under_load_on_three_nodes_is_never_exceeded_and_rotates_once_per_exhaustion() {
-    use keyward::pb::{audit_service_client::AuditServiceClient, QueryAuditLogRequest};
+    use keyward::pb::QueryAuditLogRequest;
     use keyward::pb::{crypto_service_client::CryptoServiceClient, EncryptRequest};
     const CAP: u64 = 30;
     const PER_NODE: usize = 60;
@@ -686,27 +691,21 @@ async fn a_small_usage_cap_under_load_on_three_nodes_is_never_exceeded_and_rotat
     assert!(primary >= 3 * PER_NODE as u64 / CAP, "{described}");
     // One rotation per exhaustion: the versions made are exactly the
     // system's rotations, each recorded once (read through one node).
-    let mut audit = AuditServiceClient::new(common::connect(&nodes[2].addr).await);
-    let r = audit
-        .query_audit_log(QueryAuditLogRequest {
-            key_id: id.clone(),
-            operation: "RotateKey".into(),
-            principal: "system".into(),
-            outcome: "OK".into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.unreachable_nodes.is_empty());
+    let filter = QueryAuditLogRequest {
+        key_id: id.clone(),
+        operation: "RotateKey".into(),
+        principal: "system".into(),
+        outcome: "OK".into(),
+        ..Default::default()
+    };
+    let records = merged_records(&nodes[2].addr, filter).await;
     assert_eq!(
-        r.records.len() as u64,
+        records.len() as u64,
         primary - 1,
         "rotations {:?}",
-        r.records.iter().map(|r| (&r.node_id, r.key_version)).collect::<Vec<_>>()
+        records.iter().map(|r| (&r.node_id, r.key_version)).collect::<Vec<_>>()
     );
-    let mut made: Vec<u32> = r.records.iter().map(|r| r.key_version).collect();
+    let mut made: Vec<u32> = records.iter().map(|r| r.key_version).collect();
     made.sort_unstable();
     assert_eq!(made, (2..=primary as u32).collect::<Vec<_>>(), "each version made by one rotation");
 }
@@ -746,33 +745,18 @@ async fn system_records(
     addr: &str,
     operation: &str,
 ) -> (std::collections::BTreeMap<String, usize>, std::collections::BTreeMap<String, usize>) {
-    use keyward::pb::{audit_service_client::AuditServiceClient, QueryAuditLogRequest};
-    let mut client = AuditServiceClient::new(common::connect(addr).await);
+    let filter = keyward::pb::QueryAuditLogRequest {
+        operation: operation.into(),
+        principal: "system".into(),
+        outcome: "OK".into(),
+        ..Default::default()
+    };
     let (mut per_key, mut per_node) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
-    let mut token = String::new();
-    loop {
-        let r = client
-            .query_audit_log(QueryAuditLogRequest {
-                operation: operation.into(),
-                principal: "system".into(),
-                outcome: "OK".into(),
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(r.unreachable_nodes.is_empty(), "{:?}", r.unreachable_nodes);
-        for rec in r.records {
-            *per_key.entry(rec.key_id).or_default() += 1;
-            *per_node.entry(rec.node_id).or_default() += 1;
-        }
-        if r.next_page_token.is_empty() {
-            return (per_key, per_node);
-        }
-        token = r.next_page_token;
+    for rec in merged_records(addr, filter).await {
+        *per_key.entry(rec.key_id).or_default() += 1;
+        *per_node.entry(rec.node_id).or_default() += 1;
     }
+    (per_key, per_node)
 }
 
 async fn until(what: &str, max: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
