@@ -316,6 +316,35 @@ async fn a_change_made_without_its_local_record_is_recorded_before_the_next_chan
 }
 
 #[tokio::test]
+async fn a_change_whose_answer_was_lost_is_recorded_by_the_heartbeat_without_a_next_change() {
+    let shared = MemoryShared::new();
+    let inner: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let named = ClusterConfig { node_id: "lost".into(), ..config(2000) };
+    let a = join_as(&shared, inner.clone(), named).await;
+    let key = create(&a.kms).await;
+    let id: keyward_core::KeyId = key.parse().unwrap();
+    // The rotation applies, but the node is told its outcome is unknown
+    // (etcd's leader died mid-proposal): the caller gets an error, and the
+    // node makes no other change.
+    a.link.lose_next_answer();
+    let mut rotate = caller();
+    rotate.request_id = "rotate-lost".into();
+    a.kms.rotate_key(&rotate, &key).await.unwrap_err();
+    assert_eq!(shared.key(id).unwrap().0.meta.primary_version, 2, "in force");
+    // Within a heartbeat or two (lease 300 ms, a beat every 100 ms), the
+    // change in force has its record in the node's log, once.
+    eventually("the lost change is recorded", async || successes(&records(&*inner), "RotateKey").len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = records(&*inner);
+    let rotated = successes(&log, "RotateKey");
+    assert_eq!(rotated.len(), 1, "{log:?}");
+    assert_eq!(rotated[0].request_id, "rotate-lost");
+    assert_eq!(rotated[0].key_version, Some(2));
+    assert!(keyward_core::verify_chain(&*inner).unwrap().intact());
+}
+
+#[tokio::test]
 async fn a_pending_record_changed_in_the_shared_store_refuses_the_start() {
     let shared = MemoryShared::new();
     let local: Arc<dyn Store> = Arc::new(MemoryStore::new());

@@ -405,6 +405,17 @@ impl SharedKeys for EtcdShared {
             if resp.succeeded() {
                 return Ok(rev);
             }
+            // An earlier attempt may have applied: then this one's compares
+            // fail on that attempt's own revisions (and, for the sweeper, on
+            // a leadership lost since). Asked first, so a change in force
+            // is never reported as fenced or lost to a race.
+            if let Some(first) = unsure {
+                match self.applied_at(&wanted).await {
+                    Ok(Some(at)) => return Ok(at),
+                    Ok(None) => {}
+                    Err(_) => return Err(WriteError::Unknown(first)),
+                }
+            }
             if let Some(fence) = write.fence {
                 let leader = client
                     .get(self.sweeper_key(), None)
@@ -414,14 +425,7 @@ impl SharedKeys for EtcdShared {
                     return Err(WriteError::Fenced);
                 }
             }
-            match unsure {
-                None => Err(WriteError::Conflict(rev)),
-                Some(first) => match self.applied_at(&wanted).await {
-                    Ok(Some(at)) => Ok(at),
-                    Ok(None) => Err(WriteError::Conflict(rev)),
-                    Err(_) => Err(WriteError::Unknown(first)),
-                },
-            }
+            Err(WriteError::Conflict(rev))
         }
         .boxed()
     }

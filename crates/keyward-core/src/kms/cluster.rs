@@ -543,6 +543,7 @@ async fn membership(kms: Weak<Kms>) {
             Ok(Ok(m)) => {
                 c.set_membership(Some(m));
                 k.publish_checkpoint(c).await;
+                k.settle_if_unsettled(c).await;
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "renewing this node's cluster lease failed");
@@ -555,6 +556,25 @@ async fn membership(kms: Weak<Kms>) {
         }
         drop(k);
         tokio::time::sleep((ttl / 3).saturating_sub(started.elapsed())).await;
+    }
+}
+
+impl Kms {
+    /// A change whose shared write had an unknown outcome (or whose local
+    /// record failed) may be in force without its record in this node's
+    /// log; the next change settles it first, but a node may make no next
+    /// change for a long time (an ex-sweeper leader, say). The heartbeat
+    /// settles it too, under the lifecycle lock.
+    async fn settle_if_unsettled(&self, c: &Cluster) {
+        if !c.unsettled() || !c.is_current() {
+            return;
+        }
+        let _guard = self.lifecycle.clone().lock_owned().await;
+        if c.unsettled() {
+            if let Err(e) = self.settle_pending(c).await {
+                tracing::warn!(error = %e, "settling this node's pending lifecycle record failed; retrying at the next heartbeat");
+            }
+        }
     }
 }
 

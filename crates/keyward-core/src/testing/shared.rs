@@ -79,6 +79,7 @@ impl MemoryShared {
             store: self.clone(),
             cut: Arc::new(watch::Sender::new(false)),
             lease: Default::default(),
+            lose_answer: Default::default(),
         }
     }
 
@@ -121,6 +122,7 @@ pub struct SharedNode {
     store: MemoryShared,
     cut: Arc<watch::Sender<bool>>,
     lease: Arc<Mutex<Option<u64>>>,
+    lose_answer: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SharedNode {
@@ -128,6 +130,12 @@ impl SharedNode {
     /// delivers nothing, until it is reconnected (`false`).
     pub fn cut_off(&self, cut: bool) {
         self.cut.send_replace(cut);
+    }
+
+    /// The next write applies, but its answer is lost: the node is told
+    /// its outcome is unknown (as when etcd's leader dies mid-proposal).
+    pub fn lose_next_answer(&self) {
+        self.lose_answer.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn connected(cut: &watch::Sender<bool>) {
@@ -213,6 +221,9 @@ impl SharedKeys for SharedNode {
                 rev
             };
             self.store.changed.send_replace(rev);
+            if self.lose_answer.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(WriteError::Unknown(StoreError("the answer was lost".into())));
+            }
             Ok(rev)
         }
         .boxed()
