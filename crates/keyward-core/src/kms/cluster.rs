@@ -437,6 +437,7 @@ async fn follow(kms: Weak<Kms>) {
             return;
         };
         let mut events = shared.watch(from);
+        let opened = Instant::now();
         let mut failure = None;
         loop {
             // A watch that stays silent while the node is not current may
@@ -452,7 +453,11 @@ async fn follow(kms: Weak<Kms>) {
                     let behind = kms.upgrade().and_then(|k| {
                         k.cluster.as_ref().map(|c| c.applied() < c.lag_target.load(Ordering::SeqCst))
                     });
-                    if behind == Some(true) {
+                    // A watch just opened is given the probes' patience
+                    // (a quarter of the bound) to catch up: probes that
+                    // found it behind a moment ago must not reopen it
+                    // again and again before it can deliver.
+                    if behind == Some(true) && opened.elapsed() >= bound / 4 {
                         tracing::warn!("the watch is behind the last shared write (its etcd member may have gone): opening another");
                         break;
                     }
