@@ -66,19 +66,13 @@ async fn import(a: ImportArgs, output: Output) -> Result<(), CliError> {
     let db = a.data_dir.join("db");
     let store =
         RocksStore::open_read_only(&db).map_err(|e| CliError::Input(format!("{}: {e}", db.display())))?;
-    let mut etcd = keyward_etcd::EtcdConfig::new(a.etcd_endpoints.clone());
-    etcd.prefix = a.etcd_prefix.clone();
-    if let Some(ca) = &a.etcd_ca_file {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| CliError::Input(format!("{}: {e}", p.display())))
-        };
-        let mut tls =
-            keyward_etcd::TlsOptions::new().ca_certificate(keyward_etcd::Certificate::from_pem(read(ca)?));
-        if let (Some(c), Some(k)) = (&a.etcd_cert_file, &a.etcd_key_file) {
-            tls = tls.identity(keyward_etcd::Identity::from_pem(read(c)?, read(k)?));
-        }
-        etcd.tls = Some(tls);
-    }
+    let etcd = crate::server::etcd_config(
+        &a.etcd_endpoints,
+        &a.etcd_prefix,
+        a.etcd_ca_file.as_deref(),
+        a.etcd_cert_file.as_deref().zip(a.etcd_key_file.as_deref()),
+    )
+    .map_err(CliError::Input)?;
     let shared = keyward_etcd::EtcdShared::connect(etcd)
         .await
         .map_err(|e| CliError::Input(format!("{e} (is etcd running at {}?)", a.etcd_endpoints.join(","))))?;

@@ -111,8 +111,9 @@ impl Server {
                 root.ok_or_else(|| ConfigError::Invalid("cluster mode needs a root key file".into()))?;
             let copy =
                 RootKey::from_bytes(root.expose_secret()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            let kms = open_cluster_node(cluster, store.clone(), root, &config).await?;
-            let opened = Opening::Opened(Box::new(kms), copy);
+            let clock = clock::server_clock(config.dev_clock_file.as_deref());
+            let kms = open_cluster_node(cluster, store.clone(), root, clock.clone(), &config).await?;
+            let opened = Opening::Opened(Box::new(kms), copy, clock);
             return Self::prepare_with(config, transport, store, source, Some(opened));
         }
         Self::prepare(config, transport, store, source, root)
@@ -180,14 +181,20 @@ impl Server {
         }
         let in_flight = Arc::new(AtomicUsize::new(0));
         kms_config.audit.in_flight = Some(in_flight.clone());
-        let clock = clock::server_clock(config.dev_clock_file.as_deref());
+        // One clock per server: a cluster node's, as it was opened with.
+        let clock = match &opening {
+            Some(Opening::Opened(_, _, clock)) => clock.clone(),
+            _ => clock::server_clock(config.dev_clock_file.as_deref()),
+        };
         let seal = Arc::new(match opening {
             None => Seal::sealed(store, kms_config, clock, source),
             Some(Opening::Root(root)) => {
                 let kms = Seal::open_kms(store.clone(), root, kms_config.clone(), clock.clone())?;
                 Seal::unsealed(Arc::new(kms), store, kms_config, clock, source)
             }
-            Some(Opening::Opened(kms, _)) => Seal::unsealed(Arc::from(kms), store, kms_config, clock, source),
+            Some(Opening::Opened(kms, _, _)) => {
+                Seal::unsealed(Arc::from(kms), store, kms_config, clock, source)
+            }
         });
         if let Some(kms) = seal.get() {
             for (issuer, rule) in
@@ -254,16 +261,39 @@ enum Opening {
     /// Open it over the local store with this root key.
     Root(RootKey),
     /// Already open (a cluster node), with a copy of its root key for the
-    /// development credentials.
-    Opened(Box<Kms>, RootKey),
+    /// development credentials, and the clock it was opened with.
+    Opened(Box<Kms>, RootKey, Arc<dyn keyward_core::Clock>),
 }
 
 impl Opening {
     fn root(&self) -> &RootKey {
         match self {
-            Self::Root(r) | Self::Opened(_, r) => r,
+            Self::Root(r) | Self::Opened(_, r, _) => r,
         }
     }
+}
+
+/// How to reach etcd: its members, Keyward's key prefix, and TLS (a CA
+/// bundle, and a client certificate and key) read from files; an
+/// unreadable file is named. The server and `keyward cluster import` share it.
+pub(crate) fn etcd_config(
+    endpoints: &[String],
+    prefix: &str,
+    ca_file: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<keyward_etcd::EtcdConfig, String> {
+    let mut etcd = keyward_etcd::EtcdConfig::new(endpoints.to_vec());
+    etcd.prefix = prefix.to_string();
+    if let Some(ca) = ca_file {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut tls =
+            keyward_etcd::TlsOptions::new().ca_certificate(keyward_etcd::Certificate::from_pem(read(ca)?));
+        if let Some((c, k)) = identity {
+            tls = tls.identity(keyward_etcd::Identity::from_pem(read(c)?, read(k)?));
+        }
+        etcd.tls = Some(tls);
+    }
+    Ok(etcd)
 }
 
 /// Connects to etcd and opens this node's key service over the shared
@@ -272,21 +302,16 @@ async fn open_cluster_node(
     cluster: &crate::config::ClusterSettings,
     store: Arc<dyn Store>,
     root: RootKey,
+    clock: Arc<dyn keyward_core::Clock>,
     config: &ServerConfig,
 ) -> Result<Kms, ServerError> {
-    let mut etcd = keyward_etcd::EtcdConfig::new(cluster.etcd_endpoints.clone());
-    etcd.prefix = cluster.etcd_prefix.clone();
-    if let Some(ca) = &cluster.etcd_ca_file {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| ConfigError::Invalid(format!("cluster: {}: {e}", p.display())))
-        };
-        let mut tls =
-            keyward_etcd::TlsOptions::new().ca_certificate(keyward_etcd::Certificate::from_pem(read(ca)?));
-        if let (Some(c), Some(k)) = (&cluster.etcd_cert_file, &cluster.etcd_key_file) {
-            tls = tls.identity(keyward_etcd::Identity::from_pem(read(c)?, read(k)?));
-        }
-        etcd.tls = Some(tls);
-    }
+    let etcd = etcd_config(
+        &cluster.etcd_endpoints,
+        &cluster.etcd_prefix,
+        cluster.etcd_ca_file.as_deref(),
+        cluster.etcd_cert_file.as_deref().zip(cluster.etcd_key_file.as_deref()),
+    )
+    .map_err(|e| ConfigError::Invalid(format!("cluster: {e}")))?;
     let shared = keyward_etcd::EtcdShared::connect(etcd).await.map_err(|e| {
         ConfigError::Invalid(format!(
             "cluster: {e} (is etcd running at {}?)",
@@ -310,15 +335,7 @@ async fn open_cluster_node(
             })?,
         ))),
     };
-    let kms = Kms::open_cluster(
-        store,
-        Arc::new(shared),
-        root,
-        clock::server_clock(config.dev_clock_file.as_deref()),
-        config.kms.clone(),
-        settings,
-    )
-    .await?;
+    let kms = Kms::open_cluster(store, Arc::new(shared), root, clock, config.kms.clone(), settings).await?;
     tracing::info!(
         node_id = %cluster.node_id,
         etcd = %cluster.etcd_endpoints.join(","),
