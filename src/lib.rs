@@ -23,8 +23,12 @@ pub mod auth;
 pub mod aws;
 #[cfg(feature = "server")]
 pub mod backup;
+#[cfg(feature = "server")]
+pub(crate) mod bearer;
 #[cfg(feature = "config")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod console;
 #[cfg(feature = "server")]
 pub mod grpc;
 #[cfg(feature = "server")]

@@ -550,8 +550,10 @@ async fn every_rpc_is_guarded_and_every_refusal_audited() {
         }
         // Wrong role: everyone whose roles do not include this service's.
         let wrong: Vec<&Who> = match service {
-            // DescribeKey is also for whoever holds a grant on the key (the user, on `granted`).
-            "keys" if rpc == "DescribeKey" => vec![&auditor, &limited],
+            // DescribeKey is also for whoever holds a grant on the key (the user, on `granted`);
+            // the reads of key metadata are for auditors too (compliance reviewers).
+            "keys" if rpc == "DescribeKey" => vec![&limited],
+            "keys" if rpc == "ListKeys" || rpc == "ListKeyVersions" => vec![&user, &limited],
             // Administrators and auditors may read the cluster's status.
             "keys" if rpc == "ClusterStatus" => vec![&user, &limited],
             "keys" | "access" => vec![&user, &auditor, &limited],

@@ -30,6 +30,56 @@ pub struct VaultTransitConfig {
     pub mount: String,
 }
 
+/// The web console, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// How long a session lasts without a request.
+    pub session_idle: std::time::Duration,
+    /// On only because `--dev` turns it on (a failed bind is then a
+    /// warning, not an error: another dev server may hold the port).
+    pub dev_default: bool,
+}
+
+/// Where `--dev` serves the console unless told otherwise.
+pub const DEV_CONSOLE_LISTEN: &str = "127.0.0.1:8080";
+
+/// `console_listen`, `--console-listen` and `console_session_idle`.
+pub(super) fn console(
+    flag: Option<String>,
+    file: Option<String>,
+    idle: Option<&str>,
+    dev: bool,
+) -> Result<Option<ConsoleConfig>, ConfigError> {
+    let session_idle = match idle {
+        None => std::time::Duration::from_secs(15 * 60),
+        Some(v) => {
+            let d = humantime::parse_duration(v).map_err(|e| {
+                ConfigError::Invalid(format!("console_session_idle {v:?}: {e} (say e.g. \"15m\")"))
+            })?;
+            if d < std::time::Duration::from_secs(60) || d > std::time::Duration::from_secs(12 * 3600) {
+                return Err(ConfigError::Invalid(format!(
+                    "console_session_idle {v:?}: must be between 1m and 12h"
+                )));
+            }
+            d
+        }
+    };
+    let given = flag.or(file);
+    let dev_default = given.is_none() && dev;
+    let Some(listen) = given.or_else(|| dev.then(|| DEV_CONSOLE_LISTEN.to_string())) else {
+        if idle.is_some() {
+            return Err(ConfigError::Invalid(
+                "console_session_idle: give console_listen (or --console-listen) to serve the console".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let listen = socket_addr("console_listen", &listen, DEV_CONSOLE_LISTEN)?;
+    Ok(Some(ConsoleConfig { listen, session_idle, dev_default }))
+}
+
 /// The default region: one that no AWS endpoint answers, so a client that
 /// misses the endpoint override fails instead of reaching AWS.
 pub const DEFAULT_REGION: &str = "keyward-1";
@@ -153,6 +203,27 @@ mod tests {
             let e = cfg.unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         }
+    }
+
+    #[test]
+    fn the_console_is_off_unless_asked_or_in_dev() {
+        assert_eq!(console(None, None, None, false).unwrap(), None);
+        let dev = console(None, None, None, true).unwrap().unwrap();
+        assert_eq!(dev.listen.to_string(), DEV_CONSOLE_LISTEN);
+        assert!(dev.dev_default);
+        assert_eq!(dev.session_idle, std::time::Duration::from_secs(900));
+        let c = console(Some("127.0.0.1:9000".into()), Some("127.0.0.1:1".into()), Some("30m"), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.listen.port(), c.dev_default, c.session_idle.as_secs()), (9000, false, 1800));
+        for (idle, listen) in [(Some("10s"), Some("127.0.0.1:1")), (Some("nope"), Some("127.0.0.1:1"))] {
+            let e = console(listen.map(Into::into), None, idle, false).unwrap_err().to_string();
+            assert!(e.contains("console_session_idle"), "{e}");
+        }
+        let e = console(None, None, Some("20m"), false).unwrap_err().to_string();
+        assert!(e.contains("console_listen"), "{e}");
+        let e = console(Some("nope".into()), None, None, false).unwrap_err().to_string();
+        assert!(e.contains("console_listen"), "{e}");
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct FileConfig {
     /// How often scheduled lifecycle work (rotation periods, destruction and
     /// deletion windows) is looked for (default "60s"; 1s to 1h).
     pub sweep_interval: Option<String>,
+    /// Serve the web console here (off by default; `127.0.0.1:8080` in `--dev`).
+    pub console_listen: Option<String>,
+    /// How long a console session lasts without a request (default "15m";
+    /// 1m to 12h).
+    pub console_session_idle: Option<String>,
 }
 
 /// `[cluster]`: keys shared by several nodes through etcd.

@@ -26,7 +26,7 @@ use keyward_core::{AuditLogConfig, KmsConfig, Limits, TokenTtl};
 use crate::auth::Authenticator;
 
 pub use cluster::ClusterSettings;
-pub use edges::{AwsKmsConfig, VaultTransitConfig, DEFAULT_ACCOUNT, DEFAULT_REGION};
+pub use edges::{AwsKmsConfig, ConsoleConfig, VaultTransitConfig, DEFAULT_ACCOUNT, DEFAULT_REGION};
 pub use file::{
     FileAudit, FileConfig, FileGrant, FileJwtIssuer, FileJwtRule, FileKmsV2, FileLimits, FileLog,
     FilePrincipal, FileTls, LogFormat,
@@ -97,6 +97,10 @@ pub struct Overrides {
     /// Serve the Vault Transit API (hvac, SOPS, Vault agents) here, e.g. 127.0.0.1:8200.
     #[arg(long)]
     pub vault_listen: Option<String>,
+    /// Serve the web console (keys, usage plots, audit explorer) here, e.g.
+    /// 127.0.0.1:8080 (on there by default in --dev).
+    #[arg(long)]
+    pub console_listen: Option<String>,
     /// Log line format (the level comes from RUST_LOG or [log] level).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -172,6 +176,8 @@ pub struct ServerConfig {
     pub aws_kms: Option<AwsKmsConfig>,
     /// The Vault Transit API, if served.
     pub vault_transit: Option<VaultTransitConfig>,
+    /// The web console, if served.
+    pub console: Option<ConsoleConfig>,
     /// Logging.
     pub log: LogConfig,
     /// Cluster mode (keys in etcd), if configured.
@@ -268,9 +274,16 @@ impl ServerConfig {
         )?;
         let aws_kms = edges::aws_kms(o.aws_kms_listen.clone(), file.aws_kms)?;
         let vault_transit = edges::vault_transit(o.vault_listen.clone(), file.vault_transit)?;
+        let console = edges::console(
+            o.console_listen.clone(),
+            file.console_listen,
+            file.console_session_idle.as_deref(),
+            dev,
+        )?;
         for (field, addr) in [
             ("aws_kms.listen", aws_kms.as_ref().map(|a| a.listen)),
             ("vault_transit.listen", vault_transit.as_ref().map(|v| v.listen)),
+            ("console_listen", console.as_ref().map(|c| c.listen)),
         ] {
             if let Some(addr) = addr {
                 edges::check_listener(field, addr, tls.is_some(), allow_insecure, dev)?;
@@ -311,6 +324,7 @@ impl ServerConfig {
             health_listen,
             aws_kms,
             vault_transit,
+            console,
             log,
             cluster,
             sweep_every,
@@ -318,13 +332,16 @@ impl ServerConfig {
         })
     }
 
-    /// A development configuration over `data_dir` (tests use it with port 0).
+    /// A development configuration over `data_dir` (tests use it with port
+    /// 0), without the console `--dev` would serve on 127.0.0.1:8080.
     pub fn dev(data_dir: &Path) -> Self {
-        Self::from_parts(
+        let mut c = Self::from_parts(
             FileConfig::default(),
             &Overrides { dev: true, data_dir: Some(data_dir.to_path_buf()), ..Default::default() },
         )
-        .expect("dev defaults are valid")
+        .expect("dev defaults are valid");
+        c.console = None;
+        c
     }
 }
 

@@ -160,7 +160,10 @@ impl Server {
         let root = opening.as_ref().map(Opening::root);
         let reflection = reflection()?;
         // The HTTP edges' TLS, read now so a bad file refuses to start.
-        let edge_tls = match (&config.tls, config.aws_kms.is_some() || config.vault_transit.is_some()) {
+        let edge_tls = match (
+            &config.tls,
+            config.aws_kms.is_some() || config.vault_transit.is_some() || config.console.is_some(),
+        ) {
             (Some(t), true) => Some(crate::http::tls_acceptor(t)?),
             _ => None,
         };
@@ -239,6 +242,15 @@ impl Server {
                 vault_dev,
             ))
         });
+        let console = config.console.as_ref().map(|c| {
+            Arc::new(crate::console::Console::new(
+                seal.clone(),
+                config.auth.clone(),
+                c.session_idle,
+                dev,
+                edge_tls.is_some(),
+            ))
+        });
         let api = Api::new(seal.clone(), config.auth.clone(), limiter);
         Ok(Prepared {
             config,
@@ -251,6 +263,7 @@ impl Server {
             api,
             aws,
             vault,
+            console,
             edge_tls,
         })
     }
@@ -486,6 +499,7 @@ pub struct Prepared {
     api: Api,
     aws: Option<Arc<crate::aws::AwsKms>>,
     vault: Option<Arc<crate::vault::VaultTransit>>,
+    console: Option<Arc<crate::console::Console>>,
     edge_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -503,8 +517,8 @@ impl Prepared {
 
     /// Gives up without serving: stops the audit writer and releases the store.
     pub fn close(self) {
-        let Prepared { seal, plugin, api, aws, vault, .. } = self;
-        drop((api, plugin, aws, vault));
+        let Prepared { seal, plugin, api, aws, vault, console, .. } = self;
+        drop((api, plugin, aws, vault, console));
         seal.close();
     }
 
@@ -537,6 +551,7 @@ impl Prepared {
             api,
             aws,
             vault,
+            console,
             edge_tls,
         } = self;
         let drain = Drain::new();
@@ -628,6 +643,22 @@ impl Prepared {
                 );
             }
             tasks.listener("vault_transit", crate::http::serve(l, settings, vault.handler(), tasks.stop()));
+        }
+        if let (Some(l), Some(console), Some(c)) = (sockets.console, console, &config.console) {
+            let settings =
+                edge_settings("console", crate::console::MAX_BODY, Arc::new(crate::console::timed_out));
+            let scheme = if settings.tls.is_some() { "https" } else { "http" };
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| c.listen.to_string());
+            if c.dev_default {
+                tracing::warn!(
+                    url = %format!("{scheme}://{addr}/"),
+                    "DEVELOPMENT MODE: the web console is on and signs you in as principal \"dev\" (every role) without a token; never use it outside development"
+                );
+            } else {
+                tracing::info!(url = %format!("{scheme}://{addr}/"), "web console serving");
+            }
+            warn_if_plaintext_off_loopback(&settings, c.listen);
+            tasks.listener("console", crate::http::serve(l, settings, console.handler(), tasks.stop()));
         }
         tasks.sweeper(seal.clone(), config.sweep_every);
 

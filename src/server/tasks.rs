@@ -27,6 +27,7 @@ pub(super) struct Sockets {
     pub(super) kms_v2: Option<UnixListener>,
     pub(super) aws_kms: Option<TcpListener>,
     pub(super) vault: Option<TcpListener>,
+    pub(super) console: Option<TcpListener>,
 }
 
 impl Sockets {
@@ -50,7 +51,20 @@ impl Sockets {
         let aws_kms = bind_edge("aws_kms.listen", config.aws_kms.as_ref().map(|a| a.listen)).await?;
         let vault =
             bind_edge("vault_transit.listen", config.vault_transit.as_ref().map(|v| v.listen)).await?;
-        Ok(Self { metrics, health, kms_v2, aws_kms, vault })
+        let console = match &config.console {
+            None => None,
+            // `--dev` turns the console on at 127.0.0.1:8080; another dev
+            // server (or anything else) holding that port is no reason not to start.
+            Some(c) if c.dev_default => match TcpListener::bind(c.listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(addr = %c.listen, error = %e, "the development console could not listen; serving without it (give --console-listen ADDR for another address)");
+                    None
+                }
+            },
+            Some(c) => bind_edge("console_listen", Some(c.listen)).await?,
+        };
+        Ok(Self { metrics, health, kms_v2, aws_kms, vault, console })
     }
 }
 

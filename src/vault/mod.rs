@@ -22,6 +22,7 @@ use keyward_core::{Caller, Edge, Kms, KmsError, Operation, Policy};
 use serde_json::{json, Value};
 
 use crate::auth::Authenticator;
+use crate::bearer::Refusal;
 use crate::http::{BodyError, EdgeRequest, EdgeResponse, Handler};
 use crate::seal::Seal;
 
@@ -107,14 +108,6 @@ pub(crate) struct VaultTransit {
     limiter: Option<Arc<crate::grpc::RateLimiter>>,
     dev: Option<DevToken>,
     large: tokio::sync::Semaphore,
-}
-
-/// Why a token was not accepted.
-enum Refusal {
-    /// A runtime token refused by the directory (named in the record).
-    Token(keyward_core::TokenRefusal),
-    /// Anything else.
-    Other(String),
 }
 
 impl std::fmt::Debug for VaultTransit {
@@ -424,38 +417,13 @@ impl VaultTransit {
         ops::run(&kms, &caller, route, op, parsed).await.map(|(s, d)| (s, Answer::Data(d)))
     }
 
-    /// The caller a token stands for: a runtime token (`kwt_`), a configured
-    /// one, a JWT, or in `--dev` the development token.
+    /// The caller a token stands for (see [`crate::bearer::identify`]).
     fn identify(&self, kms: &Kms, token: Option<&str>, refused: Caller) -> Result<Caller, Refusal> {
         let Some(token) = token else {
             return Err(Refusal::Other("missing client token (X-Vault-Token)".into()));
         };
-        if let Some(d) = &self.dev {
-            if bool::from(subtle::ConstantTimeEq::ct_eq(token.as_bytes(), d.0.as_bytes())) {
-                return Ok(Caller {
-                    principal: "dev".into(),
-                    policy: Arc::new(Policy::everything()),
-                    ..refused
-                });
-            }
-        }
-        if token.starts_with(keyward_core::TOKEN_PREFIX) {
-            return match kms.identify_token(token) {
-                Ok(id) => Ok(Caller { principal: id.principal, policy: id.policy, ..refused }),
-                Err(why) => Err(Refusal::Token(why)),
-            };
-        }
-        if matches!(self.auth, Authenticator::Dev(_)) {
-            // In development mode only the development token (and runtime tokens) work here.
-            return Err(Refusal::Other("not the development token".into()));
-        }
-        match self.auth.identify(Some(&format!("Bearer {token}")), None) {
-            Ok(p) => match kms.policy_of(&p.name) {
-                Some(policy) => Ok(Caller { principal: p.name, policy, ..refused }),
-                None => Err(Refusal::Other("the token's principal does not exist".into())),
-            },
-            Err(e) => Err(Refusal::Other(e.0.to_string())),
-        }
+        let dev = self.dev.as_ref().map(|d| d.0.as_bytes());
+        crate::bearer::identify(&self.auth, kms, dev, token, refused)
     }
 }
 

@@ -120,11 +120,19 @@ pub enum Operation {
     CreateBackup,
     /// `OperatorService.ClusterStatus` (`keyward cluster status`).
     ClusterStatus,
+    /// A web console sign-in (a credential exchanged for a session).
+    SignIn,
+    /// A web console sign-out (the session ended on the server).
+    SignOut,
+    /// A key's uses per hour or day (the console's usage plot).
+    GetKeyUsage,
+    /// Audit records counted by outcome (the console's breakdown plot).
+    SummarizeAuditLog,
 }
 
 impl Operation {
     /// Every operation, for [`Operation::from_rpc`].
-    const ALL: [Operation; 51] = [
+    const ALL: [Operation; 55] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -176,6 +184,10 @@ impl Operation {
         Self::RotateRootKey,
         Self::CreateBackup,
         Self::ClusterStatus,
+        Self::SignIn,
+        Self::SignOut,
+        Self::GetKeyUsage,
+        Self::SummarizeAuditLog,
     ];
 
     /// The operation an RPC method name records (batch and stream RPCs
@@ -246,6 +258,10 @@ impl Operation {
             Self::RotateRootKey => "RotateRootKey",
             Self::CreateBackup => "CreateBackup",
             Self::ClusterStatus => "ClusterStatus",
+            Self::SignIn => "SignIn",
+            Self::SignOut => "SignOut",
+            Self::GetKeyUsage => "GetKeyUsage",
+            Self::SummarizeAuditLog => "SummarizeAuditLog",
         }
     }
 }
@@ -263,11 +279,14 @@ pub enum Edge {
     VaultTransit,
     /// The server's own scheduled and automatic work (no edge).
     System,
+    /// The web console (`--console-listen`).
+    Console,
 }
 
 impl Edge {
     /// Every edge.
-    pub const ALL: [Edge; 5] = [Self::Grpc, Self::KmsV2, Self::AwsKms, Self::VaultTransit, Self::System];
+    pub const ALL: [Edge; 6] =
+        [Self::Grpc, Self::KmsV2, Self::AwsKms, Self::VaultTransit, Self::System, Self::Console];
 
     /// The recorded name.
     pub fn as_str(&self) -> &'static str {
@@ -277,6 +296,7 @@ impl Edge {
             Self::AwsKms => "aws-kms",
             Self::VaultTransit => "vault-transit",
             Self::System => "system",
+            Self::Console => "console",
         }
     }
 }

@@ -25,6 +25,7 @@ mod limits;
 mod model;
 mod peers;
 mod refusals;
+pub mod rollup;
 mod shared;
 mod store;
 #[cfg(any(test, feature = "test-util"))]
@@ -52,12 +53,13 @@ pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
 pub use ids::{validate_alias, KeyId, KeyRef};
 pub use kms::{
     export_audit_page, import_into_cluster, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView,
-    AuditQueryInput, AuditResults, Caller, ClusterConfig, ClusterStatus, CreateKeyInput, DataKeyInput,
-    DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput, GrantView, ImportReport, KeyPage,
-    KeyVersions, KeyView, Kms, KmsConfig, NewAccessKey, NewToken, OpenError, PrincipalView, ReEncryptInput,
-    ReEncryptOutput, RootRotation, RotationInput, TokenIdentity, TokenTtl, TokenView, UnsealAttempt,
-    VersionInfo, EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
-    WRONG_KEY,
+    AuditQueryInput, AuditResults, AuditSummary, Bucket, Caller, ClusterConfig, ClusterStatus,
+    CreateKeyInput, DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ExportPage, GrantInput,
+    GrantView, ImportReport, KeyFilter, KeyPage, KeyUsage, KeyVersions, KeyView, Kms, KmsConfig,
+    NewAccessKey, NewToken, OpenError, PrincipalView, ReEncryptInput, ReEncryptOutput, RootRotation,
+    RotationInput, TokenIdentity, TokenTtl, TokenView, UnsealAttempt, VersionInfo,
+    EXPIRED_TOKEN_RETENTION_MS, MAX_BATCH_ITEMS, MAX_BUCKETS, MAX_PRINCIPAL_NAME, RESERVED_PRINCIPALS,
+    SUMMARY_SCAN_LIMIT, WRONG_KEY,
 };
 pub use limits::Limits;
 pub use model::{

@@ -4,6 +4,7 @@
 use keyward_crypto::RecordTag;
 
 use crate::directory::{AccessChange, AccessId, AccessRecord};
+use crate::rollup::{HourOutcome, HourUsage};
 use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, VersionUsage};
 use crate::{AuditSigner, Checkpoint, IndexEntry};
 
@@ -152,6 +153,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError>;
     /// Reads a page of audit records.
     fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
+    /// The hourly uses of `key`'s versions in hours `from..to` (see
+    /// [`crate::rollup`]), ordered by hour then version.
+    fn usage_hours(&self, key: KeyId, from: u32, to: u32) -> Result<Vec<HourUsage>, StoreError>;
+    /// The hourly records by operation and outcome in hours `from..to`, of
+    /// the records naming `key`, or of all.
+    fn outcome_hours(&self, key: Option<KeyId>, from: u32, to: u32) -> Result<Vec<HourOutcome>, StoreError>;
     /// Calls `f(seq_in_key, stored_bytes)` for each audit record in key order,
     /// from `from_seq`, until `f` returns false. Used by the chain verifier.
     fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;

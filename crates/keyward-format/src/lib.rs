@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod export;
 pub mod keys;
+pub mod rollup;
 pub mod usage;
 
 use keyward_core::StoreError;

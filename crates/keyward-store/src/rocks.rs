@@ -12,6 +12,9 @@
 //! - `usage`: key UUID (16) || version (u32 BE) -> usage totals (32 bytes)
 //! - `audit_checkpoints`: sequence (u64 BE) -> signed checkpoint of the chain at that record
 //! - `meta` also holds `audit_signer` (node id, audit public key, sealed signing key)
+//!   and `audit_rollup_complete` (the hourly counts cover the whole log)
+//! - `audit_rollup`: the audit log's hourly counts (layout in
+//!   `keyward_format::rollup`), added by merge in each commit's batch
 //!
 //! Every `commit` is one `WriteBatch` written with `sync = true`: the keys,
 //! aliases, audit records, their index entries and the chain head land
@@ -54,7 +57,8 @@ const CF_BY_PRINCIPAL: &str = "audit_by_principal";
 const CF_USAGE: &str = "usage";
 const CF_CHECKPOINTS: &str = "audit_checkpoints";
 const CF_ACCESS: &str = "access";
-const ALL_CFS: [&str; 10] = [
+const CF_ROLLUP: &str = "audit_rollup";
+const ALL_CFS: [&str; 11] = [
     CF_KEYS,
     CF_SECRETS,
     CF_ALIASES,
@@ -65,7 +69,12 @@ const ALL_CFS: [&str; 10] = [
     CF_USAGE,
     CF_CHECKPOINTS,
     CF_ACCESS,
+    CF_ROLLUP,
 ];
+/// Present once `audit_rollup` counts every record of the log.
+const ROLLUP_COMPLETE: &[u8] = b"audit_rollup_complete";
+/// Records counted per write while the hourly counts are rebuilt.
+const ROLLUP_REBUILD_BATCH: usize = 100_000;
 const AUDIT_SIGNER: &[u8] = b"audit_signer";
 const AUDIT_HEAD_SEAL: &[u8] = b"audit_head_seal";
 /// Cluster mode: the id of the last pending lifecycle record settled here.
@@ -102,7 +111,7 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
-        let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
+        let db = DB::open_cf_descriptors(&opts, dir, descriptors(ALL_CFS.iter())).map_err(err)?;
         let store = Self { db, legacy: AtomicBool::new(false), shred_retry: AtomicBool::new(false) };
         match store.format_version()? {
             // A new folder starts in the current format.
@@ -124,7 +133,73 @@ impl RocksStore {
         if store.db.get_cf(store.cf(CF_META), SHRED_PENDING).map_err(err)?.is_some() {
             store.shred()?;
         }
+        store.complete_rollup()?;
         Ok(store)
+    }
+
+    /// Rebuilds the hourly counts from the log if they do not cover all of
+    /// it (a folder from before they were kept, or restored from such a
+    /// backup): what was counted is cleared, every record is counted, then
+    /// the counts are marked complete. A crash midway starts over at open.
+    fn complete_rollup(&self) -> Result<(), StoreError> {
+        let (meta, rollup) = (self.cf(CF_META), self.cf(CF_ROLLUP));
+        if self.db.get_cf(meta, ROLLUP_COMPLETE).map_err(err)?.is_some() {
+            return Ok(());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(rollup, [0u8].as_slice(), [0xffu8; 64].as_slice());
+        self.db.write_opt(b, &wo).map_err(err)?;
+        let started = std::time::Instant::now();
+        let (mut counted, mut pending) = (0usize, keyward_core::rollup::Rollup::default());
+        let mut in_pending = 0usize;
+        let flush = |r: &mut keyward_core::rollup::Rollup| -> Result<(), StoreError> {
+            let mut b = WriteBatch::default();
+            for (k, v) in std::mem::take(&mut r.0) {
+                b.merge_cf(rollup, format::rollup::key(&k), format::rollup::encode(&v));
+            }
+            self.db.write(b).map_err(err)
+        };
+        for item in self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::Start) {
+            let (_, v) = item.map_err(err)?;
+            let record =
+                format::audit::decode(&v).map_err(|e| StoreError(format!("audit record: {}", e.0)))?;
+            pending.add_record(&record);
+            counted += 1;
+            in_pending += 1;
+            if in_pending == ROLLUP_REBUILD_BATCH {
+                flush(&mut pending)?;
+                in_pending = 0;
+            }
+        }
+        flush(&mut pending)?;
+        self.db.put_cf_opt(meta, ROLLUP_COMPLETE, [], &wo).map_err(err)?;
+        if counted > 0 {
+            tracing::info!(
+                records = counted,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "counted the audit log by hour (the console's plots)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the hourly counts of one kind from `start` up to `end`.
+    fn scan_rollup(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        let Some(cf) = self.db.cf_handle(CF_ROLLUP) else { return Ok(()) };
+        for item in self.db.iterator_cf_opt(cf, ro, IteratorMode::From(start, Direction::Forward)) {
+            let (k, v) = item.map_err(err)?;
+            f(&k, &v);
+        }
+        Ok(())
     }
 
     /// Whether the folder holds no keys and no audit records.
@@ -263,7 +338,7 @@ impl RocksStore {
         // format 1, `audit_checkpoints` before checkpoints).
         let existing = DB::list_cf(&opts, dir).map_err(err)?;
         let cfs = ALL_CFS.iter().filter(|n| existing.iter().any(|e| e == *n));
-        let db = DB::open_cf_for_read_only(&opts, dir, cfs, false).map_err(err)?;
+        let db = DB::open_cf_descriptors_read_only(&opts, dir, descriptors(cfs), false).map_err(err)?;
         let store = Self { db, legacy: AtomicBool::new(true), shred_retry: AtomicBool::new(false) };
         if let Some(v) = store.format_version()? {
             check_format(dir, v)?;
@@ -333,6 +408,21 @@ impl RocksStore {
     }
 }
 
+/// The column families' options: the hourly counts add by merge.
+fn descriptors<'a>(names: impl Iterator<Item = &'a &'static str>) -> Vec<rocksdb::ColumnFamilyDescriptor> {
+    names
+        .map(|name| {
+            let mut o = Options::default();
+            if *name == CF_ROLLUP {
+                o.set_merge_operator_associative("keyward_rollup_add", |_key, existing, operands| {
+                    Some(format::rollup::add(existing, operands.iter()).to_vec())
+                });
+            }
+            rocksdb::ColumnFamilyDescriptor::new(*name, o)
+        })
+        .collect()
+}
+
 /// Refuses a folder written in a stored format this build does not read.
 fn check_format(dir: &Path, version: u32) -> Result<(), StoreError> {
     if (OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
@@ -351,6 +441,41 @@ fn principal_prefix(p: &str) -> Vec<u8> {
 }
 
 impl Store for RocksStore {
+    fn usage_hours(
+        &self,
+        key: KeyId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<keyward_core::rollup::HourUsage>, StoreError> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let (start, end) = (
+            format::rollup::range_start(b'u', Some(key), from),
+            format::rollup::range_start(b'u', Some(key), to),
+        );
+        self.scan_rollup(&start, &end, &mut |k, v| out.extend(format::rollup::decode_usage(k, v)))?;
+        Ok(out)
+    }
+
+    fn outcome_hours(
+        &self,
+        key: Option<KeyId>,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<keyward_core::rollup::HourOutcome>, StoreError> {
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let kind = if key.is_some() { b'k' } else { b'o' };
+        let (start, end) =
+            (format::rollup::range_start(kind, key, from), format::rollup::range_start(kind, key, to));
+        self.scan_rollup(&start, &end, &mut |k, v| out.extend(format::rollup::decode_outcome(k, v)))?;
+        Ok(out)
+    }
+
     fn encode_audit(&self, record: &AuditRecord) -> Vec<u8> {
         format::audit::encode(record)
     }
@@ -513,6 +638,12 @@ impl Store for RocksStore {
                 }
             }
             b.put_cf(by_principal, [principal_prefix(&r.record.principal).as_slice(), &seq].concat(), []);
+        }
+        if !batch.audit.is_empty() {
+            let rollup = self.cf(CF_ROLLUP);
+            for (k, v) in keyward_core::rollup::Rollup::of(&batch.audit).0 {
+                b.merge_cf(rollup, format::rollup::key(&k), format::rollup::encode(&v));
+            }
         }
         if !batch.usage.is_empty() {
             let usage = self.cf(CF_USAGE);

@@ -70,7 +70,7 @@ pub fn export_audit_page(store: &dyn Store, after_seq: u64, limit: usize) -> Res
 
 /// Where a page continues: after one sequence number (single node), or
 /// after each node's (cluster mode).
-enum Cursor {
+pub(super) enum Cursor {
     Single(Option<u64>),
     Merged(std::collections::BTreeMap<String, u64>),
 }
@@ -132,7 +132,7 @@ impl Kms {
     }
 
     /// Checks a query's arguments and the caller's role.
-    fn prepare_audit_query(
+    pub(super) fn prepare_audit_query(
         &self,
         caller: &Caller,
         entry: &mut crate::AuditEntry,

@@ -37,6 +37,34 @@ pub struct KeyPage {
     pub next_page_token: Option<String>,
 }
 
+/// Which keys a filtered listing returns (the console's inventory). `None`
+/// matches every key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    /// Keys in this state.
+    pub state: Option<KeyState>,
+    /// Keys with this label (`name`), or this label with this value (`name=value`).
+    pub label: Option<(String, Option<String>)>,
+    /// Keys with an alias containing this text (case-insensitive), or whose id does.
+    pub text: Option<String>,
+}
+
+impl KeyFilter {
+    /// Whether `key` is one the filter asks for.
+    pub fn matches(&self, key: &KeyView) -> bool {
+        let state_ok = self.state.is_none_or(|s| key.meta.state == s);
+        let label_ok = self.label.as_ref().is_none_or(|(name, value)| match key.meta.labels.get(name) {
+            Some(v) => value.as_ref().is_none_or(|want| want == v),
+            None => false,
+        });
+        let text_ok = self.text.as_ref().is_none_or(|t| {
+            let t = t.to_lowercase();
+            key.meta.id.to_string().contains(&t) || key.aliases.iter().any(|a| a.to_lowercase().contains(&t))
+        });
+        state_ok && label_ok && text_ok
+    }
+}
+
 /// Keys on a `ListKeys` page unless asked otherwise.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Most keys on one `ListKeys` page.
@@ -86,7 +114,8 @@ impl Kms {
         .await
     }
 
-    /// `DescribeKey`: for administrators and for principals holding a grant on the key.
+    /// `DescribeKey`: for administrators and auditors, and for principals
+    /// holding a grant on the key.
     pub async fn describe_key(&self, caller: &Caller, key: &str) -> Result<KeyView, KmsError> {
         let mut entry = self.entry(caller, Operation::DescribeKey);
         let result = self.resolve(&mut entry, "key_id", key).and_then(|live| {
@@ -95,10 +124,11 @@ impl Kms {
             // Administrators, and whoever holds a grant on the key (as AWS
             // lets a grant allow DescribeKey).
             if !caller.policy.has(Role::Admin)
+                && !caller.policy.has(Role::Auditor)
                 && !caller.policy.covers_key(live.meta(), &|| state.aliases_of(id))
             {
                 return Err(KmsError::PermissionDenied(format!(
-                    "{} may not describe key {id} (admin role, or a grant on the key)",
+                    "{} may not describe key {id} (admin or auditor role, or a grant on the key)",
                     caller.principal
                 )));
             }
@@ -115,9 +145,21 @@ impl Kms {
         page_size: Option<u32>,
         page_token: Option<&str>,
     ) -> Result<KeyPage, KmsError> {
+        self.list_keys_where(caller, &KeyFilter::default(), page_size, page_token).await
+    }
+
+    /// `ListKeys` of the keys `filter` matches (the console's inventory):
+    /// one page, recorded as ListKeys.
+    pub async fn list_keys_where(
+        &self,
+        caller: &Caller,
+        filter: &KeyFilter,
+        page_size: Option<u32>,
+        page_token: Option<&str>,
+    ) -> Result<KeyPage, KmsError> {
         let entry = self.entry(caller, Operation::ListKeys);
         let result = (|| {
-            self.require(caller, Role::Admin, "list keys")?;
+            self.require_reader(caller, "list keys")?;
             let size = match page_size.unwrap_or(DEFAULT_PAGE_SIZE) {
                 n if n > MAX_PAGE_SIZE => return Err(KmsError::invalid("page_size", "at most 1000")),
                 0 => return Err(KmsError::invalid("page_size", "must be at least 1")),
@@ -134,7 +176,11 @@ impl Kms {
                 Some(a) => s.keys.range((Bound::Excluded(a), Bound::Unbounded)),
                 None => s.keys.range(..),
             };
-            let mut keys: Vec<KeyView> = range.take(size + 1).map(|(_, live)| s.view(live.meta())).collect();
+            let mut keys: Vec<KeyView> = range
+                .map(|(_, live)| s.view(live.meta()))
+                .filter(|v| filter.matches(v))
+                .take(size + 1)
+                .collect();
             let next_page_token = if keys.len() > size {
                 keys.truncate(size);
                 keys.last().map(|k| k.meta.id.to_string())

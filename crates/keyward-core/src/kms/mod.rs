@@ -32,6 +32,7 @@ mod aliases;
 mod audit;
 mod cluster;
 mod cluster_audit;
+mod console;
 mod crypto;
 mod import;
 mod keys;
@@ -65,11 +66,12 @@ pub use access_keys::{AccessKeyIdentity, AccessKeyRefusal, AccessKeyView, NewAcc
 pub use audit::{export_audit_page, AuditQueryInput, ExportPage};
 pub use cluster::{ClusterConfig, ClusterStatus};
 pub use cluster_audit::AuditResults;
+pub use console::{AuditSummary, Bucket, KeyUsage, MAX_BUCKETS, SUMMARY_SCAN_LIMIT};
 pub use crypto::{
     DataKeyInput, DataKeyOutput, DecryptOutput, EncryptOutput, ReEncryptInput, ReEncryptOutput, WRONG_KEY,
 };
 pub use import::{import_into_cluster, ImportReport};
-pub use keys::{CreateKeyInput, KeyPage};
+pub use keys::{CreateKeyInput, KeyFilter, KeyPage};
 pub use operator::UnsealAttempt;
 pub use root::RootRotation;
 pub use rotation::RotationInput;

@@ -155,6 +155,20 @@ impl Kms {
         }
     }
 
+    /// Refuses a caller with neither the admin nor the auditor role: the
+    /// reads of key metadata (ListKeys, DescribeKey, ListKeyVersions), which
+    /// compliance reviewers need (they show no key material).
+    pub(super) fn require_reader(&self, caller: &Caller, what: &str) -> Result<(), KmsError> {
+        if caller.policy.has(Role::Admin) || caller.policy.has(Role::Auditor) {
+            Ok(())
+        } else {
+            Err(KmsError::PermissionDenied(format!(
+                "{} may not {what} (admin or auditor role)",
+                caller.principal
+            )))
+        }
+    }
+
     /// Refuses a caller no grant of which allows `perm` on this key under
     /// any context: decided before the request's context is even read, so
     /// a caller without access learns nothing about the context limits and

@@ -3,7 +3,7 @@
 //! `run_due` carries out), and marking a version compromised.
 
 use super::{Caller, KeyView, Kms, DAY_MS};
-use crate::{KeyId, KeyMeta, KmsError, Operation, Role, VersionMeta, VersionState, VersionUsage};
+use crate::{KeyId, KeyMeta, KmsError, Operation, VersionMeta, VersionState, VersionUsage};
 
 /// One version as `ListKeyVersions` shows it.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl Kms {
     pub async fn list_key_versions(&self, caller: &Caller, key: &str) -> Result<KeyVersions, KmsError> {
         let mut entry = self.entry(caller, Operation::ListKeyVersions);
         let result = self.resolve(&mut entry, "key_id", key).and_then(|live| {
-            self.require(caller, Role::Admin, "list key versions")?;
+            self.require_reader(caller, "list key versions")?;
             let meta = live.meta().clone();
             let versions = meta
                 .versions

@@ -35,6 +35,22 @@ impl FaultyStore {
 }
 
 impl Store for FaultyStore {
+    fn usage_hours(
+        &self,
+        key: KeyId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<crate::rollup::HourUsage>, StoreError> {
+        self.inner.usage_hours(key, from, to)
+    }
+    fn outcome_hours(
+        &self,
+        key: Option<KeyId>,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<crate::rollup::HourOutcome>, StoreError> {
+        self.inner.outcome_hours(key, from, to)
+    }
     fn encode_audit(&self, record: &AuditRecord) -> Vec<u8> {
         self.inner.encode_audit(record)
     }

@@ -28,6 +28,7 @@ struct Inner {
     index: BTreeSet<IndexEntry>,
     access: BTreeMap<AccessRecordKey, AccessRecord>,
     token_uses: BTreeMap<AccessId, i64>,
+    rollup: crate::rollup::Rollup,
 }
 
 /// Keys and audit log in memory.
@@ -67,6 +68,24 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn usage_hours(
+        &self,
+        key: KeyId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<crate::rollup::HourUsage>, StoreError> {
+        Ok(self.inner().rollup.usage_hours(key, from, to))
+    }
+
+    fn outcome_hours(
+        &self,
+        key: Option<KeyId>,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<crate::rollup::HourOutcome>, StoreError> {
+        Ok(self.inner().rollup.outcome_hours(key, from, to))
+    }
+
     fn encode_audit(&self, r: &AuditRecord) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(256));
         w.u64(r.seq);
@@ -212,6 +231,7 @@ impl Store for MemoryStore {
             inner.audit.insert(r.record.seq, r.bytes.clone());
             inner.index.extend(crate::index_entries(&r.record));
         }
+        inner.rollup.merge(&crate::rollup::Rollup::of(&batch.audit));
         if batch.settled.is_some() {
             inner.settled = batch.settled;
         }
