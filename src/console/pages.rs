@@ -3,7 +3,9 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use keyward_core::{AuditSummary, KeyUsage, KeyVersions, KeyView, SealedRecord, VerifyReport};
+use keyward_core::{
+    AuditSummary, KeyState, KeyUsage, KeyVersions, KeyView, SealedRecord, VerifyReport, VersionState,
+};
 
 use super::forms::{encode, rfc3339, Form};
 use super::plot;
@@ -80,7 +82,7 @@ pub(super) fn sign_in(error: Option<&str>) -> Markup {
 }
 
 fn state(s: &str) -> Markup {
-    html! { span class=(format!("state state-{s}")) { (s) } }
+    html! { span class=(format!("state state-{}", s.replace(' ', "_"))) { (s) } }
 }
 
 fn when(ms: i64) -> String {
@@ -210,15 +212,15 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
                 h2 { "Actions" }
                 div.actions #actions {
                     form method="post" action=(action("rotate")) { (csrf) button #rotate type="submit" { "Rotate now" } }
-                    @if meta.state.as_str() == "enabled" {
+                    @if meta.state == KeyState::Enabled {
                         form method="post" action=(action("disable")) { (csrf) button #disable.danger type="submit" { "Disable key" } }
                     }
-                    @if meta.state.as_str() == "disabled" {
+                    @if meta.state == KeyState::Disabled {
                         form method="post" action=(action("enable")) { (csrf) button #enable type="submit" { "Enable key" } }
                     }
-                    @if meta.state.as_str() == "pending_deletion" {
+                    @if meta.state == KeyState::PendingDeletion {
                         form method="post" action=(action("cancel-deletion")) { (csrf) button #cancel-deletion type="submit" { "Cancel deletion" } }
-                    } @else if meta.state.as_str() != "destroyed" {
+                    } @else if meta.state != KeyState::Destroyed {
                         form method="post" action=(action("schedule-deletion")) {
                             (csrf)
                             label { "Days " input name="pending_days" type="number" min="7" max="30" value="30" size="3"; }
@@ -258,8 +260,8 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
                             @if viewer.is_admin() {
                                 td {
                                     @let va = |what: &str| format!("/keys/{id}/versions/{n}/{what}");
-                                    @match v.meta.state.as_str() {
-                                        "enabled" if !v.primary => {
+                                    @match v.meta.state {
+                                        VersionState::Enabled if !v.primary => {
                                             form.inline method="post" action=(va("disable")) { (csrf) button.plain type="submit" { "Disable" } }
                                             " "
                                             form.inline method="post" action=(va("schedule-destruction")) {
@@ -267,7 +269,7 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
                                                 button.danger type="submit" { "Destroy…" }
                                             }
                                         }
-                                        "disabled" => {
+                                        VersionState::Disabled => {
                                             form.inline method="post" action=(va("enable")) { (csrf) button.plain type="submit" { "Enable" } }
                                             " "
                                             form.inline method="post" action=(va("schedule-destruction")) {
@@ -275,7 +277,7 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
                                                 button.danger type="submit" { "Destroy…" }
                                             }
                                         }
-                                        "pending_destruction" => {
+                                        VersionState::ScheduledForDestruction => {
                                             form.inline method="post" action=(va("restore")) { (csrf) button.plain type="submit" { "Restore" } }
                                         }
                                         _ => {}

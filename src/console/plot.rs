@@ -106,7 +106,8 @@ fn draw_usage<'a>(
         .x_label_formatter(&|x| label(*x, daily))
         .light_line_style(RGBColor(238, 241, 245))
         .draw()?;
-    for v in u.key.meta.versions.iter().filter(|v| v.created_ms > x0 && v.created_ms < x1) {
+    // Version 1 is the key's creation, not a rotation.
+    for v in u.key.meta.versions.iter().filter(|v| v.version > 1 && v.created_ms > x0 && v.created_ms < x1) {
         let style = ShapeStyle { color: RGBColor(180, 35, 24).mix(0.8), filled: false, stroke_width: 1 };
         chart.draw_series(DashedLineSeries::new(
             [(v.created_ms, 0), (v.created_ms, ymax + ymax / 10 + 1)],
@@ -149,7 +150,8 @@ pub(super) fn outcomes(s: &AuditSummary) -> String {
 
 fn draw_outcomes<'a>(svg: &'a mut String, s: &AuditSummary) -> Result<(), Box<dyn std::error::Error + 'a>> {
     let names: Vec<&String> = s.outcomes.keys().collect();
-    let n = names.len().max(1) as i32;
+    // A segmented range 0..n has a segment for each of 0..=n.
+    let n = (names.len() as i32 - 1).max(0);
     let ymax = s.outcomes.values().copied().max().unwrap_or(0).max(1);
     let root = SVGBackend::with_string(svg, (560, 240)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -215,6 +217,13 @@ mod tests {
         let text = svg.replace('\n', "");
         assert!(text.contains(">v1<") && text.contains(">v2<"), "a legend names the versions");
         assert!(svg.contains("<polyline"), "lines join the points");
+        let mut unrotated = usage_of(24, &[1, 2]);
+        unrotated.key.meta.versions[1].created_ms = 99 * 3_600_000;
+        let lines = |svg: &str| svg.matches("<polyline").count() + svg.matches("<line").count();
+        assert!(
+            lines(&svg) > lines(&usage(&unrotated, Kind::Encryptions, false)),
+            "the rotation at hour 5 is drawn"
+        );
         let empty = usage(&usage_of(24, &[]), Kind::Decryptions, true);
         assert_eq!(empty.matches("<circle").count(), 0);
     }
@@ -228,6 +237,10 @@ mod tests {
         let text = svg.replace('\n', "");
         assert!(text.contains(">PERMISSION_DENIED<") && text.contains(">OK<"), "{svg}");
         assert!(!svg.contains("<script"));
+        let mut one = AuditSummary::default();
+        one.outcomes.insert("OK".into(), 1);
+        assert!(outcomes(&one).replace('\n', "").contains(">OK<"), "one outcome draws");
+        assert!(outcomes(&AuditSummary::default()).starts_with("<svg"), "none draws an empty plot");
         s.outcomes.insert("<script>x</script>".into(), 1);
         assert!(!outcomes(&s).contains("<script"), "recorded names are reduced to safe characters");
     }

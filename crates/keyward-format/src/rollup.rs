@@ -10,8 +10,7 @@
 //!
 //! Value: three little-endian u64 counters (24 bytes): for `u`,
 //! encryptions, data keys, decryptions; for `o` and `k`, records, 0, 0.
-//! Counts are added with a merge (element-wise sum, [`add`]), so a commit
-//! never reads them.
+//! A commit adds its counts to the stored ones element by element ([`add`]).
 
 use keyward_core::rollup::{HourOutcome, HourUsage, RollupKey};
 use keyward_core::KeyId;
@@ -76,8 +75,8 @@ pub fn decode(b: &[u8]) -> Option<[u64; 3]> {
     Some([n(0), n(1), n(2)])
 }
 
-/// The merge: `existing` plus each operand, element by element (a value
-/// of the wrong size counts as zero: the merge never fails a read).
+/// `existing` plus each operand, element by element (a value of the wrong
+/// size counts as zero).
 pub fn add<'a>(existing: Option<&[u8]>, operands: impl Iterator<Item = &'a [u8]>) -> [u8; 24] {
     let mut sum = existing.and_then(decode).unwrap_or_default();
     for v in operands.filter_map(decode) {

@@ -14,7 +14,7 @@
 //! - `meta` also holds `audit_signer` (node id, audit public key, sealed signing key)
 //!   and `audit_rollup_complete` (the hourly counts cover the whole log)
 //! - `audit_rollup`: the audit log's hourly counts (layout in
-//!   `keyward_format::rollup`), added by merge in each commit's batch
+//!   `keyward_format::rollup`), added to in each commit's batch
 //!
 //! Every `commit` is one `WriteBatch` written with `sync = true`: the keys,
 //! aliases, audit records, their index entries and the chain head land
@@ -111,7 +111,7 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
-        let db = DB::open_cf_descriptors(&opts, dir, descriptors(ALL_CFS.iter())).map_err(err)?;
+        let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
         let store = Self { db, legacy: AtomicBool::new(false), shred_retry: AtomicBool::new(false) };
         match store.format_version()? {
             // A new folder starts in the current format.
@@ -156,9 +156,7 @@ impl RocksStore {
         let mut in_pending = 0usize;
         let flush = |r: &mut keyward_core::rollup::Rollup| -> Result<(), StoreError> {
             let mut b = WriteBatch::default();
-            for (k, v) in std::mem::take(&mut r.0) {
-                b.merge_cf(rollup, format::rollup::key(&k), format::rollup::encode(&v));
-            }
+            self.add_rollup(&mut b, &std::mem::take(r))?;
             self.db.write(b).map_err(err)
         };
         for item in self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::Start) {
@@ -181,6 +179,22 @@ impl RocksStore {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "counted the audit log by hour (the console's plots)"
             );
+        }
+        Ok(())
+    }
+
+    /// Adds counts to `b`: each stored count read and rewritten with the
+    /// addition (commits come from the one audit writer, so nothing adds
+    /// in between; a RocksDB merge operator would do it without the read,
+    /// but would make the folder unreadable to anything opening it without
+    /// that operator, an older Keyward included).
+    fn add_rollup(&self, b: &mut WriteBatch, r: &keyward_core::rollup::Rollup) -> Result<(), StoreError> {
+        let cf = self.cf(CF_ROLLUP);
+        for (k, v) in &r.0 {
+            let key = format::rollup::key(k);
+            let stored = self.db.get_pinned_cf(cf, &key).map_err(err)?;
+            let sum = format::rollup::add(stored.as_deref(), std::iter::once(&format::rollup::encode(v)[..]));
+            b.put_cf(cf, key, sum);
         }
         Ok(())
     }
@@ -338,7 +352,7 @@ impl RocksStore {
         // format 1, `audit_checkpoints` before checkpoints).
         let existing = DB::list_cf(&opts, dir).map_err(err)?;
         let cfs = ALL_CFS.iter().filter(|n| existing.iter().any(|e| e == *n));
-        let db = DB::open_cf_descriptors_read_only(&opts, dir, descriptors(cfs), false).map_err(err)?;
+        let db = DB::open_cf_for_read_only(&opts, dir, cfs, false).map_err(err)?;
         let store = Self { db, legacy: AtomicBool::new(true), shred_retry: AtomicBool::new(false) };
         if let Some(v) = store.format_version()? {
             check_format(dir, v)?;
@@ -406,21 +420,6 @@ impl RocksStore {
         }
         Ok(())
     }
-}
-
-/// The column families' options: the hourly counts add by merge.
-fn descriptors<'a>(names: impl Iterator<Item = &'a &'static str>) -> Vec<rocksdb::ColumnFamilyDescriptor> {
-    names
-        .map(|name| {
-            let mut o = Options::default();
-            if *name == CF_ROLLUP {
-                o.set_merge_operator_associative("keyward_rollup_add", |_key, existing, operands| {
-                    Some(format::rollup::add(existing, operands.iter()).to_vec())
-                });
-            }
-            rocksdb::ColumnFamilyDescriptor::new(*name, o)
-        })
-        .collect()
 }
 
 /// Refuses a folder written in a stored format this build does not read.
@@ -640,10 +639,7 @@ impl Store for RocksStore {
             b.put_cf(by_principal, [principal_prefix(&r.record.principal).as_slice(), &seq].concat(), []);
         }
         if !batch.audit.is_empty() {
-            let rollup = self.cf(CF_ROLLUP);
-            for (k, v) in keyward_core::rollup::Rollup::of(&batch.audit).0 {
-                b.merge_cf(rollup, format::rollup::key(&k), format::rollup::encode(&v));
-            }
+            self.add_rollup(&mut b, &keyward_core::rollup::Rollup::of(&batch.audit))?;
         }
         if !batch.usage.is_empty() {
             let usage = self.cf(CF_USAGE);
