@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod console;
 mod edges;
 use hdrhistogram::Histogram;
 use keyward::pb;
@@ -76,6 +77,27 @@ enum Cmd {
         /// Rotations to time.
         #[arg(long, default_value_t = 100)]
         rotations: usize,
+    },
+    /// The web console over a big audit log: a `--dev` server (started with
+    /// `--dev-clock-file F --console-listen ADDR`) is filled with `--records`
+    /// records spread over 30 days, then its pages are timed
+    /// (scripts/bench-console).
+    Console {
+        /// Keyward's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        keyward: String,
+        /// The console's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        console: String,
+        /// The server's --dev-clock-file (moved to spread the records over 30 days).
+        #[arg(long)]
+        clock_file: std::path::PathBuf,
+        /// Audit records to add.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Fetches of each page.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
     },
     /// Serve the no-op echo CryptoService.
     Echo {
@@ -640,6 +662,9 @@ fn main() -> std::process::ExitCode {
                 cluster::run(&single, &nodes, concurrency, seconds, connections, rotations).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
+            Cmd::Console { keyward, console, clock_file, records, repeat } => {
+                console::run(&keyward, &console, &clock_file, records, repeat).await
+            }
             Cmd::Populate { keyward, admin_token, keys, records, concurrency } => {
                 populate(&keyward, admin_token.as_deref(), keys, records, concurrency).await
             }

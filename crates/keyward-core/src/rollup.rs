@@ -43,6 +43,17 @@ pub enum RollupKey {
         /// The outcome code, as recorded.
         outcome: String,
     },
+    /// The same, of one principal's records.
+    PrincipalOutcome {
+        /// The principal, as recorded.
+        principal: String,
+        /// The hour.
+        hour: u32,
+        /// The operation, as recorded.
+        operation: String,
+        /// The outcome code, as recorded.
+        outcome: String,
+    },
     /// The same, of the records naming one key (as key or source key).
     KeyOutcome {
         /// The key.
@@ -76,6 +87,15 @@ impl Rollup {
         let key = r.key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
         let source = r.source_key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
         self.add(RollupKey::Outcome { hour, operation: r.operation.clone(), outcome: r.outcome.clone() }, 0);
+        self.add(
+            RollupKey::PrincipalOutcome {
+                principal: r.principal.clone(),
+                hour,
+                operation: r.operation.clone(),
+                outcome: r.outcome.clone(),
+            },
+            0,
+        );
         for k in [key, source.filter(|s| Some(*s) != key)].into_iter().flatten() {
             self.add(
                 RollupKey::KeyOutcome {
@@ -148,24 +168,26 @@ impl Rollup {
 
     /// The hourly records by operation and outcome (see
     /// [`crate::Store::outcome_hours`]).
-    pub fn outcome_hours(&self, key: Option<KeyId>, from: u32, to: u32) -> Vec<HourOutcome> {
+    pub fn outcome_hours(&self, of: &OutcomesOf, from: u32, to: u32) -> Vec<HourOutcome> {
         if from >= to {
             return Vec::new();
         }
-        let (lo, hi) = match key {
-            Some(key) => (
-                RollupKey::KeyOutcome { key, hour: from, operation: String::new(), outcome: String::new() },
-                RollupKey::KeyOutcome { key, hour: to, operation: String::new(), outcome: String::new() },
-            ),
-            None => (
-                RollupKey::Outcome { hour: from, operation: String::new(), outcome: String::new() },
-                RollupKey::Outcome { hour: to, operation: String::new(), outcome: String::new() },
-            ),
+        let at = |hour| {
+            let (operation, outcome) = (String::new(), String::new());
+            match of {
+                OutcomesOf::All => RollupKey::Outcome { hour, operation, outcome },
+                OutcomesOf::Key(key) => RollupKey::KeyOutcome { key: *key, hour, operation, outcome },
+                OutcomesOf::Principal(p) => {
+                    RollupKey::PrincipalOutcome { principal: p.clone(), hour, operation, outcome }
+                }
+            }
         };
+        let (lo, hi) = (at(from), at(to));
         self.0
             .range(lo..hi)
             .filter_map(|(k, v)| match k {
                 RollupKey::Outcome { hour, operation, outcome }
+                | RollupKey::PrincipalOutcome { hour, operation, outcome, .. }
                 | RollupKey::KeyOutcome { hour, operation, outcome, .. } => Some(HourOutcome {
                     hour: *hour,
                     operation: operation.clone(),
@@ -176,6 +198,17 @@ impl Rollup {
             })
             .collect()
     }
+}
+
+/// Whose records an outcome count is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomesOf {
+    /// Every record.
+    All,
+    /// The records naming this key.
+    Key(KeyId),
+    /// This principal's records.
+    Principal(String),
 }
 
 /// One version's uses in one hour, as a store reads them.
@@ -277,9 +310,12 @@ mod tests {
         assert_eq!((hours[0].hour, hours[0].version, hours[0].encryptions), (0, 1, 2));
         assert!(r.usage_hours(a, 1, 1).is_empty());
         assert_eq!(r.usage_hours(b, 0, 1), vec![]);
-        let all = r.outcome_hours(None, 0, 1);
+        let all = r.outcome_hours(&OutcomesOf::All, 0, 1);
         assert_eq!(all.iter().map(|o| o.records).sum::<u64>(), 3);
-        let of_b = r.outcome_hours(Some(b), 0, 5);
+        let of_p = r.outcome_hours(&OutcomesOf::Principal("p".into()), 0, 2);
+        assert_eq!(of_p.iter().map(|o| o.records).sum::<u64>(), 6, "every record was p's");
+        assert!(r.outcome_hours(&OutcomesOf::Principal("q".into()), 0, 2).is_empty());
+        let of_b = r.outcome_hours(&OutcomesOf::Key(b), 0, 5);
         assert_eq!(of_b.len(), 1);
         assert_eq!((of_b[0].operation.as_str(), of_b[0].records), ("ReEncrypt", 1));
     }

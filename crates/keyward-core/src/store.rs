@@ -4,7 +4,7 @@
 use keyward_crypto::RecordTag;
 
 use crate::directory::{AccessChange, AccessId, AccessRecord};
-use crate::rollup::{HourOutcome, HourUsage};
+use crate::rollup::{HourOutcome, HourUsage, OutcomesOf};
 use crate::{AuditHead, AuditPage, AuditQuery, AuditRecord, KeyId, KeyRecord, VersionUsage};
 use crate::{AuditSigner, Checkpoint, IndexEntry};
 
@@ -157,8 +157,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`crate::rollup`]), ordered by hour then version.
     fn usage_hours(&self, key: KeyId, from: u32, to: u32) -> Result<Vec<HourUsage>, StoreError>;
     /// The hourly records by operation and outcome in hours `from..to`, of
-    /// the records naming `key`, or of all.
-    fn outcome_hours(&self, key: Option<KeyId>, from: u32, to: u32) -> Result<Vec<HourOutcome>, StoreError>;
+    /// the records naming a key, of a principal's, or of all.
+    fn outcome_hours(&self, of: &OutcomesOf, from: u32, to: u32) -> Result<Vec<HourOutcome>, StoreError>;
     /// Calls `f(seq_in_key, stored_bytes)` for each audit record in key order,
     /// from `from_seq`, until `f` returns false. Used by the chain verifier.
     fn scan_audit(&self, from_seq: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;

@@ -7,12 +7,13 @@
 //! - `u` || key UUID (16) || hour || version (u32 BE): uses of one version
 //! - `o` || hour || len (u8) || operation || outcome: records, all keys
 //! - `k` || key UUID (16) || hour || len (u8) || operation || outcome: records naming one key
+//! - `p` || len (u8) || principal || hour || len (u8) || operation || outcome: one principal's records
 //!
 //! Value: three little-endian u64 counters (24 bytes): for `u`,
 //! encryptions, data keys, decryptions; for `o` and `k`, records, 0, 0.
 //! A commit adds its counts to the stored ones element by element ([`add`]).
 
-use keyward_core::rollup::{HourOutcome, HourUsage, RollupKey};
+use keyward_core::rollup::{HourOutcome, HourUsage, OutcomesOf, RollupKey};
 use keyward_core::KeyId;
 
 /// The stored key of a count.
@@ -36,6 +37,12 @@ pub fn key(k: &RollupKey) -> Vec<u8> {
             out.extend_from_slice(&hour.to_be_bytes());
             named(&mut out, operation, outcome);
         }
+        RollupKey::PrincipalOutcome { principal, hour, operation, outcome } => {
+            out.push(b'p');
+            push_short(&mut out, principal);
+            out.extend_from_slice(&hour.to_be_bytes());
+            named(&mut out, operation, outcome);
+        }
         RollupKey::KeyOutcome { key, hour, operation, outcome } => {
             out.push(b'k');
             out.extend_from_slice(key.as_bytes());
@@ -44,6 +51,31 @@ pub fn key(k: &RollupKey) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A name of at most 255 bytes, with its length (longer ones are cut at a
+/// character boundary: principal names are at most 128 bytes anyway).
+fn push_short(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push(end as u8);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// Where the outcome counts of hour `hour` start, of whose records `of` says.
+pub fn outcomes_start(of: &OutcomesOf, hour: u32) -> Vec<u8> {
+    match of {
+        OutcomesOf::All => range_start(b'o', None, hour),
+        OutcomesOf::Key(k) => range_start(b'k', Some(*k), hour),
+        OutcomesOf::Principal(p) => {
+            let mut out = vec![b'p'];
+            push_short(&mut out, p);
+            out.extend_from_slice(&hour.to_be_bytes());
+            out
+        }
+    }
 }
 
 /// Where the counts of hour `hour` of one kind start: `u` and `k` for a
@@ -102,11 +134,12 @@ pub fn decode_usage(k: &[u8], v: &[u8]) -> Option<HourUsage> {
     })
 }
 
-/// Reads a stored `o` or `k` entry.
+/// Reads a stored `o`, `k` or `p` entry.
 pub fn decode_outcome(k: &[u8], v: &[u8]) -> Option<HourOutcome> {
     let at = match k.first()? {
         b'o' => 1,
         b'k' => 17,
+        b'p' => 2 + *k.get(1)? as usize,
         _ => return None,
     };
     let hour = u32::from_be_bytes(k.get(at..at + 4)?.try_into().ok()?);
@@ -146,6 +179,22 @@ mod tests {
         let sum = add(Some(&encode(&[1, 1, 1])), [&encode(&[2, 0, 5])[..], &[1, 2][..]].into_iter());
         assert_eq!(decode(&sum), Some([3, 1, 6]));
         assert_eq!(decode(&add(None, std::iter::empty())), Some([0, 0, 0]));
+        let p = key(&RollupKey::PrincipalOutcome {
+            principal: "ops-team".into(),
+            hour: 70,
+            operation: "SignIn".into(),
+            outcome: "OK".into(),
+        });
+        assert!(p.starts_with(&outcomes_start(&OutcomesOf::Principal("ops-team".into()), 70)));
+        assert!(
+            !p.starts_with(&outcomes_start(&OutcomesOf::Principal("ops".into()), 70)),
+            "lengths keep names apart"
+        );
+        let read = decode_outcome(&p, &encode(&[2, 0, 0])).unwrap();
+        assert_eq!(
+            (read.hour, read.operation.as_str(), read.outcome.as_str(), read.records),
+            (70, "SignIn", "OK", 2)
+        );
         // Hours sort as numbers.
         assert!(range_start(b'o', None, 255) < range_start(b'o', None, 256));
     }

@@ -460,7 +460,7 @@ impl Store for RocksStore {
 
     fn outcome_hours(
         &self,
-        key: Option<KeyId>,
+        of: &keyward_core::rollup::OutcomesOf,
         from: u32,
         to: u32,
     ) -> Result<Vec<keyward_core::rollup::HourOutcome>, StoreError> {
@@ -468,9 +468,7 @@ impl Store for RocksStore {
         if from >= to {
             return Ok(out);
         }
-        let kind = if key.is_some() { b'k' } else { b'o' };
-        let (start, end) =
-            (format::rollup::range_start(kind, key, from), format::rollup::range_start(kind, key, to));
+        let (start, end) = (format::rollup::outcomes_start(of, from), format::rollup::outcomes_start(of, to));
         self.scan_rollup(&start, &end, &mut |k, v| out.extend(format::rollup::decode_outcome(k, v)))?;
         Ok(out)
     }

@@ -223,6 +223,89 @@ fn contract(store: Arc<dyn Store>) {
     assert_eq!(report.records_checked, 5);
 }
 
+/// The hourly counts: what each commit's records add, read back by range.
+fn hourly_counts(store: &dyn Store) {
+    use keyward_core::rollup::{OutcomesOf, HOUR_MS};
+    let (a, b) = (KeyId::generate(), KeyId::generate());
+    let h = 480_000i64 * HOUR_MS;
+    // Seq 1 (NOT_FOUND), 2 (OK), 3 (NOT_FOUND), 4 (OK): odd sequence numbers fail.
+    let (recs, head) = records(
+        store,
+        1,
+        GENESIS_HASH,
+        &[
+            ("p", Some(a), h + 1),
+            ("p", Some(a), h + 2),
+            ("q", Some(b), h + HOUR_MS),
+            ("q", None, h + 2 * HOUR_MS),
+        ],
+    );
+    store.commit(&CommitBatch { audit: recs, head: Some(head.clone()), ..Default::default() }).unwrap();
+    let (recs, head) = records(store, 5, &head.hash, &[("p", Some(a), h + 5)]);
+    store.commit(&CommitBatch { audit: recs, head: Some(head), ..Default::default() }).unwrap();
+    let uses = store.usage_hours(a, 480_000, 480_003).unwrap();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(
+        (uses[0].hour, uses[0].version, uses[0].encryptions),
+        (480_000, 1, 1),
+        "only successes are uses"
+    );
+    assert!(store.usage_hours(b, 480_000, 480_003).unwrap().is_empty(), "b's only use failed");
+    assert!(store.usage_hours(a, 480_001, 480_003).unwrap().is_empty());
+    let total = |of: &OutcomesOf, from, to| -> u64 {
+        store.outcome_hours(of, from, to).unwrap().iter().map(|o| o.records).sum()
+    };
+    assert_eq!(total(&OutcomesOf::All, 480_000, 480_003), 5);
+    assert_eq!(total(&OutcomesOf::All, 480_001, 480_002), 1);
+    assert_eq!(total(&OutcomesOf::Key(a), 480_000, 480_001), 3);
+    assert_eq!(total(&OutcomesOf::Principal("q".into()), 480_000, 480_003), 2);
+    assert_eq!(total(&OutcomesOf::Principal("p".into()), 480_001, 480_003), 0);
+    let all = store.outcome_hours(&OutcomesOf::Key(a), 480_000, 480_001).unwrap();
+    let not_found: u64 = all.iter().filter(|o| o.outcome == "NOT_FOUND").map(|o| o.records).sum();
+    assert_eq!(not_found, 2, "{all:?}");
+}
+
+#[test]
+fn both_stores_keep_the_same_hourly_counts() {
+    hourly_counts(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    hourly_counts(&RocksStore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn hourly_counts_missing_from_a_folder_are_rebuilt_from_its_log_at_open() {
+    use keyward_core::rollup::OutcomesOf;
+    let dir = tempfile::tempdir().unwrap();
+    let a = KeyId::generate();
+    let counted = {
+        let s = RocksStore::open(dir.path()).unwrap();
+        let (recs, head) =
+            records(&s, 1, GENESIS_HASH, &[("p", Some(a), 10), ("p", Some(a), 20), ("p", Some(a), 30)]);
+        s.commit(&CommitBatch { audit: recs, head: Some(head), ..Default::default() }).unwrap();
+        (s.usage_hours(a, 0, 1).unwrap(), s.outcome_hours(&OutcomesOf::All, 0, 1).unwrap())
+    };
+    assert_eq!(counted.0[0].encryptions, 1);
+    {
+        // As a folder from before the counts were kept: none, no marker.
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let cf = db.cf_handle("audit_rollup").unwrap();
+        let keys: Vec<Vec<u8>> =
+            db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|i| i.unwrap().0.to_vec()).collect();
+        assert!(!keys.is_empty());
+        for k in keys {
+            db.delete_cf(cf, k).unwrap();
+        }
+        db.delete_cf(db.cf_handle("meta").unwrap(), b"audit_rollup_complete").unwrap();
+    }
+    let s = RocksStore::open(dir.path()).unwrap();
+    assert_eq!((s.usage_hours(a, 0, 1).unwrap(), s.outcome_hours(&OutcomesOf::All, 0, 1).unwrap()), counted);
+    drop(s);
+    // Rebuilt once: opening again counts nothing twice.
+    let s = RocksStore::open(dir.path()).unwrap();
+    assert_eq!(s.usage_hours(a, 0, 1).unwrap(), counted.0);
+}
+
 #[test]
 fn memory_store_meets_the_contract() {
     contract(Arc::new(MemoryStore::new()));

@@ -474,3 +474,56 @@ fn rocksdb_keeps_access_records_and_token_uses_across_reopen() {
     assert!(s.load_token_uses().unwrap().is_empty());
     assert_eq!(s.load_access().unwrap().len(), 2);
 }
+
+#[test]
+fn hourly_counts_match_their_golden_bytes() {
+    use keyward_core::rollup::RollupKey;
+    let vectors = cases(include_str!("vectors/rollup_v1.txt"));
+    assert_eq!(vectors.len(), 4);
+    for v in vectors {
+        let hour: u32 = v["hour"].parse().unwrap();
+        let s = |f: &str| v[f].clone();
+        let k = match v["kind"].as_str() {
+            "usage" => {
+                RollupKey::Usage { key: id(&v["key_id"]), hour, version: v["version"].parse().unwrap() }
+            }
+            "outcome" => RollupKey::Outcome { hour, operation: s("operation"), outcome: s("outcome") },
+            "key_outcome" => RollupKey::KeyOutcome {
+                key: id(&v["key_id"]),
+                hour,
+                operation: s("operation"),
+                outcome: s("outcome"),
+            },
+            "principal_outcome" => RollupKey::PrincipalOutcome {
+                principal: s("principal"),
+                hour,
+                operation: s("operation"),
+                outcome: s("outcome"),
+            },
+            other => panic!("kind {other}"),
+        };
+        let counts: Vec<u64> = v["counts"].split(',').map(|n| n.parse().unwrap()).collect();
+        let counts: [u64; 3] = counts.try_into().unwrap();
+        assert_eq!(hex::encode(format::rollup::key(&k)), v["key"], "{}", v["name"]);
+        assert_eq!(hex::encode(format::rollup::encode(&counts)), v["value"], "{}", v["name"]);
+        let (key, value) = (hex::decode(&v["key"]).unwrap(), hex::decode(&v["value"]).unwrap());
+        match &k {
+            RollupKey::Usage { version, .. } => {
+                let u = format::rollup::decode_usage(&key, &value).unwrap();
+                assert_eq!(
+                    (u.hour, u.version, u.encryptions, u.data_keys, u.decryptions),
+                    (hour, *version, 5, 2, 7)
+                );
+            }
+            RollupKey::Outcome { operation, outcome, .. }
+            | RollupKey::KeyOutcome { operation, outcome, .. }
+            | RollupKey::PrincipalOutcome { operation, outcome, .. } => {
+                let o = format::rollup::decode_outcome(&key, &value).unwrap();
+                assert_eq!(
+                    (o.hour, &o.operation, &o.outcome, o.records),
+                    (hour, operation, outcome, counts[0])
+                );
+            }
+        }
+    }
+}

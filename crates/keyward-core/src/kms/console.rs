@@ -76,8 +76,8 @@ pub struct AuditSummary {
     /// Its end (exclusive).
     pub end_ms: i64,
     /// Counted from the hourly counts (every record of the widened range);
-    /// false when the filter needed the records themselves (`principal`,
-    /// `edge`, `node_id`) and at most [`SUMMARY_SCAN_LIMIT`] were read.
+    /// false when the filter needed the records themselves (a key and a
+    /// principal, `edge`, `node_id`) and at most [`SUMMARY_SCAN_LIMIT`] were read.
     pub from_hourly_counts: bool,
     /// Records read to count them (when not from the hourly counts).
     pub records_read: u64,
@@ -144,10 +144,11 @@ impl Kms {
     }
 
     /// `SummarizeAuditLog`: the records `input`'s filters match, counted by
-    /// outcome; for auditors. Filters of key, operation, outcome and time
-    /// are answered from the hourly counts (the range widened to whole
-    /// hours); a principal, edge or node filter reads the records, newest
-    /// first, at most [`SUMMARY_SCAN_LIMIT`].
+    /// outcome; for auditors. Filters of key or principal, operation,
+    /// outcome and time are answered from the hourly counts (the range
+    /// widened to whole hours); a key and a principal together, or an edge
+    /// or node filter, read the records, newest first, at most
+    /// [`SUMMARY_SCAN_LIMIT`].
     pub async fn summarize_audit(
         &self,
         caller: &Caller,
@@ -171,7 +172,9 @@ impl Kms {
         entry: &mut crate::AuditEntry,
         input: super::AuditQueryInput,
     ) -> Result<AuditSummary, KmsError> {
-        let hourly = input.principal.is_none() && input.edge.is_none() && input.node_id.is_none();
+        let hourly = (input.principal.is_none() || input.key.is_none())
+            && input.edge.is_none()
+            && input.node_id.is_none();
         let (query, _) = self.prepare_audit_query(caller, entry, input)?;
         let (start_ms, end_ms) = (query.start_ms.unwrap_or(0), query.end_ms.unwrap_or(i64::MAX));
         let mut s = AuditSummary { start_ms, end_ms, from_hourly_counts: hourly, ..Default::default() };
@@ -183,7 +186,12 @@ impl Kms {
             }
             s.start_ms = i64::from(from) * h;
             s.end_ms = i64::from(to) * h;
-            for o in self.store.outcome_hours(query.key_id, from, to).map_err(KmsError::Store)? {
+            let of = match (&query.key_id, &query.principal) {
+                (Some(k), _) => crate::rollup::OutcomesOf::Key(*k),
+                (None, Some(p)) => crate::rollup::OutcomesOf::Principal(p.clone()),
+                (None, None) => crate::rollup::OutcomesOf::All,
+            };
+            for o in self.store.outcome_hours(&of, from, to).map_err(KmsError::Store)? {
                 let op_ok = query.operation.as_ref().is_none_or(|want| *want == o.operation);
                 let outcome_ok = query.outcome.as_ref().is_none_or(|want| *want == o.outcome);
                 if op_ok && outcome_ok {

@@ -45,11 +45,11 @@ impl Store for FaultyStore {
     }
     fn outcome_hours(
         &self,
-        key: Option<KeyId>,
+        of: &crate::rollup::OutcomesOf,
         from: u32,
         to: u32,
     ) -> Result<Vec<crate::rollup::HourOutcome>, StoreError> {
-        self.inner.outcome_hours(key, from, to)
+        self.inner.outcome_hours(of, from, to)
     }
     fn encode_audit(&self, record: &AuditRecord) -> Vec<u8> {
         self.inner.encode_audit(record)

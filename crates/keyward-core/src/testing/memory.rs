@@ -79,11 +79,11 @@ impl Store for MemoryStore {
 
     fn outcome_hours(
         &self,
-        key: Option<KeyId>,
+        of: &crate::rollup::OutcomesOf,
         from: u32,
         to: u32,
     ) -> Result<Vec<crate::rollup::HourOutcome>, StoreError> {
-        Ok(self.inner().rollup.outcome_hours(key, from, to))
+        Ok(self.inner().rollup.outcome_hours(of, from, to))
     }
 
     fn encode_audit(&self, r: &AuditRecord) -> Vec<u8> {
