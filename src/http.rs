@@ -41,6 +41,9 @@ pub(crate) struct EdgeRequest {
     pub peer: SocketAddr,
     /// A fresh UUID.
     pub request_id: String,
+    /// The client's certificate chain, when the listener asks for one
+    /// (the console under mutual TLS) and the client gave it.
+    pub client_certs: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
 }
 
 /// Why a body was not read.
@@ -94,6 +97,19 @@ impl std::fmt::Debug for EdgeSettings {
 /// certificates are not asked for: these edges authenticate requests by
 /// their own credentials).
 pub(crate) fn tls_acceptor(t: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
+    acceptor(t, false)
+}
+
+/// As [`tls_acceptor`], also asking for a client certificate (optional,
+/// verified against `client_ca_file`) where mutual TLS is configured: the
+/// console's certificate sign-in.
+pub(crate) fn tls_acceptor_with_client_certs(
+    t: &TlsConfig,
+) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
+    acceptor(t, true)
+}
+
+fn acceptor(t: &TlsConfig, client_certs: bool) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, p: &std::path::Path, e: &dyn std::fmt::Display| {
@@ -105,10 +121,30 @@ pub(crate) fn tls_acceptor(t: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, C
     let key =
         PrivateKeyDer::from_pem_file(&t.key_file).map_err(|e| bad("cannot read the key", &t.key_file, &e))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+    let builder = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?
-        .with_no_client_auth()
+        .map_err(|e| ConfigError::Invalid(format!("tls: {e}")))?;
+    let builder = match (&t.client_ca_file, client_certs) {
+        (Some(ca), true) => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            for c in
+                CertificateDer::pem_file_iter(ca).map_err(|e| bad("cannot read the client CA", ca, &e))?
+            {
+                let c = c.map_err(|e| bad("cannot read the client CA", ca, &e))?;
+                roots.add(c).map_err(|e| bad("a bad client CA certificate in", ca, &e))?;
+            }
+            let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| bad("cannot verify clients with", ca, &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| bad("the certificate and key do not match", &t.cert_file, &e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -156,9 +192,12 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             let _ip_slot = ip_slot;
             match settings.tls.clone() {
-                None => connection(stream, peer, settings, handler, stop).await,
+                None => connection(stream, peer, None, settings, handler, stop).await,
                 Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(s)) => connection(s, peer, settings, handler, stop).await,
+                    Ok(Ok(s)) => {
+                        let certs = s.get_ref().1.peer_certificates().map(|c| Arc::new(c.to_vec()));
+                        connection(s, peer, certs, settings, handler, stop).await
+                    }
                     Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -223,6 +262,7 @@ impl Drop for InFlight {
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
+    certs: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
     settings: EdgeSettings,
     handler: Handler,
     mut stop: watch::Receiver<bool>,
@@ -230,8 +270,8 @@ async fn connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (settings, handler) = (settings.clone(), handler.clone());
-        async move { Ok::<_, std::convert::Infallible>(one_request(req, peer, &settings, &handler).await) }
+        let (settings, handler, certs) = (settings.clone(), handler.clone(), certs.clone());
+        async move { Ok::<_, std::convert::Infallible>(one_request(req, peer, certs, &settings, &handler).await) }
     });
     let io = hyper_util::rt::TokioIo::new(stream);
     let conn = hyper::server::conn::http1::Builder::new()
@@ -262,6 +302,7 @@ async fn connection<S>(
 async fn one_request(
     req: hyper::Request<hyper::body::Incoming>,
     peer: SocketAddr,
+    client_certs: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
     settings: &EdgeSettings,
     handler: &Handler,
 ) -> EdgeResponse {
@@ -280,7 +321,7 @@ async fn one_request(
     };
     let body = read.instrument(span.clone()).await;
     let in_flight = InFlight::enter(&settings.in_flight);
-    let handling = handler(EdgeRequest { head, body, peer, request_id: request_id.clone() });
+    let handling = handler(EdgeRequest { head, body, peer, request_id: request_id.clone(), client_certs });
     let handled = tokio::spawn(
         async move {
             let _counted = in_flight;

@@ -202,6 +202,18 @@ impl Browser {
         }
     }
 
+    /// Clicks `sel` and waits until the page that follows has `url_part` in its URL.
+    async fn click_to(&self, sel: &str, url_part: &str) {
+        self.css(sel).await.click().await.unwrap();
+        for _ in 0..200 {
+            if self.path().await.contains(url_part) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("clicking {sel} did not lead to {url_part}: at {}", self.path().await);
+    }
+
     async fn sign_in(&self, base: &str, token: &str) {
         self.go(&format!("{base}/keys")).await;
         assert_eq!(self.path().await, "/login", "an unsigned visitor is sent to the sign-in page");
@@ -294,8 +306,7 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
     // Find the key: four keys, one matches the text filter.
     assert_eq!(b.count("#keys tr.key").await, 4);
     b.css("#filter-text").await.send_keys("payments").await.unwrap();
-    b.css("#filter").await.click().await.unwrap();
-    b.css("#keys").await;
+    b.click_to("#filter", "q=payments").await;
     assert_eq!(b.count("#keys tr.key").await, 1, "{}", b.path().await);
     let row = b.text("#keys tr.key").await;
     assert!(
@@ -308,7 +319,7 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
 
     // Its page: the usage plot has one point per bucket of the one version used.
     b.go(&format!("{base}/keys?q=payments")).await;
-    b.css(&format!("a[href='/keys/{key}']")).await.click().await.unwrap();
+    b.click_to(&format!("a[href='/keys/{key}']"), &format!("/keys/{key}")).await;
     assert_eq!(b.text("#key-id").await, key);
     let plot = b.css("#plot-encryptions").await;
     assert_eq!(plot.attr("data-points").await.unwrap().as_deref(), Some("30"), "30 days, a point a day");
@@ -324,19 +335,19 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
     b.shot("key").await;
 
     // An admin action with its confirmation, and its record.
-    b.css("#rotate").await.click().await.unwrap();
+    b.click_to("#rotate", "done=rotate").await;
     assert!(b.text("#notice").await.contains("Rotated"));
     assert_eq!(b.count("#versions tr.version").await, 2);
     b.css("#confirm-deletion").await.send_keys("alias/wrong").await.unwrap();
-    b.css("#schedule-deletion").await.click().await.unwrap();
+    b.click_to("#schedule-deletion", "/schedule-deletion").await;
     assert!(b.text("#message").await.contains("confirm"), "a wrong confirmation is refused");
     b.go(&format!("{base}/keys/{key}")).await;
     b.css("#confirm-deletion").await.send_keys("alias/payments").await.unwrap();
-    b.css("#schedule-deletion").await.click().await.unwrap();
+    b.click_to("#schedule-deletion", "done=schedule-deletion").await;
     assert!(b.text("#key-state").await.contains("pending deletion"));
-    b.css("#cancel-deletion").await.click().await.unwrap();
+    b.click_to("#cancel-deletion", "done=cancel-deletion").await;
     assert!(b.text("#key-state").await.contains("disabled"));
-    b.css("#enable").await.click().await.unwrap();
+    b.click_to("#enable", "done=enable").await;
     assert!(b.text("#key-state").await.contains("enabled"));
     for (op, outcome) in [
         ("RotateKey", "OK"),
@@ -358,8 +369,7 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
     b.go(&format!("{base}/audit")).await;
     b.css("#filter-key").await.send_keys("alias/payments").await.unwrap();
     b.css("#filter-operation").await.send_keys("ScheduleKeyDeletion").await.unwrap();
-    b.css("#apply-filters").await.click().await.unwrap();
-    b.css("#records").await;
+    b.click_to("#apply-filters", "operation=ScheduleKeyDeletion").await;
     assert_eq!(b.count("#records tr.record").await, 2, "{}", b.path().await);
     let first = b.text("#records tr.record").await;
     assert!(first.contains("OK") && first.contains("console"), "newest first: {first}");
@@ -396,7 +406,7 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
         .execute("document.querySelector('form[action$=\"/rotate\"] input[name=csrf]').remove()", vec![])
         .await
         .unwrap();
-    b.css("#rotate").await.click().await.unwrap();
+    b.click_to("#rotate", "/rotate").await;
     assert!(b.text("#message").await.contains("CSRF"));
     assert!(records(&s, "RotateKey")
         .await
@@ -405,8 +415,7 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
 
     // Sign out ends the session on the server: the old cookie no longer works.
     b.go(&format!("{base}/keys")).await;
-    b.css("#sign-out").await.click().await.unwrap();
-    b.css("#token").await;
+    b.click_to("#sign-out", "signed_out").await;
     b.go(&format!("{base}/keys")).await;
     assert_eq!(b.path().await, "/login");
     let (status, headers, _) = http("GET", &format!("{base}/keys"), Some(&session), None).await;
@@ -482,4 +491,100 @@ async fn pages_are_served_safely_and_sign_in_is_limited_and_recorded() {
         assert!(!format!("{r:?}").contains("kw_wrong") && !format!("{r:?}").contains(ADMIN_TOKEN));
     }
     s.stop().await.unwrap();
+}
+
+/// One HTTPS request over a fresh connection, with a client certificate if given.
+async fn https(
+    port: u16,
+    pki: &common::pki::Pki,
+    identity: Option<&(String, String)>,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> (u16, http::HeaderMap, String) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((c, k)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(c.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", "localhost");
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("keyward_session={c}"));
+    }
+    if form.is_some() {
+        req = req.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::from(form.unwrap_or("").to_string()))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mutual_tls_a_client_certificate_signs_in_and_its_session_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::new();
+    let port = free_port();
+    let top = format!("console_listen = \"127.0.0.1:{port}\"");
+    let principals = r#"
+        [[principals]]
+        name = "reviewer"
+        roles = ["auditor"]
+        cert_dns_names = ["reviewer-client"]
+        "#;
+    let server = common::pki::TlsServer::start_with(dir.path(), &pki, &top, principals).await;
+    wait_for(port).await;
+    let me = pki.leaf("reviewer-client");
+    let stranger = pki.leaf("stranger");
+    // The sign-in page offers the certificate to a client that has one.
+    let (status, _, page) = https(port, &pki, Some(&me), "GET", "/login", None, None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("sign-in-certificate"), "{page}");
+    let (_, _, page) = https(port, &pki, None, "GET", "/login", None, None).await;
+    assert!(!page.contains("sign-in-certificate"));
+    // A certificate naming no principal is refused.
+    let (status, _, _) =
+        https(port, &pki, Some(&stranger), "POST", "/login", None, Some("method=certificate")).await;
+    assert_eq!(status, 401);
+    let (status, headers, _) =
+        https(port, &pki, Some(&me), "POST", "/login", None, Some("method=certificate")).await;
+    assert_eq!(status, 303);
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert!(set.contains("Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let session = set.split(';').next().unwrap().trim_start_matches("keyward_session=").to_string();
+    let (status, _, page) = https(port, &pki, Some(&me), "GET", "/audit", Some(&session), None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("reviewer"));
+    // The session works only with the certificate it signed in with.
+    let (status, _, _) = https(port, &pki, Some(&stranger), "GET", "/audit", Some(&session), None).await;
+    assert_eq!(status, 303, "another certificate ends the session");
+    let (status, _, _) = https(port, &pki, Some(&me), "GET", "/audit", Some(&session), None).await;
+    assert_eq!(status, 303, "and it stays ended");
+    server.stop().await;
 }

@@ -241,7 +241,7 @@ impl AwsKms {
     }
 
     async fn answer(&self, req: EdgeRequest) -> Result<Value, AwsError> {
-        let EdgeRequest { head, body, peer, request_id } = req;
+        let EdgeRequest { head, body, peer, request_id, .. } = req;
         if head.method != http::Method::POST || head.uri.path() != "/" {
             return Err(AwsError::new(
                 404,

@@ -28,7 +28,7 @@ use crate::bearer::Refusal;
 use crate::http::{BodyError, EdgeRequest, EdgeResponse, Handler};
 use crate::seal::Seal;
 use forms::Form;
-use session::{Credential, SessionView, Sessions, SignInLimiter};
+use session::{Credential, SessionCredential, SessionView, Sessions, SignInLimiter};
 
 /// Largest form body.
 pub(crate) const MAX_BODY: usize = 16 * 1024;
@@ -224,16 +224,26 @@ impl Console {
         let cookie = Self::cookie_value(req)?;
         let s: SessionView = self.sessions.get(&cookie)?;
         let refused = Self::refused_caller(req);
-        let caller = match &s.token {
-            None => Caller { principal: "dev".into(), policy: Arc::new(Policy::everything()), ..refused },
-            Some(t) => match crate::bearer::identify(&self.auth, kms, None, t, refused) {
-                Ok(c) if c.principal == s.principal => c,
-                _ => {
-                    // Revoked, expired, or the principal is gone: the session ends with it.
-                    self.sessions.end(&s.id);
-                    return None;
-                }
+        let checked = match &s.credential {
+            SessionCredential::Dev => {
+                Ok(Caller { principal: "dev".into(), policy: Arc::new(Policy::everything()), ..refused })
+            }
+            SessionCredential::Token(t) => {
+                crate::bearer::identify(&self.auth, kms, None, t, refused).map_err(|_| ())
+            }
+            // The request must come with the certificate the session signed in with.
+            SessionCredential::Certificate(h) => match req.client_certs.as_deref().and_then(|c| c.first()) {
+                Some(leaf) if session::sha256(leaf) == *h => self.certificate_caller(kms, req).ok_or(()),
+                _ => Err(()),
             },
+        };
+        let caller = match checked {
+            Ok(c) if c.principal == s.principal => c,
+            _ => {
+                // Revoked, expired, the principal is gone, or another certificate: the session ends.
+                self.sessions.end(&s.id);
+                return None;
+            }
         };
         Some(Viewer { caller, csrf: s.csrf, session: s.id })
     }
@@ -349,7 +359,15 @@ impl Console {
             let cookie = self.sessions.start("dev".into(), Credential::Dev);
             return Page::redirect("/keys").with("set-cookie", self.set_cookie(&cookie));
         }
-        Page::html(200, pages::sign_in(None))
+        Page::html(200, pages::sign_in(None, req.client_certs.is_some()))
+    }
+
+    /// The caller a request's client certificate names, if it names a principal.
+    fn certificate_caller(&self, kms: &Kms, req: &EdgeRequest) -> Option<Caller> {
+        let certs = req.client_certs.as_deref()?;
+        let p = self.auth.identify(None, Some(certs)).ok()?;
+        let policy = kms.policy_of(&p.name)?;
+        Some(Caller { principal: p.name, policy, ..Self::refused_caller(req) })
     }
 
     async fn sign_in(&self, kms: &Kms, req: &EdgeRequest, body: &[u8]) -> Page {
@@ -360,16 +378,40 @@ impl Console {
                 session::ATTEMPTS_PER_ADDRESS
             ));
             let e = kms.refuse(&refused, Operation::SignIn, e).await;
-            return Page::html(status_of(&e), pages::sign_in(Some(&e.public_message())));
+            return Page::html(
+                status_of(&e),
+                pages::sign_in(Some(&e.public_message()), req.client_certs.is_some()),
+            );
         }
         let form: Form = forms::query(std::str::from_utf8(body).unwrap_or(""));
+        let with_cert = req.client_certs.is_some();
+        if form.get("method").map(String::as_str) == Some("certificate") {
+            let leaf = req.client_certs.as_deref().and_then(|c| c.first());
+            let Some((caller, leaf)) = self.certificate_caller(kms, req).zip(leaf) else {
+                let why = KmsError::Unauthenticated("no client certificate naming a principal".into());
+                let e = kms.refuse(&refused, Operation::SignIn, why).await;
+                if let KmsError::AuditUnavailable(_) = e {
+                    return self.error_page(None, &e);
+                }
+                return Page::html(
+                    401,
+                    pages::sign_in(Some("Your client certificate names no principal."), with_cert),
+                );
+            };
+            if let Err(e) = kms.console_sign_in(&caller, "certificate").await {
+                return self.error_page(None, &e);
+            }
+            let cookie =
+                self.sessions.start(caller.principal.clone(), Credential::Certificate(session::sha256(leaf)));
+            return Page::redirect("/").with("set-cookie", self.set_cookie(&cookie));
+        }
         let token =
             zeroize::Zeroizing::new(form.get("token").map(|t| t.trim().to_string()).unwrap_or_default());
         if token.is_empty() {
             let e = kms
                 .refuse(&refused, Operation::SignIn, KmsError::invalid("token", "paste a bearer token"))
                 .await;
-            return Page::html(400, pages::sign_in(Some(&e.public_message())));
+            return Page::html(400, pages::sign_in(Some(&e.public_message()), with_cert));
         }
         let caller = match crate::bearer::identify(&self.auth, kms, None, &token, refused.clone()) {
             Ok(c) => c,
@@ -383,7 +425,7 @@ impl Console {
                 if let KmsError::AuditUnavailable(_) = recorded {
                     return self.error_page(None, &recorded);
                 }
-                return Page::html(401, pages::sign_in(Some("That token was not accepted.")));
+                return Page::html(401, pages::sign_in(Some("That token was not accepted."), with_cert));
             }
         };
         if let Err(e) = kms.console_sign_in(&caller, "token").await {

@@ -62,7 +62,7 @@ pub(super) fn message(viewer: Option<&Viewer>, title: &str, text: &str) -> Marku
 }
 
 /// The sign-in form (a token pasted, posted; never put in a URL).
-pub(super) fn sign_in(error: Option<&str>) -> Markup {
+pub(super) fn sign_in(error: Option<&str>, with_certificate: bool) -> Markup {
     layout(
         None,
         "Sign in",
@@ -76,6 +76,12 @@ pub(super) fn sign_in(error: Option<&str>) -> Markup {
                     button #sign-in type="submit" { "Sign in" }
                 }
                 p.muted { "A configured token, a runtime token (kwt_…) or a JWT. It is exchanged for a session cookie and kept only on the server." }
+                @if with_certificate {
+                    form method="post" action="/login" {
+                        input type="hidden" name="method" value="certificate";
+                        button #sign-in-certificate type="submit" { "Sign in with your client certificate" }
+                    }
+                }
             }
         },
     )

@@ -32,6 +32,8 @@ pub(super) enum Credential {
     Dev,
     /// A bearer token (configured, runtime `kwt_`, or a JWT), re-checked on each request.
     Token(Zeroizing<String>),
+    /// A client certificate (its SHA-256): each request must come with it.
+    Certificate([u8; 32]),
 }
 
 impl std::fmt::Debug for Credential {
@@ -39,6 +41,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Self::Dev => f.write_str("Dev"),
             Self::Token(_) => f.write_str("Token(REDACTED)"),
+            Self::Certificate(h) => write!(f, "Certificate({})", hex::encode(&h[..8])),
         }
     }
 }
@@ -64,8 +67,19 @@ pub(super) struct SessionView {
     pub principal: String,
     /// Its CSRF token.
     pub csrf: String,
-    /// The credential, to check again (`None`: the development principal).
-    pub token: Option<Zeroizing<String>>,
+    /// The credential, to check again.
+    pub credential: SessionCredential,
+}
+
+/// What a request's session signed in with, to check again.
+#[derive(Debug, Clone)]
+pub(super) enum SessionCredential {
+    /// The development principal.
+    Dev,
+    /// This bearer token.
+    Token(Zeroizing<String>),
+    /// The client certificate with this SHA-256.
+    Certificate([u8; 32]),
 }
 
 /// Every session.
@@ -73,6 +87,12 @@ pub(super) struct SessionView {
 pub(super) struct Sessions {
     map: Mutex<HashMap<[u8; 32], Session>>,
     idle: Duration,
+}
+
+/// SHA-256.
+pub(super) fn sha256(b: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    d.as_ref().try_into().expect("32 bytes")
 }
 
 fn hash(cookie: &str) -> [u8; 32] {
@@ -123,9 +143,10 @@ impl Sessions {
             id,
             principal: s.principal.clone(),
             csrf: s.csrf.clone(),
-            token: match &s.credential {
-                Credential::Dev => None,
-                Credential::Token(t) => Some(t.clone()),
+            credential: match &s.credential {
+                Credential::Dev => SessionCredential::Dev,
+                Credential::Token(t) => SessionCredential::Token(t.clone()),
+                Credential::Certificate(h) => SessionCredential::Certificate(*h),
             },
         })
     }

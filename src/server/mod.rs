@@ -160,10 +160,7 @@ impl Server {
         let root = opening.as_ref().map(Opening::root);
         let reflection = reflection()?;
         // The HTTP edges' TLS, read now so a bad file refuses to start.
-        let edge_tls = match (
-            &config.tls,
-            config.aws_kms.is_some() || config.vault_transit.is_some() || config.console.is_some(),
-        ) {
+        let edge_tls = match (&config.tls, config.aws_kms.is_some() || config.vault_transit.is_some()) {
             (Some(t), true) => Some(crate::http::tls_acceptor(t)?),
             _ => None,
         };
@@ -242,13 +239,18 @@ impl Server {
                 vault_dev,
             ))
         });
+        // The console's TLS also asks for client certificates where mutual TLS is configured.
+        let console_tls = match (&config.tls, &config.console) {
+            (Some(t), Some(_)) => Some(crate::http::tls_acceptor_with_client_certs(t)?),
+            _ => None,
+        };
         let console = config.console.as_ref().map(|c| {
             Arc::new(crate::console::Console::new(
                 seal.clone(),
                 config.auth.clone(),
                 c.session_idle,
                 dev,
-                edge_tls.is_some(),
+                console_tls.is_some(),
             ))
         });
         let api = Api::new(seal.clone(), config.auth.clone(), limiter);
@@ -264,6 +266,7 @@ impl Server {
             aws,
             vault,
             console,
+            console_tls,
             edge_tls,
         })
     }
@@ -500,6 +503,7 @@ pub struct Prepared {
     aws: Option<Arc<crate::aws::AwsKms>>,
     vault: Option<Arc<crate::vault::VaultTransit>>,
     console: Option<Arc<crate::console::Console>>,
+    console_tls: Option<tokio_rustls::TlsAcceptor>,
     edge_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -552,6 +556,7 @@ impl Prepared {
             aws,
             vault,
             console,
+            console_tls,
             edge_tls,
         } = self;
         let drain = Drain::new();
@@ -645,8 +650,10 @@ impl Prepared {
             tasks.listener("vault_transit", crate::http::serve(l, settings, vault.handler(), tasks.stop()));
         }
         if let (Some(l), Some(console), Some(c)) = (sockets.console, console, &config.console) {
-            let settings =
-                edge_settings("console", crate::console::MAX_BODY, Arc::new(crate::console::timed_out));
+            let settings = crate::http::EdgeSettings {
+                tls: console_tls,
+                ..edge_settings("console", crate::console::MAX_BODY, Arc::new(crate::console::timed_out))
+            };
             let scheme = if settings.tls.is_some() { "https" } else { "http" };
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| c.listen.to_string());
             if c.dev_default {

@@ -324,7 +324,7 @@ impl VaultTransit {
 
     /// The data of a successful answer, with its status, or the error.
     async fn answer(&self, req: EdgeRequest) -> Result<(u16, Answer), VaultError> {
-        let EdgeRequest { head, body, peer, request_id } = req;
+        let EdgeRequest { head, body, peer, request_id, .. } = req;
         let route = route(&self.mount, &head.method, head.uri.path(), head.uri.query().unwrap_or(""))?;
         match route {
             // As Vault: health is 503 while sealed, seal-status always 200.

@@ -89,11 +89,16 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub async fn start(dir: &Path, pki: &Pki, principals: &str) -> Self {
+        Self::start_with(dir, pki, "", principals).await
+    }
+
+    /// As [`TlsServer::start`], with top-level settings `top` (before the tables).
+    pub async fn start_with(dir: &Path, pki: &Pki, top: &str, principals: &str) -> Self {
         let (server_cert, server_key) = pki.leaf("localhost");
         let root = dir.join("root.key");
         keyward::config::create_root_key_file(&root).unwrap();
         let toml = format!(
-            "root_key_file = \"{root}\"\n[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\n\n{principals}",
+            "root_key_file = \"{root}\"\n{top}\n[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\n\n{principals}",
             root = root.display(),
             cert = write(dir, "server.crt", &server_cert),
             key = write(dir, "server.key", &server_key),

@@ -86,7 +86,7 @@ pub struct AuditSummary {
 }
 
 /// Most records a summary that cannot use the hourly counts reads.
-pub const SUMMARY_SCAN_LIMIT: u64 = 200_000;
+pub const SUMMARY_SCAN_LIMIT: u64 = 50_000;
 
 impl Kms {
     /// `GetKeyUsage`: `key`'s encryptions, data keys and decryptions per
