@@ -393,6 +393,7 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
     let lines: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
     assert!(lines.iter().all(|l| l["operation"] == "Encrypt" && l["key_id"] == key.as_str()));
+    assert!(lines.iter().all(|l| l["hash"].as_str().is_some_and(|h| h.len() == 64)), "the CLI's line format");
 
     // Verification, with the public key.
     b.go(&format!("{base}/audit/verify")).await;

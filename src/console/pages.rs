@@ -270,18 +270,12 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
                                         VersionState::Enabled if !v.primary => {
                                             form.inline method="post" action=(va("disable")) { (csrf) button.plain type="submit" { "Disable" } }
                                             " "
-                                            form.inline method="post" action=(va("schedule-destruction")) {
-                                                (csrf) input name="confirm" placeholder="alias or id" size="10" required;
-                                                button.danger type="submit" { "Destroy…" }
-                                            }
+                                            (destroy_form(&va("schedule-destruction"), &csrf))
                                         }
                                         VersionState::Disabled => {
                                             form.inline method="post" action=(va("enable")) { (csrf) button.plain type="submit" { "Enable" } }
                                             " "
-                                            form.inline method="post" action=(va("schedule-destruction")) {
-                                                (csrf) input name="confirm" placeholder="alias or id" size="10" required;
-                                                button.danger type="submit" { "Destroy…" }
-                                            }
+                                            (destroy_form(&va("schedule-destruction"), &csrf))
                                         }
                                         VersionState::ScheduledForDestruction => {
                                             form.inline method="post" action=(va("restore")) { (csrf) button.plain type="submit" { "Restore" } }
@@ -344,6 +338,16 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
             }
         },
     )
+}
+
+/// A version's destruction, confirmed by typing the key's alias or id.
+fn destroy_form(action: &str, csrf: &Markup) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf) input name="confirm" placeholder="alias or id" size="10" required;
+            button.danger type="submit" { "Destroy…" }
+        }
+    }
 }
 
 /// What the audit explorer shows.

@@ -46,28 +46,31 @@ fn audit_input(q: &Form) -> Result<AuditQueryInput, KmsError> {
     })
 }
 
-/// A record as one line of the export (every field; there is no secret in one).
-fn record_json(r: &keyward_core::AuditRecord) -> serde_json::Value {
+/// A record as one line of the export: the line format of `keyward audit
+/// export` and `audit query --output json` (every field; no secret is in one).
+fn record_json(sealed: &keyward_core::SealedRecord) -> serde_json::Value {
+    let r = &sealed.record;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time_ms.max(0) as u64);
     serde_json::json!({
-        "seq": r.seq,
-        "time_ms": r.time_ms,
-        "time": forms::rfc3339(r.time_ms),
+        "sequence": r.seq,
+        "time": humantime::format_rfc3339_millis(t).to_string(),
         "request_id": r.request_id,
         "principal": r.principal,
         "peer": r.peer,
-        "edge": r.edge,
-        "node_id": r.node_id,
+        "edge": r.edge.clone().unwrap_or_default(),
+        "node_id": r.node_id.clone().unwrap_or_default(),
         "operation": r.operation,
-        "key_id": r.key_id,
-        "key_version": r.key_version,
-        "alias": r.alias,
-        "source_key_id": r.source_key_id,
-        "source_key_version": r.source_key_version,
-        "target": r.target,
-        "context": r.context,
+        "key_id": r.key_id.clone().unwrap_or_default(),
+        "key_version": r.key_version.unwrap_or(0),
+        "alias": r.alias.clone().unwrap_or_default(),
+        "source_key_id": r.source_key_id.clone().unwrap_or_default(),
+        "source_key_version": r.source_key_version.unwrap_or(0),
+        "target": r.target.clone().unwrap_or_default(),
+        "encryption_context": r.context,
         "outcome": r.outcome,
         "reason": r.reason,
-        "prev_hash": r.prev_hash,
+        "previous_hash": r.prev_hash,
+        "hash": sealed.hash(),
     })
 }
 
@@ -159,31 +162,13 @@ impl Console {
             Ok(i) => i,
             Err(e) => {
                 let e = kms.refuse(&viewer.caller, Operation::QueryAuditLog, e).await;
-                let page = pages::AuditPage {
-                    filter: q,
-                    records: &[],
-                    next: None,
-                    summary: None,
-                    error: Some(e.public_message()),
-                    unreachable: &[],
-                };
-                return Page::html(super::status_of(&e), pages::audit(viewer, &page));
+                return audit_error(viewer, q, &e);
             }
         };
         let query = AuditQueryInput { page_size: Some(RECORDS_PER_PAGE), ..input.clone() };
         let results = match kms.query_audit(&viewer.caller, query).await {
             Ok(r) => r,
-            Err(e) => {
-                let page = pages::AuditPage {
-                    filter: q,
-                    records: &[],
-                    next: None,
-                    summary: None,
-                    error: Some(e.public_message()),
-                    unreachable: &[],
-                };
-                return Page::html(super::status_of(&e), pages::audit(viewer, &page));
-            }
+            Err(e) => return audit_error(viewer, q, &e),
         };
         // The breakdown of the whole filtered range (on the first page only).
         let summary = if input.page_token.is_none() {
@@ -221,7 +206,7 @@ impl Console {
                 Err(e) => return self.error_page(Some(viewer), &e),
             };
             for r in &page.records {
-                serde_json::to_writer(&mut out, &record_json(&r.record)).expect("JSON to memory");
+                serde_json::to_writer(&mut out, &record_json(r)).expect("JSON to memory");
                 out.push(b'\n');
                 n += 1;
             }
@@ -370,6 +355,19 @@ impl Console {
             Err(e) => self.error_page(Some(viewer), &e),
         }
     }
+}
+
+/// The audit explorer with its filters kept and the error that stopped it.
+fn audit_error(viewer: &Viewer, q: &Form, e: &KmsError) -> Page {
+    let page = pages::AuditPage {
+        filter: q,
+        records: &[],
+        next: None,
+        summary: None,
+        error: Some(e.public_message()),
+        unreachable: &[],
+    };
+    Page::html(super::status_of(e), pages::audit(viewer, &page))
 }
 
 /// A path segment as typed (`alias%2Fapp` is `alias/app`).
