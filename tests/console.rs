@@ -126,6 +126,11 @@ async fn used_key(s: &TestServer) -> String {
     key
 }
 
+/// Today's UTC date (YYYY-MM-DD).
+fn keyward_core_today() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10].to_string()
+}
+
 /// Headless Chromium behind chromedriver, each with its own profile.
 struct Browser {
     client: Client,
@@ -327,6 +332,14 @@ async fn reviewers_and_admins_use_the_console_in_a_real_browser() {
     b.go(&format!("{base}/keys/{key}?range=24h&bucket=hour")).await;
     assert_eq!(b.count("#plot-encryptions svg circle").await, 24, "24 hours, a point an hour");
     assert_eq!(b.count("#plot-decryptions svg circle").await, 24);
+    // A range of one's own: from and until as dates, a point a day.
+    let today = &keyward_core_today();
+    b.go(&format!("{base}/keys/{key}?from=2026-01-01&until={today}&bucket=day")).await;
+    let days = b.css("#plot-encryptions").await.attr("data-points").await.unwrap().unwrap();
+    assert!(days.parse::<usize>().unwrap() > 300, "{days} points from 1 January");
+    b.go(&format!("{base}/keys/{key}?from=yesterday")).await;
+    assert!(b.client.source().await.unwrap().contains("from: a UTC date"), "a bad date is named");
+    b.go(&format!("{base}/keys/{key}?range=24h&bucket=hour")).await;
     let versions = b.text("#versions tbody").await;
     assert!(
         versions.contains("v1") && versions.contains('5') && versions.contains('3') && versions.contains('2'),

@@ -185,6 +185,9 @@ pub(super) struct KeyPage<'a> {
     pub range: &'a str,
     pub daily: bool,
     pub notice: Option<&'a str>,
+    /// A range of one's own, as typed (empty: the preset range).
+    pub from: &'a str,
+    pub until: &'a str,
 }
 
 /// A key: its fields, versions, usage plots and (for admins) actions.
@@ -297,6 +300,8 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
                         }
                     }
                 }
+                label { "or from (UTC)" input #usage-from name="from" type="date" value=(p.from); }
+                label { "until" input #usage-until name="until" type="date" value=(p.until); }
                 label { "Points"
                     select name="bucket" {
                         option value="hour" selected[!p.daily] { "per hour" }
@@ -307,8 +312,9 @@ pub(super) fn key_page(viewer: &Viewer, p: &KeyPage<'_>) -> Markup {
             }
             @if let Some(e) = &p.usage_error { p.error { (e) } }
             @if let Some(u) = p.usage {
-                p.muted { "From the audit log's hourly counts, " (rfc3339(u.buckets.first().copied().unwrap_or(0))) " to the end of the last "
-                    (if p.daily { "day" } else { "hour" }) "; dashed lines mark rotations." }
+                @let width = if p.daily { 86_400_000 } else { 3_600_000 };
+                p.muted #usage-range { "From the audit log's hourly counts, " (rfc3339(u.buckets.first().copied().unwrap_or(0))) " to "
+                    (rfc3339(u.buckets.last().map(|l| l + width).unwrap_or(0))) " (whole " (if p.daily { "days" } else { "hours" }) "); dashed lines mark rotations." }
                 div.plots {
                     @for kind in plot::Kind::ALL {
                         figure id=(format!("plot-{}", kind.id())) data-points=(u.buckets.len()) data-versions=(u.series.len()) {

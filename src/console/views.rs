@@ -117,22 +117,48 @@ impl Console {
             90 => "90d",
             _ => "30d",
         };
+        let now = kms.now_ms();
+        // A range of one's own (`from`, `until`: UTC dates or times), or the preset one.
+        let custom = match (q.get("from"), q.get("until")) {
+            (None, None) => Ok(None),
+            (from, until) => {
+                let from = from.map(|f| forms::time_ms("from", f)).transpose();
+                let until = until.map(|u| forms::time_ms("until", u)).transpose();
+                match (from, until) {
+                    (Ok(f), Ok(u)) => Ok(Some((f.unwrap_or(now - 30 * 86_400_000), u.unwrap_or(now)))),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            }
+        };
+        let span_days = match &custom {
+            Ok(Some((f, u))) => (u - f) / 86_400_000,
+            _ => days,
+        };
         let daily = match q.get("bucket").map(String::as_str) {
             Some("day") => true,
             Some("hour") => false,
-            _ => days > 7,
+            _ => span_days > 7,
         };
-        let now = kms.now_ms();
         let bucket = if daily { Bucket::Day } else { Bucket::Hour };
         let width = bucket.ms();
-        // The last bucket is the current one; the range holds `days` of them before it.
-        let end = now.div_euclid(width) * width + width;
-        let start = end - days * 86_400_000;
-        let (usage, usage_error) =
-            match kms.key_usage(&viewer.caller, &view.meta.id.to_string(), start, end, bucket).await {
-                Ok(u) => (Some(u), None),
-                Err(e) => (None, Some(e.public_message())),
-            };
+        let id = view.meta.id.to_string();
+        let (usage, usage_error) = match custom {
+            Err(e) => {
+                let e = kms.refuse_key(&viewer.caller, Operation::GetKeyUsage, &id, e).await;
+                (None, Some(e.public_message()))
+            }
+            Ok(range) => {
+                let (start, end) = range.unwrap_or_else(|| {
+                    // The last bucket is the current one; the range holds `days` of them before it.
+                    let end = now.div_euclid(width) * width + width;
+                    (end - days * 86_400_000, end)
+                });
+                match kms.key_usage(&viewer.caller, &id, start, end, bucket).await {
+                    Ok(u) => (Some(u), None),
+                    Err(e) => (None, Some(e.public_message())),
+                }
+            }
+        };
         let notice = q.get("done").map(|d| match d.as_str() {
             "rotate" => "Rotated: a new primary version encrypts from now on.",
             "enable" => "Enabled.",
@@ -153,6 +179,8 @@ impl Console {
             range,
             daily,
             notice,
+            from: q.get("from").map(String::as_str).unwrap_or(""),
+            until: q.get("until").map(String::as_str).unwrap_or(""),
         };
         Page::html(200, pages::key_page(viewer, &page))
     }
