@@ -224,7 +224,11 @@ impl Browser {
         assert_eq!(self.path().await, "/login", "an unsigned visitor is sent to the sign-in page");
         self.css("#token").await.send_keys(token).await.unwrap();
         self.css("#sign-in").await.click().await.unwrap();
-        self.css("#principal").await;
+        let signed_in =
+            self.client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#principal")).await;
+        if signed_in.is_err() {
+            panic!("not signed in: {}", self.client.source().await.unwrap());
+        }
     }
 
     async fn shot(&self, name: &str) {
@@ -249,12 +253,47 @@ async fn http(
     cookie: Option<&str>,
     form: Option<&str>,
 ) -> (u16, http::HeaderMap, String) {
+    let cookie = cookie.map(|c| format!("keyward_session={c}"));
+    http_raw(method, url, cookie.as_deref(), form).await
+}
+
+/// The sign-in form's CSRF cookie and token, from a fresh sign-in page:
+/// (the `cookie` header to send, the form field to add).
+fn login_csrf(headers: &http::HeaderMap, page: &str) -> (String, String) {
+    let cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("keyward_login="))
+        .expect("the sign-in page sets its CSRF cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let token = cookie.trim_start_matches("keyward_login=");
+    assert!(page.contains(&format!("name=\"csrf\" value=\"{token}\"")), "the form carries the same token");
+    (cookie.clone(), format!("csrf={token}"))
+}
+
+/// A sign-in form posted as a browser would: the sign-in page first, then
+/// the form with its CSRF token and cookie.
+async fn post_login(base: &str, fields: &str) -> (u16, http::HeaderMap, String) {
+    let (_, headers, page) = http("GET", &format!("{base}/login"), None, None).await;
+    let (cookie, csrf) = login_csrf(&headers, &page);
+    http_raw("POST", &format!("{base}/login"), Some(&cookie), Some(&format!("{csrf}&{fields}"))).await
+}
+
+/// One HTTP request with a whole `cookie` header.
+async fn http_raw(
+    method: &str,
+    url: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> (u16, http::HeaderMap, String) {
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let mut req = http::Request::builder().method(method).uri(url);
     if let Some(c) = cookie {
-        req = req.header("cookie", format!("keyward_session={c}"));
+        req = req.header("cookie", c);
     }
     if form.is_some() {
         req = req.header("content-type", "application/x-www-form-urlencoded");
@@ -473,11 +512,35 @@ async fn pages_are_served_safely_and_sign_in_is_limited_and_recorded() {
     let (status, headers, _) = http("GET", &format!("{base}/static/console.css"), None, None).await;
     assert_eq!((status, headers["content-type"].to_str().unwrap()), (200, "text/css; charset=utf-8"));
 
-    // A good token gets a session; the token is in no answer.
-    let (status, headers, body) =
+    // A sign-in without the sign-in form's CSRF token (or with another
+    // than its cookie's) is refused, even with a good token.
+    let (status, _, body) =
         http("POST", &format!("{base}/login"), None, Some(&format!("token={ADMIN_TOKEN}"))).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("CSRF"), "{body}");
+    let (_, headers, page) = http("GET", &format!("{base}/login"), None, None).await;
+    let (cookie, token) = login_csrf(&headers, &page);
+    // Another sign-in page in the same browser (or a background request
+    // redirected to it) keeps the token, so the form already shown still works.
+    let (_, headers, page) = http_raw("GET", &format!("{base}/login"), Some(&cookie), None).await;
+    assert_eq!(login_csrf(&headers, &page), (cookie.clone(), token));
+    let forged = format!("csrf={}&token={ADMIN_TOKEN}", "0".repeat(64));
+    let (status, headers, _) = http_raw("POST", &format!("{base}/login"), Some(&cookie), Some(&forged)).await;
+    assert_eq!(status, 403);
+    assert!(!headers
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("keyward_session=")));
+
+    // A good token gets a session; the token is in no answer.
+    let (status, headers, body) = post_login(&base, &format!("token={ADMIN_TOKEN}")).await;
     assert_eq!(status, 303);
-    let set = headers["set-cookie"].to_str().unwrap();
+    let set = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("keyward_session="))
+        .unwrap();
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"), "{set}");
     assert!(!set.contains(ADMIN_TOKEN) && !body.contains(ADMIN_TOKEN));
     let session = set.split(';').next().unwrap().trim_start_matches("keyward_session=").to_string();
@@ -493,13 +556,15 @@ async fn pages_are_served_safely_and_sign_in_is_limited_and_recorded() {
     // Wrong tokens: refused and recorded, then rate-limited.
     let mut statuses = Vec::new();
     for _ in 0..11 {
-        statuses.push(http("POST", &format!("{base}/login"), None, Some("token=kw_wrong")).await.0);
+        statuses.push(post_login(&base, "token=kw_wrong").await.0);
     }
-    assert_eq!(statuses[..9], [401; 9]);
+    // Two of the minute's ten attempts went to the CSRF refusals above.
+    assert_eq!(statuses[..7], [401; 7]);
     assert_eq!(statuses[10], 429, "{statuses:?}");
     let signins = records(&s, "SignIn").await;
     assert!(signins.iter().any(|r| r.principal == "admin" && r.outcome == "OK" && r.edge == "console"));
     assert!(signins.iter().any(|r| r.outcome == "UNAUTHENTICATED"));
+    assert!(signins.iter().any(|r| r.outcome == "PERMISSION_DENIED" && r.principal == "unauthenticated"));
     assert!(signins.iter().any(|r| r.outcome == "RESOURCE_EXHAUSTED"));
     for r in &signins {
         assert!(!format!("{r:?}").contains("kw_wrong") && !format!("{r:?}").contains(ADMIN_TOKEN));
@@ -546,7 +611,9 @@ async fn https(
     tokio::spawn(conn);
     let mut req = http::Request::builder().method(method).uri(path).header("host", "localhost");
     if let Some(c) = cookie {
-        req = req.header("cookie", format!("keyward_session={c}"));
+        // A whole cookie header (`name=value`), or the session cookie's value.
+        let c = if c.contains('=') { c.to_string() } else { format!("keyward_session={c}") };
+        req = req.header("cookie", c);
     }
     if form.is_some() {
         req = req.header("content-type", "application/x-www-form-urlencoded");
@@ -577,19 +644,31 @@ async fn under_mutual_tls_a_client_certificate_signs_in_and_its_session_needs_it
     let me = pki.leaf("reviewer-client");
     let stranger = pki.leaf("stranger");
     // The sign-in page offers the certificate to a client that has one.
-    let (status, _, page) = https(port, &pki, Some(&me), "GET", "/login", None, None).await;
+    let (status, headers, page) = https(port, &pki, Some(&me), "GET", "/login", None, None).await;
     assert_eq!(status, 200);
     assert!(page.contains("sign-in-certificate"), "{page}");
+    let (login_cookie, csrf) = login_csrf(&headers, &page);
+    assert!(headers["set-cookie"].to_str().unwrap().contains("Secure"));
+    let form = format!("{csrf}&method=certificate");
     let (_, _, page) = https(port, &pki, None, "GET", "/login", None, None).await;
     assert!(!page.contains("sign-in-certificate"));
     // A certificate naming no principal is refused.
     let (status, _, _) =
-        https(port, &pki, Some(&stranger), "POST", "/login", None, Some("method=certificate")).await;
+        https(port, &pki, Some(&stranger), "POST", "/login", Some(&login_cookie), Some(&form)).await;
     assert_eq!(status, 401);
-    let (status, headers, _) =
+    // Without the sign-in form's CSRF token, even the right certificate is refused.
+    let (status, _, _) =
         https(port, &pki, Some(&me), "POST", "/login", None, Some("method=certificate")).await;
+    assert_eq!(status, 403);
+    let (status, headers, _) =
+        https(port, &pki, Some(&me), "POST", "/login", Some(&login_cookie), Some(&form)).await;
     assert_eq!(status, 303);
-    let set = headers["set-cookie"].to_str().unwrap();
+    let set = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("keyward_session="))
+        .unwrap();
     assert!(set.contains("Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
     let session = set.split(';').next().unwrap().trim_start_matches("keyward_session=").to_string();
     let (status, _, page) = https(port, &pki, Some(&me), "GET", "/audit", Some(&session), None).await;

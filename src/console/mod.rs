@@ -8,7 +8,8 @@
 //! RotateKey, ...), called as the signed-in principal, so it is authorized
 //! and recorded (edge `console`) as on every edge. Sign-in exchanges a
 //! bearer token for a session cookie ([`session`]); every form that changes
-//! state carries the session's CSRF token. Pages are HTML from [`pages`]
+//! state carries the session's CSRF token (the sign-in form a double-submit
+//! token of its own). Pages are HTML from [`pages`]
 //! (maud: every inserted value escaped), plots SVG drawn here ([`plot`]);
 //! no script, no third-party resource, a strict Content-Security-Policy.
 
@@ -34,6 +35,9 @@ use session::{Credential, SessionCredential, SessionView, Sessions, SignInLimite
 pub(crate) const MAX_BODY: usize = 16 * 1024;
 /// The session cookie's name.
 const COOKIE: &str = "keyward_session";
+/// The sign-in form's CSRF cookie: the form carries the same random value
+/// (a double-submit token), so a sign-in cannot be posted from another site.
+const LOGIN_COOKIE: &str = "keyward_login";
 /// The stylesheet, served by the binary.
 const CSS: &str = include_str!("static/console.css");
 /// What every page may load: its own stylesheet, nothing else; no script,
@@ -198,6 +202,10 @@ impl Console {
     }
 
     fn cookie_value(req: &EdgeRequest) -> Option<String> {
+        Self::named_cookie(req, COOKIE)
+    }
+
+    fn named_cookie(req: &EdgeRequest, name: &str) -> Option<String> {
         req.head
             .headers
             .get_all("cookie")
@@ -205,13 +213,43 @@ impl Console {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)
+            .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
     }
 
     fn set_cookie(&self, value: &str) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
         format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")
+    }
+
+    /// The sign-in page with its CSRF token, set as its cookie too: the
+    /// browser's token if it has one (so a second sign-in page, or a
+    /// background request sent to it, does not void the form already shown),
+    /// else a fresh one.
+    fn login_page(&self, status: u16, error: Option<&str>, req: &EdgeRequest) -> Page {
+        let token = Self::named_cookie(req, LOGIN_COOKIE)
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(|| session::random_hex(32));
+        let secure = if self.secure { "; Secure" } else { "" };
+        let cookie =
+            format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}");
+        Page::html(status, pages::sign_in(error, req.client_certs.is_some(), &token))
+            .with("set-cookie", cookie)
+    }
+
+    /// Whether a sign-in form carries the token of its cookie (compared in constant time).
+    fn login_csrf_ok(req: &EdgeRequest, form: &Form) -> bool {
+        match (Self::named_cookie(req, LOGIN_COOKIE), form.get("csrf")) {
+            (Some(c), Some(f)) if !c.is_empty() => {
+                bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), f.as_bytes()))
+            }
+            _ => false,
+        }
+    }
+
+    fn clear_login_cookie(&self) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{LOGIN_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
     }
 
     fn clear_cookie(&self) -> String {
@@ -359,7 +397,7 @@ impl Console {
             let cookie = self.sessions.start("dev".into(), Credential::Dev);
             return Page::redirect("/keys").with("set-cookie", self.set_cookie(&cookie));
         }
-        Page::html(200, pages::sign_in(None, req.client_certs.is_some()))
+        self.login_page(200, None, req)
     }
 
     /// The caller a request's client certificate names, if it names a principal.
@@ -378,13 +416,19 @@ impl Console {
                 session::ATTEMPTS_PER_ADDRESS
             ));
             let e = kms.refuse(&refused, Operation::SignIn, e).await;
-            return Page::html(
-                status_of(&e),
-                pages::sign_in(Some(&e.public_message()), req.client_certs.is_some()),
-            );
+            return self.login_page(status_of(&e), Some(&e.public_message()), req);
         }
         let form: Form = forms::query(std::str::from_utf8(body).unwrap_or(""));
-        let with_cert = req.client_certs.is_some();
+        if !Self::login_csrf_ok(req, &form) {
+            let e = KmsError::PermissionDenied(
+                "the sign-in form's CSRF token is missing or wrong; reload the sign-in page".into(),
+            );
+            let e = kms.refuse(&refused, Operation::SignIn, e).await;
+            if let KmsError::AuditUnavailable(_) = e {
+                return self.error_page(None, &e);
+            }
+            return self.login_page(403, Some(&e.public_message()), req);
+        }
         if form.get("method").map(String::as_str) == Some("certificate") {
             let leaf = req.client_certs.as_deref().and_then(|c| c.first());
             let Some((caller, leaf)) = self.certificate_caller(kms, req).zip(leaf) else {
@@ -393,17 +437,16 @@ impl Console {
                 if let KmsError::AuditUnavailable(_) = e {
                     return self.error_page(None, &e);
                 }
-                return Page::html(
-                    401,
-                    pages::sign_in(Some("Your client certificate names no principal."), with_cert),
-                );
+                return self.login_page(401, Some("Your client certificate names no principal."), req);
             };
             if let Err(e) = kms.console_sign_in(&caller, "certificate").await {
                 return self.error_page(None, &e);
             }
             let cookie =
                 self.sessions.start(caller.principal.clone(), Credential::Certificate(session::sha256(leaf)));
-            return Page::redirect("/").with("set-cookie", self.set_cookie(&cookie));
+            return Page::redirect("/")
+                .with("set-cookie", self.set_cookie(&cookie))
+                .with("set-cookie", self.clear_login_cookie());
         }
         let token =
             zeroize::Zeroizing::new(form.get("token").map(|t| t.trim().to_string()).unwrap_or_default());
@@ -411,7 +454,7 @@ impl Console {
             let e = kms
                 .refuse(&refused, Operation::SignIn, KmsError::invalid("token", "paste a bearer token"))
                 .await;
-            return Page::html(400, pages::sign_in(Some(&e.public_message()), with_cert));
+            return self.login_page(400, Some(&e.public_message()), req);
         }
         let caller = match crate::bearer::identify(&self.auth, kms, None, &token, refused.clone()) {
             Ok(c) => c,
@@ -425,14 +468,16 @@ impl Console {
                 if let KmsError::AuditUnavailable(_) = recorded {
                     return self.error_page(None, &recorded);
                 }
-                return Page::html(401, pages::sign_in(Some("That token was not accepted."), with_cert));
+                return self.login_page(401, Some("That token was not accepted."), req);
             }
         };
         if let Err(e) = kms.console_sign_in(&caller, "token").await {
             return self.error_page(None, &e);
         }
         let cookie = self.sessions.start(caller.principal.clone(), Credential::Token(token));
-        Page::redirect("/").with("set-cookie", self.set_cookie(&cookie))
+        Page::redirect("/")
+            .with("set-cookie", self.set_cookie(&cookie))
+            .with("set-cookie", self.clear_login_cookie())
     }
 
     async fn sign_out(&self, kms: &Kms, viewer: &Viewer) -> Page {

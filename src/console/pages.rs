@@ -62,7 +62,7 @@ pub(super) fn message(viewer: Option<&Viewer>, title: &str, text: &str) -> Marku
 }
 
 /// The sign-in form (a token pasted, posted; never put in a URL).
-pub(super) fn sign_in(error: Option<&str>, with_certificate: bool) -> Markup {
+pub(super) fn sign_in(error: Option<&str>, with_certificate: bool, csrf: &str) -> Markup {
     layout(
         None,
         "Sign in",
@@ -71,6 +71,7 @@ pub(super) fn sign_in(error: Option<&str>, with_certificate: bool) -> Markup {
                 h1 { "Sign in to Keyward" }
                 @if let Some(e) = error { p.error #message { (e) } }
                 form method="post" action="/login" autocomplete="off" {
+                    input type="hidden" name="csrf" value=(csrf);
                     label for="token" { "Bearer token" }
                     input #token type="password" name="token" required autocomplete="off" spellcheck="false";
                     button #sign-in type="submit" { "Sign in" }
@@ -78,6 +79,7 @@ pub(super) fn sign_in(error: Option<&str>, with_certificate: bool) -> Markup {
                 p.muted { "A configured token, a runtime token (kwt_…) or a JWT. It is exchanged for a session cookie and kept only on the server." }
                 @if with_certificate {
                     form method="post" action="/login" {
+                        input type="hidden" name="csrf" value=(csrf);
                         input type="hidden" name="method" value="certificate";
                         button #sign-in-certificate type="submit" { "Sign in with your client certificate" }
                     }

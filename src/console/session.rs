@@ -100,7 +100,7 @@ fn hash(cookie: &str) -> [u8; 32] {
     d.as_ref().try_into().expect("32 bytes")
 }
 
-fn random_hex(n: usize) -> String {
+pub(super) fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("system randomness");
     hex::encode(b)
