@@ -260,17 +260,21 @@ async fn http(
 /// The sign-in form's CSRF cookie and token, from a fresh sign-in page:
 /// (the `cookie` header to send, the form field to add).
 fn login_csrf(headers: &http::HeaderMap, page: &str) -> (String, String) {
-    let cookie = headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|v| v.starts_with("keyward_login="))
-        .expect("the sign-in page sets its CSRF cookie");
+    let cookie = set_cookie(headers, "keyward_login").expect("the sign-in page sets its CSRF cookie");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let cookie = cookie.split(';').next().unwrap().to_string();
     let token = cookie.trim_start_matches("keyward_login=");
     assert!(page.contains(&format!("name=\"csrf\" value=\"{token}\"")), "the form carries the same token");
     (cookie.clone(), format!("csrf={token}"))
+}
+
+/// The `set-cookie` header an answer sets for cookie `name`.
+fn set_cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.split_once('=').is_some_and(|(n, _)| n == name))
 }
 
 /// A sign-in form posted as a browser would: the sign-in page first, then
@@ -527,20 +531,12 @@ async fn pages_are_served_safely_and_sign_in_is_limited_and_recorded() {
     let forged = format!("csrf={}&token={ADMIN_TOKEN}", "0".repeat(64));
     let (status, headers, _) = http_raw("POST", &format!("{base}/login"), Some(&cookie), Some(&forged)).await;
     assert_eq!(status, 403);
-    assert!(!headers
-        .get_all("set-cookie")
-        .iter()
-        .any(|v| v.to_str().unwrap().starts_with("keyward_session=")));
+    assert_eq!(set_cookie(&headers, "keyward_session"), None);
 
     // A good token gets a session; the token is in no answer.
     let (status, headers, body) = post_login(&base, &format!("token={ADMIN_TOKEN}")).await;
     assert_eq!(status, 303);
-    let set = headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|v| v.starts_with("keyward_session="))
-        .unwrap();
+    let set = set_cookie(&headers, "keyward_session").expect("a session cookie");
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"), "{set}");
     assert!(!set.contains(ADMIN_TOKEN) && !body.contains(ADMIN_TOKEN));
     let session = set.split(';').next().unwrap().trim_start_matches("keyward_session=").to_string();
@@ -663,12 +659,7 @@ async fn under_mutual_tls_a_client_certificate_signs_in_and_its_session_needs_it
     let (status, headers, _) =
         https(port, &pki, Some(&me), "POST", "/login", Some(&login_cookie), Some(&form)).await;
     assert_eq!(status, 303);
-    let set = headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|v| v.starts_with("keyward_session="))
-        .unwrap();
+    let set = set_cookie(&headers, "keyward_session").expect("a session cookie");
     assert!(set.contains("Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
     let session = set.split(';').next().unwrap().trim_start_matches("keyward_session=").to_string();
     let (status, _, page) = https(port, &pki, Some(&me), "GET", "/audit", Some(&session), None).await;
