@@ -149,23 +149,127 @@ struct Job {
     state: Arc<AtomicU8>,
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "Stop is sent once per process; boxing every job would cost an allocation per request"
-)]
-enum Msg {
-    Job(Job),
-    /// Finish what is queued, then exit (dropping the store).
-    Stop(mpsc::Sender<()>),
+/// Whether (and how) the writer waits on the queue's condition variable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Not waiting: it will look at the queue again by itself.
+    No,
+    /// Waiting for a first job: the next submit wakes it.
+    Idle,
+    /// Lingering for the records of requests still being handled: the
+    /// submit that completes the batch wakes it, no other.
+    Linger,
+}
+
+/// What requests hand the writer, under one lock.
+struct Inbox {
+    jobs: Vec<Job>,
+    waiting: Waiting,
+    /// Stop was asked for (or every handle is gone): nothing more is
+    /// taken; what is queued is written, then the writer exits.
+    closed: bool,
+    /// Told when the writer has finished after a stop.
+    stopped: Vec<mpsc::Sender<()>>,
+}
+
+/// The queue between the requests and the writer thread. Requests push
+/// under a short lock and wake the writer only when it needs waking (idle,
+/// or the batch it lingers for is complete), so a batch costs the writer
+/// one wake-up, not one per record; the writer takes the whole queue at once.
+struct Queue {
+    inbox: std::sync::Mutex<Inbox>,
+    cv: std::sync::Condvar,
+    limit: usize,
+    max_batch: usize,
+    in_flight: Option<Arc<AtomicUsize>>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a lingering writer has what it waits for.
+    fn batch_complete(&self, queued: usize) -> bool {
+        queued >= self.max_batch
+            || self.in_flight.as_ref().is_none_or(|n| n.load(Ordering::Relaxed) <= queued + 1)
+    }
+
+    /// Queues a job, waking the writer if it waits for one.
+    fn push(&self, job: Job) -> Result<(), AuditError> {
+        let mut g = self.lock();
+        if g.closed {
+            drop(g);
+            // Dropping the job drops any lifecycle guard without applying.
+            drop(job);
+            return Err(AuditError::Stopped);
+        }
+        if g.jobs.len() >= self.limit {
+            drop(g);
+            drop(job);
+            return Err(AuditError::QueueFull(self.limit));
+        }
+        g.jobs.push(job);
+        let wake = match g.waiting {
+            Waiting::No => false,
+            Waiting::Idle => true,
+            Waiting::Linger => self.batch_complete(g.jobs.len()),
+        };
+        if wake {
+            // One wake-up per wait, however many submit meanwhile.
+            g.waiting = Waiting::No;
+        }
+        drop(g);
+        if wake {
+            self.cv.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self, done: Option<mpsc::Sender<()>>) {
+        let mut g = self.lock();
+        g.closed = true;
+        g.stopped.extend(done);
+        drop(g);
+        self.cv.notify_one();
+    }
+}
+
+/// Closes the queue when the writer thread ends, dropping what is queued.
+struct CloseOnExit(Arc<Queue>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        let mut g = self.0.lock();
+        g.closed = true;
+        let left = std::mem::take(&mut g.jobs);
+        drop(g);
+        drop(left);
+    }
+}
+
+/// The submitting side of the queue: when the last handle goes, the writer
+/// finishes what is queued and exits.
+struct Sender(Arc<Queue>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.close(None);
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditQueue").field("limit", &self.0.limit).finish_non_exhaustive()
+    }
 }
 
 /// Handle to the audit writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::SyncSender<Msg>,
+    tx: Arc<Sender>,
     healthy: Arc<watch::Sender<bool>>,
     deadline: Duration,
-    queue_limit: usize,
     exited: Arc<Exited>,
 }
 
@@ -204,18 +308,31 @@ impl AuditLog {
         let head = store.audit_head()?;
         let last_checkpoint = store.last_checkpoint()?.map(|c| (c.seq, c.time_ms));
         let queue_limit = config.queue_limit.max(1);
-        let (tx, rx) = mpsc::sync_channel(queue_limit);
+        let max_batch = config.max_batch.max(1);
+        let in_flight = config.in_flight.filter(|_| !config.linger.is_zero());
+        let queue = Arc::new(Queue {
+            inbox: std::sync::Mutex::new(Inbox {
+                jobs: Vec::with_capacity(max_batch.min(queue_limit)),
+                waiting: Waiting::No,
+                closed: false,
+                stopped: Vec::new(),
+            }),
+            cv: std::sync::Condvar::new(),
+            limit: queue_limit,
+            max_batch,
+            in_flight: in_flight.clone(),
+        });
+        let rx = queue.clone();
         let checkpoint_every = config.checkpoint_every;
         let healthy = Arc::new(watch::Sender::new(true));
         let writer_health = healthy.clone();
-        let max_batch = config.max_batch.max(1);
         let exited = Arc::new(Exited::default());
         let mark = MarkExited(exited.clone());
         std::thread::Builder::new()
             .name("keyward-audit".into())
             .spawn(move || {
                 let _mark = mark;
-                let linger = config.in_flight.map(|n| (n, config.linger)).filter(|(_, l)| !l.is_zero());
+                let linger = in_flight.map(|n| (n, config.linger));
                 Writer {
                     store,
                     usage,
@@ -232,7 +349,7 @@ impl AuditLog {
                 .run(rx)
             })
             .map_err(|e| StoreError(format!("cannot start audit writer: {e}")))?;
-        Ok(Self { tx, healthy, deadline: config.deadline, queue_limit, exited })
+        Ok(Self { tx: Arc::new(Sender(queue)), healthy, deadline: config.deadline, exited })
     }
 
     /// Appends a record and waits until it is durable; returns its sequence number.
@@ -260,12 +377,7 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let request_id = entry.request_id.clone();
-        match self.tx.try_send(Msg::Job(Job { entry, mutation, reply, state: state.clone() })) {
-            Ok(()) => {}
-            // Dropping the job drops any lifecycle guard without applying.
-            Err(mpsc::TrySendError::Full(_)) => return Err(AuditError::QueueFull(self.queue_limit)),
-            Err(mpsc::TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
-        }
+        self.tx.0.push(Job { entry, mutation, reply, state: state.clone() })?;
         let mut rx = rx;
         match tokio::time::timeout(self.deadline, &mut rx).await {
             Ok(Ok(result)) => result,
@@ -314,20 +426,8 @@ impl AuditLog {
 
     fn send_stop(&self, timeout: Duration) {
         let (done, wait) = mpsc::channel();
-        let until = Instant::now() + timeout;
-        let mut msg = Msg::Stop(done);
-        // The queue may be full: retry until the writer makes room or time is up.
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(mpsc::TrySendError::Full(m)) if Instant::now() < until => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return,
-            }
-        }
-        let _ = wait.recv_timeout(until.saturating_duration_since(Instant::now()));
+        self.tx.0.close(Some(done));
+        let _ = wait.recv_timeout(timeout);
     }
 
     /// Watches whether the last audit write succeeded (for health reporting).
@@ -387,51 +487,61 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        let mut head = self.head.take();
-        let mut jobs: Vec<Job> = Vec::with_capacity(self.max_batch);
-        let mut stop: Option<mpsc::Sender<()>> = None;
-        while stop.is_none() {
-            let msg = if self.uncovered(head.as_ref()) {
-                match rx.recv_timeout(self.checkpoint_every) {
-                    Ok(m) => Ok(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.write_checkpoint(head.as_ref(), false);
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+    /// Waits for jobs and takes the next batch into `jobs` (lingering,
+    /// under load, for records on their way); signs a checkpoint when idle
+    /// ones are due. Returns false once the queue is closed and empty.
+    fn take(&mut self, queue: &Queue, head: Option<&AuditHead>, jobs: &mut Vec<Job>) -> bool {
+        let mut g = queue.lock();
+        while g.jobs.is_empty() {
+            if g.closed {
+                return false;
+            }
+            g.waiting = Waiting::Idle;
+            if self.uncovered(head) {
+                let (back, timeout) =
+                    queue.cv.wait_timeout(g, self.checkpoint_every).unwrap_or_else(|p| p.into_inner());
+                g = back;
+                g.waiting = Waiting::No;
+                if timeout.timed_out() && g.jobs.is_empty() {
+                    drop(g);
+                    self.write_checkpoint(head, false);
+                    g = queue.lock();
                 }
             } else {
-                rx.recv().map_err(|_| ())
-            };
-            match msg {
-                Ok(Msg::Job(job)) => jobs.push(job),
-                Ok(Msg::Stop(done)) => stop = Some(done),
-                Err(()) => break,
+                g = queue.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+                g.waiting = Waiting::No;
             }
-            let (max_batch, linger) = (self.max_batch, &self.linger);
-            while jobs.len() < max_batch && stop.is_none() {
-                match rx.try_recv() {
-                    Ok(Msg::Job(job)) => jobs.push(job),
-                    Ok(Msg::Stop(done)) => stop = Some(done),
-                    Err(_) => break,
-                }
+        }
+        // Wait (briefly) while the server handles more requests than the
+        // batch holds, less one: those records are on their way. Only the
+        // submit that completes the batch wakes the writer.
+        if let Some((_, linger)) = &self.linger {
+            let until = Instant::now() + *linger;
+            while !g.closed && !queue.batch_complete(g.jobs.len()) {
+                let Some(left) = until.checked_duration_since(Instant::now()) else { break };
+                g.waiting = Waiting::Linger;
+                g = queue.cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+                g.waiting = Waiting::No;
             }
-            // Wait (briefly) while the server handles more requests than the
-            // batch holds, less one: those records are on their way.
-            if let Some((in_flight, linger)) = &linger {
-                let until = Instant::now() + *linger;
-                while jobs.len() < max_batch
-                    && stop.is_none()
-                    && in_flight.load(Ordering::Relaxed) > jobs.len() + 1
-                {
-                    let Some(left) = until.checked_duration_since(Instant::now()) else { break };
-                    match rx.recv_timeout(left) {
-                        Ok(Msg::Job(job)) => jobs.push(job),
-                        Ok(Msg::Stop(done)) => stop = Some(done),
-                        Err(_) => break,
-                    }
-                }
+        }
+        let n = g.jobs.len().min(self.max_batch);
+        if n == g.jobs.len() {
+            std::mem::swap(jobs, &mut g.jobs);
+        } else {
+            jobs.extend(g.jobs.drain(..n));
+        }
+        true
+    }
+
+    fn run(mut self, queue: Arc<Queue>) {
+        // However the writer ends (a panic included), nothing more is
+        // queued, and what is queued is dropped: its callers hear Stopped.
+        let _close = CloseOnExit(queue.clone());
+        let mut head = self.head.take();
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.max_batch);
+        loop {
+            if !self.take(&queue, head.as_ref(), &mut jobs) {
+                break;
             }
             // Take the jobs whose callers still wait; a cancelled one is
             // dropped unwritten (with any lifecycle guard, unapplied).
@@ -519,12 +629,12 @@ impl Writer {
                 }
             }
         }
-        if stop.is_some() {
+        let stopped = std::mem::take(&mut queue.lock().stopped);
+        if !stopped.is_empty() {
             self.write_checkpoint(head.as_ref(), true);
         }
-        drop(rx);
         drop(self);
-        if let Some(done) = stop {
+        for done in stopped {
             let _ = done.send(());
         }
     }
