@@ -306,7 +306,7 @@ async fn one_request(
     settings: &EdgeSettings,
     handler: &Handler,
 ) -> EdgeResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = keyward_core::new_request_id();
     let span = tracing::info_span!("request", request_id = %request_id, edge = settings.name);
     let (head, body) = req.into_parts();
     let max = settings.max_body;

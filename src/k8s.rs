@@ -137,8 +137,7 @@ impl KmsV2 {
             ),
             None => format!("unix:{}", self.socket),
         };
-        let request_id =
-            if sane_request_id(uid) { uid.to_string() } else { uuid::Uuid::new_v4().to_string() };
+        let request_id = if sane_request_id(uid) { uid.to_string() } else { keyward_core::new_request_id() };
         // Log lines of this call carry the id its audit record has.
         tracing::Span::current().record("uid", request_id.as_str());
         Caller { request_id, principal: PRINCIPAL.into(), peer, edge: Edge::KmsV2, policy: b.policy.clone() }

@@ -191,7 +191,7 @@ where
         let id = match given {
             Some(v) => v.to_string(),
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = keyward_core::new_request_id();
                 req.headers_mut().insert(REQUEST_ID, id.parse().expect("a UUID is a header value"));
                 id
             }

@@ -71,7 +71,7 @@ fn request_id<T>(req: &Request<T>) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| crate::observe::sane_request_id(v))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(keyward_core::new_request_id)
 }
 
 /// Wraps a use-case result into a response (or status) carrying the request id.

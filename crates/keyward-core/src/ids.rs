@@ -7,6 +7,30 @@ use uuid::Uuid;
 
 use crate::KmsError;
 
+/// A fresh request id: a random UUID v4 in its hyphenated form. The bits
+/// come from the system CSPRNG in blocks of 4 KiB per thread (one getrandom
+/// call per 256 ids, not one per request); request ids are not secrets,
+/// only unique.
+pub fn new_request_id() -> String {
+    use std::cell::RefCell;
+    const BLOCK: usize = 4096;
+    thread_local! {
+        static POOL: RefCell<(Box<[u8; BLOCK]>, usize)> = RefCell::new((Box::new([0; BLOCK]), BLOCK));
+    }
+    let bytes: [u8; 16] = POOL.with(|p| {
+        let (block, used) = &mut *p.borrow_mut();
+        if *used + 16 > BLOCK {
+            keyward_crypto::random_bytes(&mut block[..]).expect("system randomness");
+            *used = 0;
+        }
+        let b = block[*used..*used + 16].try_into().expect("16 bytes");
+        *used += 16;
+        b
+    });
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().encode_lower(&mut buf).to_string()
+}
+
 /// A key's identity: a UUID v4, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(Uuid);
@@ -95,6 +119,22 @@ pub fn validate_alias(field: &'static str, alias: &str) -> Result<(), KmsError> 
         return Err(KmsError::invalid(field, "alias name may hold only letters, digits and / _ - . :"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_v4_uuids_across_refills() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let u = Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 4);
+            assert_eq!(id, &u.hyphenated().to_string());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ pub use directory::{
     ACCESS_KEY_PREFIX, ACCESS_SECRET_LEN, TOKEN_PREFIX,
 };
 pub use error::{bounded, ErrorKind, KmsError, MAX_MESSAGE_BYTES};
-pub use ids::{validate_alias, KeyId, KeyRef};
+pub use ids::{new_request_id, validate_alias, KeyId, KeyRef};
 pub use kms::{
     export_audit_page, import_into_cluster, AccessKeyIdentity, AccessKeyRefusal, AccessKeyView,
     AuditQueryInput, AuditResults, AuditSummary, Bucket, Caller, ClusterConfig, ClusterStatus,

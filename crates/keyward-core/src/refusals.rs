@@ -108,7 +108,7 @@ fn drain(now: &mut Second, next: i64) -> Vec<AuditEntry> {
             let n = t.refused - REFUSALS_AUDITED_PER_SECOND;
             AuditEntry {
                 time_ms: ended.second * 1000,
-                request_id: uuid::Uuid::new_v4().to_string(),
+                request_id: crate::new_request_id(),
                 principal,
                 peer,
                 edge,

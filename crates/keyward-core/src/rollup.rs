@@ -67,6 +67,34 @@ pub enum RollupKey {
     },
 }
 
+/// The fields of a record the counts depend on, borrowed.
+#[derive(PartialEq, Eq, Hash)]
+struct Counted<'a> {
+    hour: u32,
+    principal: &'a str,
+    operation: &'a str,
+    outcome: &'a str,
+    key_id: Option<&'a str>,
+    key_version: Option<u32>,
+    source_key_id: Option<&'a str>,
+    source_key_version: Option<u32>,
+}
+
+impl<'a> Counted<'a> {
+    fn of(r: &'a AuditRecord) -> Self {
+        Self {
+            hour: hour_of(r.time_ms),
+            principal: &r.principal,
+            operation: &r.operation,
+            outcome: &r.outcome,
+            key_id: r.key_id.as_deref(),
+            key_version: r.key_version,
+            source_key_id: r.source_key_id.as_deref(),
+            source_key_version: r.source_key_version,
+        }
+    }
+}
+
 /// Counts to add, by what they count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rollup(pub BTreeMap<RollupKey, [u64; 3]>);
@@ -74,61 +102,76 @@ pub struct Rollup(pub BTreeMap<RollupKey, [u64; 3]>);
 impl Rollup {
     /// The counts of a commit's records.
     pub fn of(records: &[SealedRecord]) -> Self {
-        let mut r = Self::default();
+        // A batch is mostly records alike in everything counted (one
+        // principal using one key version): count those once each, then
+        // add each distinct kind with its number, without copying strings
+        // per record.
+        let mut kinds: std::collections::HashMap<Counted<'_>, u64> = std::collections::HashMap::new();
         for s in records {
-            r.add_record(&s.record);
+            *kinds.entry(Counted::of(&s.record)).or_default() += 1;
+        }
+        let mut r = Self::default();
+        for (c, n) in kinds {
+            r.add_counted(&c, n);
         }
         r
     }
 
     /// Adds one record's counts.
     pub fn add_record(&mut self, r: &AuditRecord) {
-        let hour = hour_of(r.time_ms);
-        let key = r.key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
-        let source = r.source_key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
-        self.add(RollupKey::Outcome { hour, operation: r.operation.clone(), outcome: r.outcome.clone() }, 0);
+        self.add_counted(&Counted::of(r), 1);
+    }
+
+    fn add_counted(&mut self, c: &Counted<'_>, n: u64) {
+        let hour = c.hour;
+        let key = c.key_id.and_then(|k| k.parse::<KeyId>().ok());
+        let source = c.source_key_id.and_then(|k| k.parse::<KeyId>().ok());
+        let (operation, outcome) = (c.operation.to_string(), c.outcome.to_string());
+        self.add(RollupKey::Outcome { hour, operation: operation.clone(), outcome: outcome.clone() }, 0, n);
         self.add(
             RollupKey::PrincipalOutcome {
-                principal: r.principal.clone(),
+                principal: c.principal.to_string(),
                 hour,
-                operation: r.operation.clone(),
-                outcome: r.outcome.clone(),
+                operation: operation.clone(),
+                outcome: outcome.clone(),
             },
             0,
+            n,
         );
         for k in [key, source.filter(|s| Some(*s) != key)].into_iter().flatten() {
             self.add(
                 RollupKey::KeyOutcome {
                     key: k,
                     hour,
-                    operation: r.operation.clone(),
-                    outcome: r.outcome.clone(),
+                    operation: operation.clone(),
+                    outcome: outcome.clone(),
                 },
                 0,
+                n,
             );
         }
-        if r.outcome != "OK" {
+        if c.outcome != "OK" {
             return;
         }
         let mut uses = |id: Option<KeyId>, version: Option<u32>, slot: usize| {
             if let (Some(key), Some(version)) = (id, version) {
-                self.add(RollupKey::Usage { key, hour, version }, slot);
+                self.add(RollupKey::Usage { key, hour, version }, slot, n);
             }
         };
-        match r.operation.as_str() {
-            "Encrypt" => uses(key, r.key_version, 0),
-            "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" => uses(key, r.key_version, 1),
-            "Decrypt" => uses(key, r.key_version, 2),
+        match c.operation {
+            "Encrypt" => uses(key, c.key_version, 0),
+            "GenerateDataKey" | "GenerateDataKeyWithoutPlaintext" => uses(key, c.key_version, 1),
+            "Decrypt" => uses(key, c.key_version, 2),
             "ReEncrypt" => {
-                uses(source, r.source_key_version, 2);
-                uses(key, r.key_version, 0);
+                uses(source, c.source_key_version, 2);
+                uses(key, c.key_version, 0);
             }
             _ => {}
         }
     }
 
-    fn add(&mut self, k: RollupKey, slot: usize) {
-        self.0.entry(k).or_default()[slot] += 1;
+    fn add(&mut self, k: RollupKey, slot: usize, n: u64) {
+        self.0.entry(k).or_default()[slot] += n;
     }
 
     /// Adds counts (what a store does with each commit's).
@@ -318,5 +361,30 @@ mod tests {
         let of_b = r.outcome_hours(&OutcomesOf::Key(b), 0, 5);
         assert_eq!(of_b.len(), 1);
         assert_eq!((of_b[0].operation.as_str(), of_b[0].records), ("ReEncrypt", 1));
+    }
+
+    /// A commit's counts, grouped by kind, are the counts of its records one by one.
+    #[test]
+    fn a_commits_counts_are_its_records_counted_one_by_one() {
+        let (a, b) = (KeyId::generate(), KeyId::generate());
+        let mut records = Vec::new();
+        for i in 0..50 {
+            records.push(record("GenerateDataKey", "OK", a, 1 + i % 2, i64::from(i) * 100_000));
+        }
+        records.push(record("Decrypt", "INVALID_ARGUMENT", b, 1, 5));
+        let mut re = record("ReEncrypt", "OK", b, 1, 7);
+        re.source_key_id = Some(a.to_string());
+        re.source_key_version = Some(2);
+        re.principal = "q".into();
+        records.push(re.clone());
+        records.push(re);
+        let sealed: Vec<SealedRecord> =
+            records.iter().map(|r| SealedRecord { record: r.clone(), bytes: Vec::new() }).collect();
+        let mut one_by_one = Rollup::default();
+        for r in &records {
+            one_by_one.add_record(r);
+        }
+        assert_eq!(Rollup::of(&sealed), one_by_one);
+        assert_eq!(one_by_one.0[&RollupKey::Usage { key: a, hour: 0, version: 1 }], [0, 18, 0]);
     }
 }

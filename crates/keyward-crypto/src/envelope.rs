@@ -12,7 +12,7 @@
 use crate::aead::{self, NONCE_LEN, TAG_LEN};
 use crate::kdf::derive_key;
 use crate::random::random_array;
-use crate::{CryptoError, EncryptionContext, KeyIdBytes, Plaintext, VersionSecret};
+use crate::{CryptoError, DataKey, EncryptionContext, KeyIdBytes, Plaintext, VersionSecret};
 
 /// The format byte of version 1.
 pub const FORMAT_V1: u8 = 0x01;
@@ -63,6 +63,25 @@ pub fn seal(
     let salt: [u8; SALT_LEN] = fresh[..SALT_LEN].try_into().expect("salt length");
     let nonce: [u8; NONCE_LEN] = fresh[SALT_LEN..].try_into().expect("nonce length");
     seal_with(secret, key_id, version, context, plaintext, salt, nonce)
+}
+
+/// A fresh data key of `len` bytes sealed like [`seal`]: the data key, the
+/// salt and the nonce come from one draw of the OS generator (one syscall
+/// for all three).
+pub fn seal_new_data_key(
+    secret: &VersionSecret,
+    key_id: &KeyIdBytes,
+    version: u32,
+    context: &EncryptionContext,
+    len: usize,
+) -> Result<(DataKey, Vec<u8>), CryptoError> {
+    let mut fresh = zeroize::Zeroizing::new(vec![0u8; len + SALT_LEN + NONCE_LEN]);
+    crate::random_bytes(&mut fresh)?;
+    let salt: [u8; SALT_LEN] = fresh[len..len + SALT_LEN].try_into().expect("salt length");
+    let nonce: [u8; NONCE_LEN] = fresh[len + SALT_LEN..].try_into().expect("nonce length");
+    let data_key = DataKey::new(fresh[..len].to_vec());
+    let sealed = seal_with(secret, key_id, version, context, data_key.expose_secret(), salt, nonce)?;
+    Ok((data_key, sealed))
 }
 
 fn seal_with(
@@ -133,6 +152,24 @@ mod tests {
 
     fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
         EncryptionContext::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    /// A new data key from one draw: its ciphertext opens to it, and the
+    /// key, salt and nonce are distinct parts of the draw (and differ per call).
+    #[test]
+    fn a_new_data_key_is_sealed_with_its_own_salt_and_nonce() {
+        let secret = VersionSecret::from_bytes(&[7; 32]).unwrap();
+        let c = ctx(&[("tenant", "a")]);
+        let (k1, ct1) = seal_new_data_key(&secret, &[1; 16], 3, &c, 32).unwrap();
+        let (k2, ct2) = seal_new_data_key(&secret, &[1; 16], 3, &c, 32).unwrap();
+        assert_eq!(k1.expose_secret().len(), 32);
+        assert_eq!(open(&secret, &ct1, &c).unwrap().expose_secret(), k1.expose_secret());
+        assert_eq!(open(&secret, &ct2, &c).unwrap().expose_secret(), k2.expose_secret());
+        assert_ne!(k1.expose_secret(), k2.expose_secret());
+        assert_ne!(ct1[21..65], ct2[21..65], "salt and nonce are fresh per call");
+        assert_ne!(&ct1[21..53], k1.expose_secret(), "the salt is not the key");
+        let (one, ct) = seal_new_data_key(&secret, &[1; 16], 3, &c, 1).unwrap();
+        assert_eq!(open(&secret, &ct, &c).unwrap().expose_secret(), one.expose_secret());
     }
 
     /// Each golden vector is re-made byte for byte from its fixed salt and

@@ -21,7 +21,9 @@ mod signing;
 mod wrap;
 
 pub use context::{EncryptionContext, MAX_CONTEXT_BYTES, MAX_CONTEXT_PAIRS};
-pub use envelope::{open, seal, CiphertextHeader, FORMAT_V1, HEADER_LEN, MIN_CIPHERTEXT_LEN};
+pub use envelope::{
+    open, seal, seal_new_data_key, CiphertextHeader, FORMAT_V1, HEADER_LEN, MIN_CIPHERTEXT_LEN,
+};
 pub use error::CryptoError;
 pub use mac::{RecordKey, RecordTag, RECORD_TAG_LEN};
 pub use random::random_bytes;

@@ -47,29 +47,69 @@ struct StoredHead {
     hash: String,
 }
 
+/// The same fields as [`StoredRecord`], in the same order, borrowed: the
+/// writer encodes each record without copying its strings.
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    seq: u64,
+    time_ms: i64,
+    request_id: &'a str,
+    principal: &'a str,
+    peer: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: Option<&'a str>,
+    operation: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alias: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_key_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_context")]
+    context: &'a BTreeMap<String, String>,
+    outcome: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    prev_hash: &'a str,
+}
+
+fn no_context(c: &&BTreeMap<String, String>) -> bool {
+    c.is_empty()
+}
+
 /// The stored bytes of an audit record (what the chain hashes).
 pub fn encode(r: &AuditRecord) -> Vec<u8> {
-    let stored = StoredRecord {
+    let stored = StoredRecordRef {
         seq: r.seq,
         time_ms: r.time_ms,
-        request_id: r.request_id.clone(),
-        principal: r.principal.clone(),
-        peer: r.peer.clone(),
-        edge: r.edge.clone(),
-        node_id: r.node_id.clone(),
-        operation: r.operation.clone(),
-        key_id: r.key_id.clone(),
+        request_id: &r.request_id,
+        principal: &r.principal,
+        peer: &r.peer,
+        edge: r.edge.as_deref(),
+        node_id: r.node_id.as_deref(),
+        operation: &r.operation,
+        key_id: r.key_id.as_deref(),
         key_version: r.key_version,
-        alias: r.alias.clone(),
-        source_key_id: r.source_key_id.clone(),
+        alias: r.alias.as_deref(),
+        source_key_id: r.source_key_id.as_deref(),
         source_key_version: r.source_key_version,
-        target: r.target.clone(),
-        context: r.context.clone(),
-        outcome: r.outcome.clone(),
-        reason: r.reason.clone(),
-        prev_hash: r.prev_hash.clone(),
+        target: r.target.as_deref(),
+        context: &r.context,
+        outcome: &r.outcome,
+        reason: &r.reason,
+        prev_hash: &r.prev_hash,
     };
-    serde_json::to_vec(&stored).expect("audit record serialises")
+    let mut out = Vec::with_capacity(384);
+    serde_json::to_writer(&mut out, &stored).expect("audit record serialises");
+    out
 }
 
 /// Reads stored audit record bytes.

@@ -253,11 +253,10 @@ impl Kms {
                     format!("must be between 1 and {}, got {n}", self.limits.max_data_key_bytes),
                 ));
             }
-            let data_key = DataKey::generate(n)?;
             let (id, version, secret) = self.seal_version(caller, live).await?;
             entry.key_version = Some(version);
-            let ciphertext =
-                keyward_crypto::seal(&secret, id.as_bytes(), version, &ctx, data_key.expose_secret())?;
+            let (data_key, ciphertext) =
+                keyward_crypto::seal_new_data_key(&secret, id.as_bytes(), version, &ctx, n)?;
             Ok(DataKeyOutput {
                 plaintext: input.with_plaintext.then_some(data_key),
                 ciphertext,
