@@ -217,9 +217,16 @@ impl Console {
             .map(|(_, v)| v.to_string())
     }
 
-    fn set_cookie(&self, value: &str) -> String {
+    /// A `set-cookie` value: HttpOnly, SameSite=Strict, Secure under TLS;
+    /// `max_age` in seconds (None: a session cookie; 0: remove it).
+    fn cookie(&self, name: &str, value: &str, path: &str, max_age: Option<u32>) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
-        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")
+        let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+        format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{age}{secure}")
+    }
+
+    fn set_cookie(&self, value: &str) -> String {
+        self.cookie(COOKIE, value, "/", None)
     }
 
     /// The sign-in page with its CSRF token, set as its cookie too: the
@@ -230,31 +237,26 @@ impl Console {
         let token = Self::named_cookie(req, LOGIN_COOKIE)
             .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
             .unwrap_or_else(|| session::random_hex(32));
-        let secure = if self.secure { "; Secure" } else { "" };
-        let cookie =
-            format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}");
+        let cookie = self.cookie(LOGIN_COOKIE, &token, "/login", Some(3600));
         Page::html(status, pages::sign_in(error, req.client_certs.is_some(), &token))
             .with("set-cookie", cookie)
     }
 
     /// Whether a sign-in form carries the token of its cookie (compared in constant time).
     fn login_csrf_ok(req: &EdgeRequest, form: &Form) -> bool {
-        match (Self::named_cookie(req, LOGIN_COOKIE), form.get("csrf")) {
-            (Some(c), Some(f)) if !c.is_empty() => {
-                bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), f.as_bytes()))
-            }
-            _ => false,
-        }
-    }
-
-    fn clear_login_cookie(&self) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!("{LOGIN_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        Self::named_cookie(req, LOGIN_COOKIE).is_some_and(|c| !c.is_empty() && same_token(form, &c))
     }
 
     fn clear_cookie(&self) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        self.cookie(COOKIE, "", "/", Some(0))
+    }
+
+    /// The answer to a sign-in that started a session: the session cookie
+    /// set, the sign-in form's CSRF cookie removed.
+    fn signed_in(&self, session: &str) -> Page {
+        Page::redirect("/")
+            .with("set-cookie", self.set_cookie(session))
+            .with("set-cookie", self.cookie(LOGIN_COOKIE, "", "/login", Some(0)))
     }
 
     /// The viewer of a request with a live session whose credential still holds.
@@ -444,9 +446,7 @@ impl Console {
             }
             let cookie =
                 self.sessions.start(caller.principal.clone(), Credential::Certificate(session::sha256(leaf)));
-            return Page::redirect("/")
-                .with("set-cookie", self.set_cookie(&cookie))
-                .with("set-cookie", self.clear_login_cookie());
+            return self.signed_in(&cookie);
         }
         let token =
             zeroize::Zeroizing::new(form.get("token").map(|t| t.trim().to_string()).unwrap_or_default());
@@ -475,9 +475,7 @@ impl Console {
             return self.error_page(None, &e);
         }
         let cookie = self.sessions.start(caller.principal.clone(), Credential::Token(token));
-        Page::redirect("/")
-            .with("set-cookie", self.set_cookie(&cookie))
-            .with("set-cookie", self.clear_login_cookie())
+        self.signed_in(&cookie)
     }
 
     async fn sign_out(&self, kms: &Kms, viewer: &Viewer) -> Page {
@@ -510,8 +508,13 @@ fn actions_op(segs: &[&str]) -> Option<Operation> {
 
 /// Whether a form carries the session's CSRF token (compared in constant time).
 fn csrf_ok(viewer: &Viewer, form: &Form) -> bool {
+    same_token(form, &viewer.csrf)
+}
+
+/// Whether a form's `csrf` field is `expected` (compared in constant time).
+fn same_token(form: &Form, expected: &str) -> bool {
     form.get("csrf")
-        .is_some_and(|t| bool::from(subtle::ConstantTimeEq::ct_eq(t.as_bytes(), viewer.csrf.as_bytes())))
+        .is_some_and(|t| bool::from(subtle::ConstantTimeEq::ct_eq(t.as_bytes(), expected.as_bytes())))
 }
 
 mod views;

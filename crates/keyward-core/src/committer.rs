@@ -198,16 +198,19 @@ impl Queue {
     /// Queues a job, waking the writer if it waits for one.
     fn push(&self, job: Job) -> Result<(), AuditError> {
         let mut g = self.lock();
-        if g.closed {
+        let refused = if g.closed {
+            Some(AuditError::Stopped)
+        } else if g.jobs.len() >= self.limit {
+            Some(AuditError::QueueFull(self.limit))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
             drop(g);
-            // Dropping the job drops any lifecycle guard without applying.
+            // Dropped outside the lock: dropping the job drops any lifecycle
+            // guard without applying.
             drop(job);
-            return Err(AuditError::Stopped);
-        }
-        if g.jobs.len() >= self.limit {
-            drop(g);
-            drop(job);
-            return Err(AuditError::QueueFull(self.limit));
+            return Err(e);
         }
         g.jobs.push(job);
         let wake = match g.waiting {
@@ -226,12 +229,16 @@ impl Queue {
         Ok(())
     }
 
-    fn close(&self, done: Option<mpsc::Sender<()>>) {
+    /// Takes nothing more; `done` is told when the writer has finished.
+    /// Returns what is still queued if `drain` (the writer is gone).
+    fn close(&self, done: Option<mpsc::Sender<()>>, drain: bool) -> Vec<Job> {
         let mut g = self.lock();
         g.closed = true;
         g.stopped.extend(done);
+        let left = if drain { std::mem::take(&mut g.jobs) } else { Vec::new() };
         drop(g);
         self.cv.notify_one();
+        left
     }
 }
 
@@ -240,11 +247,8 @@ struct CloseOnExit(Arc<Queue>);
 
 impl Drop for CloseOnExit {
     fn drop(&mut self) {
-        let mut g = self.0.lock();
-        g.closed = true;
-        let left = std::mem::take(&mut g.jobs);
-        drop(g);
-        drop(left);
+        // Dropped outside the lock, as in `push`.
+        drop(self.0.close(None, true));
     }
 }
 
@@ -254,7 +258,7 @@ struct Sender(Arc<Queue>);
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        self.0.close(None);
+        self.0.close(None, false);
     }
 }
 
@@ -310,6 +314,8 @@ impl AuditLog {
         let queue_limit = config.queue_limit.max(1);
         let max_batch = config.max_batch.max(1);
         let in_flight = config.in_flight.filter(|_| !config.linger.is_zero());
+        // The queue holds the in-flight count; the writer only how long it may wait.
+        let linger = in_flight.is_some().then_some(config.linger);
         let queue = Arc::new(Queue {
             inbox: std::sync::Mutex::new(Inbox {
                 jobs: Vec::with_capacity(max_batch.min(queue_limit)),
@@ -320,7 +326,7 @@ impl AuditLog {
             cv: std::sync::Condvar::new(),
             limit: queue_limit,
             max_batch,
-            in_flight: in_flight.clone(),
+            in_flight,
         });
         let rx = queue.clone();
         let checkpoint_every = config.checkpoint_every;
@@ -332,7 +338,6 @@ impl AuditLog {
             .name("keyward-audit".into())
             .spawn(move || {
                 let _mark = mark;
-                let linger = in_flight.map(|n| (n, config.linger));
                 Writer {
                     store,
                     usage,
@@ -426,7 +431,7 @@ impl AuditLog {
 
     fn send_stop(&self, timeout: Duration) {
         let (done, wait) = mpsc::channel();
-        self.tx.0.close(Some(done));
+        self.tx.0.close(Some(done), false);
         let _ = wait.recv_timeout(timeout);
     }
 
@@ -444,7 +449,8 @@ struct Writer {
     healthy: Arc<watch::Sender<bool>>,
     max_batch: usize,
     observer: Option<Arc<dyn AuditObserver>>,
-    linger: Option<(Arc<AtomicUsize>, Duration)>,
+    /// The longest wait for records on their way (None: never wait).
+    linger: Option<Duration>,
     signer: Option<CheckpointSigner>,
     /// Sequence number and time of the newest stored checkpoint.
     last_checkpoint: Option<(u64, i64)>,
@@ -515,8 +521,8 @@ impl Writer {
         // Wait (briefly) while the server handles more requests than the
         // batch holds, less one: those records are on their way. Only the
         // submit that completes the batch wakes the writer.
-        if let Some((_, linger)) = &self.linger {
-            let until = Instant::now() + *linger;
+        if let Some(linger) = self.linger {
+            let until = Instant::now() + linger;
             while !g.closed && !queue.batch_complete(g.jobs.len()) {
                 let Some(left) = until.checked_duration_since(Instant::now()) else { break };
                 g.waiting = Waiting::Linger;
