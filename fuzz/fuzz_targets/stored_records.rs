@@ -2,8 +2,7 @@
 //! whatever decodes re-encodes to bytes that decode to the same value.
 #![no_main]
 
-use std::collections::BTreeMap;
-
+use keyward_core::VersionMap;
 use keyward_format::{access, aliases, audit, keys, usage};
 use libfuzzer_sys::fuzz_target;
 
@@ -11,9 +10,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else { return };
     match which % 8 {
         0 => {
-            if let Ok(r) = keys::decode(bytes, BTreeMap::new()) {
+            if let Ok(r) = keys::decode(bytes, VersionMap::new()) {
                 let again = keys::encode(&r).expect("a decoded format-2 record has a tag");
-                assert_eq!(keys::decode(&again, BTreeMap::new()).unwrap(), r);
+                assert_eq!(keys::decode(&again, VersionMap::new()).unwrap(), r);
             }
         }
         1 => {

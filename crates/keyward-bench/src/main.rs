@@ -235,6 +235,25 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         burst: usize,
     },
+    /// Time `QueryAuditLog` for the newest records of one key, one query
+    /// at a time (a big store's index read; scripts/bench-store).
+    AuditQuery {
+        /// Keyward address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        keyward: String,
+        /// Bearer token of an auditor or admin (not needed against --dev).
+        #[arg(long, env = "KEYWARD_TOKEN")]
+        token: Option<String>,
+        /// The key whose records to read (default: the newest record's key).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Records a page.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Queries to time.
+        #[arg(long, default_value_t = 200)]
+        repeat: usize,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -413,6 +432,56 @@ async fn populate(
     if failed > 0 {
         return Err(format!("{failed} requests failed"));
     }
+    Ok(())
+}
+
+/// See [`Cmd::AuditQuery`]. Prints the latency percentiles of one page of
+/// the key's newest records and how many records a page held.
+async fn audit_query(
+    addr: &str,
+    token: Option<&str>,
+    key_id: Option<String>,
+    page_size: u32,
+    repeat: usize,
+) -> Result<(), String> {
+    let ch = channels(addr, 1).await?.remove(0);
+    let mut client = pb::audit_service_client::AuditServiceClient::new(ch);
+    let key_id = match key_id {
+        Some(k) => k,
+        None => client
+            .query_audit_log(with_token(
+                pb::QueryAuditLogRequest { page_size: 1, ..Default::default() },
+                token,
+            ))
+            .await
+            .map_err(|e| format!("QueryAuditLog: {e}"))?
+            .into_inner()
+            .records
+            .first()
+            .map(|r| r.key_id.clone())
+            .filter(|k| !k.is_empty())
+            .ok_or("the newest audit record names no key: give --key-id")?,
+    };
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut held = 0;
+    for _ in 0..repeat.max(1) {
+        let req = pb::QueryAuditLogRequest { key_id: key_id.clone(), page_size, ..Default::default() };
+        let t = Instant::now();
+        let page = client
+            .query_audit_log(with_token(req, token))
+            .await
+            .map_err(|e| format!("QueryAuditLog: {e}"))?;
+        hist.record(t.elapsed().as_micros() as u64).expect("in range");
+        held = page.into_inner().records.len();
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "QueryAuditLog key {key_id}, newest {page_size}: {held} records a page; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} queries",
+        ms(0.5),
+        ms(0.99),
+        hist.max() as f64 / 1000.0,
+        hist.len()
+    );
     Ok(())
 }
 
@@ -662,6 +731,9 @@ fn main() -> std::process::ExitCode {
                 cluster::run(&single, &nodes, concurrency, seconds, connections, rotations).await
             }
             Cmd::KmsV2 { socket, sequential, burst } => kms_v2(socket, sequential, burst).await,
+            Cmd::AuditQuery { keyward, token, key_id, page_size, repeat } => {
+                audit_query(&keyward, token.as_deref(), key_id, page_size, repeat).await
+            }
             Cmd::Console { keyward, console, clock_file, records, repeat } => {
                 console::run(&keyward, &console, &clock_file, records, repeat).await
             }

@@ -217,7 +217,7 @@ mod tests {
                     max_encryptions_per_version: None,
                 },
             },
-            wrapped: BTreeMap::from([(2, WrappedVersionSecret::from_stored(vec![1, 2, 3]))]),
+            wrapped: crate::VersionMap::from([(2, WrappedVersionSecret::from_stored(vec![1, 2, 3]))]),
             tag: None,
         }
     }

@@ -32,6 +32,7 @@ mod store;
 pub mod testing;
 mod usage;
 mod verify;
+mod version_map;
 
 pub use access::{ContextConstraint, Grant, KeySelector, Permission, Policy, Role};
 pub use audit::{
@@ -79,3 +80,4 @@ pub use store::{
     AliasChange, AliasEntry, AuditView, CommitBatch, EntrySink, Rekey, SealedRecord, Store, StoreError,
 };
 pub use verify::{verify_chain, verify_log, VerifyReport};
+pub use version_map::VersionMap;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use keyward_crypto::{RecordTag, WrappedVersionSecret};
 
-use crate::KeyId;
+use crate::{KeyId, VersionMap};
 
 /// Lifecycle state of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub struct KeyRecord {
     /// Metadata.
     pub meta: KeyMeta,
     /// Wrapped secrets by version (absent once destroyed).
-    pub wrapped: BTreeMap<u32, WrappedVersionSecret>,
+    pub wrapped: VersionMap<WrappedVersionSecret>,
     /// The record's tag under the root-derived record key (`Kms` sets it on
     /// every record it commits and checks it on every record it loads; the
     /// store keeps it opaque). `None` only in records read from a stored

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use keyward_core::{
-    KeyId, KeyMeta, KeyRecord, KeyState, RotationPolicy, StoreError, VersionMeta, VersionState,
+    KeyId, KeyMeta, KeyRecord, KeyState, RotationPolicy, StoreError, VersionMap, VersionMeta, VersionState,
 };
 use keyward_crypto::{RecordTag, WrappedVersionSecret, RECORD_TAG_LEN};
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ pub fn encode(record: &KeyRecord) -> Result<Vec<u8>, StoreError> {
 
 /// Reads a stored key record (format 2) and the versions' secrets, which
 /// the store reads apart.
-pub fn decode(bytes: &[u8], wrapped: BTreeMap<u32, WrappedVersionSecret>) -> Result<KeyRecord, StoreError> {
+pub fn decode(bytes: &[u8], wrapped: VersionMap<WrappedVersionSecret>) -> Result<KeyRecord, StoreError> {
     let stored: StoredKeyV2 = serde_json::from_slice(bytes).map_err(|e| corrupt("key record", e))?;
     let tag = hex::decode(&stored.tag).map_err(|e| corrupt("key record tag", e))?;
     let tag: [u8; RECORD_TAG_LEN] = tag.try_into().map_err(|_| corrupt("key record tag", "not 32 bytes"))?;
@@ -149,7 +149,7 @@ pub fn decode_shared(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| corrupt("shared key record", e))?;
     let tag = hex::decode(&stored.tag).map_err(|e| corrupt("key record tag", e))?;
     let tag: [u8; RECORD_TAG_LEN] = tag.try_into().map_err(|_| corrupt("key record tag", "not 32 bytes"))?;
-    let mut wrapped = BTreeMap::new();
+    let mut wrapped = VersionMap::new();
     for (v, h) in stored.wrapped {
         let bytes = hex::decode(&h).map_err(|e| corrupt("wrapped secret", e))?;
         wrapped.insert(v, WrappedVersionSecret::from_stored(bytes));
@@ -170,7 +170,7 @@ pub fn encode_v1(record: &KeyRecord) -> Vec<u8> {
 /// Reads a stored key record in format 1 (no tag).
 pub fn decode_v1(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
     let stored: StoredKeyV1 = serde_json::from_slice(bytes).map_err(|e| corrupt("key record", e))?;
-    let mut wrapped = BTreeMap::new();
+    let mut wrapped = VersionMap::new();
     for (v, h) in stored.wrapped {
         let bytes = hex::decode(&h).map_err(|e| corrupt("wrapped secret", e))?;
         wrapped.insert(v, WrappedVersionSecret::from_stored(bytes));

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use keyward_core::{AccessChange, AccessId, AccessRecord, AccessRecordKey};
 use keyward_core::{
     AliasChange, AliasEntry, AuditHead, AuditPage, AuditQuery, AuditRecord, CommitBatch, KeyId, KeyRecord,
-    SealedRecord, Store, StoreError, VersionUsage,
+    SealedRecord, Store, StoreError, VersionMap, VersionUsage,
 };
 use keyward_core::{AuditSigner, AuditView, Checkpoint, IndexEntry};
 use keyward_crypto::WrappedVersionSecret;
@@ -228,8 +228,8 @@ impl RocksStore {
     }
 
     /// Every stored wrapped secret, by key and version.
-    fn load_secrets(&self) -> Result<BTreeMap<KeyId, BTreeMap<u32, WrappedVersionSecret>>, StoreError> {
-        let mut out: BTreeMap<KeyId, BTreeMap<u32, WrappedVersionSecret>> = BTreeMap::new();
+    fn load_secrets(&self) -> Result<BTreeMap<KeyId, VersionMap<WrappedVersionSecret>>, StoreError> {
+        let mut out: BTreeMap<KeyId, VersionMap<WrappedVersionSecret>> = BTreeMap::new();
         for item in self.db.iterator_cf(self.cf(CF_SECRETS), IteratorMode::Start) {
             let (k, v) = item.map_err(err)?;
             let (id, version) =

@@ -30,7 +30,7 @@ fn key(id: KeyId) -> KeyRecord {
                 max_encryptions_per_version: Some(9),
             },
         },
-        wrapped: BTreeMap::from([(1, WrappedVersionSecret::from_stored(vec![1, 2, 3]))]),
+        wrapped: keyward_core::VersionMap::from([(1, WrappedVersionSecret::from_stored(vec![1, 2, 3]))]),
         tag: Some(RecordTag([5; 32])),
     }
 }

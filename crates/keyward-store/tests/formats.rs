@@ -67,7 +67,7 @@ fn key_record(name: &str) -> KeyRecord {
                     max_encryptions_per_version: Some(1_000_000),
                 },
             },
-            wrapped: BTreeMap::from([
+            wrapped: keyward_core::VersionMap::from([
                 (1, WrappedVersionSecret::from_stored(vec![0x01; 61])),
                 (2, WrappedVersionSecret::from_stored(vec![0x02; 61])),
             ]),
@@ -85,7 +85,10 @@ fn key_record(name: &str) -> KeyRecord {
                 deletion_ms: None,
                 rotation: RotationPolicy::default(),
             },
-            wrapped: BTreeMap::from([(1, WrappedVersionSecret::from_stored(vec![0xab, 0xcd]))]),
+            wrapped: keyward_core::VersionMap::from([(
+                1,
+                WrappedVersionSecret::from_stored(vec![0xab, 0xcd]),
+            )]),
             tag: None,
         },
         "destroyed key" => KeyRecord {
@@ -100,7 +103,7 @@ fn key_record(name: &str) -> KeyRecord {
                 deletion_ms: None,
                 rotation: RotationPolicy::default(),
             },
-            wrapped: BTreeMap::new(),
+            wrapped: keyward_core::VersionMap::new(),
             tag: None,
         },
         other => panic!("no key record named {other:?}"),

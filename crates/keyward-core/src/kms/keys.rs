@@ -12,7 +12,8 @@ use super::pipeline::Plan;
 use super::rotation::RotationInput;
 use super::{Caller, KeyView, Kms, LiveKey, DAY_MS};
 use crate::{
-    AliasChange, KeyId, KeyMeta, KeyRecord, KeyState, KmsError, Operation, Role, VersionMeta, VersionState,
+    AliasChange, KeyId, KeyMeta, KeyRecord, KeyState, KmsError, Operation, Role, VersionMap, VersionMeta,
+    VersionState,
 };
 
 /// Arguments of `CreateKey`.
@@ -106,8 +107,8 @@ impl Kms {
             let secret = VersionSecret::generate()?;
             let wrapped = p.root.wrap(id.as_bytes(), 1, &secret)?;
             let output = KeyView { meta: meta.clone(), aliases: input.alias.iter().cloned().collect() };
-            let record = KeyRecord { meta, wrapped: BTreeMap::from([(1, wrapped)]), tag: None };
-            let live = LiveKey { record, secrets: BTreeMap::from([(1, Arc::new(secret))]) };
+            let record = KeyRecord { meta, wrapped: VersionMap::from([(1, wrapped)]), tag: None };
+            let live = LiveKey { record, secrets: VersionMap::from([(1, Arc::new(secret))]) };
             let aliases = input.alias.iter().map(|a| AliasChange::set(a.clone(), id)).collect();
             Ok(Plan::Change { keys: vec![live], aliases, output })
         })
@@ -297,7 +298,7 @@ impl Kms {
                 v.destroy_ms = None;
             }
             record.wrapped.clear();
-            Ok(Some(LiveKey { record, secrets: BTreeMap::new() }))
+            Ok(Some(LiveKey { record, secrets: VersionMap::new() }))
         })
         .await
     }

@@ -55,7 +55,7 @@ use tokio::sync::Mutex;
 use crate::usage::UsageBook;
 use crate::{
     integrity, AliasChange, AliasEntry, AuditLog, AuditLogConfig, Clock, Edge, KeyId, KeyMeta, KeyRecord,
-    KeyRef, KeyState, KmsError, Limits, Policy, Store, StoreError,
+    KeyRef, KeyState, KmsError, Limits, Policy, Store, StoreError, VersionMap,
 };
 
 pub use access::{
@@ -141,7 +141,7 @@ pub struct KmsConfig {
 /// A key with its version secrets unwrapped.
 struct LiveKey {
     record: KeyRecord,
-    secrets: BTreeMap<u32, Arc<VersionSecret>>,
+    secrets: VersionMap<Arc<VersionSecret>>,
 }
 
 impl LiveKey {
@@ -513,9 +513,10 @@ impl Kms {
 }
 
 fn unwrap_record(root: &RootKey, record: KeyRecord) -> Result<LiveKey, keyward_crypto::CryptoError> {
-    let mut secrets = BTreeMap::new();
-    for (v, wrapped) in &record.wrapped {
-        secrets.insert(*v, Arc::new(root.unwrap(record.meta.id.as_bytes(), *v, wrapped)?));
-    }
+    let secrets = record
+        .wrapped
+        .iter()
+        .map(|(v, wrapped)| Ok((*v, Arc::new(root.unwrap(record.meta.id.as_bytes(), *v, wrapped)?))))
+        .collect::<Result<_, keyward_crypto::CryptoError>>()?;
     Ok(LiveKey { record, secrets })
 }
