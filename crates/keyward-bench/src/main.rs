@@ -244,7 +244,7 @@ enum Cmd {
         /// Bearer token of an auditor or admin (not needed against --dev).
         #[arg(long, env = "KEYWARD_TOKEN")]
         token: Option<String>,
-        /// The key whose records to read (default: the newest record's key).
+        /// The key whose records to read (default: that of the newest record naming one).
         #[arg(long)]
         key_id: Option<String>,
         /// Records a page.
@@ -450,17 +450,17 @@ async fn audit_query(
         Some(k) => k,
         None => client
             .query_audit_log(with_token(
-                pb::QueryAuditLogRequest { page_size: 1, ..Default::default() },
+                pb::QueryAuditLogRequest { page_size: 100, ..Default::default() },
                 token,
             ))
             .await
             .map_err(|e| format!("QueryAuditLog: {e}"))?
             .into_inner()
             .records
-            .first()
-            .map(|r| r.key_id.clone())
-            .filter(|k| !k.is_empty())
-            .ok_or("the newest audit record names no key: give --key-id")?,
+            .into_iter()
+            .map(|r| r.key_id)
+            .find(|k| !k.is_empty())
+            .ok_or("none of the newest 100 audit records names a key: give --key-id")?,
     };
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut held = 0;

@@ -520,3 +520,16 @@ fn unwrap_record(root: &RootKey, record: KeyRecord) -> Result<LiveKey, keyward_c
         .collect::<Result<_, keyward_crypto::CryptoError>>()?;
     Ok(LiveKey { record, secrets })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_in_memory_fits_the_256_byte_allocation_class() {
+        // Every key is one `Arc<LiveKey>` for the server's life: with the
+        // Arc's two counters it must stay within 256 bytes (mimalloc's next
+        // class is 320: 64 bytes more per key, 6.4 MB per 100k keys).
+        assert!(std::mem::size_of::<LiveKey>() + 2 * std::mem::size_of::<usize>() <= 256);
+    }
+}
