@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use keyward::pb;
 use keyward::pb::key_service_client::KeyServiceClient;
 
-use crate::{channels, drive, ms, Op};
+use crate::{channels, drive, quantiles, Op};
 
 async fn create_key(addr: &str) -> Result<String, String> {
     let ch = channels(addr, 1).await?;
@@ -29,15 +29,6 @@ async fn primary_version(c: &mut KeyServiceClient<tonic::transport::Channel>, ke
         .ok()
         .and_then(|r| r.into_inner().key)
         .map_or(0, |k| k.primary_version)
-}
-
-fn quantiles(h: &Histogram<u64>) -> String {
-    format!(
-        "p50 {} ms, p99 {} ms, max {} ms",
-        ms(h.value_at_quantile(0.5)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.max())
-    )
 }
 
 /// See the module documentation.

@@ -474,12 +474,9 @@ async fn audit_query(
         hist.record(t.elapsed().as_micros() as u64).expect("in range");
         held = page.into_inner().records.len();
     }
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "QueryAuditLog key {key_id}, newest {page_size}: {held} records a page; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} queries",
-        ms(0.5),
-        ms(0.99),
-        hist.max() as f64 / 1000.0,
+        "QueryAuditLog key {key_id}, newest {page_size}: {held} records a page; {} over {} queries",
+        quantiles(&hist),
         hist.len()
     );
     Ok(())
@@ -601,6 +598,16 @@ async fn drive_as(
 
 fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// "p50 X ms, p99 Y ms, max Z ms" of a histogram of microseconds.
+fn quantiles(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {} ms, p99 {} ms, max {} ms",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max())
+    )
 }
 
 /// `keyward-bench run`: each operation against Keyward and, in the same

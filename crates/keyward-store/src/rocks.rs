@@ -124,13 +124,10 @@ impl Drop for RocksStore {
             return;
         }
         let started = std::time::Instant::now();
-        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        match self.db.flush_cfs_opt(&cfs, &fo) {
+        match self.flush_all() {
             Ok(()) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed at close"),
             Err(e) => {
-                tracing::warn!(error = %e.into_string(), "store not flushed at close; the next open replays its log")
+                tracing::warn!(error = %e.0, "store not flushed at close; the next open replays its log")
             }
         }
     }
@@ -331,10 +328,7 @@ impl RocksStore {
     /// last level with the deletions applied (the SST files that held the
     /// values are rewritten and the old ones deleted).
     fn shred(&self) -> Result<(), StoreError> {
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
-        self.db.flush_cfs_opt(&cfs, &fo).map_err(err)?;
+        self.flush_all()?;
         let mut co = CompactOptions::default();
         co.set_exclusive_manual_compaction(true);
         co.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
@@ -394,6 +388,14 @@ impl RocksStore {
             store.legacy.store(v < FORMAT_VERSION, Ordering::SeqCst);
         }
         Ok(store)
+    }
+
+    /// Flushes every column family's memtable to its files and waits.
+    fn flush_all(&self) -> Result<(), StoreError> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &fo).map_err(err)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -870,10 +872,7 @@ impl RocksStore {
     /// Flushes everything restored to its files (synced), then records the
     /// format the restored entries carry.
     pub fn finish_restore(&self) -> Result<(), StoreError> {
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
-        self.db.flush_cfs_opt(&cfs, &fo).map_err(err)?;
+        self.flush_all()?;
         let version = self.format_version()?;
         self.legacy.store(version.is_some_and(|v| v < FORMAT_VERSION), Ordering::SeqCst);
         self.db.flush_wal(true).map_err(err)
