@@ -7,26 +7,12 @@ use uuid::Uuid;
 
 use crate::KmsError;
 
-/// A fresh request id: a random UUID v4 in its hyphenated form. The bits
-/// come from the system CSPRNG in blocks of 4 KiB per thread (one getrandom
-/// call per 256 ids, not one per request); request ids are not secrets,
-/// only unique.
+/// A fresh request id: a random UUID v4 in its hyphenated form, its bits
+/// from the system CSPRNG (drawn in blocks: `keyward_crypto::random_bytes`).
+/// Request ids are not secrets, only unique.
 pub fn new_request_id() -> String {
-    use std::cell::RefCell;
-    const BLOCK: usize = 4096;
-    thread_local! {
-        static POOL: RefCell<(Box<[u8; BLOCK]>, usize)> = RefCell::new((Box::new([0; BLOCK]), BLOCK));
-    }
-    let bytes: [u8; 16] = POOL.with(|p| {
-        let (block, used) = &mut *p.borrow_mut();
-        if *used + 16 > BLOCK {
-            keyward_crypto::random_bytes(&mut block[..]).expect("system randomness");
-            *used = 0;
-        }
-        let b = block[*used..*used + 16].try_into().expect("16 bytes");
-        *used += 16;
-        b
-    });
+    let mut bytes = [0u8; 16];
+    keyward_crypto::random_bytes(&mut bytes).expect("system randomness");
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().encode_lower(&mut buf).to_string()
 }
