@@ -195,3 +195,40 @@ async fn the_global_rate_limit_refuses_excess_and_recovers() {
     assert!(records.iter().all(|r| r.operation == "ListKeys"), "{records:?}");
     s.stop().await.unwrap();
 }
+
+/// The audit writer runs in SCHED_BATCH (it does not preempt the request
+/// thread when they share a core) and still commits every record: read from
+/// the kernel's own view of the threads (/proc/self/task/*/stat, field 41).
+#[tokio::test]
+async fn the_audit_writer_runs_in_the_batch_class_and_still_commits() {
+    const SCHED_BATCH: u32 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path()).await;
+    let before = s.audit_count().await;
+    let id = s.create_key("").await;
+    s.crypto()
+        .generate_data_key(pb::GenerateDataKeyRequest {
+            key_id: id,
+            number_of_bytes: Some(32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(s.audit_count().await >= before + 2, "the create and the data key are both recorded");
+    let mut writers = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        if comm.trim() != "keyward-audit" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
+        // Fields after the command name's closing parenthesis start at field 3.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy: u32 = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        writers.push(policy);
+    }
+    assert!(!writers.is_empty(), "no keyward-audit thread found");
+    assert!(writers.iter().all(|&p| p == SCHED_BATCH), "writer scheduling policies: {writers:?}");
+    s.stop().await.unwrap();
+}

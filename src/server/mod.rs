@@ -181,6 +181,8 @@ impl Server {
         }
         let in_flight = Arc::new(AtomicUsize::new(0));
         kms_config.audit.in_flight = Some(in_flight.clone());
+        // The writer does not preempt the request thread where they share a core.
+        kms_config.audit.writer_started = Some(crate::hardening::batch_scheduling);
         // One clock per server: a cluster node's, as it was opened with.
         let clock = match &opening {
             Some(Opening::Opened(_, _, clock)) => clock.clone(),

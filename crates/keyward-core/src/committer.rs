@@ -62,6 +62,9 @@ pub struct AuditLogConfig {
     pub checkpoint_every: Duration,
     /// The cluster node every record names (cluster mode only).
     pub node_id: Option<String>,
+    /// Called on the writer thread as it starts, before its first batch
+    /// (the server sets the thread's scheduling class there).
+    pub writer_started: Option<fn()>,
 }
 
 /// Default [`AuditLogConfig::queue_limit`].
@@ -78,6 +81,7 @@ impl Default for AuditLogConfig {
             queue_limit: DEFAULT_AUDIT_QUEUE_LIMIT,
             checkpoint_every: Duration::from_secs(1),
             node_id: None,
+            writer_started: None,
         }
     }
 }
@@ -334,10 +338,14 @@ impl AuditLog {
         let writer_health = healthy.clone();
         let exited = Arc::new(Exited::default());
         let mark = MarkExited(exited.clone());
+        let started = config.writer_started;
         std::thread::Builder::new()
             .name("keyward-audit".into())
             .spawn(move || {
                 let _mark = mark;
+                if let Some(f) = started {
+                    f();
+                }
                 Writer {
                     store,
                     usage,
