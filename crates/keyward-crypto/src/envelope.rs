@@ -129,7 +129,7 @@ pub fn open(
     let len = match aead::open(&message_key, nonce, &aad, &mut buf) {
         Ok(pt) => pt.len(),
         Err(e) => {
-            zeroize::Zeroize::zeroize(&mut buf);
+            crate::secret::wipe(&mut buf);
             return Err(e);
         }
     };

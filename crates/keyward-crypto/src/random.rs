@@ -22,7 +22,7 @@ use crate::CryptoError;
 const BLOCK: usize = 4096;
 
 /// Largest request served from the thread's block.
-pub const POOLED_MAX: usize = 256;
+const POOLED_MAX: usize = 256;
 
 /// A thread's undrawn system randomness: `bytes[used..]` are fresh; the
 /// drawn ones before them are zero.
