@@ -104,6 +104,12 @@ pub struct RocksStore {
 /// Past this size RocksDB flushes the column families holding the oldest.
 const MAX_TOTAL_WAL_BYTES: u64 = 256 << 20;
 
+/// The memtables of every column family together, at most (RocksDB
+/// flushes the largest past it). Without it each column family grows its
+/// own to 64 MiB under load (the log, its two indexes, the hourly counts:
+/// a quarter of a gigabyte of RSS on a busy server).
+const MAX_MEMTABLE_BYTES: usize = 16 << 20;
+
 impl std::fmt::Debug for RocksStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksStore").field("path", &self.db.path()).finish()
@@ -141,6 +147,7 @@ impl RocksStore {
         opts.create_missing_column_families(true);
         opts.set_paranoid_checks(true);
         opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        opts.set_db_write_buffer_size(MAX_MEMTABLE_BYTES);
         let db = DB::open_cf(&opts, dir, ALL_CFS).map_err(err)?;
         let store =
             Self { db, legacy: AtomicBool::new(false), shred_retry: AtomicBool::new(false), writable: true };
